@@ -1,0 +1,76 @@
+"""Turn a person's context and history, and a policy's arms, into Vowpal Wabbit text.
+
+Namespaces (VW keys interactions on the first letter):
+  User     the request context (segment, country, tenure, ...)
+  History  recent contact pressure, computed from the store at decision time
+  Arm      the arm: content id, topic, tags, channel, timing, their conjunctions and numeric
+           content features; the hold arm is the single feature `hold`.
+The policy's `vw_args` choose the interactions (by default `-q UA -q HA`).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable, Mapping
+
+_UNSAFE = re.compile(r"[\s|:]+")
+
+
+def _tok(value: object) -> str:
+    """A VW-safe token: no whitespace, no '|' and no ':'."""
+    return _UNSAFE.sub("_", str(value)) or "_"
+
+
+def history_features(contacts_7d: int, hours_since_contact: float | None) -> dict[str, float | str]:
+    """What we know of the person's recent contact pressure, as features."""
+    if hours_since_contact is None:
+        recency = "never"
+    elif hours_since_contact < 24:
+        recency = "lt1d"
+    elif hours_since_contact < 72:
+        recency = "lt3d"
+    elif hours_since_contact < 168:
+        recency = "lt7d"
+    else:
+        recency = "ge7d"
+    return {"contacts_7d": float(contacts_7d), "recency": recency}
+
+
+def _features(values: Mapping[str, object]) -> str:
+    parts = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            parts.append(f"{_tok(name)}={'true' if value else 'false'}")
+        elif isinstance(value, (int, float)):
+            v = float(value)
+            if math.isfinite(v):
+                # log scale keeps large counts (tenure in days) in a range SGD likes
+                scaled = math.copysign(math.log1p(abs(v)), v)
+                parts.append(f"{_tok(name)}:{scaled:.6g}")
+        else:
+            parts.append(f"{_tok(name)}={_tok(value)}")
+    return " ".join(parts)
+
+
+def shared_line(context: Mapping[str, object], history: Mapping[str, object]) -> str:
+    return f"shared |User {_features(context)} |History {_features(history)}"
+
+
+def arm_line(content_id: str | None, topic: str | None = None, tags: Iterable[str] = (),
+             channel: str | None = None, timing: str | None = None,
+             numeric: Mapping[str, float] | None = None) -> str:
+    if content_id is None:
+        return "|Arm hold"
+    c, ch, t = _tok(content_id), _tok(channel), _tok(timing)
+    toks = [f"content={c}", f"topic={_tok(topic)}", f"channel={ch}", f"timing={t}",
+            f"content_channel={c}+{ch}", f"channel_timing={ch}+{t}", f"arm={c}+{ch}+{t}"]
+    toks += [f"tag={_tok(tag)}" for tag in tags]
+    toks += [f"{_tok(k)}:{float(v):.6g}" for k, v in (numeric or {}).items()]
+    return "|Arm " + " ".join(toks)
+
+
+def label_action(line: str, cost: float, probability: float) -> str:
+    """The chosen action's line with its cb label `0:cost:probability`."""
+    return f"0:{cost:.6f}:{probability:.6f} {line}"

@@ -1,0 +1,91 @@
+"""The learner: Vowpal Wabbit `--cb_explore_adf` over a fixed catalogue of arms.
+
+VW only ever sees the allowed arms of a decision; its action indices are positions in that
+subset, which callers map back to arm ids. Parsing text examples is most of VW's cost with many
+arms, so each arm's action example is parsed once per workspace and reused for every
+prediction; only the shared (person) example is parsed per request.
+
+The Python binding saves models to files only: `to_bytes` and `from_bytes` go through a
+temporary file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Sequence
+
+import numpy as np
+import vowpalwabbit as vw
+from vowpalwabbit import pyvw
+
+from models.featurize import label_action
+
+_CB = vw.LabelType.CONTEXTUAL_BANDIT
+
+
+class VWPolicy:
+    """One VW workspace and the parsed action examples of a catalogue of arms.
+
+    `arm_lines[i]` is the VW text of arm i (see models.featurize.arm_line).
+    """
+
+    def __init__(self, arm_lines: Sequence[str], vw_args: str = "", seed: int = 0,
+                 model_bytes: bytes | None = None):
+        self.arm_lines = list(arm_lines)
+        self.vw_args = vw_args
+        self.seed = seed
+        if model_bytes is None:
+            self.ws = vw.Workspace(f"--cb_explore_adf {vw_args} --random_seed {seed} --quiet")
+        else:
+            fd, path = tempfile.mkstemp(suffix=".vw")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(model_bytes)
+                # the model file carries its own reductions and interactions
+                self.ws = vw.Workspace(f"-i {path} --quiet")
+            finally:
+                os.unlink(path)
+        self._actions: list[pyvw.Example] | None = None
+
+    @property
+    def actions(self) -> list[pyvw.Example]:
+        if self._actions is None:
+            self._actions = [pyvw.Example(self.ws, line, _CB) for line in self.arm_lines]
+        return self._actions
+
+    def predict(self, shared: str, allowed: Sequence[int]) -> np.ndarray:
+        """The probability of each allowed arm (in the order given); sums to 1."""
+        actions = self.actions
+        examples = [pyvw.Example(self.ws, shared, _CB)] + [actions[i] for i in allowed]
+        pmf = np.asarray(self.ws.predict(examples), dtype=float)
+        total = pmf.sum()
+        if len(pmf) != len(allowed) or not np.isfinite(total) or total <= 0:
+            raise ValueError(f"VW returned an unusable distribution over {len(allowed)} arms")
+        return pmf / total
+
+    def predict_text(self, shared: str, allowed: Sequence[int]) -> np.ndarray:
+        """The same as `predict`, parsing every line: the baseline the benchmark compares with."""
+        pmf = np.asarray(self.ws.predict([shared] + [self.arm_lines[i] for i in allowed]), dtype=float)
+        return pmf / pmf.sum()
+
+    def learn(self, shared: str, allowed: Sequence[int], chosen: int, cost: float, probability: float) -> None:
+        """Learn from one logged decision: `chosen` is a position in `allowed`."""
+        lines = [shared]
+        for pos, arm in enumerate(allowed):
+            line = self.arm_lines[arm]
+            lines.append(label_action(line, cost, probability) if pos == chosen else line)
+        self.ws.learn(lines)
+
+    def to_bytes(self) -> bytes:
+        fd, path = tempfile.mkstemp(suffix=".vw")
+        os.close(fd)
+        try:
+            self.ws.save(path)
+            with open(path, "rb") as fh:
+                return fh.read()
+        finally:
+            os.unlink(path)
+
+    def close(self) -> None:
+        self._actions = None
+        self.ws.finish()

@@ -1,0 +1,96 @@
+"""HTTP API v1: one blueprint per resource, each a thin adapter over the engine."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from service import schemas
+from service.engine import DecideInput, DecisionEngine, OutcomeInput
+from service.errors import BadRequest
+
+decisions = Blueprint("decisions", __name__)
+policies_bp = Blueprint("policies", __name__)
+users = Blueprint("users", __name__)
+meta = Blueprint("meta", __name__)
+
+
+def engine() -> DecisionEngine:
+    return current_app.extensions["tactful"]
+
+
+def body() -> object:
+    data = request.get_json(silent=True, force=True)
+    if data is None:
+        raw = request.get_data(cache=True)
+        raise BadRequest("the request body is empty" if not raw else "the request body is not valid JSON", "body")
+    return data
+
+
+def _ts(dt) -> float | None:
+    return dt.timestamp() if dt is not None else None
+
+
+@decisions.post("/v1/policies/<policy>/decide")
+def decide(policy: str):
+    eng = engine()
+    eng.policy(policy)  # 404 before 400: an unknown policy is the first thing to fix
+    req = schemas.parse(schemas.DecideRequest, body())
+    return jsonify(eng.decide(policy, DecideInput(req.user_id, req.context, req.consistency_key, _ts(req.timestamp))))
+
+
+@decisions.post("/v1/events/<event_id>/outcomes")
+def outcome(event_id: str):
+    req = schemas.parse(schemas.OutcomeRequest, body())
+    result = engine().record_outcome(event_id, OutcomeInput(req.type, req.value, req.outcome_id, _ts(req.timestamp)))
+    return jsonify(result), 202
+
+
+@decisions.get("/v1/events/<event_id>")
+def event(event_id: str):
+    return jsonify(engine().event(event_id))
+
+
+@policies_bp.get("/v1/policies")
+def list_policies():
+    eng = engine()
+    now = eng.clock.now()
+    return jsonify({"policies": [
+        {"name": p.name, "description": p.spec.description, "arm_count": len(p.arms),
+         "active_model_version": eng.store.active_version(p.name), "counts": eng.store.policy_counts(p.name, now)}
+        for p in eng.policies.values()]})
+
+
+@policies_bp.get("/v1/policies/<policy>")
+def get_policy(policy: str):
+    eng = engine()
+    p = eng.policy(policy)
+    return jsonify(p.summary() | {"active_model_version": eng.store.active_version(p.name),
+                                  "counts": eng.store.policy_counts(p.name, eng.clock.now())})
+
+
+@users.put("/v1/users/<user_id>/consent")
+def put_consent(user_id: str):
+    req = schemas.parse(schemas.ConsentRequest, body())
+    known = {ch for p in engine().policies.values() for ch in p.spec.channels}
+    for ch in req.channels:
+        if ch not in known:
+            raise BadRequest(f"{ch!r} is not a channel of any policy (known: {', '.join(sorted(known))})",
+                             f"channels.{ch}")
+    return jsonify(engine().set_consent(user_id, req.channels, req.source, _ts(req.timestamp)))
+
+
+@users.get("/v1/users/<user_id>")
+def get_user(user_id: str):
+    return jsonify(engine().person(user_id))
+
+
+@meta.get("/healthz")
+def healthz():
+    eng = engine()
+    eng.store.query("SELECT 1")
+    return jsonify({"status": "ok", "policies": sorted(eng.policies),
+                    "clock": "request" if eng.clock.accepts_timestamps else "system"})
+
+
+@meta.get("/openapi.json")
+def openapi():
+    return jsonify(schemas.openapi(sorted(engine().policies)))

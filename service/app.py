@@ -1,0 +1,77 @@
+"""The Flask app factory. Nothing is built at import time: `create_app(config)` makes the store,
+the clock, the policies and the engine, so tests build a fresh app on a temp SQLite file."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+from service.clock import Clock, make_clock
+from service.engine import DecisionEngine, ModelCache
+from service.errors import Problem
+from service.policy import Policy, load_policies
+from service.store import Store
+
+DEFAULTS = {
+    "DB": "tactful.db",
+    "POLICIES": "examples/policies",
+    "CLOCK": "system",
+    "SECRET": None,
+    "MODEL_REFRESH_SECONDS": 1.0,
+}
+
+
+def problem_response(p: Problem) -> Response:
+    return Response(json.dumps(p.to_dict()), status=p.status, mimetype="application/problem+json")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask("tactful")
+    app.config.update(DEFAULTS)
+    app.config.update(config or {})
+    app.json.sort_keys = False
+
+    store = Store(str(app.config["DB"]), secret=app.config["SECRET"])
+    policies = app.config["POLICIES"]
+    if isinstance(policies, (str, Path)):
+        policies = load_policies(policies)
+    policies: dict[str, Policy] = dict(policies)
+    clock = app.config["CLOCK"]
+    if isinstance(clock, str):
+        clock = make_clock(clock, store)
+    engine = DecisionEngine(store, policies, clock,
+                            ModelCache(store, policies, float(app.config["MODEL_REFRESH_SECONDS"])))
+    engine.ensure_models()
+    app.extensions["tactful"] = engine
+
+    from service import api
+    app.register_blueprint(api.decisions)
+    app.register_blueprint(api.policies_bp)
+    app.register_blueprint(api.users)
+    app.register_blueprint(api.meta)
+
+    @app.errorhandler(Problem)
+    def _problem(p: Problem):
+        return problem_response(p)
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException):
+        p = Problem(e.description or e.name)
+        p.status, p.title, p.slug = e.code or 500, e.name, e.name.lower().replace(" ", "-")
+        if e.code == 405:
+            p.detail = f"{request.method} is not allowed on {request.path}"
+        elif e.code == 404:
+            p.detail = f"no such endpoint: {request.path}"
+        return problem_response(p)
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        logging.getLogger("tactful").exception("unexpected error on %s %s", request.method, request.path)
+        p = Problem("an unexpected error occurred; it has been logged")
+        p.status, p.title, p.slug = 500, "Internal server error", "internal"
+        return problem_response(p)
+
+    return app

@@ -1,0 +1,77 @@
+"""Time is an input: every component takes "now" from one clock object.
+
+`SystemClock` is the wall clock. `RequestClock` is for simulation and replay: requests may carry a
+timestamp, and "now" is the latest timestamp the service has seen, shared by every worker and the
+learner through the store.
+"""
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from service.store import Store
+
+
+class Clock(Protocol):
+    accepts_timestamps: bool
+
+    def now(self) -> float: ...
+
+    def observe(self, timestamp: float | None) -> float:
+        """Take a request's timestamp into account and return now."""
+
+
+class SystemClock:
+    accepts_timestamps = False
+
+    def now(self) -> float:
+        return time.time()
+
+    def observe(self, timestamp: float | None) -> float:
+        return time.time()
+
+
+class RequestClock:
+    accepts_timestamps = True
+
+    def __init__(self, store: Store, start: float = 0.0):
+        self.store = store
+        self.start = start
+
+    def now(self) -> float:
+        now = self.store.clock_now()
+        return self.start if now is None else now
+
+    def observe(self, timestamp: float | None) -> float:
+        if timestamp is None:
+            return self.now()
+        return self.store.clock_advance(timestamp)
+
+
+class ManualClock:
+    """A clock a test or an in-process simulation moves by hand."""
+
+    accepts_timestamps = True
+
+    def __init__(self, start: float = 0.0):
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def observe(self, timestamp: float | None) -> float:
+        if timestamp is not None and timestamp > self.t:
+            self.t = timestamp
+        return self.t
+
+    def advance(self, seconds: float) -> float:
+        self.t += seconds
+        return self.t
+
+
+def make_clock(kind: str, store: Store) -> Clock:
+    if kind == "system":
+        return SystemClock()
+    if kind == "request":
+        return RequestClock(store)
+    raise ValueError(f"unknown clock {kind!r}: use 'system' or 'request'")

@@ -1,0 +1,36 @@
+"""Errors are values with a name: one exception type per kind of problem, mapped once to
+`application/problem+json` (RFC 9457) at the HTTP edge."""
+from __future__ import annotations
+
+
+class Problem(Exception):
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str, field: str | None = None, errors: list[dict] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.errors = errors if errors is not None else ([{"field": field, "reason": detail}] if field else [])
+
+    def to_dict(self) -> dict:
+        body = {"type": f"https://tactful.dev/problems/{self.slug}", "title": self.title,
+                "status": self.status, "detail": self.detail}
+        if self.field:
+            body["field"] = self.field
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class BadRequest(Problem):
+    pass
+
+
+class NotFound(Problem):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(Problem):
+    status, title, slug = 409, "Conflict", "conflict"

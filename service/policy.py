@@ -1,0 +1,394 @@
+"""Policies: one decision problem each, declared in a TOML file.
+
+A policy file is parsed once into frozen pydantic models. Every validation error names the file,
+the key (dotted, with list indices) and the reason, so a typo is found without reading code.
+The format is documented in docs/policies.md.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import time as dtime
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+HOLD_ARM = "hold"
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used: names the file, the key and the reason."""
+
+    def __init__(self, path: str, key: str, reason: str):
+        self.path, self.key, self.reason = path, key, reason
+        super().__init__(f"{path}: {key or '(file)'}: {reason}")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number of seconds or a string such as "90s", "30m", "12h", "7d", "2w"."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as '7d'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration: use seconds or a string such as '30m', '12h', '7d'")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Content(_Frozen):
+    id: str = Field(pattern=NAME_RE)
+    topic: str = Field(min_length=1)
+    tags: tuple[str, ...] = ()
+    features: dict[str, float] = {}
+
+
+class Timing(_Frozen):
+    """A send slot. `delay_minutes` sends after a fixed delay; `at` ("HH:MM") sends at the next
+    occurrence of that local time in the person's time zone."""
+
+    name: str = Field(pattern=NAME_RE)
+    delay_minutes: float | None = Field(default=None, ge=0)
+    at: str | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _valid_at(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                dtime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not a local time such as '19:00'") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Timing":
+        if (self.delay_minutes is None) == (self.at is None):
+            raise ValueError("a timing slot has exactly one of delay_minutes or at")
+        return self
+
+    @property
+    def local_time(self) -> dtime | None:
+        return dtime.fromisoformat(self.at) if self.at else None
+
+
+class ArmRule(_Frozen):
+    """Forbids every combination that matches all the dimensions it names."""
+
+    content: str | None = None
+    channel: str | None = None
+    timing: str | None = None
+
+    def matches(self, content: str, channel: str, timing: str) -> bool:
+        return (
+            (self.content is None or self.content == content)
+            and (self.channel is None or self.channel == channel)
+            and (self.timing is None or self.timing == timing)
+        )
+
+
+class Arms(_Frozen):
+    hold: bool = True
+    exclude: tuple[ArmRule, ...] = ()
+
+
+class FeatureSpec(_Frozen):
+    type: Literal["string", "number", "boolean"]
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+
+
+class Cap(_Frozen):
+    """At most `max` contacts on `channel` ("*" = every channel) in any window of `window`."""
+
+    channel: str = "*"
+    max: int = Field(ge=0)
+    window: float
+
+    _window = field_validator("window", mode="before")(lambda cls, v: parse_duration(v))
+
+    @property
+    def label(self) -> str:
+        return f"{'any' if self.channel == '*' else self.channel}:{_fmt_duration(self.window)}"
+
+
+class Guardrails(_Frozen):
+    # "opt_in": the channel needs an explicit grant; "opt_out": allowed unless refused.
+    consent: dict[str, Literal["opt_in", "opt_out"]] = {}
+    caps: tuple[Cap, ...] = ()
+
+
+class Fatigue(_Frozen):
+    per_contact: float = Field(default=0.0, ge=0)
+    window: float = 7 * 86400.0
+
+    _window = field_validator("window", mode="before")(lambda cls, v: parse_duration(v))
+
+
+class Reward(_Frozen):
+    window: float = 86400.0
+    default: float = 0.0
+    weights: dict[str, float]
+    fatigue: Fatigue = Fatigue()
+    # Shaped rewards are clipped to [min, max] and mapped to VW costs in [0, 1].
+    min: float | None = None
+    max: float | None = None
+
+    _window = field_validator("window", mode="before")(lambda cls, v: parse_duration(v))
+
+    @field_validator("weights")
+    @classmethod
+    def _names(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("name at least one outcome type and its weight")
+        for name in v:
+            if not re.match(NAME_RE, name):
+                raise ValueError(f"{name!r} is not a valid outcome type name")
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> "Reward":
+        lo, hi = self.bounds
+        if not lo < hi:
+            raise ValueError(f"reward range is empty: min {lo} must be below max {hi}")
+        return self
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        positive = sum(w for w in self.weights.values() if w > 0)
+        worst = min([0.0, *self.weights.values()])
+        lo = self.min if self.min is not None else min(worst, self.default) - self.fatigue.per_contact * 10
+        hi = self.max if self.max is not None else max(positive, self.default, lo + 1.0)
+        return float(lo), float(hi)
+
+
+class Learner(_Frozen):
+    vw_args: str = "--squarecb --epsilon 0.05 -q UA -q HA"
+    holdout_share: float = Field(default=0.0, ge=0, lt=1)
+    holdout_policy: Literal["uniform", "fallback"] = "uniform"
+    fallback_arm: str = HOLD_ARM
+    learn_every_seconds: float = Field(default=2.0, gt=0)
+    seed: int = 0
+
+    @field_validator("vw_args")
+    @classmethod
+    def _no_io(cls, v: str) -> str:
+        banned = {"-d", "--data", "-i", "--initial_regressor", "-f", "--final_regressor",
+                  "--cb_explore_adf", "--cb_adf"}
+        clash = sorted(banned & set(v.split()))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} is set by Tactful itself; leave it out of vw_args")
+        return v
+
+
+class PolicySpec(_Frozen):
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    timezone: str = "UTC"
+    channels: tuple[str, ...] = Field(min_length=1)
+    content: tuple[Content, ...] = Field(min_length=1)
+    timing: tuple[Timing, ...] = Field(min_length=1)
+    arms: Arms = Arms()
+    features: dict[str, FeatureSpec] = {}
+    guardrails: Guardrails = Guardrails()
+    reward: Reward
+    learner: Learner = Learner()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone") from None
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for c in v:
+            if not re.match(NAME_RE, c):
+                raise ValueError(f"{c!r} is not a valid channel name")
+        if len(set(v)) != len(v):
+            raise ValueError("channels are listed twice")
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _feature_names(cls, v: dict[str, FeatureSpec]) -> dict[str, FeatureSpec]:
+        for name in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"{name!r} is not a valid feature name (letters, digits, _)")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "PolicySpec":
+        ids = [c.id for c in self.content]
+        if len(set(ids)) != len(ids):
+            raise ValueError("content ids must be unique")
+        names = [t.name for t in self.timing]
+        if len(set(names)) != len(names):
+            raise ValueError("timing names must be unique")
+        for ch in self.guardrails.consent:
+            if ch not in self.channels:
+                raise ValueError(f"guardrails.consent names unknown channel {ch!r}")
+        for cap in self.guardrails.caps:
+            if cap.channel != "*" and cap.channel not in self.channels:
+                raise ValueError(f"guardrails.caps names unknown channel {cap.channel!r}")
+        for rule in self.arms.exclude:
+            if rule.content and rule.content not in ids:
+                raise ValueError(f"arms.exclude names unknown content {rule.content!r}")
+            if rule.channel and rule.channel not in self.channels:
+                raise ValueError(f"arms.exclude names unknown channel {rule.channel!r}")
+            if rule.timing and rule.timing not in names:
+                raise ValueError(f"arms.exclude names unknown timing {rule.timing!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Arm:
+    id: str
+    content: Content | None
+    channel: str | None
+    timing: Timing | None
+
+    @property
+    def hold(self) -> bool:
+        return self.content is None
+
+
+class Policy:
+    """A validated policy with its arms enumerated once."""
+
+    def __init__(self, spec: PolicySpec, path: str = "<memory>"):
+        self.spec = spec
+        self.path = path
+        arms: list[Arm] = []
+        if spec.arms.hold:
+            arms.append(Arm(HOLD_ARM, None, None, None))
+        for content in spec.content:
+            for channel in spec.channels:
+                for timing in spec.timing:
+                    if any(r.matches(content.id, channel, timing.name) for r in spec.arms.exclude):
+                        continue
+                    arms.append(Arm(f"{content.id}:{channel}:{timing.name}", content, channel, timing))
+        if not arms:
+            raise PolicyError(path, "arms", "every combination is excluded and hold is off: no arm is left")
+        self.arms: tuple[Arm, ...] = tuple(arms)
+        self.arm_index = {a.id: i for i, a in enumerate(self.arms)}
+        if spec.learner.fallback_arm not in self.arm_index:
+            raise PolicyError(path, "learner.fallback_arm",
+                              f"{spec.learner.fallback_arm!r} is not an arm of this policy")
+        self.outcome_types = tuple(spec.reward.weights)
+        self.tz = ZoneInfo(spec.timezone)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def summary(self) -> dict:
+        s = self.spec
+        return {
+            "name": s.name,
+            "description": s.description,
+            "timezone": s.timezone,
+            "arms": [
+                {"arm": a.id, "hold": a.hold, "content": a.content.id if a.content else None,
+                 "topic": a.content.topic if a.content else None, "channel": a.channel,
+                 "timing": a.timing.name if a.timing else None}
+                for a in self.arms
+            ],
+            "arm_count": len(self.arms),
+            "channels": list(s.channels),
+            "content": [c.model_dump() for c in s.content],
+            "timing": [t.model_dump(exclude_none=True) for t in s.timing],
+            "features": {k: v.model_dump(exclude_defaults=True) | {"type": v.type} for k, v in s.features.items()},
+            "guardrails": {
+                "consent": dict(s.guardrails.consent),
+                "caps": [{"channel": c.channel, "max": c.max, "window_seconds": c.window} for c in s.guardrails.caps],
+            },
+            "outcome_types": list(self.outcome_types),
+            "reward": {"weights": dict(s.reward.weights), "default": s.reward.default,
+                       "fatigue_per_contact": s.reward.fatigue.per_contact,
+                       "fatigue_window_seconds": s.reward.fatigue.window,
+                       "range": list(s.reward.bounds)},
+            "reward_window_seconds": s.reward.window,
+            "learner": s.learner.model_dump(),
+        }
+
+
+def _fmt_duration(seconds: float) -> str:
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _key(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith("function-"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def parse_policy(data: dict, path: str = "<memory>", default_name: str | None = None) -> Policy:
+    data = dict(data)
+    if "name" not in data and default_name:
+        data["name"] = default_name
+    try:
+        spec = PolicySpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key (see docs/policies.md for the format)"
+        raise PolicyError(path, _key(err["loc"]), reason) from None
+    return Policy(spec, path)
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(str(path), "", f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise PolicyError(str(path), "", f"cannot be read: {exc.strerror}") from None
+    return parse_policy(data, str(path), default_name=path.stem)
+
+
+def load_policies(directory: str | Path) -> dict[str, Policy]:
+    """Every `*.toml` in `directory`, keyed by policy name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PolicyError(str(directory), "", "is not a directory of policy files")
+    policies: dict[str, Policy] = {}
+    for file in sorted(directory.glob("*.toml")):
+        policy = load_policy(file)
+        if policy.name in policies:
+            raise PolicyError(str(file), "name", f"policy {policy.name!r} is declared twice "
+                                                 f"(also in {policies[policy.name].path})")
+        policies[policy.name] = policy
+    if not policies:
+        raise PolicyError(str(directory), "", "holds no *.toml policy file")
+    return policies

@@ -1,0 +1,177 @@
+"""Request and response schemas of HTTP API v1.
+
+The same pydantic models validate requests and generate the OpenAPI 3.1 document
+(`GET /openapi.json`), so the documentation cannot drift from what the service accepts.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from service.errors import BadRequest
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecideRequest(_Request):
+    user_id: str = Field(min_length=1, max_length=256, description="The caller's opaque id of the person.")
+    context: dict[str, Any] = Field(default_factory=dict,
+                                    description="Context features, as the policy declares them.")
+    consistency_key: str | None = Field(default=None, min_length=1, max_length=256,
+                                        description="Decisions sharing this key keep the same content.")
+    timestamp: AwareDatetime | None = Field(default=None,
+                                            description="RFC 3339; only with `tactful serve --clock request`.")
+
+
+class OutcomeRequest(_Request):
+    type: str = Field(min_length=1, max_length=64, description="An outcome type of the policy (click, ...).")
+    value: float = Field(default=1.0, description="Size of the outcome (1 by default; order value, ...).")
+    outcome_id: str | None = Field(default=None, min_length=1, max_length=256,
+                                   description="Idempotency key: a repeat is acknowledged and counted once.")
+    timestamp: AwareDatetime | None = Field(default=None, description="RFC 3339; only with --clock request.")
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class ConsentRequest(_Request):
+    channels: dict[str, bool] = Field(min_length=1, description="Channel -> granted (true) or refused (false).")
+    source: str | None = Field(default=None, max_length=256, description="Where the consent was collected.")
+    timestamp: AwareDatetime | None = None
+
+
+class Action(BaseModel):
+    arm: str
+    content: str | None
+    channel: str | None
+    timing: str | None
+    send_at: str | None
+    hold: bool
+
+
+class Removed(BaseModel):
+    count: int
+    reasons: dict[str, int]
+
+
+class DecideResponse(BaseModel):
+    event_id: str
+    policy: str
+    model_version: int | None
+    mode: Literal["explore", "exploit", "holdout", "fallback", "consistent"]
+    action: Action
+    probability: float
+    removed: Removed
+    explanation: dict[str, Any]
+
+
+class OutcomeResponse(BaseModel):
+    event_id: str
+    outcome_id: str | None
+    type: str
+    value: float
+    accepted: bool
+    duplicate: bool
+    counted: bool | None
+    note: str | None
+
+
+class EventResponse(DecideResponse):
+    status: Literal["pending", "final", "learned"]
+    reward: float | None
+    reward_window_closes_at: str
+    learned_in_version: int | None
+    outcomes: list[dict[str, Any]]
+    allowed: list[dict[str, Any]]
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+    errors: list[dict[str, Any]] = []
+
+
+def _field(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out or "body"
+
+
+def parse(model: type[_Request], payload: Any) -> _Request:
+    """Validate a JSON body; every problem becomes a BadRequest naming its field."""
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object", "body")
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        errors = []
+        for e in exc.errors():
+            reason = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                reason = "is not a field of this request"
+            errors.append({"field": _field(e["loc"]), "reason": reason})
+        raise BadRequest(f"{errors[0]['field']}: {errors[0]['reason']}", errors[0]["field"], errors) from None
+
+
+def openapi(policies: list[str]) -> dict:
+    models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, EventResponse, ConsentRequest, Problem]
+    schemas: dict[str, Any] = {}
+    for m in models:
+        s = m.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
+        schemas.update(s.pop("$defs", {}))
+        schemas[m.__name__] = s
+
+    def body(name):
+        return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+    def resp(code, name, desc):
+        ctype = "application/problem+json" if name == "Problem" else "application/json"
+        return {code: {"description": desc, "content": {ctype: {"schema": {"$ref": f"#/components/schemas/{name}"}}}}}
+
+    problems = resp("400", "Problem", "Invalid input: the field and the reason") | resp("404", "Problem", "Not found")
+    policy_param = {"name": "policy", "in": "path", "required": True, "schema": {"type": "string", "enum": policies}}
+    event_param = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    user_param = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    plain = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tactful", "version": "1",
+                 "description": "Decisions for personalized communications: which message, on which channel, "
+                                "at what time, or nothing at all."},
+        "paths": {
+            "/v1/policies/{policy}/decide": {"post": {
+                "operationId": "decide", "parameters": [policy_param], "requestBody": body("DecideRequest"),
+                "responses": resp("200", "DecideResponse", "The decision") | problems}},
+            "/v1/events/{event_id}/outcomes": {"post": {
+                "operationId": "reportOutcome", "parameters": [event_param], "requestBody": body("OutcomeRequest"),
+                "responses": resp("202", "OutcomeResponse", "Stored (or acknowledged as a repeat)")
+                | problems | resp("409", "Problem", "The outcome_id was reported with another type or value")}},
+            "/v1/events/{event_id}": {"get": {
+                "operationId": "getEvent", "parameters": [event_param],
+                "responses": resp("200", "EventResponse", "The decision, its outcomes and reward") | problems}},
+            "/v1/policies": {"get": {"operationId": "listPolicies", "responses": plain}},
+            "/v1/policies/{policy}": {"get": {"operationId": "getPolicy", "parameters": [policy_param],
+                                              "responses": plain | problems}},
+            "/v1/users/{user_id}/consent": {"put": {
+                "operationId": "setConsent", "parameters": [user_param], "requestBody": body("ConsentRequest"),
+                "responses": plain | problems}},
+            "/v1/users/{user_id}": {"get": {"operationId": "getUser", "parameters": [user_param],
+                                            "responses": plain}},
+            "/healthz": {"get": {"operationId": "health", "responses": plain}},
+        },
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,407 @@
+"""The store: every decision, outcome, contact, consent change and model version.
+
+One interface; this is its SQLite backend (sqlite-utils, WAL mode), the embedded default that
+serves every gunicorn worker and the learner of one machine through one file. Each thread gets
+its own connection. Writes that must be atomic (check-and-reserve of a contact, publishing a
+model version with the learner's cursor) run in `BEGIN IMMEDIATE` transactions.
+
+People are stored under a key, HMAC-SHA256(server secret, user_id), never under their user id.
+The secret is created on first use and kept in the `meta` table unless the operator supplies one.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class PersonState:
+    key: str
+    consent: dict[str, bool]          # latest grant or refusal per channel
+    contacts: list[tuple[str, float]]  # (channel, at) within the look-back window, oldest first
+    marker: tuple[int, int]           # (last contact id, last consent id): changes on any write
+
+
+@dataclass
+class Decision:
+    event_id: str
+    policy: str
+    person_key: str | None
+    decided_at: float
+    closes_at: float
+    model_version: int | None
+    mode: str
+    arm: str
+    probability: float
+    send_at: float | None
+    channel: str | None
+    allowed: list[str]
+    probabilities: list[float]
+    context: dict
+    history: dict
+    removed: dict[str, list[str]]
+    consistency_key: str | None = None
+    seq: int | None = None
+    reward: float | None = None
+    learned_version: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Decision":
+        return cls(
+            seq=row["seq"], event_id=row["event_id"], policy=row["policy"], person_key=row["person_key"],
+            decided_at=row["decided_at"], closes_at=row["closes_at"], model_version=row["model_version"],
+            mode=row["mode"], arm=row["arm"], probability=row["probability"], send_at=row["send_at"],
+            channel=row["channel"], allowed=json.loads(row["allowed"]),
+            probabilities=json.loads(row["probabilities"]), context=json.loads(row["context"]),
+            history=json.loads(row["history"]), removed=json.loads(row["removed"]),
+            consistency_key=row["consistency_key"], reward=row["reward"],
+            learned_version=row["learned_version"],
+        )
+
+
+@dataclass
+class Outcome:
+    event_id: str
+    type: str
+    value: float
+    at: float
+    outcome_id: str | None = None
+    received_at: float | None = None
+    counted: bool = True
+
+
+class _Stale(Exception):
+    """The person's state changed between reading it and reserving a contact."""
+
+
+class OutcomeConflict(Exception):
+    """The same outcome_id was reported with a different type or value."""
+
+
+class Store:
+    def __init__(self, path: str, secret: str | None = None, timeout: float = 30.0):
+        self.path = path
+        self.timeout = timeout
+        self._local = threading.local()
+        self._secret = secret.encode() if secret else None
+        self.migrate()
+
+    # -- connections -------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        return sqlite_utils.Database(self.conn)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the database's write lock at once."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def migrate(self) -> None:
+        db = self.db
+        with self.write():
+            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            db["clock"].create({"id": int, "now": float}, pk="id", if_not_exists=True)
+            db["decisions"].create({
+                "seq": int, "event_id": str, "policy": str, "person_key": str, "decided_at": float,
+                "closes_at": float, "model_version": int, "mode": str, "arm": str, "probability": float,
+                "send_at": float, "channel": str, "allowed": str, "probabilities": str, "context": str,
+                "history": str, "removed": str, "consistency_key": str, "reward": float,
+                "learned_version": int,
+            }, pk="seq", not_null={"event_id", "policy", "decided_at", "closes_at", "mode", "arm",
+                                   "probability", "allowed", "probabilities", "context", "history",
+                                   "removed"}, if_not_exists=True)
+            db["outcomes"].create({
+                "id": int, "event_id": str, "outcome_id": str, "type": str, "value": float, "at": float,
+                "received_at": float, "counted": int,
+            }, pk="id", not_null={"event_id", "type", "value", "at"}, if_not_exists=True)
+            db["contacts"].create({"id": int, "person_key": str, "channel": str, "at": float,
+                                   "event_id": str, "policy": str}, pk="id", if_not_exists=True)
+            db["consent"].create({"id": int, "person_key": str, "channel": str, "granted": int,
+                                  "source": str, "at": float}, pk="id", if_not_exists=True)
+            db["model_versions"].create({
+                "policy": str, "version": int, "parent": int, "source": str, "created_at": float,
+                "model": bytes, "vw_args": str, "n_learned": int, "learned_through_seq": int, "note": str,
+            }, pk=("policy", "version"), if_not_exists=True)
+            db["policy_state"].create({"policy": str, "active_version": int, "learner_cursor": int},
+                                      pk="policy", if_not_exists=True)
+            db["activations"].create({"id": int, "policy": str, "version": int, "previous": int,
+                                      "reason": str, "at": float}, pk="id", if_not_exists=True)
+            db["leases"].create({"name": str, "holder": str, "expires_at": float}, pk="name",
+                                if_not_exists=True)
+            # Decisions are never deleted (erasure unlinks them), so seq only grows: the learner cursor is sound.
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS decisions_event ON decisions(event_id)")
+            db.execute("CREATE INDEX IF NOT EXISTS decisions_policy_seq ON decisions(policy, seq)")
+            db.execute("CREATE INDEX IF NOT EXISTS decisions_person ON decisions(person_key, decided_at)")
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS outcomes_key ON outcomes(event_id, outcome_id)")
+            db.execute("CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes(event_id)")
+            db.execute("CREATE INDEX IF NOT EXISTS contacts_person ON contacts(person_key, at)")
+            db.execute("CREATE INDEX IF NOT EXISTS consent_person ON consent(person_key, channel, id)")
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                       (str(SCHEMA_VERSION),))
+            if self._secret is None:
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('secret', ?)",
+                           (secrets.token_hex(32),))
+        if self._secret is None:
+            self._secret = self.query("SELECT value FROM meta WHERE key='secret'")[0][0].encode()
+
+    # -- people ------------------------------------------------------------------------------
+
+    def person_key(self, user_id: str) -> str:
+        return hmac.new(self._secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def person_state(self, key: str, since: float) -> PersonState:
+        conn = self.conn
+        contacts = [(r[0], r[1]) for r in conn.execute(
+            "SELECT channel, at FROM contacts WHERE person_key=? AND at>=? ORDER BY at", (key, since))]
+        consent = {r[0]: bool(r[1]) for r in conn.execute(
+            "SELECT channel, granted FROM consent WHERE id IN "
+            "(SELECT max(id) FROM consent WHERE person_key=? GROUP BY channel)", (key,))}
+        return PersonState(key, consent, contacts, self._marker(conn, key))
+
+    @staticmethod
+    def _marker(conn: sqlite3.Connection, key: str) -> tuple[int, int]:
+        c = conn.execute("SELECT coalesce(max(id), 0) FROM contacts WHERE person_key=?", (key,)).fetchone()[0]
+        k = conn.execute("SELECT coalesce(max(id), 0) FROM consent WHERE person_key=?", (key,)).fetchone()[0]
+        return (c, k)
+
+    def set_consent(self, key: str, channels: dict[str, bool], source: str | None, at: float) -> None:
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT INTO consent(person_key, channel, granted, source, at) VALUES (?,?,?,?,?)",
+                [(key, ch, int(granted), source, at) for ch, granted in channels.items()])
+
+    def consent_history(self, key: str) -> list[dict]:
+        return [dict(r) for r in self.query(
+            "SELECT channel, granted, source, at FROM consent WHERE person_key=? ORDER BY id", (key,))]
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def commit_decision(self, d: Decision, expected_marker: tuple[int, int] | None) -> bool:
+        """Log a decision and reserve its contact in one transaction.
+
+        Returns False, writing nothing, when the person's contacts or consent changed since
+        `expected_marker` was read: the caller re-evaluates its guardrails and tries again. This
+        is what makes check-and-reserve atomic across workers.
+        """
+        try:
+            with self.write() as conn:
+                if d.person_key is not None and expected_marker is not None:
+                    if self._marker(conn, d.person_key) != expected_marker:
+                        raise _Stale
+                self._insert_decision(conn, d)
+        except _Stale:
+            return False
+        return True
+
+    @staticmethod
+    def _insert_decision(conn: sqlite3.Connection, d: Decision) -> None:
+        cur = conn.execute(
+            "INSERT INTO decisions(event_id, policy, person_key, decided_at, closes_at, model_version,"
+            " mode, arm, probability, send_at, channel, allowed, probabilities, context, history,"
+            " removed, consistency_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode,
+             d.arm, d.probability, d.send_at, d.channel, json.dumps(d.allowed),
+             json.dumps(d.probabilities), json.dumps(d.context), json.dumps(d.history),
+             json.dumps(d.removed), d.consistency_key))
+        d.seq = cur.lastrowid
+        if d.channel is not None and d.person_key is not None:
+            conn.execute("INSERT INTO contacts(person_key, channel, at, event_id, policy) VALUES (?,?,?,?,?)",
+                         (d.person_key, d.channel, d.send_at, d.event_id, d.policy))
+
+    def decision(self, event_id: str) -> Decision | None:
+        rows = self.query("SELECT * FROM decisions WHERE event_id=?", (event_id,))
+        return Decision.from_row(dict(rows[0])) if rows else None
+
+    def decisions_after(self, policy: str, cursor: int, limit: int) -> list[Decision]:
+        rows = self.query("SELECT * FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
+                          (policy, cursor, limit))
+        return [Decision.from_row(dict(r)) for r in rows]
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def add_outcome(self, o: Outcome) -> bool:
+        """Store an outcome. Returns False when the same outcome_id was already stored (the repeat
+        is acknowledged, not counted again); raises OutcomeConflict when it differs."""
+        with self.write() as conn:
+            if o.outcome_id is not None:
+                row = conn.execute("SELECT type, value FROM outcomes WHERE event_id=? AND outcome_id=?",
+                                   (o.event_id, o.outcome_id)).fetchone()
+                if row is not None:
+                    if row[0] != o.type or row[1] != o.value:
+                        raise OutcomeConflict(
+                            f"outcome {o.outcome_id!r} was already reported as {row[0]!r} with value {row[1]}")
+                    return False
+            conn.execute("INSERT INTO outcomes(event_id, outcome_id, type, value, at, received_at, counted)"
+                         " VALUES (?,?,?,?,?,?,?)",
+                         (o.event_id, o.outcome_id, o.type, o.value, o.at, o.received_at, int(o.counted)))
+        return True
+
+    def outcomes(self, event_id: str) -> list[Outcome]:
+        return [Outcome(event_id=r["event_id"], type=r["type"], value=r["value"], at=r["at"],
+                        outcome_id=r["outcome_id"], received_at=r["received_at"], counted=bool(r["counted"]))
+                for r in self.query("SELECT * FROM outcomes WHERE event_id=? ORDER BY id", (event_id,))]
+
+    def outcomes_for(self, event_ids: list[str]) -> dict[str, list[Outcome]]:
+        out: dict[str, list[Outcome]] = {e: [] for e in event_ids}
+        for i in range(0, len(event_ids), 500):
+            chunk = event_ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.query(f"SELECT * FROM outcomes WHERE event_id IN ({marks}) ORDER BY id", tuple(chunk)):
+                out[r["event_id"]].append(Outcome(event_id=r["event_id"], type=r["type"], value=r["value"],
+                                                  at=r["at"], outcome_id=r["outcome_id"],
+                                                  received_at=r["received_at"], counted=bool(r["counted"])))
+        return out
+
+    # -- the clock (for --clock request) -----------------------------------------------------
+
+    def clock_now(self) -> float | None:
+        rows = self.query("SELECT now FROM clock WHERE id=1")
+        return rows[0][0] if rows else None
+
+    def clock_advance(self, ts: float) -> float:
+        """Move the shared clock to `ts` if it is later; return the clock."""
+        with self.write() as conn:
+            conn.execute("INSERT INTO clock(id, now) VALUES (1, ?) "
+                         "ON CONFLICT(id) DO UPDATE SET now=max(now, excluded.now)", (ts,))
+            return conn.execute("SELECT now FROM clock WHERE id=1").fetchone()[0]
+
+    # -- model versions ----------------------------------------------------------------------
+
+    def active_version(self, policy: str) -> int | None:
+        rows = self.query("SELECT active_version FROM policy_state WHERE policy=?", (policy,))
+        return rows[0][0] if rows else None
+
+    def model(self, policy: str, version: int) -> dict | None:
+        rows = self.query("SELECT * FROM model_versions WHERE policy=? AND version=?", (policy, version))
+        return dict(rows[0]) if rows else None
+
+    def learner_cursor(self, policy: str) -> int:
+        rows = self.query("SELECT learner_cursor FROM policy_state WHERE policy=?", (policy,))
+        return rows[0][0] if rows else 0
+
+    def ensure_initial_version(self, policy: str, model: bytes, vw_args: str, at: float) -> int:
+        """Version 1, an untrained model, so that every decision names a model version."""
+        with self.write() as conn:
+            row = conn.execute("SELECT active_version FROM policy_state WHERE policy=?", (policy,)).fetchone()
+            if row is not None:
+                return row[0]
+            conn.execute("INSERT INTO model_versions(policy, version, parent, source, created_at, model, vw_args,"
+                         " n_learned, learned_through_seq, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         (policy, 1, None, "init", at, model, vw_args, 0, 0, json.dumps({})))
+            conn.execute("INSERT INTO policy_state(policy, active_version, learner_cursor) VALUES (?,?,0)",
+                         (policy, 1))
+            conn.execute("INSERT INTO activations(policy, version, previous, reason, at) VALUES (?,?,?,?,?)",
+                         (policy, 1, None, "initial untrained model", at))
+            return 1
+
+    def publish_learned(self, policy: str, parent: int, model: bytes, vw_args: str, at: float,
+                        learned: list[tuple[int, float]], cursor: int, note: dict) -> int | None:
+        """Publish a version learned online and advance the learner's cursor, atomically.
+
+        `learned` holds (seq, reward) of every decision the new version learned from. The new
+        version becomes active only if `parent` is still the active one; if somebody activated
+        another version meanwhile, nothing is written and None is returned, so the learner starts
+        again from the version now active, with the same decisions.
+        """
+        with self.write() as conn:
+            active, stored_cursor = conn.execute(
+                "SELECT active_version, learner_cursor FROM policy_state WHERE policy=?", (policy,)).fetchone()
+            if active != parent:
+                return None
+            if stored_cursor >= cursor:
+                raise RuntimeError(f"learner cursor for {policy!r} would move back from {stored_cursor} to {cursor}")
+            version = conn.execute("SELECT max(version) FROM model_versions WHERE policy=?",
+                                   (policy,)).fetchone()[0] + 1
+            conn.execute("INSERT INTO model_versions(policy, version, parent, source, created_at, model, vw_args,"
+                         " n_learned, learned_through_seq, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         (policy, version, parent, "online", at, model, vw_args, len(learned), cursor,
+                          json.dumps(note)))
+            for seq, reward in learned:
+                updated = conn.execute("UPDATE decisions SET reward=?, learned_version=? "
+                                       "WHERE seq=? AND learned_version IS NULL", (reward, version, seq))
+                if updated.rowcount != 1:
+                    raise RuntimeError(f"decision {seq} was already learned")
+            conn.execute("UPDATE policy_state SET active_version=?, learner_cursor=? WHERE policy=?",
+                         (version, cursor, policy))
+            conn.execute("INSERT INTO activations(policy, version, previous, reason, at) VALUES (?,?,?,?,?)",
+                         (policy, version, parent, f"online learner: {len(learned)} decisions", at))
+            return version
+
+    def versions(self, policy: str) -> list[dict]:
+        return [dict(r) for r in self.query(
+            "SELECT policy, version, parent, source, created_at, vw_args, n_learned, learned_through_seq, note "
+            "FROM model_versions WHERE policy=? ORDER BY version", (policy,))]
+
+    # -- learner election --------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew a lease on wall-clock time; True when `holder` has it."""
+        now = time.time()
+        with self.write() as conn:
+            row = conn.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,)).fetchone()
+            if row is not None and row[0] != holder and row[1] > now:
+                return False
+            conn.execute("INSERT INTO leases(name, holder, expires_at) VALUES (?,?,?) ON CONFLICT(name) "
+                         "DO UPDATE SET holder=excluded.holder, expires_at=excluded.expires_at",
+                         (name, holder, now + ttl))
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.write() as conn:
+            conn.execute("DELETE FROM leases WHERE name=? AND holder=?", (name, holder))
+
+    # -- counts ------------------------------------------------------------------------------
+
+    def policy_counts(self, policy: str, now: float) -> dict:
+        row = self.query(
+            "SELECT count(*), sum(learned_version IS NOT NULL), sum(closes_at > ?), sum(arm = 'hold') "
+            "FROM decisions WHERE policy=?", (now, policy))[0]
+        outcomes = self.query("SELECT count(*) FROM outcomes o JOIN decisions d ON d.event_id=o.event_id "
+                              "WHERE d.policy=?", (policy,))[0][0]
+        return {"decisions": row[0], "learned": row[1] or 0, "pending": row[2] or 0,
+                "holds": row[3] or 0, "outcomes": outcomes}
