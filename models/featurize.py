@@ -21,6 +21,9 @@ def _tok(value: object) -> str:
     return _UNSAFE.sub("_", str(value)) or "_"
 
 
+HISTORY_FEATURES = ("contacts_7d", "recency")
+
+
 def history_features(contacts_7d: int, hours_since_contact: float | None) -> dict[str, float | str]:
     """What we know of the person's recent contact pressure, as features."""
     if hours_since_contact is None:
@@ -55,7 +58,11 @@ def _features(values: Mapping[str, object]) -> str:
 
 
 def shared_line(context: Mapping[str, object], history: Mapping[str, object]) -> str:
-    return f"shared |User {_features(context)} |History {_features(history)}"
+    """The shared (person) example. Only HISTORY_FEATURES are read from `history`, so a logged
+    decision's history (which also records, say, its fatigue count) featurizes exactly as it did
+    when the decision was made."""
+    hist = {k: history[k] for k in HISTORY_FEATURES if k in history}
+    return f"shared |User {_features(context)} |History {_features(hist)}"
 
 
 def arm_line(content_id: str | None, topic: str | None = None, tags: Iterable[str] = (),
@@ -64,8 +71,7 @@ def arm_line(content_id: str | None, topic: str | None = None, tags: Iterable[st
     if content_id is None:
         return "|Arm hold"
     c, ch, t = _tok(content_id), _tok(channel), _tok(timing)
-    toks = [f"content={c}", f"topic={_tok(topic)}", f"channel={ch}", f"timing={t}",
-            f"content_channel={c}+{ch}", f"channel_timing={ch}+{t}", f"arm={c}+{ch}+{t}"]
+    toks = [f"content={c}", f"topic={_tok(topic)}", f"channel={ch}", f"timing={t}"]
     toks += [f"tag={_tok(tag)}" for tag in tags]
     toks += [f"{_tok(k)}:{float(v):.6g}" for k, v in (numeric or {}).items()]
     return "|Arm " + " ".join(toks)

@@ -125,6 +125,7 @@ def web(host: str, port: int, workers: int, db: str, policies: str, clock: str) 
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("proc_name", "tactful")
+            self.cfg.set("control_socket_disable", True)
 
         def load(self):
             return create_app(config)  # in each worker, after the fork: its own store and models
