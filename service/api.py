@@ -18,10 +18,12 @@ def engine() -> DecisionEngine:
 
 
 def body() -> object:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise BadRequest("the request body is empty: send a JSON object", "body")
     data = request.get_json(silent=True, force=True)
-    if data is None:
-        raw = request.get_data(cache=True)
-        raise BadRequest("the request body is empty" if not raw else "the request body is not valid JSON", "body")
+    if data is None and raw.strip() != b"null":
+        raise BadRequest("the request body is not valid JSON", "body")
     return data
 
 

@@ -65,7 +65,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             p.detail = f"{request.method} is not allowed on {request.path}"
         elif e.code == 404:
             p.detail = f"no such endpoint: {request.path}"
-        return problem_response(p)
+        resp = problem_response(p)
+        for name, value in e.get_headers():  # e.g. Allow, which a 405 must carry
+            if name.lower() != "content-type":
+                resp.headers[name] = value
+        return resp
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):

@@ -135,8 +135,10 @@ def web(host: str, port: int, workers: int, db: str, policies: str, clock: str) 
 
 @main.command()
 @click.option("--interval", type=float, default=None, help="Seconds between learning rounds (policy default).")
+@click.option("--batch", type=click.IntRange(1), default=20000, show_default=True,
+              help="At most this many decisions per published model version.")
 @with_common
-def learn(interval: float | None, db: str, policies: str, clock: str) -> None:
+def learn(interval: float | None, batch: int, db: str, policies: str, clock: str) -> None:
     """Run the online learner alone (`serve` starts one for you)."""
     from service.clock import make_clock
     from service.learner import run_forever
@@ -145,7 +147,7 @@ def learn(interval: float | None, db: str, policies: str, clock: str) -> None:
     _setup_logging()
     loaded = _load(policies)
     store = Store(db, secret=os.environ.get("TACTFUL_SECRET"))
-    run_forever(store, loaded, make_clock(clock, store), interval)
+    run_forever(store, loaded, make_clock(clock, store), interval, batch)
 
 
 @main.command("check-policies")

@@ -367,6 +367,7 @@ class DecisionEngine:
         body.update({
             "status": status,
             "reward": reward,
+            "context": d.context,
             "reward_window_closes_at": guardrails.to_rfc3339(d.closes_at),
             "learned_in_version": d.learned_version,
             "outcomes": [{"type": o.type, "value": o.value, "outcome_id": o.outcome_id,

@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from typing import Mapping
 
 from models.featurize import shared_line
@@ -114,7 +113,8 @@ class OnlineLearner:
             self.store.release_lease(LEASE, holder)
 
 
-def run_forever(store: Store, policies: Mapping[str, Policy], clock: Clock, interval: float | None = None) -> None:
+def run_forever(store: Store, policies: Mapping[str, Policy], clock: Clock, interval: float | None = None,
+                batch: int = 20000) -> None:
     """Run the learner until SIGINT or SIGTERM; the current step finishes, then it stops."""
     stop = threading.Event()
 
@@ -124,6 +124,5 @@ def run_forever(store: Store, policies: Mapping[str, Policy], clock: Clock, inte
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     log.info("learner started for policies: %s", ", ".join(policies))
-    OnlineLearner(store, policies, clock).run(stop, interval)
+    OnlineLearner(store, policies, clock, batch).run(stop, interval)
     log.info("learner stopped")
-    time.sleep(0)

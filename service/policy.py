@@ -45,6 +45,14 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+class _KeyedError(ValueError):
+    """A check across keys that knows which key it is about (pydantic gives such checks no location)."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(reason)
+        self.key = key
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -239,24 +247,29 @@ class PolicySpec(_Frozen):
     @model_validator(mode="after")
     def _cross_checks(self) -> "PolicySpec":
         ids = [c.id for c in self.content]
-        if len(set(ids)) != len(ids):
-            raise ValueError("content ids must be unique")
+        for i, cid in enumerate(ids):
+            if cid in ids[:i]:
+                raise _KeyedError(f"content[{i}].id", f"content id {cid!r} is used twice; content ids must be unique")
         names = [t.name for t in self.timing]
-        if len(set(names)) != len(names):
-            raise ValueError("timing names must be unique")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _KeyedError(f"timing[{i}].name",
+                                  f"timing name {name!r} is used twice; timing names must be unique")
         for ch in self.guardrails.consent:
             if ch not in self.channels:
-                raise ValueError(f"guardrails.consent names unknown channel {ch!r}")
-        for cap in self.guardrails.caps:
+                raise _KeyedError(f"guardrails.consent.{ch}",
+                                  f"unknown channel {ch!r} (channels: {', '.join(self.channels)})")
+        for i, cap in enumerate(self.guardrails.caps):
             if cap.channel != "*" and cap.channel not in self.channels:
-                raise ValueError(f"guardrails.caps names unknown channel {cap.channel!r}")
-        for rule in self.arms.exclude:
+                raise _KeyedError(f"guardrails.caps[{i}].channel",
+                                  f"unknown channel {cap.channel!r} (channels: {', '.join(self.channels)})")
+        for i, rule in enumerate(self.arms.exclude):
             if rule.content and rule.content not in ids:
-                raise ValueError(f"arms.exclude names unknown content {rule.content!r}")
+                raise _KeyedError(f"arms.exclude[{i}].content", f"unknown content {rule.content!r}")
             if rule.channel and rule.channel not in self.channels:
-                raise ValueError(f"arms.exclude names unknown channel {rule.channel!r}")
+                raise _KeyedError(f"arms.exclude[{i}].channel", f"unknown channel {rule.channel!r}")
             if rule.timing and rule.timing not in names:
-                raise ValueError(f"arms.exclude names unknown timing {rule.timing!r}")
+                raise _KeyedError(f"arms.exclude[{i}].timing", f"unknown timing {rule.timing!r}")
         return self
 
 
@@ -362,7 +375,11 @@ def parse_policy(data: dict, path: str = "<memory>", default_name: str | None = 
         reason = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             reason = "unknown key (see docs/policies.md for the format)"
-        raise PolicyError(path, _key(err["loc"]), reason) from None
+        key = _key(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _KeyedError):
+            key = f"{key}.{cause.key}" if key else cause.key
+        raise PolicyError(path, key, reason) from None
     return Policy(spec, path)
 
 

@@ -6,11 +6,28 @@ The same pydantic models validate requests and generate the OpenAPI 3.1 document
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import StrictBool, StrictFloat, AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from service.errors import BadRequest
+
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def _in_range(v: datetime) -> datetime:
+    # Timestamps become the request clock (which only moves forward) and stored times. Near the
+    # ends of the calendar they overflow it (send times, reward windows, RFC 3339 rendering),
+    # which would fail every later request, so they are refused here.
+    if not _EARLIEST <= v < _LATEST:
+        raise ValueError("must be between 1970-01-01T00:00:00Z and 9000-01-01T00:00:00Z")
+    return v
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
 
 
 class _Request(BaseModel):
@@ -23,16 +40,16 @@ class DecideRequest(_Request):
                                     description="Context features, as the policy declares them.")
     consistency_key: str | None = Field(default=None, min_length=1, max_length=256,
                                         description="Decisions sharing this key keep the same content.")
-    timestamp: AwareDatetime | None = Field(default=None,
-                                            description="RFC 3339; only with `tactful serve --clock request`.")
+    timestamp: Timestamp | None = Field(default=None,
+                                        description="RFC 3339; only with `tactful serve --clock request`.")
 
 
 class OutcomeRequest(_Request):
     type: str = Field(min_length=1, max_length=64, description="An outcome type of the policy (click, ...).")
-    value: float = Field(default=1.0, description="Size of the outcome (1 by default; order value, ...).")
+    value: StrictFloat = Field(default=1.0, description="Size of the outcome (1 by default; order value, ...).")
     outcome_id: str | None = Field(default=None, min_length=1, max_length=256,
                                    description="Idempotency key: a repeat is acknowledged and counted once.")
-    timestamp: AwareDatetime | None = Field(default=None, description="RFC 3339; only with --clock request.")
+    timestamp: Timestamp | None = Field(default=None, description="RFC 3339; only with --clock request.")
 
     @field_validator("value")
     @classmethod
@@ -43,9 +60,9 @@ class OutcomeRequest(_Request):
 
 
 class ConsentRequest(_Request):
-    channels: dict[str, bool] = Field(min_length=1, description="Channel -> granted (true) or refused (false).")
+    channels: dict[str, StrictBool] = Field(min_length=1, description="Channel -> granted (true) or refused (false).")
     source: str | None = Field(default=None, max_length=256, description="Where the consent was collected.")
-    timestamp: AwareDatetime | None = None
+    timestamp: Timestamp | None = None
 
 
 class Action(BaseModel):

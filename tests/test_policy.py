@@ -1,0 +1,271 @@
+"""Policy files: the example loads as documented, and every error names the file, the key and
+the reason (PolicyError's .path, .key, .reason and its message)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from service.policy import HOLD_ARM, PolicyError, load_policies, load_policy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO_ROOT / "examples" / "policies"
+
+# A small valid policy; each error test below changes one thing in it.
+MINIMAL = """\
+name = "mini"
+channels = ["email", "push"]
+
+[[content]]
+id = "hello"
+topic = "onboarding"
+
+[[content]]
+id = "promo"
+topic = "promotion"
+
+[[timing]]
+name = "now"
+delay_minutes = 0
+
+[[timing]]
+name = "evening"
+at = "19:00"
+
+[[guardrails.caps]]
+channel = "push"
+max = 1
+window = "1d"
+
+[reward]
+window = "1d"
+weights = { click = 1.0 }
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "mini.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def replace(old: str, new: str, text: str = MINIMAL) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+def policy_error(path: Path, key: str, *reason_parts: str) -> PolicyError:
+    """Load `path`, expect a PolicyError about `key`, whose reason carries every part."""
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    err = info.value
+    assert err.path == str(path)
+    assert err.key == key, err
+    assert err.reason.strip()
+    for part in reason_parts:
+        assert part in err.reason, f"{part!r} not in {err.reason!r}"
+    message = str(err)
+    assert message == f"{path}: {key or '(file)'}: {err.reason}"
+    assert str(path) in message and err.reason in message
+    if key:
+        assert key in message
+    return err
+
+
+# -- the example ---------------------------------------------------------------------------------
+
+def test_minimal_policy_loads(tmp_path):
+    policy = load_policy(write(tmp_path, MINIMAL))
+    assert policy.name == "mini"
+    assert len(policy.arms) == 1 + 2 * 2 * 2
+    assert policy.arms[0].id == HOLD_ARM
+
+
+def test_load_examples():
+    policies = load_policies(EXAMPLES)
+    assert "lifecycle" in policies
+    p = policies["lifecycle"]
+    spec = p.spec
+    assert p.path == str(EXAMPLES / "lifecycle.toml")
+    assert len(spec.content) >= 6
+    assert set(spec.channels) == {"email", "push", "sms", "in_app"}
+    assert len(spec.timing) >= 3
+    assert HOLD_ARM in p.arm_index and p.arms[p.arm_index[HOLD_ARM]].hold
+    assert set(spec.features) >= {"segment", "country", "tenure_days"}
+    assert spec.features["segment"].type == "string" and spec.features["segment"].required
+    assert spec.features["tenure_days"].type == "number" and spec.features["tenure_days"].min == 0
+    caps = {(c.channel, c.max, c.window) for c in spec.guardrails.caps}
+    assert caps >= {("push", 1, 86400.0), ("email", 3, 7 * 86400.0), ("*", 5, 7 * 86400.0)}
+    # every arm that is not hold is a (content, channel, timing) combination
+    for arm in p.arms:
+        if not arm.hold:
+            assert arm.id == f"{arm.content.id}:{arm.channel}:{arm.timing.name}"
+            assert arm.channel in spec.channels
+
+
+def test_load_policy_of_the_example_file_matches_load_policies():
+    p = load_policy(EXAMPLES / "lifecycle.toml")
+    assert [a.id for a in p.arms] == [a.id for a in load_policies(EXAMPLES)["lifecycle"].arms]
+
+
+def test_name_defaults_to_the_file_stem(tmp_path):
+    path = write(tmp_path, replace('name = "mini"\n', ""), name="welcome-flow.toml")
+    assert load_policy(path).name == "welcome-flow"
+
+
+# -- errors name the file, the key and the reason --------------------------------------------------
+
+def test_invalid_toml_syntax(tmp_path):
+    path = write(tmp_path, replace('channels = ["email", "push"]', 'channels = ["email", "push"'))
+    policy_error(path, "", "not valid TOML")
+
+
+def test_unreadable_file(tmp_path):
+    policy_error(tmp_path / "absent.toml", "", "cannot be read")
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = write(tmp_path, replace('name = "mini"', 'name = "mini"\ncolour = "blue"'))
+    policy_error(path, "colour", "unknown key")
+
+
+def test_unknown_nested_key(tmp_path):
+    path = write(tmp_path, replace('window = "1d"\nweights', 'window = "1d"\nwieghts = {}\nweights'))
+    policy_error(path, "reward.wieghts", "unknown key")
+
+
+@pytest.mark.parametrize("window", ['"7 days"', '"7x"', '"-1d"', "0", "true"])
+def test_bad_duration(tmp_path, window):
+    path = write(tmp_path, replace('max = 1\nwindow = "1d"', f"max = 1\nwindow = {window}"))
+    err = policy_error(path, "guardrails.caps[0].window")
+    assert "duration" in err.reason
+
+
+def test_bad_duration_names_the_value(tmp_path):
+    path = write(tmp_path, replace('[reward]\nwindow = "1d"', '[reward]\nwindow = "7 days"'))
+    policy_error(path, "reward.window", "'7 days'", "is not a duration")
+
+
+def test_unknown_channel_in_a_cap(tmp_path):
+    path = write(tmp_path, replace('channel = "push"', 'channel = "fax"'))
+    policy_error(path, "guardrails.caps[0].channel", "'fax'", "unknown channel")
+
+
+def test_unknown_channel_in_consent(tmp_path):
+    path = write(tmp_path, MINIMAL + '\n[guardrails.consent]\nemail = "opt_in"\nfax = "opt_out"\n')
+    policy_error(path, "guardrails.consent.fax", "'fax'", "unknown channel")
+
+
+def test_duplicate_content_id(tmp_path):
+    path = write(tmp_path, replace('id = "promo"', 'id = "hello"'))
+    policy_error(path, "content[1].id", "'hello'", "unique")
+
+
+def test_duplicate_timing_name(tmp_path):
+    path = write(tmp_path, replace('name = "evening"', 'name = "now"'))
+    policy_error(path, "timing[1].name", "'now'", "unique")
+
+
+def test_timing_with_both_delay_minutes_and_at(tmp_path):
+    path = write(tmp_path, replace('name = "evening"\nat = "19:00"',
+                                   'name = "evening"\nat = "19:00"\ndelay_minutes = 30'))
+    policy_error(path, "timing[1]", "exactly one of delay_minutes or at")
+
+
+def test_timing_with_neither_delay_minutes_nor_at(tmp_path):
+    path = write(tmp_path, replace('name = "now"\ndelay_minutes = 0', 'name = "now"'))
+    policy_error(path, "timing[0]", "exactly one of delay_minutes or at")
+
+
+def test_bad_local_time(tmp_path):
+    path = write(tmp_path, replace('at = "19:00"', 'at = "7pm"'))
+    policy_error(path, "timing[1].at", "'7pm'", "local time")
+
+
+def test_bad_time_zone(tmp_path):
+    path = write(tmp_path, replace('name = "mini"', 'name = "mini"\ntimezone = "Mars/Olympus_Mons"'))
+    policy_error(path, "timezone", "'Mars/Olympus_Mons'", "time zone")
+
+
+def test_fallback_arm_not_an_arm(tmp_path):
+    path = write(tmp_path, MINIMAL + '\n[learner]\nfallback_arm = "promo:sms:now"\n')
+    policy_error(path, "learner.fallback_arm", "'promo:sms:now'", "not an arm")
+
+
+def test_fallback_arm_hold_without_hold_arm(tmp_path):
+    path = write(tmp_path, MINIMAL + "\n[arms]\nhold = false\n")
+    policy_error(path, "learner.fallback_arm", "'hold'", "not an arm")
+
+
+@pytest.mark.parametrize("flag", ["-d", "--data", "-f", "--cb_explore_adf"])
+def test_vw_args_with_io_or_reduction_flags(tmp_path, flag):
+    path = write(tmp_path, MINIMAL + f'\n[learner]\nvw_args = "--squarecb {flag} x.txt"\n')
+    policy_error(path, "learner.vw_args", flag, "set by Tactful itself")
+
+
+def test_empty_reward_weights(tmp_path):
+    path = write(tmp_path, replace("weights = { click = 1.0 }", "weights = {}"))
+    policy_error(path, "reward.weights", "at least one outcome type")
+
+
+def test_missing_reward(tmp_path):
+    path = write(tmp_path, replace('[reward]\nwindow = "1d"\nweights = { click = 1.0 }\n', ""))
+    policy_error(path, "reward", "required")
+
+
+def test_unknown_content_in_an_exclusion(tmp_path):
+    path = write(tmp_path, MINIMAL + '\n[arms]\nexclude = [{ content = "hello" }, { content = "bye" }]\n')
+    policy_error(path, "arms.exclude[1].content", "'bye'")
+
+
+def test_everything_excluded(tmp_path):
+    exclude = 'exclude = [{ channel = "email" }, { channel = "push" }]'
+    path = write(tmp_path, MINIMAL + f"\n[arms]\nhold = false\n{exclude}\n")
+    policy_error(path, "arms", "no arm is left")
+
+
+# -- directories --------------------------------------------------------------------------------------
+
+def test_directory_with_no_toml(tmp_path):
+    (tmp_path / "README.md").write_text("no policies here")
+    (tmp_path / "lifecycle.toml.bak").write_text(MINIMAL)
+    with pytest.raises(PolicyError) as info:
+        load_policies(tmp_path)
+    err = info.value
+    assert err.path == str(tmp_path) and err.key == ""
+    assert "no *.toml" in err.reason
+    assert str(err) == f"{tmp_path}: (file): {err.reason}"
+
+
+def test_not_a_directory(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(PolicyError) as info:
+        load_policies(path)
+    assert info.value.path == str(path) and "not a directory" in info.value.reason
+
+
+def test_two_files_declaring_the_same_policy(tmp_path):
+    first = write(tmp_path, MINIMAL, name="a.toml")
+    second = write(tmp_path, MINIMAL, name="b.toml")
+    with pytest.raises(PolicyError) as info:
+        load_policies(tmp_path)
+    err = info.value
+    assert err.path == str(second)
+    assert err.key == "name"
+    assert "'mini'" in err.reason and "declared twice" in err.reason and str(first) in err.reason
+    assert str(err).startswith(f"{second}: name: ")
+
+
+def test_an_error_in_one_file_names_that_file(tmp_path):
+    write(tmp_path, MINIMAL, name="a.toml")
+    bad = write(tmp_path, replace('name = "mini"', 'name = "other"\ncolour = 1'), name="b.toml")
+    with pytest.raises(PolicyError) as info:
+        load_policies(tmp_path)
+    assert info.value.path == str(bad) and info.value.key == "colour"
+
+
+def test_directory_with_several_policies(tmp_path):
+    shutil.copy(EXAMPLES / "lifecycle.toml", tmp_path / "lifecycle.toml")
+    write(tmp_path, MINIMAL, name="mini.toml")
+    assert sorted(load_policies(tmp_path)) == ["lifecycle", "mini"]
