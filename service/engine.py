@@ -24,7 +24,7 @@ from models.vw_policy import VWPolicy
 from service import guardrails
 from service.clock import Clock
 from service.errors import BadRequest, Conflict, NotFound
-from service.policy import FeatureSpec, Policy
+from service.policy import HOLD_ARM, FeatureSpec, Policy
 from service.store import Decision, Outcome, OutcomeConflict, Store
 
 log = logging.getLogger("tactful.engine")
@@ -91,7 +91,11 @@ class ModelCache:
         if current is not None and current[0] == active:
             return current
         row = self.store.model(policy, active)
-        model = VWPolicy(arm_lines(self.policies[policy]), model_bytes=row["model"])
+        try:
+            model = VWPolicy(arm_lines(self.policies[policy]), model_bytes=row["model"])
+        except RuntimeError as exc:  # VW refuses the bytes: serve the fallback, say so loudly
+            log.error("policy %s: model version %s cannot be loaded: %s", policy, active, exc)
+            return active, None
         if current is not None:
             current[1].close()
         self._models[policy] = (active, model)
@@ -237,6 +241,14 @@ class DecisionEngine:
         fatigue_contacts = sum(1 for _, at in person.contacts if at > now - spec.reward.fatigue.window)
         version, model = self.models.get(policy.name)
 
+        if not allowed:  # every arm removed (a policy without a hold arm): hold, with the reasons
+            return Decision(
+                event_id=event_id, policy=policy.name, person_key=key, decided_at=now,
+                closes_at=now + spec.reward.window, model_version=version, mode="fallback", arm=HOLD_ARM,
+                probability=1.0, send_at=None, channel=None, allowed=[], probabilities=[], context=context,
+                history=hist | {"fatigue_contacts": fatigue_contacts},
+                removed={a: [list(r) for r in rs] for a, rs in verdict.removed.items()},
+                consistency_key=consistency_key)
         if self._in_holdout(policy, key):
             mode = "holdout"
             if spec.learner.holdout_policy == "fallback" and policy.arm_index[spec.learner.fallback_arm] in allowed:
@@ -259,7 +271,7 @@ class DecisionEngine:
                 mode = None
         pos = _sample(pmf, _uniform_draw(event_id))
         if mode is None:
-            mode = "exploit" if pmf[pos] >= pmf.max() else "explore"
+            mode = "exploit" if pmf[pos] >= pmf.max() * (1 - 1e-4) else "explore"
         arm = policy.arms[allowed[pos]]
         return Decision(
             event_id=event_id, policy=policy.name, person_key=key, decided_at=now,
@@ -286,12 +298,14 @@ class DecisionEngine:
         for rs in d.removed.values():
             for code in {r[0] for r in rs}:
                 reasons[code] = reasons.get(code, 0) + 1
-        best = int(np.argmax(d.probabilities))
+        favourite = ({"arm": d.allowed[int(np.argmax(d.probabilities))], "probability": max(d.probabilities)}
+                     if d.allowed else None)
         why = {
             "explore": "sampled an arm other than the model's favourite, to keep learning",
             "exploit": "the model's favourite among the allowed arms",
             "holdout": "this person is in the policy's holdout group and gets the baseline",
-            "fallback": "no usable model: the policy's fallback was served",
+            "fallback": ("no usable model, or no arm allowed: the policy's fallback was served" if d.allowed
+                         else "every arm was removed by a guardrail: nothing is sent"),
             "consistent": "kept the content of an earlier decision with the same consistency key",
         }[d.mode]
         return {
@@ -313,7 +327,7 @@ class DecisionEngine:
                 "summary": why,
                 "decided_at": guardrails.to_rfc3339(d.decided_at),
                 "allowed_count": len(d.allowed),
-                "model_favourite": {"arm": d.allowed[best], "probability": d.probabilities[best]},
+                "model_favourite": favourite,
                 "removed": _group_removed(d.removed),
                 "history": d.history,
             },
