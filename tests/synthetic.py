@@ -20,7 +20,7 @@ def click_probability(segment: str, arm: str) -> float:
         return 0.0
     content, channel, timing = arm.split(":")
     b_content, b_channel, b_timing = BEST[segment]
-    return 0.04 + 0.25 * (content == b_content) + 0.2 * (channel == b_channel) + 0.15 * (timing == b_timing)
+    return 0.02 + 0.3 * (content == b_content) + 0.25 * (channel == b_channel) + 0.25 * (timing == b_timing)
 
 
 def uniform_value(arms: list[str], segment: str) -> float:

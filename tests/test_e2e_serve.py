@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
 USERS = 2000
-DECISIONS = 8000
+DECISIONS = 12000
 SPAN = timedelta(days=14)
 
 
