@@ -179,25 +179,29 @@ def bench_inprocess(n_contents: int | None, n_train: int, n_timed: int, workdir:
         engine.decide(POLICY, DecideInput(timed_users[i], contexts[i]))
         clock.advance(1.0)
 
+    # the three paths are timed in alternating blocks, so that drift of the machine's speed
+    # (shared or virtual cores) affects them alike; within a block each runs back to back
     perf = time.perf_counter_ns
-    decide_ns, modes, allowed_counts = [], {}, []
-    for i in range(n_timed):
-        req = DecideInput(timed_users[i], contexts[i])
-        t0 = perf()
-        out = engine.decide(POLICY, req)
-        decide_ns.append(perf() - t0)
-        modes[out["mode"]] = modes.get(out["mode"], 0) + 1
-        allowed_counts.append(out["explanation"]["allowed_count"])
-        clock.advance(1.0)
-    text_ns, pre_ns = [], []
-    for i in range(n_timed):
-        t0 = perf()
-        model.predict_text(shared[i], all_arms)
-        text_ns.append(perf() - t0)
-    for i in range(n_timed):
-        t0 = perf()
-        model.predict(shared[i], all_arms)
-        pre_ns.append(perf() - t0)
+    decide_ns, text_ns, pre_ns, modes, allowed_counts = [], [], [], {}, []
+    block = 100
+    for start in range(0, n_timed, block):
+        idx = range(start, min(start + block, n_timed))
+        for i in idx:
+            req = DecideInput(timed_users[i], contexts[i])
+            t0 = perf()
+            out = engine.decide(POLICY, req)
+            decide_ns.append(perf() - t0)
+            modes[out["mode"]] = modes.get(out["mode"], 0) + 1
+            allowed_counts.append(out["explanation"]["allowed_count"])
+            clock.advance(1.0)
+        for i in idx:
+            t0 = perf()
+            model.predict_text(shared[i], all_arms)
+            text_ns.append(perf() - t0)
+        for i in idx:
+            t0 = perf()
+            model.predict(shared[i], all_arms)
+            pre_ns.append(perf() - t0)
 
     breakdown = decide_breakdown(engine, store, policy, clock, rng, min(n_timed, 1000))
     prof_text = profile_decide(engine, store, clock, rng, min(n_timed, 1000)) if profile else None
@@ -533,12 +537,15 @@ def cpu_by_role(root: int) -> dict[int, tuple[str, float]]:
     return out
 
 
+def _cpu_sample() -> tuple[int, int]:
+    """(all ticks, idle ticks) of every core, from /proc/stat."""
+    vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return sum(vals), vals[3] + vals[4]
+
+
 def other_cpu_load(seconds: float = 1.0) -> float:
     """Share of all cores busy over `seconds`, from /proc/stat (before we start anything)."""
-    def sample():
-        vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-        return sum(vals), idle
+    sample = _cpu_sample
     t0, i0 = sample()
     time.sleep(seconds)
     t1, i1 = sample()
@@ -557,7 +564,9 @@ def measured_load(proc: subprocess.Popen, port: int, args, loadgen: str, script:
     import resource
     before = cpu_by_role(proc.pid)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    all0, idle0 = _cpu_sample()
     r = load(port, args.seconds, args.connections, loadgen, script, pool)
+    all1, idle1 = _cpu_sample()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = cpu_delta(before, cpu_by_role(proc.pid))
     cpu["load generator"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -565,6 +574,8 @@ def measured_load(proc: subprocess.Popen, port: int, args, loadgen: str, script:
     r["cpu_seconds"] = cpu
     r["cpu_ms_per_request"] = {k: 1000 * v / max(r["requests"], 1) for k, v in cpu.items()}
     r["cpu_busy_share"] = sum(cpu.values()) / (wall * (os.cpu_count() or 1))
+    # every core's busy time (all processes, kernel included) over the run, from /proc/stat
+    r["machine_busy_share"] = 1.0 - (idle1 - idle0) / max(all1 - all0, 1)
     return r
 
 
@@ -738,12 +749,13 @@ def markdown(res: dict) -> str:
             lines.append("CPU milliseconds per request during the measured run, by process (2 cores are "
                          "shared by the servers and the load generator):")
             lines.append("")
-            lines.append("| target | " + " | ".join(roles) + " | all | cores busy |")
-            lines.append("|---|" + "---:|" * (len(roles) + 2))
+            lines.append("| target | " + " | ".join(roles) + " | all | cores busy (ours) | cores busy (machine) |")
+            lines.append("|---|" + "---:|" * (len(roles) + 3))
             for name in ("empty", "decide"):
                 c = h[name]["cpu_ms_per_request"]
                 cells = " | ".join(f"{c[k]:.2f}" if k in c else "-" for k in roles)
-                lines.append(f"| {name} | {cells} | {sum(c.values()):.2f} | {100 * h[name]['cpu_busy_share']:.0f}% |")
+                lines.append(f"| {name} | {cells} | {sum(c.values()):.2f} | {100 * h[name]['cpu_busy_share']:.0f}% "
+                             f"| {100 * h[name].get('machine_busy_share', 0):.0f}% |")
             lines.append("")
         lines.append(f"Decisions logged during the measured run: {db.get('decisions_logged')}, mean allowed arms "
                      f"{(db.get('mean_allowed_arms') or 0):.1f}, holdout {db.get('holdout')}, hold arm {db.get('hold_arm')}.")
