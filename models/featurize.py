@@ -24,8 +24,10 @@ def _tok(value: object) -> str:
 HISTORY_FEATURES = ("contacts_7d", "recency")
 
 
-def history_features(contacts_7d: int, hours_since_contact: float | None) -> dict[str, float | str]:
-    """What we know of the person's recent contact pressure, as features."""
+def history_features(contacts_7d: int, hours_since_contact: float | None,
+                     preferred_channels: Iterable[str] | None = None) -> dict:
+    """What we know of the person's recent contact pressure, and the channels they said they
+    prefer (a soft signal the learner may use; blocked channels are a guardrail instead)."""
     if hours_since_contact is None:
         recency = "never"
     elif hours_since_contact < 24:
@@ -36,7 +38,10 @@ def history_features(contacts_7d: int, hours_since_contact: float | None) -> dic
         recency = "lt7d"
     else:
         recency = "ge7d"
-    return {"contacts_7d": float(contacts_7d), "recency": recency}
+    out: dict = {"contacts_7d": float(contacts_7d), "recency": recency}
+    if preferred_channels:
+        out["preferred_channels"] = sorted(preferred_channels)
+    return out
 
 
 def _features(values: Mapping[str, object]) -> str:
@@ -62,7 +67,10 @@ def shared_line(context: Mapping[str, object], history: Mapping[str, object]) ->
     decision's history (which also records, say, its fatigue count) featurizes exactly as it did
     when the decision was made."""
     hist = {k: history[k] for k in HISTORY_FEATURES if k in history}
-    return f"shared |User {_features(context)} |History {_features(hist)}"
+    prefers = " ".join(f"prefers={_tok(ch)}" for ch in history.get("preferred_channels") or ())
+    user = _features(context)
+    # in User, so that the User x Arm interaction crosses a preference with the arm's channel
+    return f"shared |User {user}{' ' + prefers if prefers else ''} |History {_features(hist)}"
 
 
 def arm_line(content_id: str | None, topic: str | None = None, tags: Iterable[str] = (),

@@ -85,6 +85,62 @@ def get_user(user_id: str):
     return jsonify(engine().person(user_id))
 
 
+@users.put("/v1/users/<user_id>/preferences")
+def put_preferences(user_id: str):
+    req = schemas.parse(schemas.PreferencesRequest, body())
+    known = {ch for p in engine().policies.values() for ch in p.spec.channels}
+    for name in ("preferred_channels", "blocked_channels"):
+        for i, ch in enumerate(getattr(req, name)):
+            if ch not in known:
+                raise BadRequest(f"{ch!r} is not a channel of any policy (known: {', '.join(sorted(known))})",
+                                 f"{name}[{i}]")
+    prefs = req.model_dump(exclude={"timestamp"}, exclude_none=True)
+    return jsonify(engine().set_preferences(user_id, prefs, _ts(req.timestamp)))
+
+
+@users.get("/v1/users/<user_id>/decisions")
+def get_user_decisions(user_id: str):
+    raw = request.args.get("limit", "20")
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest(f"limit must be a whole number, not {raw!r}", "limit") from None
+    if not 1 <= limit <= 200:
+        raise BadRequest("limit must be between 1 and 200", "limit")
+    return jsonify(engine().person_decisions(user_id, limit))
+
+
+@users.delete("/v1/users/<user_id>")
+def delete_user(user_id: str):
+    return jsonify(engine().erase(user_id))
+
+
+@policies_bp.patch("/v1/policies/<policy>/arms/<path:arm>")
+def patch_arm(policy: str, arm: str):
+    eng = engine()
+    eng.policy(policy)
+    payload = body()
+    req = schemas.parse(schemas.ArmPatchRequest, payload)
+    current = eng.arm_state(policy, arm) if arm in eng.policies[policy].arm_index or \
+        arm in eng.policies[policy].content_index else None
+    if current is None:
+        eng.set_arm_state(policy, arm, "active", None, None, None)  # raises the 404 naming the arm
+    given = req.model_fields_set
+
+    def keep(name, value):
+        if name in given:
+            return _ts(value) if name.startswith("valid") else value
+        old = current.get(name)
+        if name.startswith("valid") and old is not None:
+            from datetime import datetime
+            return datetime.fromisoformat(old.replace("Z", "+00:00")).timestamp()
+        return old
+
+    return jsonify(eng.set_arm_state(policy, arm, keep("status", req.status) or "active",
+                                     keep("valid_from", req.valid_from), keep("valid_until", req.valid_until),
+                                     keep("reason", req.reason)))
+
+
 @meta.get("/healthz")
 def healthz():
     eng = engine()

@@ -9,6 +9,7 @@ turns requests into calls and `Problem`s into problem+json.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -105,13 +106,26 @@ class ModelCache:
 
 # -- request validation against a policy --------------------------------------------------------
 
-def validate_context(policy: Policy, context: Mapping[str, object]) -> dict:
+def validate_context(policy: Policy, context: Mapping[str, object], dropped: list | None = None) -> dict:
+    """The context's features, checked against the policy's declaration.
+
+    A sensitive feature is always refused. An undeclared one is refused, or, when the policy's
+    privacy says "drop", left out and its name appended to `dropped` so the answer reports it.
+    """
     features = policy.spec.features
+    privacy = policy.spec.privacy
     errors = []
     clean: dict[str, object] = {}
     for name, value in context.items():
         spec = features.get(name)
+        if name in privacy.sensitive:
+            errors.append({"field": f"context.{name}",
+                           "reason": f"is declared sensitive by policy {policy.name!r} and is never accepted"})
+            continue
         if spec is None:
+            if privacy.undeclared == "drop" and dropped is not None:
+                dropped.append(name)
+                continue
             errors.append({"field": f"context.{name}",
                            "reason": f"not a feature of policy {policy.name!r} "
                                      f"(it accepts: {', '.join(sorted(features)) or 'none'})"})
@@ -201,6 +215,7 @@ class DecisionEngine:
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
         self.max_attempts = max_attempts
         self._lookback = {name: guardrails.lookback(p) for name, p in policies.items()}
+        self._signal_lookback = {name: guardrails.signal_lookback(p) for name, p in policies.items()}
 
     def policy(self, name: str) -> Policy:
         try:
@@ -219,27 +234,49 @@ class DecisionEngine:
 
     def decide(self, policy_name: str, req: DecideInput) -> dict:
         policy = self.policy(policy_name)
-        context = validate_context(policy, req.context)
+        dropped: list[str] = []
+        context = validate_context(policy, req.context, dropped)
         now = self._now(req.timestamp)
         key = self.store.person_key(req.user_id)
+        budget = policy.spec.guardrails.daily_budget
+        day = guardrails.budget_day(policy, now) if budget is not None else None
+        consistent = None
+        if req.consistency_key is not None:
+            consistent = self.store.consistent_arm(key, policy.name, req.consistency_key,
+                                                   now - policy.spec.consistency.ttl)
         for _ in range(self.max_attempts):
-            person = self.store.person_state(key, now - self._lookback[policy.name])
+            person = self.store.person_state(key, now - self._lookback[policy.name], policy.name,
+                                             now - self._signal_lookback[policy.name], day)
             verdict = guardrails.evaluate(policy, person, now)
-            decision = self._choose(policy, key, context, person, verdict, now, req.consistency_key)
-            if self.store.commit_decision(decision, person.marker):
+            decision = self._choose(policy, key, context, person, verdict, now, req.consistency_key, consistent)
+            if dropped:
+                decision.history["dropped_features"] = dropped
+            if self.store.commit_decision(decision, person.marker, (day, budget) if day is not None else None):
                 return self.render(policy, decision, verdict)
         raise Conflict("the person's state kept changing while deciding; retry the request", "user_id")
 
     def _choose(self, policy: Policy, key: str, context: dict, person, verdict: guardrails.Verdict,
-                now: float, consistency_key: str | None) -> Decision:
+                now: float, consistency_key: str | None, consistent: tuple[str, str] | None = None) -> Decision:
         event_id = self.new_id()
         allowed = verdict.allowed
         spec = policy.spec
         past = [at for _, at in person.contacts if at <= now]
         hist = history_features(sum(1 for at in past if at > now - 7 * 86400),
-                                (now - max(past)) / 3600.0 if past else None)
+                                (now - max(past)) / 3600.0 if past else None,
+                                person.preferences.get("preferred_channels"))
         fatigue_contacts = sum(1 for _, at in person.contacts if at > now - spec.reward.fatigue.window)
         version, model = self.models.get(policy.name)
+        # a consistency key names an earlier decision whose content must be kept, if still allowed
+        keep = None
+        if consistent is not None:
+            prev = policy.arms[policy.arm_index[consistent[1]]] if consistent[1] in policy.arm_index else None
+            if prev is not None and prev.content is not None:
+                keep = [i for i in allowed if policy.arms[i].content is not None
+                        and policy.arms[i].content.id == prev.content.id]
+                hist = hist | {"consistent_with": consistent[0]}
+                if not keep:
+                    hist = hist | {"consistency_broken": f"content {prev.content.id!r} is not allowed now"}
+                    keep = None
 
         if not allowed:  # every arm removed (a policy without a hold arm): hold, with the reasons
             return Decision(
@@ -269,6 +306,12 @@ class DecisionEngine:
                        else np.full(len(allowed), 1.0 / len(allowed)))
             else:
                 mode = None
+        if keep is not None and mode != "holdout":
+            # the same content, on the channel and timing the model prefers among its allowed arms
+            mask = np.array([1.0 if i in keep else 0.0 for i in allowed])
+            kept = pmf * mask
+            pmf = kept / kept.sum() if kept.sum() > 0 else mask / mask.sum()
+            mode = "consistent"
         pos = _sample(pmf, _uniform_draw(event_id))
         if mode is None:
             mode = "exploit" if pmf[pos] >= pmf.max() * (1 - 1e-4) else "explore"
@@ -276,7 +319,7 @@ class DecisionEngine:
         return Decision(
             event_id=event_id, policy=policy.name, person_key=key, decided_at=now,
             closes_at=now + spec.reward.window, model_version=version, mode=mode, arm=arm.id,
-            probability=float(pmf[pos]), send_at=None if arm.hold else verdict.send_at[arm.timing.name],
+            probability=float(pmf[pos]), send_at=None if arm.hold else verdict.send_at[arm.id],
             channel=arm.channel, allowed=[policy.arms[i].id for i in allowed],
             probabilities=[float(p) for p in pmf], context=context,
             history=hist | {"fatigue_contacts": fatigue_contacts},
@@ -308,6 +351,20 @@ class DecisionEngine:
                          else "every arm was removed by a guardrail: nothing is sent"),
             "consistent": "kept the content of an earlier decision with the same consistency key",
         }[d.mode]
+        explanation = {
+            "summary": why,
+            "decided_at": guardrails.to_rfc3339(d.decided_at),
+            "allowed_count": len(d.allowed),
+            "model_favourite": favourite,
+            "removed": _group_removed(d.removed),
+            "history": d.history,
+        }
+        if verdict is not None:
+            explanation["timezone"] = verdict.timezone
+            if verdict.moved:
+                explanation["moved_out_of_quiet_hours"] = verdict.moved
+        if d.history.get("dropped_features"):
+            explanation["dropped_features"] = d.history["dropped_features"]
         return {
             "event_id": d.event_id,
             "policy": d.policy,
@@ -323,14 +380,7 @@ class DecisionEngine:
             },
             "probability": d.probability,
             "removed": {"count": len(d.removed), "reasons": reasons},
-            "explanation": {
-                "summary": why,
-                "decided_at": guardrails.to_rfc3339(d.decided_at),
-                "allowed_count": len(d.allowed),
-                "model_favourite": favourite,
-                "removed": _group_removed(d.removed),
-                "history": d.history,
-            },
+            "explanation": explanation,
         }
 
     # outcomes -------------------------------------------------------------------------------
@@ -350,13 +400,18 @@ class DecisionEngine:
         counted = at <= d.closes_at and d.learned_version is None
         outcome = Outcome(event_id=event_id, type=req.type, value=req.value, at=at,
                           outcome_id=req.outcome_id, received_at=now, counted=counted)
+        # explicit signals act at once, in the outcome's own transaction: an unsubscribe withdraws
+        # consent for the decision's channel and starts its cooldown; a complaint starts the
+        # every-channel cooldown; an engagement ends a run of contacts without engagement
+        signal = None
+        if req.type == "unsubscribe" and d.channel is not None:
+            signal = ("unsubscribe", d.channel)
+        elif req.type == "complaint":
+            signal = ("complaint", None)
         try:
-            fresh = self.store.add_outcome(outcome)
+            fresh = self.store.add_outcome(outcome, d.person_key, signal, req.type in policy.engagement_types)
         except OutcomeConflict as exc:
             raise Conflict(str(exc), "outcome_id") from None
-        if fresh and req.type == "unsubscribe" and d.channel is not None and d.person_key is not None:
-            # explicit signals act at once: consent for that channel is gone before we answer
-            self.store.set_consent(d.person_key, {d.channel: False}, f"unsubscribe:{event_id}", at)
         return {"event_id": event_id, "outcome_id": req.outcome_id, "type": req.type, "value": req.value,
                 "accepted": True, "duplicate": not fresh, "counted": counted if fresh else None,
                 "note": None if counted or not fresh else
@@ -399,14 +454,82 @@ class DecisionEngine:
         return self.person(user_id)
 
     def person(self, user_id: str) -> dict:
+        """A person's state: consent (with the history and source of every change), preferences,
+        recent contacts, active cooldowns and suppression, as the guardrails see them now."""
         key = self.store.person_key(user_id)
+        now = self.clock.now()
         history = self.store.consent_history(key)
         current: dict[str, bool] = {}
         for h in history:
             current[h["channel"]] = bool(h["granted"])
-        return {"user_id": user_id, "consent": current,
-                "consent_history": [{"channel": h["channel"], "granted": bool(h["granted"]), "source": h["source"],
-                                     "at": guardrails.to_rfc3339(h["at"])} for h in history]}
+        row = self.store.person_row(key) or {}
+        since = now - max(self._lookback.values(), default=7 * 86400.0)
+        cooldowns = []
+        for s in self.store.signals(key):
+            for p in self.policies.values():
+                c = p.spec.guardrails.cooldown
+                length = c.unsubscribe if s["kind"] == "unsubscribe" else c.complaint
+                if length and s["at"] + length > now:
+                    cooldowns.append({"policy": p.name, "kind": s["kind"], "channel": s["channel"] or "*",
+                                      "since": guardrails.to_rfc3339(s["at"]),
+                                      "until": guardrails.to_rfc3339(s["at"] + length)})
+        return {
+            "user_id": user_id,
+            "consent": current,
+            "consent_history": [{"channel": h["channel"], "granted": bool(h["granted"]), "source": h["source"],
+                                 "at": guardrails.to_rfc3339(h["at"])} for h in history],
+            "preferences": json.loads(row["preferences"]) if row.get("preferences") else {},
+            "preferences_updated_at": guardrails.to_rfc3339(row.get("preferences_at")),
+            "contacts": [{"channel": c["channel"], "at": guardrails.to_rfc3339(c["at"]), "policy": c["policy"],
+                          "event_id": c["event_id"]} for c in self.store.contacts(key, since)],
+            "cooldowns": cooldowns,
+            "contacts_without_engagement": row.get("unengaged", 0),
+            "last_engaged_at": guardrails.to_rfc3339(row.get("last_engaged_at")),
+        }
+
+    def set_preferences(self, user_id: str, preferences: dict, timestamp: float | None) -> dict:
+        now = self._now(timestamp)
+        key = self.store.person_key(user_id)
+        self.store.set_preferences(key, preferences, now)
+        return self.person(user_id)
+
+    def person_decisions(self, user_id: str, limit: int = 20) -> dict:
+        """Recent decisions for a person: what was chosen, what was removed and why."""
+        key = self.store.person_key(user_id)
+        out = []
+        for d in self.store.person_decisions(key, limit):
+            policy = self.policies.get(d.policy)
+            body = self.render(policy, d) if policy else {"event_id": d.event_id, "policy": d.policy, "arm": d.arm}
+            body["removed_arms"] = {a: [{"reason": r[0], "detail": r[1]} for r in rs] for a, rs in d.removed.items()}
+            out.append(body)
+        return {"user_id": user_id, "decisions": out}
+
+    def erase(self, user_id: str) -> dict:
+        key = self.store.person_key(user_id)
+        counts = self.store.erase_person(key)
+        return {"user_id": user_id, "erased": True, "deleted": counts}
+
+    def set_arm_state(self, policy_name: str, target: str, status: str, valid_from: float | None,
+                      valid_until: float | None, reason: str | None) -> dict:
+        policy = self.policy(policy_name)
+        if target not in policy.arm_index and target not in policy.content_index:
+            raise NotFound(f"{target!r} is neither an arm nor a content of policy {policy.name!r}", "arm")
+        if target == HOLD_ARM:
+            raise BadRequest("the hold arm (send nothing) is always available and cannot be switched off", "arm")
+        if valid_from is not None and valid_until is not None and valid_until <= valid_from:
+            raise BadRequest("valid_until must be after valid_from", "valid_until")
+        self.store.set_arm_state(policy.name, target, status, valid_from, valid_until, reason, self.clock.now())
+        return self.arm_state(policy_name, target)
+
+    def arm_state(self, policy_name: str, target: str) -> dict:
+        policy = self.policy(policy_name)
+        st = self.store.arm_states(policy.name).get(target) or {"status": "active"}
+        arms = [target] if target in policy.arm_index else [
+            a.id for a in policy.arms if a.content is not None and a.content.id == target]
+        return {"policy": policy.name, "target": target, "kind": "arm" if target in policy.arm_index else "content",
+                "arms": arms, "status": st["status"], "valid_from": guardrails.to_rfc3339(st.get("valid_from")),
+                "valid_until": guardrails.to_rfc3339(st.get("valid_until")), "reason": st.get("reason"),
+                "updated_at": guardrails.to_rfc3339(st.get("updated_at"))}
 
     def ensure_models(self) -> None:
         """Give every policy an initial (untrained) model version if it has none."""

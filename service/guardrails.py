@@ -1,19 +1,37 @@
 """Guardrails: which arms a person may receive now, and why each other arm was removed.
 
 They run before the learner scores anything. The learner only ever sees the allowed arms, so no
-model output can re-admit a removed one. Every removal carries a reason code (the table in
-docs/guardrails.md) and a human detail.
+model output can re-admit a removed one. Every removal carries a reason code and a human detail;
+docs/guardrails.md has the table of rules, their configuration keys and the tests that prove them.
 
-Reason codes so far:
-  no_consent     the channel needs consent the person has not given, or they refused it
-  frequency_cap  sending would put more than `max` contacts on the channel (or on every channel)
-                 into some window of the cap's length
+Reason codes:
+  no_consent            the channel needs consent the person has not given, or they refused it
+  channel_blocked       the person blocked the channel in their preferences
+  cooldown_unsubscribe  the person unsubscribed from the channel less than the cooldown ago
+  cooldown_complaint    the person complained (any channel) less than the cooldown ago
+  quiet_hours           the send time falls in quiet hours and the policy removes such slots
+  frequency_cap         one more contact would put more than `max` on the channel (or on every
+                        channel) into some window of the cap's length, counted across policies
+  personal_cap          the same, for the person's own maximum of contacts per week
+  min_gap               another contact is closer in time than the policy's minimum gap
+  blocked_topic         the content's topic is blocked by the person or the policy
+  not_yet_valid         the content or arm is not valid yet at its send time
+  expired               the content or arm is no longer valid at its send time
+  retired, out_of_stock the arm or its content was switched off at runtime
+  suppressed            K contacts in a row without engagement: only low-pressure arms remain
+  daily_budget          the policy's sends for today are spent
+
+Time is local to the person (their time zone, else the policy's), through zoneinfo, so send
+slots and quiet hours stay right across daylight-saving changes. A moment is quiet when the
+local wall-clock time it shows lies in [start, end).
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
 from service.policy import Cap, Policy, Timing
@@ -24,7 +42,9 @@ from service.store import PersonState
 class Verdict:
     allowed: list[int]                                   # indices into policy.arms
     removed: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # arm -> [(code, detail)]
-    send_at: dict[str, float] = field(default_factory=dict)                 # timing -> epoch seconds
+    send_at: dict[str, float] = field(default_factory=dict)                 # allowed arm -> epoch seconds
+    moved: dict[str, dict] = field(default_factory=dict)  # "channel:timing" -> {from, to}: out of quiet hours
+    timezone: str = "UTC"
 
     def reason_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -75,26 +95,174 @@ def exceeds_cap(times: list[float], t: float, window: float, limit: int) -> bool
 def lookback(policy: Policy) -> float:
     """How far back a person's contacts matter to this policy's guardrails."""
     windows = [cap.window for cap in policy.spec.guardrails.caps] + [policy.spec.reward.fatigue.window, 7 * 86400.0]
+    if policy.spec.guardrails.min_gap:
+        windows.append(policy.spec.guardrails.min_gap)
     return max(windows)
 
 
-def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | None = None) -> Verdict:
-    tz = tz or policy.tz
-    spec = policy.spec
-    send_at = {t.name: resolve_send_at(t, now, tz) for t in spec.timing}
+def signal_lookback(policy: Policy) -> float:
+    """How far back explicit signals (unsubscribe, complaint) matter: the longest cooldown."""
+    c = policy.spec.guardrails.cooldown
+    return max([c.unsubscribe or 0.0, c.complaint or 0.0, 1.0])
 
-    consent_rule = spec.guardrails.consent
-    channel_ok: dict[str, tuple[str, str] | None] = {}
+
+def person_tz(policy: Policy, person: PersonState) -> ZoneInfo:
+    name = person.preferences.get("timezone")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (KeyError, ValueError):  # validated when stored; an old row must not break decisions
+            pass
+    return policy.tz
+
+
+def budget_day(policy: Policy, now: float) -> str:
+    """The policy's budget day: the calendar date of `now` in the policy's time zone."""
+    return datetime.fromtimestamp(now, policy.tz).date().isoformat()
+
+
+# -- quiet hours ------------------------------------------------------------------------------
+
+def _minutes(hhmm: str) -> float:
+    t = time_of(hhmm)
+    return t.hour * 60 + t.minute + t.second / 60
+
+
+def time_of(hhmm: str) -> dtime:
+    return dtime.fromisoformat(hhmm)
+
+
+def is_quiet(ts: float, tz: ZoneInfo, start: str, end: str) -> bool:
+    """Does the local wall-clock time at `ts` lie in [start, end) (wrapping midnight)?"""
+    local = datetime.fromtimestamp(ts, tz)
+    m = local.hour * 60 + local.minute + (local.second + local.microsecond / 1e6) / 60
+    a, b = _minutes(start), _minutes(end)
+    return a <= m < b if a < b else (m >= a or m < b)
+
+
+def quiet_end(ts: float, tz: ZoneInfo, start: str, end: str) -> float:
+    """The first moment at or after `ts` that is not quiet (`ts` itself when it is not)."""
+    if not is_quiet(ts, tz, start, end):
+        return ts
+    local = datetime.fromtimestamp(ts, tz)
+    end_t = time_of(end)
+    for days in range(0, 3):
+        wall = datetime.combine(local.date() + timedelta(days=days), end_t)
+        first = datetime(wall.year, wall.month, wall.day, wall.hour, wall.minute, wall.second, tzinfo=tz, fold=0)
+        candidate = first.timestamp()
+        if candidate <= ts:
+            continue
+        shown = datetime.fromtimestamp(candidate, tz)
+        if (shown.hour, shown.minute, shown.second) != (end_t.hour, end_t.minute, end_t.second):
+            # the end time does not exist that day (clocks jumped over it): quiet ends at the
+            # jump, the first instant whose wall time is past `end`; find it to the second
+            lo = datetime(wall.year, wall.month, wall.day, wall.hour, wall.minute, wall.second,
+                          tzinfo=tz, fold=1).timestamp()
+            lo, hi = min(lo, candidate) - 1, candidate
+            lo = max(lo, ts)
+            while hi - lo > 1:
+                mid = (lo + hi) / 2
+                if is_quiet(mid, tz, start, end):
+                    lo = mid
+                else:
+                    hi = mid
+            candidate = float(math.ceil(hi))
+        if not is_quiet(candidate, tz, start, end):
+            return candidate
+    raise AssertionError("quiet hours end within two days")  # pragma: no cover
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+def _fmt(ts: float) -> str:
+    return to_rfc3339(ts) or ""
+
+
+def _in_window(state: dict | None, t: float) -> tuple[str, str] | None:
+    if not state:
+        return None
+    if state.get("valid_from") is not None and t < state["valid_from"]:
+        return ("not_yet_valid", f"valid from {_fmt(state['valid_from'])}")
+    if state.get("valid_until") is not None and t >= state["valid_until"]:
+        return ("expired", f"valid until {_fmt(state['valid_until'])}")
+    return None
+
+
+def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | None = None) -> Verdict:
+    """Every arm of the policy, allowed or removed with its reasons, for this person at `now`.
+
+    Rules depend on few dimensions, so each is computed once per channel, per (channel, timing)
+    or per content and the arms combine them.
+    """
+    tz = tz or person_tz(policy, person)
+    spec = policy.spec
+    g = spec.guardrails
+    prefs = person.preferences or {}
+
+    # send times, moved out of quiet hours where the policy says so (per channel: quiet hours may
+    # not apply to every channel)
+    raw_send_at = {t.name: resolve_send_at(t, now, tz) for t in spec.timing}
+    quiet_rules = []
+    if g.quiet_hours:
+        quiet_rules.append((g.quiet_hours.start, g.quiet_hours.end, g.quiet_hours.action,
+                            set(g.quiet_hours.channels or spec.channels), "the policy's"))
+    if prefs.get("quiet_hours"):
+        q = prefs["quiet_hours"]
+        quiet_rules.append((q["start"], q["end"], g.quiet_hours.action if g.quiet_hours else "move",
+                            set(spec.channels), "the person's"))
+    send_at: dict[tuple[str, str], float] = {}
+    quiet_removed: dict[tuple[str, str], tuple[str, str]] = {}
+    moved: dict[tuple[str, str], tuple[float, float]] = {}
     for ch in spec.channels:
-        rule = consent_rule.get(ch, "opt_in")
+        for name, t0 in raw_send_at.items():
+            t = t0
+            for attempt in range(9):  # moving out of one period may land in another; both are honoured
+                hit = next(((a, b, act, whose) for a, b, act, chans, whose in quiet_rules
+                            if ch in chans and is_quiet(t, tz, a, b)), None)
+                if hit is None:
+                    break
+                a, b, act, whose = hit
+                if act == "remove" or attempt == 8:
+                    # removed, or quiet periods that together leave no time to send at all
+                    quiet_removed[(ch, name)] = ("quiet_hours", f"sends at {_fmt(t)}, inside {whose} quiet hours "
+                                                                f"{a}-{b} ({tz.key})")
+                    t = t0  # the other rules judge the slot's own time
+                    break
+                t = quiet_end(t, tz, a, b)
+            if t != t0:
+                moved[(ch, name)] = (t0, t)
+            send_at[(ch, name)] = t
+
+    # channel-level rules
+    consent_rule = g.consent
+    blocked_channels = set(prefs.get("blocked_channels") or ())
+    unsub_until: dict[str, float] = {}
+    complaint_until = None
+    for kind, channel, at in person.signals:
+        if kind == "unsubscribe" and channel and g.cooldown.unsubscribe:
+            unsub_until[channel] = max(unsub_until.get(channel, 0.0), at + g.cooldown.unsubscribe)
+        elif kind == "complaint" and g.cooldown.complaint:
+            complaint_until = max(complaint_until or 0.0, at + g.cooldown.complaint)
+    budget_spent = g.daily_budget is not None and person.budget_used >= g.daily_budget
+    channel_reasons: dict[str, list[tuple[str, str]]] = {}
+    for ch in spec.channels:
+        reasons = []
         granted = person.consent.get(ch)
         if granted is False:
-            channel_ok[ch] = ("no_consent", f"{ch}: the person refused this channel")
-        elif granted is None and rule == "opt_in":
-            channel_ok[ch] = ("no_consent", f"{ch}: needs an opt-in the person has not given")
-        else:
-            channel_ok[ch] = None
+            reasons.append(("no_consent", f"{ch}: the person refused this channel"))
+        elif granted is None and consent_rule.get(ch, "opt_in") == "opt_in":
+            reasons.append(("no_consent", f"{ch}: needs an opt-in the person has not given"))
+        if ch in blocked_channels:
+            reasons.append(("channel_blocked", f"{ch}: blocked in the person's preferences"))
+        if now < unsub_until.get(ch, 0.0):
+            reasons.append(("cooldown_unsubscribe", f"{ch}: unsubscribed, cooldown until {_fmt(unsub_until[ch])}"))
+        if complaint_until is not None and now < complaint_until:
+            reasons.append(("cooldown_complaint", f"complained, no contact until {_fmt(complaint_until)}"))
+        if budget_spent:
+            reasons.append(("daily_budget", f"the policy's {g.daily_budget} sends for today are spent"))
+        channel_reasons[ch] = reasons
 
+    # (channel, timing)-level rules: caps, the personal cap, the minimum gap, quiet hours
     by_channel: dict[str, list[float]] = {}
     every: list[float] = []
     for ch, at in person.contacts:
@@ -103,38 +271,73 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
     for times in by_channel.values():
         times.sort()
     every.sort()
+    personal = prefs.get("max_contacts_per_week")
+    slot_reasons: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for (ch, name), t in send_at.items():
+        reasons = []
+        if (ch, name) in quiet_removed:
+            reasons.append(quiet_removed[(ch, name)])
+        for cap in g.caps:
+            if cap.channel not in ("*", ch):
+                continue
+            times = every if cap.channel == "*" else by_channel.get(ch, [])
+            if exceeds_cap(times, t, cap.window, cap.max):
+                reasons.append(("frequency_cap", _cap_detail(cap)))
+        if personal is not None and exceeds_cap(every, t, 7 * 86400.0, int(personal)):
+            reasons.append(("personal_cap", f"at most {personal} contacts per week, the person's own limit"))
+        if g.min_gap:
+            i = bisect_right(every, t - g.min_gap)   # the first contact after t - gap
+            if i < len(every) and every[i] < t + g.min_gap:
+                reasons.append(("min_gap", f"another contact at {_fmt(every[i])}, closer than the policy's "
+                                           f"minimum gap of {g.min_gap / 3600:g}h"))
+        slot_reasons[(ch, name)] = reasons
 
-    cap_cache: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    # content-level rules: topics, validity, runtime state
+    blocked_topics = set(g.blocked_topics) | set(prefs.get("blocked_topics") or ())
+    content_reasons: dict[str, list[tuple[str, str]]] = {}
+    for c in spec.content:
+        reasons = []
+        if c.topic in blocked_topics:
+            who = "the person" if c.topic in set(prefs.get("blocked_topics") or ()) else "the policy"
+            reasons.append(("blocked_topic", f"topic {c.topic!r} is blocked by {who}"))
+        st = person.arm_state.get(c.id)
+        if st and st["status"] in ("retired", "out_of_stock"):
+            reasons.append((st["status"], f"content {c.id!r} is {st['status'].replace('_', ' ')}"))
+        content_reasons[c.id] = reasons
 
-    def cap_reasons(channel: str, timing: str) -> list[tuple[str, str]]:
-        key = (channel, timing)
-        if key not in cap_cache:
-            t = send_at[timing]
-            hits = []
-            for cap in spec.guardrails.caps:
-                if cap.channel not in ("*", channel):
-                    continue
-                times = every if cap.channel == "*" else by_channel.get(channel, [])
-                if exceeds_cap(times, t, cap.window, cap.max):
-                    hits.append(("frequency_cap", _cap_detail(cap)))
-            cap_cache[key] = hits
-        return cap_cache[key]
+    suppressed = g.suppression is not None and person.unengaged >= g.suppression.after
+    allow_rules = g.suppression.allow if g.suppression else ()
 
     allowed: list[int] = []
     removed: dict[str, list[tuple[str, str]]] = {}
+    arm_send_at: dict[str, float] = {}
     for i, arm in enumerate(policy.arms):
         if arm.hold:
             allowed.append(i)
             continue
-        reasons = []
-        if (c := channel_ok[arm.channel]) is not None:
-            reasons.append(c)
-        reasons += cap_reasons(arm.channel, arm.timing.name)
+        c, ch, tm = arm.content, arm.channel, arm.timing.name
+        t = send_at[(ch, tm)]
+        reasons = channel_reasons[ch] + slot_reasons[(ch, tm)] + content_reasons[c.id]
+        if c.valid_from is not None and t < c.valid_from.timestamp():
+            reasons = reasons + [("not_yet_valid", f"content {c.id!r} is valid from {_fmt(c.valid_from.timestamp())}")]
+        if c.valid_until is not None and t >= c.valid_until.timestamp():
+            reasons = reasons + [("expired", f"content {c.id!r} was valid until {_fmt(c.valid_until.timestamp())}")]
+        for target in (c.id, arm.id):
+            if (w := _in_window(person.arm_state.get(target), t)) is not None:
+                reasons = reasons + [w]
+        st = person.arm_state.get(arm.id)
+        if st and st["status"] in ("retired", "out_of_stock"):
+            reasons = reasons + [(st["status"], f"arm {arm.id!r} is {st['status'].replace('_', ' ')}")]
+        if suppressed and not any(r.matches(c.id, ch, tm) for r in allow_rules):
+            reasons = reasons + [("suppressed", f"{person.unengaged} contacts in a row without engagement: "
+                                                f"only low-pressure arms until the person engages")]
         if reasons:
             removed[arm.id] = reasons
         else:
             allowed.append(i)
-    return Verdict(allowed, removed, send_at)
+            arm_send_at[arm.id] = t
+    return Verdict(allowed, removed, arm_send_at, {f"{ch}:{name}": {"from": _fmt(a), "to": _fmt(b)}
+                                                   for (ch, name), (a, b) in moved.items()}, tz.key)
 
 
 def _cap_detail(cap: Cap) -> str:

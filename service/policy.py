@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime
 from datetime import time as dtime
 from pathlib import Path
 from typing import Literal
@@ -57,11 +58,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _local_time(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            dtime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a local time such as '19:00'") from None
+    return v
+
+
+def _aware(v: datetime | None) -> datetime | None:
+    if v is not None and v.tzinfo is None:
+        raise ValueError("give a date-time with its offset, such as 2026-05-01T00:00:00Z")
+    return v
+
+
 class Content(_Frozen):
     id: str = Field(pattern=NAME_RE)
     topic: str = Field(min_length=1)
     tags: tuple[str, ...] = ()
     features: dict[str, float] = {}
+    # the content may be sent (its send_at) from valid_from, until (not at) valid_until
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+    _tz_aware = field_validator("valid_from", "valid_until")(lambda cls, v: _aware(v))
+
+    @model_validator(mode="after")
+    def _window(self) -> "Content":
+        if self.valid_from and self.valid_until and self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        return self
 
 
 class Timing(_Frozen):
@@ -72,15 +99,7 @@ class Timing(_Frozen):
     delay_minutes: float | None = Field(default=None, ge=0)
     at: str | None = None
 
-    @field_validator("at")
-    @classmethod
-    def _valid_at(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                dtime.fromisoformat(v)
-            except ValueError:
-                raise ValueError(f"{v!r} is not a local time such as '19:00'") from None
-        return v
+    _valid_at = field_validator("at")(lambda cls, v: _local_time(v))
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Timing":
@@ -135,10 +154,72 @@ class Cap(_Frozen):
         return f"{'any' if self.channel == '*' else self.channel}:{_fmt_duration(self.window)}"
 
 
+class QuietHours(_Frozen):
+    """No send in [start, end) local time (wrapping midnight when end <= start), in the person's
+    time zone. A timing slot whose send_at falls inside is moved to the end of the quiet period
+    ("move") or its arms are removed ("remove")."""
+
+    start: str
+    end: str
+    action: Literal["move", "remove"] = "move"
+    channels: tuple[str, ...] | None = None      # the channels they apply to; none named = every one
+
+    _times = field_validator("start", "end")(lambda cls, v: _local_time(v))
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "QuietHours":
+        if self.start == self.end:
+            raise ValueError("start and end are equal: quiet hours would be empty")
+        return self
+
+
+class Cooldown(_Frozen):
+    """Days without contact after an explicit negative signal."""
+
+    unsubscribe: float | None = 30 * 86400.0    # on the channel the person unsubscribed from
+    complaint: float | None = 90 * 86400.0      # on every channel
+
+    _d = field_validator("unsubscribe", "complaint", mode="before")(
+        lambda cls, v: None if v in (None, 0, "0", "off") else parse_duration(v))
+
+
+class Suppression(_Frozen):
+    """After `after` consecutive contacts without engagement only hold and the `allow` arms remain,
+    until the person engages again. Engagement is any outcome of the `engagement` types (by
+    default every type with a positive reward weight)."""
+
+    after: int = Field(ge=1)
+    allow: tuple[ArmRule, ...] = ()
+    engagement: tuple[str, ...] | None = None
+
+
 class Guardrails(_Frozen):
     # "opt_in": the channel needs an explicit grant; "opt_out": allowed unless refused.
+    # A channel not listed needs an opt-in.
     consent: dict[str, Literal["opt_in", "opt_out"]] = {}
     caps: tuple[Cap, ...] = ()
+    min_gap: float | None = None
+    quiet_hours: QuietHours | None = None
+    cooldown: Cooldown = Cooldown()
+    suppression: Suppression | None = None
+    blocked_topics: tuple[str, ...] = ()
+    daily_budget: int | None = Field(default=None, ge=0)
+
+    _gap = field_validator("min_gap", mode="before")(lambda cls, v: None if v is None else parse_duration(v))
+
+
+class Privacy(_Frozen):
+    # a context feature the policy does not declare: refuse the request, or drop it and report it
+    undeclared: Literal["refuse", "drop"] = "refuse"
+    # features that are always refused, whatever `undeclared` says (health, religion, ...)
+    sensitive: tuple[str, ...] = ()
+
+
+class Consistency(_Frozen):
+    # decisions sharing a consistency_key within `ttl` keep the same content
+    ttl: float = 3 * 86400.0
+
+    _ttl = field_validator("ttl", mode="before")(lambda cls, v: parse_duration(v))
 
 
 class Fatigue(_Frozen):
@@ -214,6 +295,8 @@ class PolicySpec(_Frozen):
     arms: Arms = Arms()
     features: dict[str, FeatureSpec] = {}
     guardrails: Guardrails = Guardrails()
+    privacy: Privacy = Privacy()
+    consistency: Consistency = Consistency()
     reward: Reward
     learner: Learner = Learner()
 
@@ -263,13 +346,31 @@ class PolicySpec(_Frozen):
             if cap.channel != "*" and cap.channel not in self.channels:
                 raise _KeyedError(f"guardrails.caps[{i}].channel",
                                   f"unknown channel {cap.channel!r} (channels: {', '.join(self.channels)})")
-        for i, rule in enumerate(self.arms.exclude):
+        g = self.guardrails
+        rules = [(f"arms.exclude[{i}]", r) for i, r in enumerate(self.arms.exclude)]
+        if g.suppression:
+            rules += [(f"guardrails.suppression.allow[{i}]", r) for i, r in enumerate(g.suppression.allow)]
+            for t in g.suppression.engagement or ():
+                if t not in self.reward.weights:
+                    raise _KeyedError("guardrails.suppression.engagement",
+                                      f"unknown outcome type {t!r} (reward.weights names: "
+                                      f"{', '.join(self.reward.weights)})")
+        for key, rule in rules:
             if rule.content and rule.content not in ids:
-                raise _KeyedError(f"arms.exclude[{i}].content", f"unknown content {rule.content!r}")
+                raise _KeyedError(f"{key}.content", f"unknown content {rule.content!r}")
             if rule.channel and rule.channel not in self.channels:
-                raise _KeyedError(f"arms.exclude[{i}].channel", f"unknown channel {rule.channel!r}")
+                raise _KeyedError(f"{key}.channel", f"unknown channel {rule.channel!r}")
             if rule.timing and rule.timing not in names:
-                raise _KeyedError(f"arms.exclude[{i}].timing", f"unknown timing {rule.timing!r}")
+                raise _KeyedError(f"{key}.timing", f"unknown timing {rule.timing!r}")
+        if g.quiet_hours:
+            for ch in g.quiet_hours.channels or ():
+                if ch not in self.channels:
+                    raise _KeyedError("guardrails.quiet_hours.channels",
+                                      f"unknown channel {ch!r} (channels: {', '.join(self.channels)})")
+        for name in self.privacy.sensitive:
+            if name in self.features:
+                raise _KeyedError("privacy.sensitive",
+                                  f"{name!r} is declared sensitive and also a feature; a sensitive feature is never accepted")
         return self
 
 
@@ -309,6 +410,11 @@ class Policy:
                               f"{spec.learner.fallback_arm!r} is not an arm of this policy")
         self.outcome_types = tuple(spec.reward.weights)
         self.tz = ZoneInfo(spec.timezone)
+        sup = spec.guardrails.suppression
+        self.engagement_types = frozenset(
+            (sup.engagement if sup and sup.engagement is not None else None)
+            or (t for t, w in spec.reward.weights.items() if w > 0))
+        self.content_index = {c.id: c for c in spec.content}
 
     @property
     def name(self) -> str:
@@ -328,13 +434,21 @@ class Policy:
             ],
             "arm_count": len(self.arms),
             "channels": list(s.channels),
-            "content": [c.model_dump() for c in s.content],
+            "content": [c.model_dump(mode="json", exclude_none=True) for c in s.content],
             "timing": [t.model_dump(exclude_none=True) for t in s.timing],
             "features": {k: v.model_dump(exclude_defaults=True) | {"type": v.type} for k, v in s.features.items()},
             "guardrails": {
                 "consent": dict(s.guardrails.consent),
                 "caps": [{"channel": c.channel, "max": c.max, "window_seconds": c.window} for c in s.guardrails.caps],
+                "min_gap_seconds": s.guardrails.min_gap,
+                "quiet_hours": s.guardrails.quiet_hours.model_dump() if s.guardrails.quiet_hours else None,
+                "cooldown_seconds": s.guardrails.cooldown.model_dump(),
+                "suppression": s.guardrails.suppression.model_dump() if s.guardrails.suppression else None,
+                "blocked_topics": list(s.guardrails.blocked_topics),
+                "daily_budget": s.guardrails.daily_budget,
             },
+            "privacy": s.privacy.model_dump(),
+            "consistency_ttl_seconds": s.consistency.ttl,
             "outcome_types": list(self.outcome_types),
             "reward": {"weights": dict(s.reward.weights), "default": s.reward.default,
                        "fatigue_per_contact": s.reward.fatigue.per_contact,

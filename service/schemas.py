@@ -9,7 +9,7 @@ import math
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import StrictBool, StrictFloat, AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import StrictBool, StrictFloat, StrictInt, AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from service.errors import BadRequest
 
@@ -63,6 +63,63 @@ class ConsentRequest(_Request):
     channels: dict[str, StrictBool] = Field(min_length=1, description="Channel -> granted (true) or refused (false).")
     source: str | None = Field(default=None, max_length=256, description="Where the consent was collected.")
     timestamp: Timestamp | None = None
+
+
+def _hhmm(v: str) -> str:
+    import re
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+        raise ValueError("must be a local time HH:MM, such as 21:00")
+    return v
+
+
+def _iana(v: str | None) -> str | None:
+    if v is None:
+        return v
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{v!r} is not an IANA time zone such as Europe/Paris") from None
+    return v
+
+
+class QuietHoursIn(_Request):
+    start: Annotated[str, AfterValidator(_hhmm)] = Field(description="Local time HH:MM quiet hours begin.")
+    end: Annotated[str, AfterValidator(_hhmm)] = Field(description="Local time HH:MM they end (may wrap midnight).")
+
+    @field_validator("end")
+    @classmethod
+    def _differs(cls, v: str, info) -> str:
+        if info.data.get("start") == v:
+            raise ValueError("must differ from start: quiet hours would be empty")
+        return v
+
+
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class PreferencesRequest(_Request):
+    """The person's own preferences; a PUT replaces them all."""
+
+    preferred_channels: list[Name] = Field(default_factory=list, max_length=16,
+                                           description="Channels the person prefers (a soft signal for the learner).")
+    blocked_channels: list[Name] = Field(default_factory=list, max_length=16,
+                                         description="Channels never to use for this person.")
+    blocked_topics: list[Name] = Field(default_factory=list, max_length=64, description="Topics never to send.")
+    max_contacts_per_week: StrictInt | None = Field(default=None, ge=0, le=1000,
+                                                   description="The person's own limit, on every channel.")
+    quiet_hours: QuietHoursIn | None = Field(default=None, description="No sends in these local hours.")
+    timezone: Annotated[str | None, AfterValidator(_iana)] = Field(default=None, description="IANA time zone.")
+    timestamp: Timestamp | None = None
+
+
+class ArmPatchRequest(_Request):
+    """Switch an arm, or every arm of a content, at runtime; fields left out keep their value."""
+
+    status: Literal["active", "retired", "out_of_stock"] | None = None
+    valid_from: Timestamp | None = Field(default=None, description="Not sent before (RFC 3339); null clears.")
+    valid_until: Timestamp | None = Field(default=None, description="Not sent from (RFC 3339); null clears.")
+    reason: str | None = Field(default=None, max_length=256)
 
 
 class Action(BaseModel):
@@ -145,7 +202,8 @@ def parse(model: type[_Request], payload: Any) -> _Request:
 
 
 def openapi(policies: list[str]) -> dict:
-    models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, EventResponse, ConsentRequest, Problem]
+    models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, EventResponse, ConsentRequest,
+              PreferencesRequest, ArmPatchRequest, Problem]
     schemas: dict[str, Any] = {}
     for m in models:
         s = m.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
@@ -186,8 +244,25 @@ def openapi(policies: list[str]) -> dict:
             "/v1/users/{user_id}/consent": {"put": {
                 "operationId": "setConsent", "parameters": [user_param], "requestBody": body("ConsentRequest"),
                 "responses": plain | problems}},
-            "/v1/users/{user_id}": {"get": {"operationId": "getUser", "parameters": [user_param],
-                                            "responses": plain}},
+            "/v1/users/{user_id}": {
+                "get": {"operationId": "getUser", "parameters": [user_param], "responses": plain},
+                "delete": {"operationId": "eraseUser", "parameters": [user_param],
+                           "description": "Erase the person's state and contact history; their past decisions "
+                                          "stay, unlinked and anonymous, for learning.", "responses": plain}},
+            "/v1/users/{user_id}/preferences": {"put": {
+                "operationId": "setPreferences", "parameters": [user_param], "requestBody": body("PreferencesRequest"),
+                "responses": plain | problems}},
+            "/v1/users/{user_id}/decisions": {"get": {
+                "operationId": "userDecisions",
+                "parameters": [user_param, {"name": "limit", "in": "query", "required": False,
+                                            "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}}],
+                "responses": plain | problems}},
+            "/v1/policies/{policy}/arms/{arm}": {"patch": {
+                "operationId": "patchArm",
+                "parameters": [policy_param, {"name": "arm", "in": "path", "required": True,
+                                              "description": "An arm id (content:channel:timing) or a content id",
+                                              "schema": {"type": "string"}}],
+                "requestBody": body("ArmPatchRequest"), "responses": plain | problems}},
             "/healthz": {"get": {"operationId": "health", "responses": plain}},
         },
         "components": {"schemas": schemas},

@@ -23,15 +23,22 @@ from typing import Iterator
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
 class PersonState:
+    """What the guardrails need to know about one person (and the policy's runtime arm state)."""
+
     key: str
-    consent: dict[str, bool]          # latest grant or refusal per channel
-    contacts: list[tuple[str, float]]  # (channel, at) within the look-back window, oldest first
-    marker: tuple[int, int]           # (last contact id, last consent id): changes on any write
+    consent: dict[str, bool]                      # latest grant or refusal per channel
+    contacts: list[tuple[str, float]]             # (channel, at) within the look-back window, oldest first
+    marker: tuple = ()                            # changes whenever a write could change the verdict
+    preferences: dict = field(default_factory=dict)
+    unengaged: int = 0                            # contacts since the last engagement
+    signals: list[tuple[str, str | None, float]] = field(default_factory=list)  # (kind, channel, at)
+    arm_state: dict[str, dict] = field(default_factory=dict)  # target (arm or content id) -> state
+    budget_used: int = 0                          # the policy's sends today (its time zone)
 
 
 @dataclass
@@ -173,6 +180,18 @@ class Store:
                                       "reason": str, "at": float}, pk="id", if_not_exists=True)
             db["leases"].create({"name": str, "holder": str, "expires_at": float}, pk="name",
                                 if_not_exists=True)
+            db["people"].create({"person_key": str, "preferences": str, "preferences_at": float,
+                                 "unengaged": int, "last_engaged_at": float, "rev": int},
+                                pk="person_key", not_null={"unengaged", "rev"}, defaults={"unengaged": 0, "rev": 0},
+                                if_not_exists=True)
+            # explicit negative signals (unsubscribe: one channel, complaint: every channel)
+            db["signals"].create({"id": int, "person_key": str, "kind": str, "channel": str, "at": float,
+                                  "event_id": str}, pk="id", if_not_exists=True)
+            # runtime state of an arm or of every arm of a content: status and validity window
+            db["arm_state"].create({"policy": str, "target": str, "status": str, "valid_from": float,
+                                    "valid_until": float, "reason": str, "updated_at": float},
+                                   pk=("policy", "target"), if_not_exists=True)
+            db["budget"].create({"policy": str, "day": str, "used": int}, pk=("policy", "day"), if_not_exists=True)
             # Decisions are never deleted (erasure unlinks them), so seq only grows: the learner cursor is sound.
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS decisions_event ON decisions(event_id)")
             db.execute("CREATE INDEX IF NOT EXISTS decisions_policy_seq ON decisions(policy, seq)")
@@ -181,8 +200,10 @@ class Store:
             db.execute("CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes(event_id)")
             db.execute("CREATE INDEX IF NOT EXISTS contacts_person ON contacts(person_key, at)")
             db.execute("CREATE INDEX IF NOT EXISTS consent_person ON consent(person_key, channel, id)")
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                       (str(SCHEMA_VERSION),))
+            db.execute("CREATE INDEX IF NOT EXISTS signals_person ON signals(person_key, at)")
+            db.execute("CREATE INDEX IF NOT EXISTS decisions_consistency ON decisions(person_key, consistency_key)")
+            db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
             if self._secret is None:
                 db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('secret', ?)",
                            (secrets.token_hex(32),))
@@ -194,20 +215,49 @@ class Store:
     def person_key(self, user_id: str) -> str:
         return hmac.new(self._secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def person_state(self, key: str, since: float) -> PersonState:
+    def person_state(self, key: str, since: float, policy: str | None = None, signals_since: float | None = None,
+                     budget_day: str | None = None) -> PersonState:
+        """Everything the guardrails read, and a marker of it that `commit_decision` re-checks."""
         conn = self.conn
-        contacts = [(r[0], r[1]) for r in conn.execute(
-            "SELECT channel, at FROM contacts WHERE person_key=? AND at>=? ORDER BY at", (key, since))]
-        consent = {r[0]: bool(r[1]) for r in conn.execute(
-            "SELECT channel, granted FROM consent WHERE id IN "
-            "(SELECT max(id) FROM consent WHERE person_key=? GROUP BY channel)", (key,))}
-        return PersonState(key, consent, contacts, self._marker(conn, key))
+        contacts, last_contact = [], 0
+        for cid, channel, at in conn.execute(
+                "SELECT id, channel, at FROM contacts WHERE person_key=? AND at>=? ORDER BY at", (key, since)):
+            contacts.append((channel, at))
+            last_contact = max(last_contact, cid)
+        consent, last_consent = {}, 0
+        for cid, channel, granted in conn.execute(
+                "SELECT id, channel, granted FROM consent WHERE id IN "
+                "(SELECT max(id) FROM consent WHERE person_key=? GROUP BY channel)", (key,)):
+            consent[channel] = bool(granted)
+            last_consent = max(last_consent, cid)
+        row = conn.execute("SELECT preferences, unengaged, rev FROM people WHERE person_key=?", (key,)).fetchone()
+        prefs, unengaged, rev = (json.loads(row[0]) if row[0] else {}, row[1], row[2]) if row else ({}, 0, 0)
+        signals_since = since if signals_since is None else signals_since
+        signals, last_signal = [], 0
+        for sid, kind, channel, at in conn.execute(
+                "SELECT id, kind, channel, at FROM signals WHERE person_key=? AND at>=?", (key, signals_since)):
+            signals.append((kind, channel, at))
+            last_signal = max(last_signal, sid)
+        arm_state = {}
+        budget_used = 0
+        if policy is not None:
+            arm_state = {r[0]: {"status": r[1], "valid_from": r[2], "valid_until": r[3]} for r in conn.execute(
+                "SELECT target, status, valid_from, valid_until FROM arm_state WHERE policy=?", (policy,))}
+            if budget_day is not None:
+                b = conn.execute("SELECT used FROM budget WHERE policy=? AND day=?", (policy, budget_day)).fetchone()
+                budget_used = b[0] if b else 0
+        marker = (since, signals_since, last_contact, last_consent, last_signal, rev)
+        return PersonState(key, consent, contacts, marker, prefs, unengaged, signals, arm_state, budget_used)
 
     @staticmethod
-    def _marker(conn: sqlite3.Connection, key: str) -> tuple[int, int]:
-        c = conn.execute("SELECT coalesce(max(id), 0) FROM contacts WHERE person_key=?", (key,)).fetchone()[0]
-        k = conn.execute("SELECT coalesce(max(id), 0) FROM consent WHERE person_key=?", (key,)).fetchone()[0]
-        return (c, k)
+    def _marker(conn: sqlite3.Connection, key: str, since: float, signals_since: float) -> tuple:
+        row = conn.execute(
+            "SELECT (SELECT coalesce(max(id), 0) FROM contacts WHERE person_key=:k AND at>=:since),"
+            " (SELECT coalesce(max(id), 0) FROM consent WHERE person_key=:k),"
+            " (SELECT coalesce(max(id), 0) FROM signals WHERE person_key=:k AND at>=:ssince),"
+            " (SELECT coalesce(max(rev), 0) FROM people WHERE person_key=:k)",
+            {"k": key, "since": since, "ssince": signals_since}).fetchone()
+        return (since, signals_since, *row)
 
     def set_consent(self, key: str, channels: dict[str, bool], source: str | None, at: float) -> None:
         with self.write() as conn:
@@ -215,24 +265,94 @@ class Store:
                 "INSERT INTO consent(person_key, channel, granted, source, at) VALUES (?,?,?,?,?)",
                 [(key, ch, int(granted), source, at) for ch, granted in channels.items()])
 
+    def set_preferences(self, key: str, preferences: dict, at: float) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO people(person_key, preferences, preferences_at, unengaged, rev) "
+                         "VALUES (?,?,?,0,1) ON CONFLICT(person_key) DO UPDATE SET "
+                         "preferences=excluded.preferences, preferences_at=excluded.preferences_at, rev=rev+1",
+                         (key, json.dumps(preferences), at))
+
+    def person_row(self, key: str) -> dict | None:
+        rows = self.query("SELECT * FROM people WHERE person_key=?", (key,))
+        return dict(rows[0]) if rows else None
+
+    def signals(self, key: str) -> list[dict]:
+        return [dict(r) for r in self.query(
+            "SELECT kind, channel, at, event_id FROM signals WHERE person_key=? ORDER BY id", (key,))]
+
+    def contacts(self, key: str, since: float) -> list[dict]:
+        return [dict(r) for r in self.query(
+            "SELECT channel, at, policy, event_id FROM contacts WHERE person_key=? AND at>=? ORDER BY at",
+            (key, since))]
+
+    def person_decisions(self, key: str, limit: int) -> list[Decision]:
+        rows = self.query("SELECT * FROM decisions WHERE person_key=? ORDER BY seq DESC LIMIT ?", (key, limit))
+        return [Decision.from_row(dict(r)) for r in rows]
+
+    def consistent_arm(self, key: str, policy: str, consistency_key: str, since: float) -> tuple[str, str] | None:
+        """(event id, arm) of the latest decision for this person and key since `since`."""
+        row = self.conn.execute(
+            "SELECT event_id, arm FROM decisions WHERE person_key=? AND consistency_key=? AND policy=? "
+            "AND decided_at>=? ORDER BY seq DESC LIMIT 1", (key, consistency_key, policy, since)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def erase_person(self, key: str) -> dict:
+        """Erase a person: their consent, preferences, signals and contacts are deleted; their
+        decisions stay, unlinked (no person key, no consistency key), for learning. Deleted rows
+        are overwritten on disk (secure_delete)."""
+        conn = self.conn
+        conn.execute("PRAGMA secure_delete=ON")
+        try:
+            with self.write() as c:
+                counts = {t: c.execute(f"DELETE FROM {t} WHERE person_key=?", (key,)).rowcount
+                          for t in ("consent", "contacts", "signals", "people")}
+                counts["decisions_unlinked"] = c.execute(
+                    "UPDATE decisions SET person_key=NULL, consistency_key=NULL WHERE person_key=?", (key,)).rowcount
+        finally:
+            conn.execute("PRAGMA secure_delete=OFF")
+        return counts
+
+    # -- runtime arm state -------------------------------------------------------------------
+
+    def set_arm_state(self, policy: str, target: str, status: str, valid_from: float | None,
+                      valid_until: float | None, reason: str | None, at: float) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO arm_state(policy, target, status, valid_from, valid_until, reason, updated_at) "
+                         "VALUES (?,?,?,?,?,?,?) ON CONFLICT(policy, target) DO UPDATE SET status=excluded.status, "
+                         "valid_from=excluded.valid_from, valid_until=excluded.valid_until, reason=excluded.reason, "
+                         "updated_at=excluded.updated_at",
+                         (policy, target, status, valid_from, valid_until, reason, at))
+
+    def arm_states(self, policy: str) -> dict[str, dict]:
+        return {r["target"]: dict(r) for r in self.query("SELECT * FROM arm_state WHERE policy=?", (policy,))}
+
     def consent_history(self, key: str) -> list[dict]:
         return [dict(r) for r in self.query(
             "SELECT channel, granted, source, at FROM consent WHERE person_key=? ORDER BY id", (key,))]
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def commit_decision(self, d: Decision, expected_marker: tuple[int, int] | None) -> bool:
+    def commit_decision(self, d: Decision, expected_marker: tuple | None,
+                        budget: tuple[str, int] | None = None) -> bool:
         """Log a decision and reserve its contact in one transaction.
 
-        Returns False, writing nothing, when the person's contacts or consent changed since
-        `expected_marker` was read: the caller re-evaluates its guardrails and tries again. This
-        is what makes check-and-reserve atomic across workers.
+        Returns False, writing nothing, when the person's contacts, consent, signals or
+        preferences changed since `expected_marker` was read, or when the send would overspend
+        the policy's daily `budget` (day, limit): the caller re-evaluates its guardrails and tries
+        again. This is what makes check-and-reserve atomic across workers.
         """
         try:
             with self.write() as conn:
-                if d.person_key is not None and expected_marker is not None:
-                    if self._marker(conn, d.person_key) != expected_marker:
+                if d.person_key is not None and expected_marker:
+                    if self._marker(conn, d.person_key, expected_marker[0], expected_marker[1]) != expected_marker:
                         raise _Stale
+                if budget is not None and d.channel is not None:
+                    day, limit = budget
+                    row = conn.execute("SELECT used FROM budget WHERE policy=? AND day=?", (d.policy, day)).fetchone()
+                    if (row[0] if row else 0) >= limit:
+                        raise _Stale
+                    conn.execute("INSERT INTO budget(policy, day, used) VALUES (?,?,1) "
+                                 "ON CONFLICT(policy, day) DO UPDATE SET used=used+1", (d.policy, day))
                 self._insert_decision(conn, d)
         except _Stale:
             return False
@@ -252,6 +372,8 @@ class Store:
         if d.channel is not None and d.person_key is not None:
             conn.execute("INSERT INTO contacts(person_key, channel, at, event_id, policy) VALUES (?,?,?,?,?)",
                          (d.person_key, d.channel, d.send_at, d.event_id, d.policy))
+            conn.execute("INSERT INTO people(person_key, unengaged, rev) VALUES (?,1,0) "
+                         "ON CONFLICT(person_key) DO UPDATE SET unengaged=unengaged+1", (d.person_key,))
 
     def decision(self, event_id: str) -> Decision | None:
         rows = self.query("SELECT * FROM decisions WHERE event_id=?", (event_id,))
@@ -264,9 +386,15 @@ class Store:
 
     # -- outcomes ----------------------------------------------------------------------------
 
-    def add_outcome(self, o: Outcome) -> bool:
+    def add_outcome(self, o: Outcome, person_key: str | None = None, signal: tuple[str, str | None] | None = None,
+                    engaged: bool = False) -> bool:
         """Store an outcome. Returns False when the same outcome_id was already stored (the repeat
-        is acknowledged, not counted again); raises OutcomeConflict when it differs."""
+        is acknowledged, not counted again); raises OutcomeConflict when it differs.
+
+        In the same transaction, for the decision's person: an explicit `signal` (kind, channel)
+        is recorded, and an unsubscribe also withdraws that channel's consent; an engagement
+        ends the run of contacts without engagement (suppression).
+        """
         with self.write() as conn:
             if o.outcome_id is not None:
                 row = conn.execute("SELECT type, value FROM outcomes WHERE event_id=? AND outcome_id=?",
@@ -279,6 +407,18 @@ class Store:
             conn.execute("INSERT INTO outcomes(event_id, outcome_id, type, value, at, received_at, counted)"
                          " VALUES (?,?,?,?,?,?,?)",
                          (o.event_id, o.outcome_id, o.type, o.value, o.at, o.received_at, int(o.counted)))
+            if person_key is not None and signal is not None:
+                kind, channel = signal
+                conn.execute("INSERT INTO signals(person_key, kind, channel, at, event_id) VALUES (?,?,?,?,?)",
+                             (person_key, kind, channel, o.at, o.event_id))
+                if kind == "unsubscribe" and channel is not None:
+                    conn.execute("INSERT INTO consent(person_key, channel, granted, source, at) VALUES (?,?,0,?,?)",
+                                 (person_key, channel, f"unsubscribe:{o.event_id}", o.at))
+            if person_key is not None and engaged:
+                conn.execute("INSERT INTO people(person_key, unengaged, last_engaged_at, rev) VALUES (?,0,?,0) "
+                             "ON CONFLICT(person_key) DO UPDATE SET unengaged=0, "
+                             "last_engaged_at=max(coalesce(last_engaged_at, 0), excluded.last_engaged_at)",
+                             (person_key, o.at))
         return True
 
     def outcomes(self, event_id: str) -> list[Outcome]:

@@ -30,6 +30,12 @@ def make(tmp_path, policy_overrides=None) -> tuple[DecisionEngine, ManualClock]:
     return engine, clock
 
 
+def caps_only(data):
+    """The example policy with only consent and the frequency caps among its guardrails."""
+    for key in ("min_gap", "quiet_hours", "suppression"):
+        data["guardrails"].pop(key, None)
+
+
 def decide(engine, user="u1", **context):
     return engine.decide("lifecycle", DecideInput(user, {"segment": "s", **context}))
 
@@ -56,7 +62,7 @@ def test_probabilities_cover_exactly_the_allowed_arms(tmp_path):
 
 
 def test_push_cap_of_one_per_day_removes_push_after_a_push(tmp_path):
-    engine, clock = make(tmp_path)
+    engine, clock = make(tmp_path, caps_only)
     engine.set_consent("u1", {"push": True}, "app", None)
     sent = None
     for _ in range(200):
@@ -79,7 +85,7 @@ def test_push_cap_of_one_per_day_removes_push_after_a_push(tmp_path):
 
 
 def test_overall_cap_counts_every_channel(tmp_path):
-    engine, clock = make(tmp_path)
+    engine, clock = make(tmp_path, caps_only)
     engine.set_consent("u1", ALL, "form", None)
     sends = 0
     for _ in range(60):
@@ -108,18 +114,20 @@ def test_nothing_allowed_yields_a_hold_with_the_reasons(tmp_path):
 
 
 def test_unsubscribe_withdraws_consent_before_the_response(tmp_path):
-    engine, _ = make(tmp_path)
-    engine.set_consent("u1", {"email": True}, "form", None)
-    for _ in range(200):
-        r = decide(engine)
+    engine, clock = make(tmp_path)
+    for i in range(200):  # people until one gets an email
+        user = f"u{i}"
+        engine.set_consent(user, {"email": True}, "form", None)
+        r = decide(engine, user)
         if r["action"]["channel"] == "email":
             break
     assert r["action"]["channel"] == "email"
     engine.record_outcome(r["event_id"], OutcomeInput("unsubscribe"))
-    person = engine.person("u1")
+    person = engine.person(user)
     assert person["consent"]["email"] is False
     assert person["consent_history"][-1]["source"] == f"unsubscribe:{r['event_id']}"
-    e = engine.event(decide(engine)["event_id"])
+    clock.advance(3 * 86400)
+    e = engine.event(decide(engine, user)["event_id"])
     assert all(":email:" not in a["arm"] for a in e["allowed"])
 
 
