@@ -158,15 +158,14 @@ def quiet_end(ts: float, tz: ZoneInfo, start: str, end: str) -> float:
             # jump, the first instant whose wall time is past `end`; find it to the second
             lo = datetime(wall.year, wall.month, wall.day, wall.hour, wall.minute, wall.second,
                           tzinfo=tz, fold=1).timestamp()
-            lo, hi = min(lo, candidate) - 1, candidate
-            lo = max(lo, ts)
-            while hi - lo > 1:
-                mid = (lo + hi) / 2
+            lo, hi = math.floor(max(min(lo, candidate) - 1, ts)), math.ceil(candidate)
+            while hi - lo > 1:  # whole seconds: lo is quiet, hi is not
+                mid = (lo + hi) // 2
                 if is_quiet(mid, tz, start, end):
                     lo = mid
                 else:
                     hi = mid
-            candidate = float(math.ceil(hi))
+            candidate = float(hi)
         if not is_quiet(candidate, tz, start, end):
             return candidate
     raise AssertionError("quiet hours end within two days")  # pragma: no cover

@@ -29,3 +29,26 @@ def test_fifty_simultaneous_decisions_for_one_person_send_once(serve):
     # every later decision saw the reserved push and removed every push arm for the cap
     capped = [h for h in holds if h["removed"]["reasons"].get("frequency_cap")]
     assert len(capped) >= len(holds) - 5
+
+
+def test_an_arm_switched_off_is_off_in_every_worker(serve):
+    http, base = serve(workers=2)
+    for i in range(40):
+        http.put(f"{base}/v1/users/u{i}/consent", json={"channels": {"email": True, "push": True, "sms": True}})
+    r = http.patch(f"{base}/v1/policies/lifecycle/arms/spring_sale", json={"status": "out_of_stock"})
+    assert r.status_code == 200
+
+    def one(i):  # a fresh connection per request, so both workers answer
+        return requests.post(f"{base}/v1/policies/lifecycle/decide",
+                             json={"user_id": f"u{i}", "context": {"segment": "s"}}, timeout=60).json()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(one, range(40)))
+    assert all(a["removed"]["reasons"].get("out_of_stock") == 12 for a in answers)
+    assert not any(a["action"]["content"] == "spring_sale" for a in answers)
+    http.patch(f"{base}/v1/policies/lifecycle/arms/spring_sale", json={"status": "active"})
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda i: requests.post(
+            f"{base}/v1/policies/lifecycle/decide", json={"user_id": f"v{i}", "context": {"segment": "s"}},
+            timeout=60).json(), range(20)))
+    assert not any("out_of_stock" in a["removed"]["reasons"] for a in answers)
