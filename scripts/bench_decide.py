@@ -257,7 +257,8 @@ def decide_breakdown(engine: DecisionEngine, store: Store, policy: Policy, clock
             t1 = perf()
             key = store.person_key(uid)
             t2 = perf()
-            person = store.person_state(key, now - engine._lookback[policy.name])
+            person = store.person_state(key, now - engine._lookback[policy.name], policy.name,
+                                        now - engine._signal_lookback[policy.name], None)
             t3 = perf()
             verdict = guardrails.evaluate(policy, person, now)
             t4 = perf()

@@ -28,6 +28,7 @@ local wall-clock time it shows lies in [start, end).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -123,6 +124,7 @@ def budget_day(policy: Policy, now: float) -> str:
 
 # -- quiet hours ------------------------------------------------------------------------------
 
+@lru_cache(maxsize=1024)
 def _minutes(hhmm: str) -> float:
     t = time_of(hhmm)
     return t.hour * 60 + t.minute + t.second / 60
@@ -173,6 +175,22 @@ def quiet_end(ts: float, tz: ZoneInfo, start: str, end: str) -> float:
 
 # -- evaluation -------------------------------------------------------------------------------
 
+def _out_of_quiet(t0: float, tz: ZoneInfo, rules: list) -> tuple[float, tuple[str, str] | None]:
+    """(send time, None) moved out of every quiet period in `rules`, or (t0, the reason) when
+    the slot is removed: the policy says remove, or the periods together leave no time at all."""
+    t = t0
+    for attempt in range(9):  # moving out of one period may land in another; both are honoured
+        hit = next(((a, b, act, whose) for a, b, act, _, whose in rules if is_quiet(t, tz, a, b)), None)
+        if hit is None:
+            return t, None
+        a, b, act, whose = hit
+        if act == "remove" or attempt == 8:
+            # the other rules judge a removed slot at its own time
+            return t0, ("quiet_hours", f"sends at {_fmt(t)}, inside {whose} quiet hours {a}-{b} ({tz.key})")
+        t = quiet_end(t, tz, a, b)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _fmt(ts: float) -> str:
     return to_rfc3339(ts) or ""
 
@@ -212,24 +230,18 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
     send_at: dict[tuple[str, str], float] = {}
     quiet_removed: dict[tuple[str, str], tuple[str, str]] = {}
     moved: dict[tuple[str, str], tuple[float, float]] = {}
+    # channels under the same quiet rules share their slots' times, computed once
+    by_rules: dict[tuple[int, ...], dict[str, tuple[float, tuple[str, str] | None]]] = {}
     for ch in spec.channels:
-        for name, t0 in raw_send_at.items():
-            t = t0
-            for attempt in range(9):  # moving out of one period may land in another; both are honoured
-                hit = next(((a, b, act, whose) for a, b, act, chans, whose in quiet_rules
-                            if ch in chans and is_quiet(t, tz, a, b)), None)
-                if hit is None:
-                    break
-                a, b, act, whose = hit
-                if act == "remove" or attempt == 8:
-                    # removed, or quiet periods that together leave no time to send at all
-                    quiet_removed[(ch, name)] = ("quiet_hours", f"sends at {_fmt(t)}, inside {whose} quiet hours "
-                                                                f"{a}-{b} ({tz.key})")
-                    t = t0  # the other rules judge the slot's own time
-                    break
-                t = quiet_end(t, tz, a, b)
-            if t != t0:
-                moved[(ch, name)] = (t0, t)
+        rules = tuple(i for i, r in enumerate(quiet_rules) if ch in r[3])
+        if rules not in by_rules:
+            by_rules[rules] = {name: _out_of_quiet(t0, tz, [quiet_rules[i] for i in rules])
+                               for name, t0 in raw_send_at.items()}
+        for name, (t, removal) in by_rules[rules].items():
+            if removal is not None:
+                quiet_removed[(ch, name)] = removal
+            elif t != raw_send_at[name]:
+                moved[(ch, name)] = (raw_send_at[name], t)
             send_at[(ch, name)] = t
 
     # channel-level rules
@@ -305,38 +317,59 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
         content_reasons[c.id] = reasons
 
     suppressed = g.suppression is not None and person.unengaged >= g.suppression.after
-    allow_rules = g.suppression.allow if g.suppression else ()
 
     allowed: list[int] = []
     removed: dict[str, list[tuple[str, str]]] = {}
     arm_send_at: dict[str, float] = {}
-    for i, arm in enumerate(policy.arms):
-        if arm.hold:
+    arm_state = person.arm_state
+    for i, aid, cid, ch, tm, vf, vu, low_pressure in _arm_table(policy):
+        if aid is None:  # hold: never removed
             allowed.append(i)
             continue
-        c, ch, tm = arm.content, arm.channel, arm.timing.name
         t = send_at[(ch, tm)]
-        reasons = channel_reasons[ch] + slot_reasons[(ch, tm)] + content_reasons[c.id]
-        if c.valid_from is not None and t < c.valid_from.timestamp():
-            reasons = reasons + [("not_yet_valid", f"content {c.id!r} is valid from {_fmt(c.valid_from.timestamp())}")]
-        if c.valid_until is not None and t >= c.valid_until.timestamp():
-            reasons = reasons + [("expired", f"content {c.id!r} was valid until {_fmt(c.valid_until.timestamp())}")]
-        for target in (c.id, arm.id):
-            if (w := _in_window(person.arm_state.get(target), t)) is not None:
-                reasons = reasons + [w]
-        st = person.arm_state.get(arm.id)
-        if st and st["status"] in ("retired", "out_of_stock"):
-            reasons = reasons + [(st["status"], f"arm {arm.id!r} is {st['status'].replace('_', ' ')}")]
-        if suppressed and not any(r.matches(c.id, ch, tm) for r in allow_rules):
-            reasons = reasons + [("suppressed", f"{person.unengaged} contacts in a row without engagement: "
-                                                f"only low-pressure arms until the person engages")]
+        reasons = channel_reasons[ch] + slot_reasons[(ch, tm)] + content_reasons[cid]
+        if vf is not None and t < vf:
+            reasons.append(("not_yet_valid", f"content {cid!r} is valid from {_fmt(vf)}"))
+        if vu is not None and t >= vu:
+            reasons.append(("expired", f"content {cid!r} was valid until {_fmt(vu)}"))
+        if arm_state:
+            for target in (cid, aid):
+                if (w := _in_window(arm_state.get(target), t)) is not None:
+                    reasons.append(w)
+            st = arm_state.get(aid)
+            if st and st["status"] in ("retired", "out_of_stock"):
+                reasons.append((st["status"], f"arm {aid!r} is {st['status'].replace('_', ' ')}"))
+        if suppressed and not low_pressure:
+            reasons.append(("suppressed", f"{person.unengaged} contacts in a row without engagement: "
+                                          f"only low-pressure arms until the person engages"))
         if reasons:
-            removed[arm.id] = reasons
+            removed[aid] = reasons
         else:
             allowed.append(i)
-            arm_send_at[arm.id] = t
+            arm_send_at[aid] = t
     return Verdict(allowed, removed, arm_send_at, {f"{ch}:{name}": {"from": _fmt(a), "to": _fmt(b)}
                                                    for (ch, name), (a, b) in moved.items()}, tz.key)
+
+
+def _arm_table(policy: Policy) -> list[tuple]:
+    """Per arm, what evaluation needs, computed once per policy: (index, arm id, content id,
+    channel, timing, valid_from, valid_until, whether suppression still allows it); the hold arm
+    has arm id None."""
+    table = getattr(policy, "_guardrail_arms", None)
+    if table is None:
+        sup = policy.spec.guardrails.suppression
+        table = []
+        for i, arm in enumerate(policy.arms):
+            if arm.hold:
+                table.append((i, None, None, None, None, None, None, True))
+                continue
+            c = arm.content
+            table.append((i, arm.id, c.id, arm.channel, arm.timing.name,
+                          c.valid_from.timestamp() if c.valid_from else None,
+                          c.valid_until.timestamp() if c.valid_until else None,
+                          bool(sup) and any(r.matches(c.id, arm.channel, arm.timing.name) for r in sup.allow)))
+        policy._guardrail_arms = table
+    return table
 
 
 def _cap_detail(cap: Cap) -> str:

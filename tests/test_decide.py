@@ -63,7 +63,7 @@ def test_probabilities_cover_exactly_the_allowed_arms(tmp_path):
 
 def test_push_cap_of_one_per_day_removes_push_after_a_push(tmp_path):
     engine, clock = make(tmp_path, caps_only)
-    engine.set_consent("u1", {"push": True}, "app", None)
+    engine.set_consent("u1", {"push": True, "in_app": False}, "app", None)
     sent = None
     for _ in range(200):
         r = decide(engine)

@@ -111,39 +111,40 @@ def test_user_decisions_answer_why_did_i_get_this(request_client):
 
 # -- explicit signals ------------------------------------------------------------------------------
 
-def _send_on(c, channel, user="ann"):
-    for day in range(1, 28):
-        d = decide(c, user=user, ts=f"2026-06-{day:02d}T10:00:00Z")
+def _send_on(c, channel, channels):
+    """(user, decision): the first of several fresh people whose decision sends on `channel`."""
+    for i in range(60):
+        user = f"person-{i}"
+        c.put(f"/v1/users/{user}/consent", json={"channels": channels, "timestamp": "2026-06-01T10:00:00Z"})
+        d = decide(c, user=user, ts="2026-06-01T10:00:00Z")
         if d["action"]["channel"] == channel:
-            return d
+            return user, d
     pytest.fail(f"no decision chose {channel}")
 
 
 def test_a_complaint_starts_the_every_channel_cooldown_at_once(request_client):
     c = request_client
-    c.put("/v1/users/ann/consent", json={"channels": ALL, "timestamp": T0})
-    d = _send_on(c, "email")
+    user, d = _send_on(c, "email", ALL)
     r = c.post(f"/v1/events/{d['event_id']}/outcomes", json={"type": "complaint", "timestamp": "2026-06-28T10:00:00Z"})
     assert r.status_code == 202
-    after = decide(c, ts="2026-06-28T10:00:01Z")
+    after = decide(c, user=user, ts="2026-06-28T10:00:01Z")
     assert after["action"]["hold"]
     assert after["removed"]["reasons"]["cooldown_complaint"] == after["removed"]["count"]
-    u = c.get("/v1/users/ann").json
+    u = c.get(f"/v1/users/{user}").json
     assert u["cooldowns"][0]["kind"] == "complaint" and u["cooldowns"][0]["channel"] == "*"
     # 90 days later the cooldown is over
-    later = decide(c, ts="2026-09-27T10:00:00Z")
+    later = decide(c, user=user, ts="2026-09-27T10:00:00Z")
     assert "cooldown_complaint" not in later["removed"]["reasons"]
 
 
 def test_an_unsubscribe_starts_a_cooldown_that_outlives_a_new_opt_in(request_client):
     c = request_client
-    c.put("/v1/users/ann/consent", json={"channels": {"email": True}, "timestamp": T0})
-    d = _send_on(c, "email")
+    user, d = _send_on(c, "email", {"email": True})
     c.post(f"/v1/events/{d['event_id']}/outcomes", json={"type": "unsubscribe", "timestamp": "2026-06-28T10:00:00Z"})
-    c.put("/v1/users/ann/consent", json={"channels": {"email": True}, "timestamp": "2026-06-29T10:00:00Z"})
-    reasons = removed_reasons(c, decide(c, ts="2026-06-29T10:00:01Z")["event_id"])
+    c.put(f"/v1/users/{user}/consent", json={"channels": {"email": True}, "timestamp": "2026-06-29T10:00:00Z"})
+    reasons = removed_reasons(c, decide(c, user=user, ts="2026-06-29T10:00:01Z")["event_id"])
     assert all(reasons[a] == {"cooldown_unsubscribe"} for a in reasons if ":email:" in a)
-    reasons = removed_reasons(c, decide(c, ts="2026-07-29T10:00:00Z")["event_id"])
+    reasons = removed_reasons(c, decide(c, user=user, ts="2026-07-29T10:00:00Z")["event_id"])
     assert not any("cooldown_unsubscribe" in r for r in reasons.values())
 
 
@@ -208,8 +209,9 @@ def test_bad_arm_patches_name_the_field(client, arm, body, status, field):
 
 # -- consistency keys -------------------------------------------------------------------------------
 
-def test_a_consistency_key_keeps_the_content_across_channels(request_client):
-    c = request_client
+def test_a_consistency_key_keeps_the_content_across_channels(tmp_path):
+    # no holdout: a person in the holdout group gets the plain baseline, consistency key or not
+    _, c = make_client(tmp_path, lambda data: None)
     c.put("/v1/users/ann/consent", json={"channels": ALL, "timestamp": T0})
     first = None
     for day in range(1, 28):
