@@ -73,10 +73,32 @@ class Decision:
             mode=row["mode"], arm=row["arm"], probability=row["probability"], send_at=row["send_at"],
             channel=row["channel"], allowed=json.loads(row["allowed"]),
             probabilities=json.loads(row["probabilities"]), context=json.loads(row["context"]),
-            history=json.loads(row["history"]), removed=json.loads(row["removed"]),
+            history=json.loads(row["history"]), removed=unpack_removed(row["removed"]),
             consistency_key=row["consistency_key"], reward=row["reward"],
             learned_version=row["learned_version"],
         )
+
+
+def pack_removed(removed: dict) -> str:
+    """The removed arms and their reasons, as stored: each distinct (code, detail) once and the
+    arms grouped by their list of reasons. Most arms share their reasons with many others, so
+    this is about a third of the plain {arm: reasons} JSON, and the decision log's size is most
+    of the cost of writing a decision."""
+    reasons: dict[tuple, int] = {}
+    groups: dict[tuple, list[str]] = {}
+    for arm, rs in removed.items():
+        idx = tuple(reasons.setdefault((r[0], r[1]), len(reasons)) for r in rs)
+        groups.setdefault(idx, []).append(arm)
+    return json.dumps({"v": 2, "reasons": [list(r) for r in reasons],
+                       "groups": [[list(idx), arms] for idx, arms in groups.items()]}, separators=(",", ":"))
+
+
+def unpack_removed(text: str) -> dict[str, list[list[str]]]:
+    data = json.loads(text)
+    if not (isinstance(data, dict) and data.get("v") == 2):
+        return data  # the plain form of earlier rows
+    reasons = data["reasons"]
+    return {arm: [reasons[i] for i in idx] for idx, arms in data["groups"] for arm in arms}
 
 
 @dataclass
@@ -108,35 +130,71 @@ class Store:
 
     # -- connections -------------------------------------------------------------------------
 
+    def _connect(self, busy_ms: int) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        # Checkpoint every 8000 WAL pages (32 MB) rather than SQLite's 1000: every decision
+        # rewrites the same few B-tree pages, and a checkpoint copies each page once however
+        # often it changed, so rarer checkpoints copy (and fsync) far less.
+        conn.execute("PRAGMA wal_autocheckpoint=8000")
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+        return conn
+
     @property
     def conn(self) -> sqlite3.Connection:
+        """This thread's connection for reads (SQLite's busy handler waits up to the timeout)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
+            conn = self._local.conn = self._connect(int(self.timeout * 1000))
+        return conn
+
+    @property
+    def wconn(self) -> sqlite3.Connection:
+        """This thread's connection for write transactions: no busy handler, see `write`."""
+        conn = getattr(self._local, "wconn", None)
+        if conn is None:
+            conn = self._local.wconn = self._connect(0)
         return conn
 
     @property
     def db(self) -> sqlite_utils.Database:
-        return sqlite_utils.Database(self.conn)
+        return sqlite_utils.Database(self.wconn)  # for schema changes, inside `write`
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        for name in ("conn", "wconn"):
+            conn = getattr(self._local, name, None)
+            if conn is not None:
+                conn.close()
+                setattr(self._local, name, None)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the database's write lock at once."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        """A write transaction that takes the database's write lock at once.
+
+        SQLite's own busy handler sleeps in steps of 1, 2, 5, 10... ms while another connection
+        holds the lock, far longer than our write transactions last (a decision's takes about a
+        tenth of a millisecond), so gunicorn workers would idle behind each other. The lock is
+        taken here instead, retrying after short, growing pauses (0.1 ms up to 2 ms) until the
+        store's timeout.
+        """
+        conn = self.wconn
+        pause, deadline = 0.0001, None
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self.timeout
+                if now > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
         try:
             yield conn
         except BaseException:
@@ -201,7 +259,6 @@ class Store:
             db.execute("CREATE INDEX IF NOT EXISTS contacts_person ON contacts(person_key, at)")
             db.execute("CREATE INDEX IF NOT EXISTS consent_person ON consent(person_key, channel, id)")
             db.execute("CREATE INDEX IF NOT EXISTS signals_person ON signals(person_key, at)")
-            db.execute("CREATE INDEX IF NOT EXISTS decisions_consistency ON decisions(person_key, consistency_key)")
             db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
             if self._secret is None:
@@ -300,7 +357,7 @@ class Store:
         """Erase a person: their consent, preferences, signals and contacts are deleted; their
         decisions stay, unlinked (no person key, no consistency key), for learning. Deleted rows
         are overwritten on disk (secure_delete)."""
-        conn = self.conn
+        conn = self.wconn
         conn.execute("PRAGMA secure_delete=ON")
         try:
             with self.write() as c:
@@ -367,7 +424,7 @@ class Store:
             (d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode,
              d.arm, d.probability, d.send_at, d.channel, json.dumps(d.allowed),
              json.dumps(d.probabilities), json.dumps(d.context), json.dumps(d.history),
-             json.dumps(d.removed), d.consistency_key))
+             pack_removed(d.removed), d.consistency_key))
         d.seq = cur.lastrowid
         if d.channel is not None and d.person_key is not None:
             conn.execute("INSERT INTO contacts(person_key, channel, at, event_id, policy) VALUES (?,?,?,?,?)",
