@@ -1,0 +1,147 @@
+"""The data scientist's commands: export, evaluate, retrain, import-obd and `models ...`.
+
+Thin click commands over library functions (service/export.py, service/evaluate.py,
+service/retrain.py, service/obd.py, service/modelops.py), registered on the `tactful` group by
+`register(main)` in service/cli.py. Bad input is a click error naming the option, never a
+traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+def _policy(policies_dir: str, name: str):
+    from service.policy import PolicyError, load_policies
+
+    try:
+        policies = load_policies(policies_dir)
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policies") from None
+    if name not in policies:
+        raise click.BadParameter(f"no policy named {name!r} in {policies_dir} (known: {', '.join(sorted(policies))})",
+                                 param_hint="--policy")
+    return policies[name], policies
+
+
+def _store(db: str, must_exist: bool = True):
+    from service.store import Store
+
+    if must_exist and not Path(db).is_file():
+        raise click.BadParameter(f"{db!r} does not exist", param_hint="--db")
+    return Store(db, secret=os.environ.get("TACTFUL_SECRET"))
+
+
+def _time(value: str | None, hint: str) -> float | None:
+    from service.export import parse_time
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+db_option = click.option("--db", default="tactful.db", show_default=True, help="SQLite file of the store.")
+policies_option = click.option("--policies", default="examples/policies", show_default=True,
+                               help="Directory of policy TOML files.")
+policy_option = click.option("--policy", "policy_name", required=True, help="The policy's name.")
+since_option = click.option("--since", help="Only decisions made at or after this time (RFC 3339 or a date).")
+until_option = click.option("--until", help="Only decisions made before this time.")
+
+
+@click.command("export")
+@db_option
+@policies_option
+@policy_option
+@since_option
+@until_option
+@click.option("--format", "fmt", type=click.Choice(["vw", "csv", "parquet"]), required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True), help="Output file.")
+@click.option("--now", help="Decisions whose reward window closed before this time are final (default: now).")
+def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
+    """Export every final decision of a policy: features, allowed arms, logged probabilities,
+    chosen arm, outcomes and shaped reward. `vw` is cb_adf text VW learns from as it is."""
+    from service.export import export, final_decisions
+
+    policy, _ = _policy(policies, policy_name)
+    store = _store(db)
+    at = _time(now, "--now") or time.time()
+    rows = final_decisions(store, policy, at, _time(since, "--since"), _time(until, "--until"))
+    try:
+        n = export(rows, policy, fmt, out)
+    except RuntimeError as exc:  # pyarrow missing
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"exported {n} final decisions of {policy.name} to {out} ({fmt})")
+
+
+@click.command("evaluate")
+@db_option
+@policies_option
+@policy_option
+@click.option("--candidate", help="A model version (3 or v3), a VW model file, or a baseline name.")
+@click.option("--baseline", "baselines", multiple=True,
+              help="active | uniform | logged | fallback | a version | a model file (repeatable; "
+                   "default: active and uniform). The first is the reference for the lift.")
+@since_option
+@until_option
+@click.option("--now", help="Decisions whose reward window closed before this time are final (default: now).")
+@click.option("--shadow", is_flag=True, help="Report the shadow candidate's agreement and estimated value instead.")
+@click.option("--out", default=None, help="Directory for report.md, estimates.png, evaluation.json "
+                                          "(default: evaluation-POLICY).")
+@click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(50),
+              help="Bootstrap resamples for the intervals.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--no-store", is_flag=True, help="Do not store the evaluation beside the candidate version.")
+def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, now, shadow, out, n_boot, seed,
+                 no_store):
+    """Estimate a candidate's value against the active version and baselines (IPS, SNIPS, DM, DR,
+    Switch-DR with 95% intervals and effective sample sizes), as a table and a report."""
+    from service.evaluate import EvaluationError, evaluate, write_report
+
+    policy, _ = _policy(policies, policy_name)
+    store = _store(db)
+    at = _time(now, "--now") or time.time()
+    out = out or f"evaluation-{policy.name}"
+    command = "tactful " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if shadow:
+        from service.modelops import ModelOps, shadow_report
+
+        try:
+            result = shadow_report(ModelOps(store), policy, at, _time(since, "--since"), _time(until, "--until"),
+                                   n_boot=n_boot, seed=seed)
+        except EvaluationError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(result["text"])
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "shadow.json").write_text(json.dumps({k: v for k, v in result.items() if k != "text"},
+                                                          indent=2, default=float))
+        return
+    if not candidate:
+        raise click.BadParameter("name the candidate to evaluate (or use --shadow)", param_hint="--candidate")
+    try:
+        result = evaluate(store, policy, candidate, baselines or ("active", "uniform"), now=at,
+                          since=_time(since, "--since"), until=_time(until, "--until"), n_boot=n_boot, seed=seed,
+                          progress=sys.stderr.isatty())
+    except EvaluationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--candidate/--baseline") from None
+    click.echo(result.table())
+    report = write_report(result, out, command)
+    if result.candidate_version is not None and not no_store:
+        from service.modelops import ModelOps
+
+        ModelOps(store).store_evaluation(policy.name, result.candidate_version, result.as_dict(), at)
+        click.echo(f"stored beside {policy.name} version {result.candidate_version}")
+    click.echo(f"report: {report}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(export_cmd)
+    main.add_command(evaluate_cmd)
