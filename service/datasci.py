@@ -142,6 +142,162 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
     click.echo(f"report: {report}")
 
 
+@click.command("import-obd")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--db", default="obd.db", show_default=True, help="SQLite file of the store (created if missing).")
+@click.option("--policies", default="obd-policies", show_default=True,
+              help="Directory where each imported logging policy's TOML file is written.")
+def import_obd_cmd(directory, db, policies):
+    """Import Open Bandit Dataset logs (DIR/<logger>/<campaign>.csv and item_context.csv) into a
+    store, one policy per logging policy, so that `tactful evaluate` runs on them."""
+    from service.obd import import_obd
+
+    store = _store(db, must_exist=False)
+    try:
+        summaries = import_obd(directory, store, policies, progress=sys.stderr.isatty())
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise click.ClickException(f"cannot import {directory}: {exc}") from None
+    for s in summaries:
+        click.echo(f"{s['policy']}: {s['impressions']} impressions, {s['clicks']} clicks "
+                   f"(observed click rate {s['click_rate']:.4%})")
+    click.echo(f"policies written to {policies}/; evaluate with: tactful evaluate --db {db} --policies {policies} "
+               f"--policy {summaries[0]['policy']} --candidate bts-zozotown --baseline uniform")
+
+
+@click.group("models")
+def models_group():
+    """Model versions: list, show, activate, rollback, promote, shadow."""
+
+
+def _ops(db: str):
+    from service.modelops import ModelOps
+
+    return ModelOps(_store(db))
+
+
+def _problem(exc) -> click.ClickException:
+    from service.errors import Problem
+
+    if isinstance(exc, Problem):
+        return click.ClickException(exc.detail)
+    raise exc
+
+
+def _version_arg(value: str) -> int:
+    v = value.lstrip("v")
+    if not v.isdigit():
+        raise click.BadParameter(f"{value!r} is not a model version number", param_hint="VERSION")
+    return int(v)
+
+
+@models_group.command("list")
+@db_option
+@policies_option
+@policy_option
+def models_list(db, policies, policy_name):
+    """Every version of a policy: parent, source, what it learned, whether it is active."""
+    from service.export import iso
+
+    policy, _ = _policy(policies, policy_name)
+    ops = _ops(db)
+    shadow = ops.shadow_version(policy.name)
+    click.echo(f"{'':2}{'version':>7} {'parent':>6}  {'source':<8} {'created':<20} {'learned':>8}  evaluated")
+    for v in ops.versions(policy.name):
+        mark = "*" if v["active"] else ("s" if v["version"] == shadow else " ")
+        click.echo(f"{mark:2}{v['version']:>7} {v['parent'] if v['parent'] is not None else '-':>6}  {v['source']:<8} "
+                   f"{iso(v['created_at'])[:19]:<20} {v['n_learned'] or 0:>8}  {'yes' if v['evaluations'] else '-'}")
+    click.echo("(* active, s shadow)")
+
+
+@models_group.command("show")
+@db_option
+@policies_option
+@policy_option
+@click.argument("version")
+def models_show(db, policies, policy_name, version):
+    """One version: where it came from, its activations with their reasons, its stored evaluation."""
+    policy, _ = _policy(policies, policy_name)
+    try:
+        v = _ops(db).version(policy.name, _version_arg(version))
+    except Exception as exc:
+        raise _problem(exc) from None
+    click.echo(json.dumps(v, indent=2, default=str))
+
+
+@models_group.command("activate")
+@db_option
+@policies_option
+@policy_option
+@click.argument("version")
+@click.option("--reason", required=True, help="Why: recorded with the activation.")
+def models_activate(db, policies, policy_name, version, reason):
+    """Serve VERSION now (every worker within about a second). The revert guard watches it."""
+    policy, _ = _policy(policies, policy_name)
+    try:
+        r = _ops(db).activate(policy.name, _version_arg(version), reason, time.time())
+    except Exception as exc:
+        raise _problem(exc) from None
+    click.echo(f"{policy.name}: version {r['version']} active (was {r['previous']}): {reason}")
+
+
+@models_group.command("rollback")
+@db_option
+@policies_option
+@policy_option
+@click.option("--to", "to", default=None, help="The version to return to (default: the one active before).")
+@click.option("--reason", default=None, help="Why: recorded with the activation.")
+def models_rollback(db, policies, policy_name, to, reason):
+    """Activate the version that was active before the latest activation."""
+    policy, _ = _policy(policies, policy_name)
+    try:
+        r = _ops(db).rollback(policy.name, time.time(), _version_arg(to) if to else None, reason)
+    except Exception as exc:
+        raise _problem(exc) from None
+    click.echo(f"{policy.name}: rolled back to version {r['version']} (was {r['previous']})")
+
+
+@models_group.command("promote")
+@db_option
+@policies_option
+@policy_option
+@click.argument("version")
+@click.option("--reason", default=None, help="Recorded with the activation (default: the evaluation's lift).")
+def models_promote(db, policies, policy_name, version, reason):
+    """Activate VERSION if its stored evaluation meets every promotion criterion of the policy;
+    otherwise refuse and say which it misses."""
+    from service.modelops import PromotionRefused
+
+    policy, _ = _policy(policies, policy_name)
+    try:
+        r = _ops(db).promote(policy, _version_arg(version), time.time(), reason)
+    except PromotionRefused as exc:
+        raise click.ClickException(f"version {version} of {policy.name} is not promoted; it misses:\n  - "
+                                   + "\n  - ".join(exc.misses)) from None
+    except Exception as exc:
+        raise _problem(exc) from None
+    click.echo(f"{policy.name}: version {r['version']} promoted and active (was {r['previous']}): {r['reason']}")
+
+
+@models_group.command("shadow")
+@db_option
+@policies_option
+@policy_option
+@click.argument("version", required=False)
+@click.option("--off", is_flag=True, help="Stop shadow scoring.")
+def models_shadow(db, policies, policy_name, version, off):
+    """Score every live decision with VERSION beside the active one (logged, never served)."""
+    policy, _ = _policy(policies, policy_name)
+    if not off and not version:
+        raise click.BadParameter("name the version to shadow, or pass --off", param_hint="VERSION")
+    try:
+        _ops(db).set_shadow(policy.name, None if off else _version_arg(version), time.time())
+    except Exception as exc:
+        raise _problem(exc) from None
+    click.echo(f"{policy.name}: shadow scoring {'off' if off else f'by version {version}'}")
+
+
 def register(main: click.Group) -> None:
+    main.add_command(models_group)
+    main.add_command(import_obd_cmd)
     main.add_command(export_cmd)
     main.add_command(evaluate_cmd)

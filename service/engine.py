@@ -201,6 +201,7 @@ class DecisionEngine:
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
         self.max_attempts = max_attempts
         self._lookback = {name: guardrails.lookback(p) for name, p in policies.items()}
+        self.observers: list[Callable[[Policy, Decision], None]] = []  # e.g. shadow scoring (service/modelops.py)
 
     def policy(self, name: str) -> Policy:
         try:
@@ -227,6 +228,8 @@ class DecisionEngine:
             verdict = guardrails.evaluate(policy, person, now)
             decision = self._choose(policy, key, context, person, verdict, now, req.consistency_key)
             if self.store.commit_decision(decision, person.marker):
+                for observe in self.observers:
+                    observe(policy, decision)
                 return self.render(policy, decision, verdict)
         raise Conflict("the person's state kept changing while deciding; retry the request", "user_id")
 

@@ -260,6 +260,8 @@ def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[s
         v, lo, hi = estimate_differences(data, cand_pi, ref_pi, q, alpha, n_boot, seed)
         result.lift = {"estimator": "DR", "value": v, "lo": lo, "hi": hi}
         for name, types in (("unsubscribe", UNSUBSCRIBE_TYPES), ("complaint", COMPLAINT_TYPES)):
+            if not set(types) & set(policy.outcome_types):
+                continue
             ind = bandit_data(policy, rows, outcome_indicator(types))
             setattr(result, name, _rate_rise(ind, cand_pi, ref_pi, alpha, n_boot, seed))
     return result
