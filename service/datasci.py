@@ -142,6 +142,40 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
     click.echo(f"report: {report}")
 
 
+@click.command("retrain")
+@db_option
+@policies_option
+@policy_option
+@since_option
+@until_option
+@click.option("--now", help="Decisions whose reward window closed before this time are final (default: now).")
+@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
+              help="The latest share of the decisions, held out to choose and evaluate the candidate.")
+@click.option("--bootstrap", "n_boot", default=500, show_default=True, type=click.IntRange(50))
+@click.option("--seed", default=0, show_default=True, type=int)
+def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, seed):
+    """Train VW offline from the logs over a small grid (exploration, interactions, learning rate),
+    choose by DR on a later held-out time slice, and store the winner as a candidate version (not
+    active) with its evaluation beside it."""
+    from service.evaluate import EvaluationError
+    from service.retrain import retrain
+
+    policy, _ = _policy(policies, policy_name)
+    store = _store(db)
+    try:
+        r = retrain(store, policy, _time(now, "--now"), _time(since, "--since"), _time(until, "--until"), holdout,
+                    n_boot=n_boot, seed=seed, progress=sys.stderr.isatty())
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"trained on {r['train']} decisions, chose on the {r['held_out']} latest (DR on the held-out slice):")
+    for c in r["search"]:
+        mark = "*" if c.vw_args == r["chosen"] else " "
+        click.echo(f" {mark} {c.dr:.4f} [{c.lo:.4f}, {c.hi:.4f}]  {c.vw_args}")
+    click.echo(r["evaluation"].table())
+    click.echo(f"candidate version {r['version']} of {policy.name} written (not active); promote with: "
+               f"tactful models promote --db {db} --policies {policies} --policy {policy.name} {r['version']}")
+
+
 @click.command("import-obd")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--db", default="obd.db", show_default=True, help="SQLite file of the store (created if missing).")
@@ -297,6 +331,7 @@ def models_shadow(db, policies, policy_name, version, off):
 
 
 def register(main: click.Group) -> None:
+    main.add_command(retrain_cmd)
     main.add_command(models_group)
     main.add_command(import_obd_cmd)
     main.add_command(export_cmd)

@@ -35,6 +35,7 @@ import numpy as np
 from service.clock import ManualClock
 from service.engine import DecideInput, DecisionEngine, ModelCache, OutcomeInput
 from service.learner import OnlineLearner
+from service.modelops import attach_guard
 from service.policy import Policy, parse_policy
 from service.store import Store
 
@@ -127,6 +128,7 @@ def generate_log(world: World, policy: Policy, db: str | Path, n: int, seed: int
     rng = np.random.default_rng(seed)
     segs = rng.choice(len(world.segments), size=people, p=np.array(world.shares))
     learner = OnlineLearner(engine.store, engine.policies, clock)
+    attach_guard(learner)  # the revert guard acts here exactly as in `tactful learn`
     events, seg_of = [], {}
     for i in range(n):
         u = int(rng.integers(people))
