@@ -221,7 +221,8 @@ class Replay:
     accepted with probability mu_min / mu_i, so that every context is kept with the same
     probability mu_min and the kept rewards are an unbiased sample of the target's; with uniform
     logging over a fixed set of arms this is exactly Li et al.'s replay. The estimate is the mean
-    reward of the kept decisions; the interval a bootstrap of that mean.
+    reward of the kept decisions; the interval Wilson's score interval when rewards are 0/1 (a
+    bootstrap of a handful of rare clicks would claim [0, 0]), else a bootstrap of that mean.
     """
 
     name: str = "Replay"
@@ -245,7 +246,21 @@ class Replay:
         return float(np.mean(r)) if len(r) else float("nan")
 
     def interval(self, data, pi, q_hat=None, alpha=0.05, n_boot=1000, seed=0, refit: Refit | None = None):
-        return _mean_interval(self.rounds(data, pi, q_hat), alpha, n_boot, seed)
+        r = self.rounds(data, pi, q_hat)
+        if len(r) and np.all((r == 0) | (r == 1)):
+            return wilson(int(r.sum()), len(r), alpha)  # a bootstrap of few, rare clicks says [0, 0]
+        return _mean_interval(r, alpha, n_boot, seed)
+
+
+def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson's score interval for a proportion: honest with few or no successes."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 # -- the reward model --------------------------------------------------------------------------

@@ -107,12 +107,16 @@ class LogRun:
     segments: dict[str, str]  # event id -> segment
 
 
-def make_engine(db: str | Path, policies: dict[str, Policy], start: float = START) -> tuple[DecisionEngine, ManualClock]:
+def make_engine(db: str | Path, policies: dict[str, Policy], start: float = START,
+                id_prefix: str = "ev") -> tuple[DecisionEngine, ManualClock]:
+    """The real engine on a SQLite file with a manual clock and readable event ids. The engine
+    draws every choice from a hash of the event id, so logs meant to be independent replications
+    need different `id_prefix`es (generate_log uses the seed)."""
     clock = ManualClock(start)
     store = Store(str(db))
     engine = DecisionEngine(store, policies, clock, ModelCache(store, policies, refresh_seconds=0))
     ids = itertools.count()
-    engine.new_id = lambda: f"ev{next(ids):07d}"
+    engine.new_id = lambda: f"{id_prefix}{next(ids):07d}"
     engine.ensure_models()
     return engine, clock
 
@@ -124,7 +128,7 @@ def generate_log(world: World, policy: Policy, db: str | Path, n: int, seed: int
     and reported through `record_outcome`, the online learner stepping every `learn_every`
     decisions (it only matters for engine logging). Time moves `step` seconds per decision."""
     if engine is None:
-        engine, clock = make_engine(db, {policy.name: policy})
+        engine, clock = make_engine(db, {policy.name: policy}, id_prefix=f"s{seed}-ev")
     rng = np.random.default_rng(seed)
     segs = rng.choice(len(world.segments), size=people, p=np.array(world.shares))
     learner = OnlineLearner(engine.store, engine.policies, clock)
