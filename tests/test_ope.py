@@ -176,3 +176,36 @@ def test_guard_reverts_a_planted_bad_version_without_anyone_acting(tmp_path):
     # after the revert, decisions are served by the good version's line again, not the bad one's
     assert served[-1]["model_version"] != bad
     assert engine.store.active_version(policy.name) not in (bad,)
+
+
+def test_retrain_shadow_and_promote_commands(tmp_path):
+    """The data scientist's loop on the command line: retrain a candidate, shadow it on live
+    decisions, report its agreement and value, and ask to promote it."""
+    from test_export import write_world_policy
+
+    run, policy, world, rows = _log(tmp_path, logging="engine", n=1200, seed=7)
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    write_world_policy(pdir / "truth.toml", logging="engine")
+    db = str(tmp_path / "engine.db")
+    base = ["--db", db, "--policies", str(pdir), "--policy", "truth"]
+    runner = CliRunner()
+    r = runner.invoke(main, ["retrain", *base, "--now", str(run.clock.now()), "--bootstrap", "100"])
+    assert r.exit_code == 0, r.output
+    assert "trained on 960 decisions, chose on the 240 latest" in r.output
+    assert r.output.count("-q UA") == 8 and "*" in r.output
+    version = int(r.output.split("candidate version ")[1].split()[0])
+    r = runner.invoke(main, ["models", "shadow", *base, str(version)])
+    assert r.exit_code == 0, r.output
+    run.engine.observers.append(ShadowScorer(run.engine.store, run.engine.policies, refresh_seconds=0))
+    generate_log(world, policy, None, 300, seed=8, learn_every=0, engine=run.engine, clock=run.clock)
+    r = runner.invoke(main, ["evaluate", *base, "--shadow", "--now", str(run.clock.now()), "--bootstrap", "100",
+                             "--out", str(tmp_path / "shadow")])
+    assert r.exit_code == 0, r.output
+    assert f"shadow candidate version(s) [{version}] of truth: 300 final decisions" in r.output
+    assert "agreement with the served arm" in r.output
+    r = runner.invoke(main, ["models", "list", *base])
+    assert any(line.startswith("s ") and line.split()[1] == str(version) for line in r.output.splitlines()), r.output
+    # 240 held-out decisions are fewer than the policy's default minimum of 1000: refused, and said why
+    r = runner.invoke(main, ["models", "promote", *base, str(version)])
+    assert r.exit_code == 1 and "min_decisions: evaluated on 240 decisions" in r.output, r.output
