@@ -47,7 +47,7 @@ def target_policy(world, policy, segments, data, share: float = 0.6) -> np.ndarr
     return pi
 
 
-def one_seed(seed: int, logging: str, n: int, tmp: str, n_boot: int, dm_boot: int) -> dict:
+def one_seed(seed: int, logging: str, n: int, tmp: str, n_boot: int, dm_boot: int, ridge_alpha: float = 1.0) -> dict:
     policy = world_policy(logging=logging)
     world = default_world(policy, seed=seed)
     run = generate_log(world, policy, f"{tmp}/{logging}-{seed}.db", n, seed=seed)
@@ -57,7 +57,7 @@ def one_seed(seed: int, logging: str, n: int, tmp: str, n_boot: int, dm_boot: in
     pi = target_policy(world, policy, segments, data)
     truth = true_value(world, segments, [r.decision.allowed for r in rows], pi, [a.id for a in policy.arms])
     estimators = [IPS(), SNIPS(), DM(), DR(), SwitchDR()] + ([Replay(seed=seed)] if logging == "uniform" else [])
-    ope = OffPolicyEvaluation(data, estimators, RewardModel(), n_boot=n_boot, dm_boot=dm_boot, seed=seed)
+    ope = OffPolicyEvaluation(data, estimators, RewardModel(alpha=ridge_alpha), n_boot=n_boot, dm_boot=dm_boot, seed=seed)
     out = {"seed": seed, "logging": logging, "truth": truth, "n": data.n,
            "logged_mean": float(data.reward.mean()), "estimates": {}}
     for e in ope.run(pi):
@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--logging", nargs="+", default=["uniform", "engine"], choices=["uniform", "engine"])
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--dm-boot", type=int, default=100, help="bootstrap refits of the DM reward model")
+    ap.add_argument("--ridge-alpha", type=float, default=1.0, help="the reward model's ridge penalty")
     ap.add_argument("--out", default=str(ROOT / "docs" / "figures"), help="directory for the JSON and PNG")
     args = ap.parse_args()
     out = Path(args.out)
@@ -136,13 +137,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         for logging in args.logging:
             for seed in range(args.seeds):
-                results.append(one_seed(seed, logging, args.n, tmp, args.n_boot, args.dm_boot))
+                results.append(one_seed(seed, logging, args.n, tmp, args.n_boot, args.dm_boot, args.ridge_alpha))
                 print(f"{logging} seed {seed}: truth {results[-1]['truth']:.4f} "
                       + " ".join(f"{k} {v['value']:.4f}" for k, v in results[-1]["estimates"].items()),
                       flush=True)
     summary = summarize(results)
     plot(results, summary, out / "ope_coverage.png")
-    summary["config"] = {"seeds": args.seeds, "n": args.n, "n_boot": args.n_boot, "dm_boot": args.dm_boot,
+    summary["config"] = {"seeds": args.seeds, "ridge_alpha": args.ridge_alpha, "n": args.n, "n_boot": args.n_boot, "dm_boot": args.dm_boot,
                          "seconds": round(time.time() - started, 1)}
     (out / "ope_coverage.json").write_text(json.dumps({"summary": summary, "results": results}, indent=1))
     for logging in args.logging:
