@@ -150,7 +150,7 @@ def main() -> None:
         s = summary[logging]
         print(f"\n{logging} logging: {s['seeds']} seeds, {args.n} decisions each, mean true value "
               f"{s['mean_truth']:.4f} (logged policy's mean reward {s['mean_logged']:.4f})")
-        print(f"| estimator | coverage of 95% interval | mean abs error | bias | mean interval width | mean ESS / n kept |")
+        print("| estimator | coverage of 95% interval | mean abs error | bias | mean interval width | mean ESS / n kept |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for name, e in s["estimators"].items():
             print(f"| {name} | {e['coverage']:.0%} | {e['mean_abs_error']:.4f} | {e['bias']:+.4f} | "

@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 import numpy as np
 import vowpalwabbit as vw
 
-from models.estimators import (DR, BanditData, Estimate, OffPolicyEvaluation, RewardModel, default_estimators,
-                               estimate_differences, weights, _mean_interval)
+from models.estimators import (BanditData, OffPolicyEvaluation, RewardModel, default_estimators,
+                               estimate_differences, weights)
 from models.featurize import HISTORY_FEATURES, shared_line
 from models.vw_policy import VWPolicy
 from service.engine import arm_lines

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np

@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
-
 from models.estimators import DR, OffPolicyEvaluation, RewardModel
 from models.featurize import shared_line
 from models.reward import to_cost
