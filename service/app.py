@@ -52,6 +52,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.policies_bp)
     app.register_blueprint(api.users)
     app.register_blueprint(api.meta)
+    from service import api_models  # model versions over HTTP, and shadow scoring of live decisions
+    api_models.init_app(app, engine)
 
     @app.errorhandler(Problem)
     def _problem(p: Problem):

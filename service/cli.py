@@ -159,5 +159,9 @@ def check_policies(directory: str) -> None:
                    f"{len(p.spec.guardrails.caps)} caps, reward window {p.spec.reward.window:g}s")
 
 
+from service.datasci import register as _register_datasci  # noqa: E402  export, evaluate, retrain, models, import-obd
+
+_register_datasci(main)
+
 if __name__ == "__main__":
     main()

@@ -216,6 +216,7 @@ class DecisionEngine:
         self.max_attempts = max_attempts
         self._lookback = {name: guardrails.lookback(p) for name, p in policies.items()}
         self._signal_lookback = {name: guardrails.signal_lookback(p) for name, p in policies.items()}
+        self.observers: list[Callable[[Policy, Decision], None]] = []  # e.g. shadow scoring (service/modelops.py)
 
     def policy(self, name: str) -> Policy:
         try:
@@ -252,6 +253,8 @@ class DecisionEngine:
             if dropped:
                 decision.history["dropped_features"] = dropped
             if self.store.commit_decision(decision, person.marker, (day, budget) if day is not None else None):
+                for observe in self.observers:
+                    observe(policy, decision)
                 return self.render(policy, decision, verdict)
         raise Conflict("the person's state kept changing while deciding; retry the request", "user_id")
 

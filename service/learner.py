@@ -38,6 +38,7 @@ class OnlineLearner:
         self.clock = clock
         self.batch = batch
         self._models: dict[str, tuple[int, VWPolicy]] = {}
+        self.hooks: list = []  # called with the policy name before each step (the revert guard, service/modelops.py)
 
     def _model(self, policy: Policy) -> tuple[int, VWPolicy]:
         active = self.store.active_version(policy.name)
@@ -58,6 +59,8 @@ class OnlineLearner:
     def step(self, policy_name: str) -> int:
         """Learn every decision of a policy whose window has closed; return how many."""
         policy = self.policies[policy_name]
+        for hook in self.hooks:
+            hook(policy_name)
         now = self.clock.now()
         parent, model = self._model(policy)
         cursor = self.store.learner_cursor(policy.name)
@@ -124,5 +127,9 @@ def run_forever(store: Store, policies: Mapping[str, Policy], clock: Clock, inte
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     log.info("learner started for policies: %s", ", ".join(policies))
-    OnlineLearner(store, policies, clock, batch).run(stop, interval)
+    learner = OnlineLearner(store, policies, clock, batch)
+    from service.modelops import attach_guard
+
+    attach_guard(learner)
+    learner.run(stop, interval)
     log.info("learner stopped")

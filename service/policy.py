@@ -285,6 +285,25 @@ class Learner(_Frozen):
         return v
 
 
+class Guard(_Frozen):
+    """The automatic revert guard: watches a newly activated version's first `decisions` decisions
+    and reverts to the version that served before if a rate passes its threshold."""
+
+    decisions: int = Field(default=1000, ge=1)
+    min_decisions: int = Field(default=100, ge=1)
+    max_unsubscribe_rate: float = Field(default=0.02, ge=0, le=1)
+    max_complaint_rate: float = Field(default=0.005, ge=0, le=1)
+
+
+class Promotion(_Frozen):
+    """What a candidate model version must show before `tactful models promote` activates it."""
+
+    min_decisions: int = Field(default=1000, ge=0)
+    min_lift_lower_bound: float = 0.0
+    max_unsubscribe_rise: float = Field(default=0.002, ge=0)
+    guard: Guard = Guard()
+
+
 class PolicySpec(_Frozen):
     name: str = Field(pattern=NAME_RE)
     description: str = ""
@@ -299,6 +318,7 @@ class PolicySpec(_Frozen):
     consistency: Consistency = Consistency()
     reward: Reward
     learner: Learner = Learner()
+    promotion: Promotion = Promotion()
 
     @field_validator("timezone")
     @classmethod

@@ -1,0 +1,211 @@
+"""Off-policy evaluation on logs with a known truth, on the Open Bandit Dataset sample, offline
+retraining, shadow mode and the automatic revert guard, all over the real engine and store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from models.estimators import DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel, SwitchDR
+from models.vw_policy import VWPolicy
+from service.cli import main
+from service.engine import arm_lines
+from service.evaluate import bandit_data, logged_target, uniform_target
+from service.export import final_decisions
+from service.modelops import ModelOps, ShadowScorer, shadow_report
+from service.obd import bts_action_dist
+from service.retrain import grid, retrain
+from service.truthlog import default_world, generate_log, make_engine, true_value, world_policy
+
+OBD = Path(__file__).resolve().parents[2] / "shared" / "data" / "obd-men"
+if not OBD.is_dir():  # a worktree beside the main checkout
+    OBD = Path("/work/shared/data/obd-men")
+
+
+def _log(tmp_path, logging="uniform", n=2000, seed=0, unsub=0.0):
+    policy = world_policy(logging=logging)
+    world = default_world(policy, seed=seed, unsub=unsub)
+    run = generate_log(world, policy, tmp_path / f"{logging}.db", n, seed=seed)
+    rows = list(final_decisions(run.engine.store, policy, now=run.clock.now()))
+    return run, policy, world, rows
+
+
+def test_estimators_cover_the_known_truth_on_a_uniform_log(tmp_path):
+    run, policy, world, rows = _log(tmp_path)
+    data = bandit_data(policy, rows)
+    segments = [run.segments[r.decision.event_id] for r in rows]
+    arm_ids = [a.id for a in policy.arms]
+    best = [int(np.argmax([world.expected_reward(s, a) for a in arm_ids])) for s in segments]
+    pi = uniform_target(data) * 0.5
+    pi[np.arange(len(rows)), best] += 0.5
+    truth = true_value(world, segments, [r.decision.allowed for r in rows], pi, arm_ids)
+    ope = OffPolicyEvaluation(data, [IPS(), SNIPS(), DM(), DR(), SwitchDR(), Replay()], RewardModel(),
+                              n_boot=500, dm_boot=40)
+    estimates = {e.estimator: e for e in ope.run(pi)}
+    for e in estimates.values():
+        assert e.lo <= truth <= e.hi, (e, truth)
+    assert estimates["IPS"].ess < len(rows)
+    # the logging policy evaluated on its own log is its observed mean reward, exactly, for IPS
+    on_policy = {e.estimator: e for e in ope.run(logged_target(data))}
+    assert on_policy["IPS"].value == pytest.approx(float(data.reward.mean()))
+    assert on_policy["IPS"].ess == pytest.approx(len(rows))
+
+
+def test_obd_protocol_random_logs(tmp_path):
+    """Import the OBD sample; on the uniform-random logs, the random policy's own value reproduces
+    its observed click rate inside every interval, and the Bernoulli TS policy's DR interval holds
+    its observed on-policy click rate."""
+    runner = CliRunner()
+    db, pol = tmp_path / "obd.db", tmp_path / "pol"
+    r = runner.invoke(main, ["import-obd", str(OBD), "--db", str(db), "--policies", str(pol)])
+    assert r.exit_code == 0, r.output
+    assert "obd-men-random: 10000 impressions, 46 clicks" in r.output
+    assert "obd-men-bts: 10000 impressions, 69 clicks" in r.output
+    again = runner.invoke(main, ["import-obd", str(OBD), "--db", str(db), "--policies", str(pol)])
+    assert again.exit_code == 0  # idempotent
+    from service.policy import load_policies
+    from service.store import Store
+
+    store = Store(str(db))
+    assert store.query("SELECT count(*) FROM decisions")[0][0] == 20000
+    policies = load_policies(pol)
+    from service.evaluate import evaluate
+
+    result = evaluate(store, policies["obd-men-random"], "bts-zozotown", ("uniform",), n_boot=500, dm_boot=30)
+    rows = {(r["target"], r["estimator"]): r for r in result.rows}
+    for est in ("IPS", "SNIPS", "DM", "DR", "SwitchDR"):
+        u = rows[("uniform", est)]
+        assert u["lo"] <= 0.0046 <= u["hi"], u
+    dr = rows[("bts-zozotown", "DR")]
+    assert dr["lo"] <= 0.0069 <= dr["hi"], dr
+    assert 1000 < dr["ess"] < 10000
+
+
+def test_bts_action_distribution_is_a_distribution_per_position():
+    dist = bts_action_dist("men", n_sim=20000)
+    assert dist.shape == (34, 3)
+    np.testing.assert_allclose(dist.sum(axis=0), 1.0)
+    # item 13 has by far the highest prior click rate (518 / 111844) and is at the top most often
+    assert int(np.argmax(dist[:, 0])) == int(np.argmax(np.array([47, 8, 62, 142, 3, 6, 100, 48, 23, 71, 61, 13, 16, 518])
+                                                       / np.array([12198, 3566, 15993, 35522, 2367, 3100, 24665, 13210,
+                                                                   7061, 18061, 17449, 5644, 6787, 111326])))
+
+
+def test_retrain_writes_an_inactive_candidate_with_its_evaluation(tmp_path):
+    run, policy, world, rows = _log(tmp_path, logging="engine", n=1500, seed=2)
+    store = run.engine.store
+    before = store.active_version(policy.name)
+    configs = grid(learning_rates=(0.5,), interactions=("-q UA",))
+    r = retrain(store, policy, now=run.clock.now(), configs=configs, n_boot=200)
+    assert r["train"] == 1200 and r["held_out"] == 300
+    assert store.active_version(policy.name) == before  # a candidate, not active
+    ops = ModelOps(store)
+    v = ops.version(policy.name, r["version"])
+    assert v["source"] == "retrain" and v["parent"] == before and not v["active"]
+    assert v["note"]["chosen"] in configs and len(v["note"]["search"]) == 2
+    ev = v["evaluation"]
+    assert ev["n"] == 300 and ev["held_out"] and ev["lift"]["lo"] <= ev["lift"]["value"] <= ev["lift"]["hi"]
+    # the stored version serves: it loads and scores every arm
+    model = VWPolicy(arm_lines(policy), model_bytes=store.model(policy.name, r["version"])["model"])
+    assert model.predict("shared |User segment=loyal", list(range(len(policy.arms)))).sum() == pytest.approx(1)
+    model.close()
+
+
+def _bad_model(policy, arm: str) -> bytes:
+    """A version that learned to send `arm` to everyone."""
+    model = VWPolicy(arm_lines(policy), policy.spec.learner.vw_args)
+    rng = np.random.default_rng(0)
+    target = policy.arm_index[arm]
+    for _ in range(400):
+        seg = ["bargain", "newbie", "loyal", "lapsed"][rng.integers(4)]
+        chosen = int(rng.integers(len(policy.arms)))
+        model.learn(f"shared |User segment={seg} |History contacts_7d:0 recency=never",
+                    list(range(len(policy.arms))), chosen, 0.0 if chosen == target else 1.0, 1 / len(policy.arms))
+    data = model.to_bytes()
+    model.close()
+    return data
+
+
+def test_shadow_candidate_is_logged_never_served(tmp_path):
+    policy = world_policy(logging="engine")
+    world = default_world(policy, seed=4)
+    engine, clock = make_engine(tmp_path / "s.db", {policy.name: policy})
+    engine.observers.append(ShadowScorer(engine.store, engine.policies, refresh_seconds=0))
+    ops = ModelOps(engine.store)
+    bad = ops.add_version(policy.name, _bad_model(policy, "sale:email:now"), policy.spec.learner.vw_args,
+                          "import", clock.now())
+    ops.set_shadow(policy.name, bad, clock.now())
+    served = []
+    run = generate_log(world, policy, None, 400, seed=4, learn_every=0, engine=engine, clock=clock,
+                       on_decision=served.append)
+    assert all(d["model_version"] == 1 for d in served)  # the candidate never serves
+    shadows = engine.store.query("SELECT arm, version FROM shadow_decisions")
+    assert len(shadows) == 400 and {s[1] for s in shadows} == {bad}
+    assert sum(s[0] == "sale:email:now" for s in shadows) > 300  # it would have sent that arm
+    report = shadow_report(ops, policy, run.clock.now(), n_boot=200)
+    assert report["n"] == 400 and 0 <= report["agreement"] < 0.5
+    assert "agreement with the served arm" in report["text"]
+
+
+def test_guard_reverts_a_planted_bad_version_without_anyone_acting(tmp_path):
+    """A version that sends an arm with a 30% unsubscribe rate is activated; the learner's guard
+    reverts to the version that served before within its first decisions, and records why."""
+    policy = world_policy(logging="engine", extra={"promotion": {"guard": {"decisions": 400, "min_decisions": 100,
+                                                                          "max_unsubscribe_rate": 0.05}}})
+    world = default_world(policy, seed=5)
+    for s in world.segments:
+        world.unsub[(s, "sale:email:now")] = 0.3
+    engine, clock = make_engine(tmp_path / "g.db", {policy.name: policy})
+    ops = ModelOps(engine.store)
+    generate_log(world, policy, None, 300, seed=5, learn_every=100, engine=engine, clock=clock)
+    good = engine.store.active_version(policy.name)
+    bad = ops.add_version(policy.name, _bad_model(policy, "sale:email:now"), policy.spec.learner.vw_args,
+                          "import", clock.now())
+    ops.activate(policy.name, bad, "planted bad version", clock.now())
+    served = []
+    generate_log(world, policy, None, 600, seed=6, learn_every=50, engine=engine, clock=clock,
+                 on_decision=served.append)
+    last = ops.activations(policy.name, 100)
+    reverts = [a for a in last if a["reason"].startswith("guard:")]
+    assert len(reverts) == 1, last
+    assert reverts[0]["version"] == good and "unsubscribe rate" in reverts[0]["reason"]
+    watch = engine.store.query("SELECT status, reason FROM guard_watches")[-1]
+    assert watch[0] == "reverted"
+    # after the revert, decisions are served by the good version's line again, not the bad one's
+    assert served[-1]["model_version"] != bad
+    assert engine.store.active_version(policy.name) not in (bad,)
+
+
+def test_retrain_shadow_and_promote_commands(tmp_path):
+    """The data scientist's loop on the command line: retrain a candidate, shadow it on live
+    decisions, report its agreement and value, and ask to promote it."""
+    from test_export import write_world_policy
+
+    run, policy, world, rows = _log(tmp_path, logging="engine", n=1200, seed=7)
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    write_world_policy(pdir / "truth.toml", logging="engine")
+    db = str(tmp_path / "engine.db")
+    base = ["--db", db, "--policies", str(pdir), "--policy", "truth"]
+    runner = CliRunner()
+    r = runner.invoke(main, ["retrain", *base, "--now", str(run.clock.now()), "--bootstrap", "100"])
+    assert r.exit_code == 0, r.output
+    assert "trained on 960 decisions, chose on the 240 latest" in r.output
+    assert r.output.count("-q UA") == 8 and "*" in r.output
+    version = int(r.output.split("candidate version ")[1].split()[0])
+    r = runner.invoke(main, ["models", "shadow", *base, str(version)])
+    assert r.exit_code == 0, r.output
+    run.engine.observers.append(ShadowScorer(run.engine.store, run.engine.policies, refresh_seconds=0))
+    generate_log(world, policy, None, 300, seed=8, learn_every=0, engine=run.engine, clock=run.clock)
+    r = runner.invoke(main, ["evaluate", *base, "--shadow", "--now", str(run.clock.now()), "--bootstrap", "100",
+                             "--out", str(tmp_path / "shadow")])
+    assert r.exit_code == 0, r.output
+    assert f"shadow candidate version(s) [{version}] of truth: 300 final decisions" in r.output
+    assert "agreement with the served arm" in r.output
+    r = runner.invoke(main, ["models", "list", *base])
+    assert any(line.startswith("s ") and line.split()[1] == str(version) for line in r.output.splitlines()), r.output
+    # 240 held-out decisions are fewer than the policy's default minimum of 1000: refused, and said why
+    r = runner.invoke(main, ["models", "promote", *base, str(version)])
+    assert r.exit_code == 1 and "min_decisions: evaluated on 240 decisions" in r.output, r.output
