@@ -263,6 +263,20 @@ def openapi(policies: list[str]) -> dict:
                                               "description": "An arm id (content:channel:timing) or a content id",
                                               "schema": {"type": "string"}}],
                 "requestBody": body("ArmPatchRequest"), "responses": plain | problems}},
+            "/v1/policies/{policy}/models": {"get": {
+                "operationId": "listModels", "parameters": [policy_param],
+                "description": "Every model version of the policy, which is active, and every activation with its reason.",
+                "responses": plain | problems}},
+            "/v1/policies/{policy}/models/{version}/activate": {"post": {
+                "operationId": "activateModel",
+                "parameters": [policy_param, {"name": "version", "in": "path", "required": True,
+                                              "schema": {"type": "integer", "minimum": 1}}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"reason": {"type": "string", "minLength": 1}},
+                    "additionalProperties": False}}}},
+                "description": "Make a version active (a rollback is activating an older one); workers serve it "
+                               "within seconds. The activation is recorded with its reason.",
+                "responses": plain | problems}},
             "/healthz": {"get": {"operationId": "health", "responses": plain}},
         },
         "components": {"schemas": schemas},
