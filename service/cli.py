@@ -159,5 +159,7 @@ def check_policies(directory: str) -> None:
                    f"{len(p.spec.guardrails.caps)} caps, reward window {p.spec.reward.window:g}s")
 
 
+main.add_command(__import__("service.simulate").simulate.simulate_command)  # tactful simulate (issue 4)
+
 if __name__ == "__main__":
     main()
