@@ -117,7 +117,7 @@ def run_metrics(run, oracle=None) -> dict:
             "total": int((run.violations > 0).sum()),
             "by_rule": run.violation_reasons,
             "examples": run.violation_examples,
-            "rules_checked": ["consent", "frequency_cap"],
+            "rules_checked": run.rules_checked,
             "guardrails_not_checked": run.unchecked,
         },
         "modes": modes,

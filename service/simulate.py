@@ -390,6 +390,7 @@ class Run:
     wall_seconds: float
     violation_examples: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time by part: decide, outcomes, learn, simulator
+    rules_checked: list[str] = field(default_factory=list)
 
     @property
     def decisions_per_second(self) -> float:
@@ -397,7 +398,9 @@ class Run:
 
 
 def run_maker(world: World, maker: str, *, url: str | None = None, db: str | None = None,
-              progress: bool = True) -> Run:
+              progress: bool = True, extra_rules: Sequence = ()) -> Run:
+    """One decision maker's run. `extra_rules` are checked on top of the policy's own (to try
+    out rules the guardrails do not enforce yet, e.g. sim_checks.QuietHoursRule)."""
     if maker not in MAKERS:
         raise SimulationError(f"unknown decision maker {maker!r} (known: {', '.join(MAKERS)})")
     tmp = None
@@ -412,21 +415,23 @@ def run_maker(world: World, maker: str, *, url: str | None = None, db: str | Non
             db = str(Path(tmp.name) / "simulation.db")
         target = InProcess(world, maker, db, world.seed)
     try:
-        return _run(world, maker, target, progress)
+        return _run(world, maker, target, progress, extra_rules)
     finally:
         target.close()
         if tmp is not None:
             tmp.cleanup()
 
 
-def _run(world: World, maker: str, target, progress: bool) -> Run:
+def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence = ()) -> Run:
     from tqdm import tqdm
 
     sc, pol, truth, pop = world.scenario, world.policy, world.truth, world.population
     spec = sc.spec
     n, people = world.decisions, world.people
     rules, unchecked = rules_for(pol)
-    checker = Checker(rules)
+    checker = Checker(list(rules) + list(extra_rules))
+    # the simulator's own allowed set (for the oracle-in-place figure) follows the policy's rules only
+    policy_checker = Checker(rules)
     zones = {z: ZoneInfo(z) for z in set(pop.timezone)}
     features = pol.spec.features
     segments = [s.name for s in spec.segments]
@@ -522,14 +527,17 @@ def _run(world: World, maker: str, target, progress: bool) -> Run:
                                     slot_pressure[truth.arm_timing[sends_idx]])
         values = np.full(len(pol.arms), truth.default)
         values[sends_idx] = truth.expected_reward(probs, fc)
-        allowed_sends = [g for (ch, ti), g in groups.items() if checker.allows(rec, ch, slot_at[ti], t)]
+        allowed_sends = [g for (ch, ti), g in groups.items() if policy_checker.allows(rec, ch, slot_at[ti], t)]
         best_value = max([values[hold_idx]] if hold_idx is not None else [-math.inf])
         if allowed_sends:
             best_value = max(best_value, float(values[np.concatenate(allowed_sends)].max()))
 
         ask = Ask(seg, expected=lambda allowed, v=values: v[np.asarray(allowed)])
         t_in = clock()
-        event_id, arm_id, send_at, mode = target.decide(users[p], contexts[p], t, ask)
+        context = contexts[p]
+        if "daypart" in features:  # what a campaign tool knows of the moment: the person's local daypart
+            context = context | {"daypart": daypart(datetime.fromtimestamp(t, rec.timezone).hour)}
+        event_id, arm_id, send_at, mode = target.decide(users[p], context, t, ask)
         spent["decide"] += clock() - t_in
         a = arm_index[arm_id]
         arm[i], expected[i], best[i] = a, values[a], best_value
@@ -574,7 +582,13 @@ def _run(world: World, maker: str, target, progress: bool) -> Run:
     wall = time.perf_counter() - t0
     return Run(maker, target.mode, world, arm, send, expected, best, realized, outcomes, violations, reasons,
                mode_code, fcontacts, unchecked, wall, examples,
-               {k: round(v, 2) for k, v in spent.items()} | {"simulator": round(wall - sum(spent.values()), 2)})
+               {k: round(v, 2) for k, v in spent.items()} | {"simulator": round(wall - sum(spent.values()), 2)},
+               sorted({r.name for r in checker.rules}))
+
+
+def daypart(hour: int) -> str:
+    return ("night" if hour < 6 else "morning" if hour < 12 else "afternoon" if hour < 17
+            else "evening" if hour < 21 else "late")
 
 
 def pressure(sends: list[tuple[str, float]], at: float, half_life: float) -> float:
