@@ -196,6 +196,7 @@ class ScenarioSpec(_Frozen):
     policy: str = "../policies/lifecycle.toml"
     start: datetime = datetime(2026, 3, 2, tzinfo=timezone.utc)
     days: float = Field(default=28.0, gt=0)
+    warmup_days: int = Field(default=0, ge=0)
     people: int = Field(default=10000, ge=1)
     decisions: int = Field(default=200000, ge=1)
     seed: int = 0
@@ -512,15 +513,19 @@ def make_population(scenario: Scenario, people: int, channels: Sequence[str], rn
     return Population(seg, tzs, countries, tenure, consent)
 
 
-def make_asks(scenario: Scenario, population: Population, decisions: int, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray]:
+def make_asks(scenario: Scenario, population: Population, decisions: int, rng: np.random.Generator,
+              warmup: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`decisions` moments at which a person is asked about: (epoch seconds, person), sorted by
-    time. People are picked uniformly; each ask falls on a uniform day of the run, at a uniform
-    local time between the scenario's ask_hours in the person's own time zone."""
+    time. People are picked uniformly; each ask falls on a uniform day of the run (of the warm-up
+    before it, with `warmup`), at a uniform local time between the scenario's ask_hours in the
+    person's own time zone."""
     spec = scenario.spec
     people = len(population.segment)
     person = rng.integers(people, size=decisions)
-    day = rng.integers(int(math.ceil(spec.days)), size=decisions)
+    if warmup:
+        day = rng.integers(spec.warmup_days, size=decisions) - spec.warmup_days
+    else:
+        day = rng.integers(int(math.ceil(spec.days)), size=decisions)
     lo, hi = spec.ask_hours
     seconds = rng.uniform(lo * 3600, hi * 3600, size=decisions)
     start_day = spec.start.astimezone(timezone.utc).date()
@@ -530,6 +535,6 @@ def make_asks(scenario: Scenario, population: Population, decisions: int, rng: n
         tz = zones[population.timezone[person[i]]]
         local = datetime.combine(start_day + timedelta(days=int(day[i])), datetime.min.time(), tzinfo=tz)
         t[i] = local.timestamp() + seconds[i]
-    t = np.maximum(t, spec.start.timestamp())
+    t = np.minimum(t, spec.start.timestamp() - 1.0) if warmup else np.maximum(t, spec.start.timestamp())
     order = np.argsort(t, kind="stable")
     return t[order], person[order]

@@ -169,8 +169,12 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
                   "", blurb, ""] + table(r[name]) + ["", f"![{name}]({images}/{name}.png)", ""]
         if name == "drift" and d:
             daily = ", ".join("n/a" if x is None else f"{100 * x:.0f}%" for x in d["daily_share_of_oracle"])
-            lines += [f"Daily share of the oracle's expected reward in the drifted segment ({d['segment']}): "
-                      f"{daily}.", ""]
+            trailing = ", ".join(f"day {i}: {100 * x:.0f}%" for i, x in enumerate(d["trailing_share_of_oracle"])
+                                 if x is not None)
+            lines += [f"Daily share of the oracle's expected reward in the drifted segment ({d['segment']}), day 0 "
+                      f"on: {daily}.", "",
+                      f"The same over the trailing {d['trailing_days']} days after the change (the recovery "
+                      f"criterion: at least 80% from some day to the end of the run): {trailing}.", ""]
     lines += [
         "## How to read these figures",
         "",

@@ -109,12 +109,15 @@ def run_metrics(run, oracle=None) -> dict:
         "seed": w.seed,
         "people": w.people,
         "days": w.days,
+        "warmup_days": w.scenario.spec.warmup_days,
+        "warmup_decisions": run.warmup_decisions,
         "wall_seconds": round(run.wall_seconds, 2),
         "decisions_per_second": round(run.decisions_per_second, 1),
         "seconds_by_part": run.seconds,
         "totals": totals,
         "guardrail_violations": {
-            "total": int((run.violations > 0).sum()),
+            "total": int((run.violations > 0).sum()) + run.warmup_violations,
+            "during_warmup": run.warmup_violations,
             "by_rule": run.violation_reasons,
             "examples": run.violation_examples,
             "rules_checked": run.rules_checked,
@@ -130,10 +133,10 @@ def run_metrics(run, oracle=None) -> dict:
     return metrics
 
 
-def drift_recovery(run, oracle, threshold: float = 0.8) -> list[dict]:
+def drift_recovery(run, oracle, threshold: float = 0.8, smooth: int = 3) -> list[dict]:
     """For each drift: the drifted segment's expected shaped reward per day, as a share of the
-    oracle's on the same asks, and how many decisions after the change it takes until every
-    later day is at least `threshold`."""
+    oracle's on the same asks, and how many decisions after the change it takes until the share
+    over the trailing `smooth` days is at least `threshold` and stays so to the end of the run."""
     w = run.world
     start = w.scenario.spec.start.timestamp()
     days = _day_index(run)
@@ -149,9 +152,16 @@ def drift_recovery(run, oracle, threshold: float = 0.8) -> list[dict]:
         change_day = int(d.at // DAY)
         at = start + d.at
         first_after = int(np.searchsorted(w.ask_t, at))
+        # a trailing window of `smooth` days (not reaching back before the change), so that one
+        # day's sampling noise neither hides a recovery nor fakes one
+        trailing = np.full(nd, np.nan)
+        for day in range(change_day, nd):
+            lo = max(change_day, day - smooth + 1)
+            b = best[lo:day + 1].sum()
+            trailing[day] = mine[lo:day + 1].sum() / b if b > 0 else np.nan
         recovered_day = None
         for day in range(change_day, nd):
-            if np.all(np.nan_to_num(ratio[day:], nan=1.0) >= threshold):
+            if np.all(np.nan_to_num(trailing[day:], nan=1.0) >= threshold):
                 recovered_day = day
                 break
         if recovered_day is None:
@@ -165,6 +175,8 @@ def drift_recovery(run, oracle, threshold: float = 0.8) -> list[dict]:
             "at_day": d.at / DAY,
             "threshold": threshold,
             "daily_share_of_oracle": [None if np.isnan(x) else round(float(x), 4) for x in ratio],
+            "trailing_share_of_oracle": [None if np.isnan(x) else round(float(x), 4) for x in trailing],
+            "trailing_days": smooth,
             "share_before_change_last_3_days": round(float(mine[before].sum() / best[before].sum()), 4),
             "share_day_after_change": None if np.isnan(ratio[change_day]) else round(float(ratio[change_day]), 4),
             "recovered_by_end_of_day": recovered_day,
@@ -277,7 +289,8 @@ def write_run(run, metrics: dict, out: Path, oracle=None) -> None:
         f"# Simulation: {metrics['scenario']} / {metrics['decision_maker']}",
         "",
         f"Scenario `{metrics['scenario_file']}`, policy `{metrics['policy_file']}`, seed {metrics['seed']}, "
-        f"{metrics['people']:,} people over {metrics['days']:g} days, {t['decisions']:,} decisions, "
+        f"{metrics['people']:,} people over {metrics['days']:g} days (after {metrics['warmup_days']} days of warm-up, "
+        f"{metrics['warmup_decisions']:,} decisions, not measured), {t['decisions']:,} decisions, "
         f"{metrics['mode']}, {metrics['wall_seconds']:.1f} s ({metrics['decisions_per_second']:.0f} decisions/s).",
         "",
         "| measure | value |", "| --- | --- |",

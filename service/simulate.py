@@ -98,6 +98,9 @@ class World:
     ask_t: np.ndarray
     ask_person: np.ndarray
     uniforms: np.ndarray      # (decisions, N_UNIFORMS): the same draws for every decision maker
+    warm_t: np.ndarray        # the warm-up's asks, before the start: business as usual, not measured
+    warm_person: np.ndarray
+    warm_uniforms: np.ndarray
     seed: int
     people: int
     decisions: int
@@ -133,7 +136,11 @@ def build_world(scenario: Scenario | str | Path, policy: str | Path | None = Non
     population = make_population(sc, people, pol.spec.channels, rng)
     ask_t, ask_person = make_asks(sc, population, n, rng)
     uniforms = rng.random((n, N_UNIFORMS))
-    world = World(sc, pol, data, truth, population, ask_t, ask_person, uniforms, seed, people, n, reward_spec(pol))
+    n_warm = round(n * spec.warmup_days / spec.days)
+    warm_t, warm_person = make_asks(sc, population, n_warm, rng, warmup=True)
+    warm_uniforms = rng.random((n_warm, N_UNIFORMS))
+    world = World(sc, pol, data, truth, population, ask_t, ask_person, uniforms, warm_t, warm_person, warm_uniforms,
+                  seed, people, n, reward_spec(pol))
     world.static_ranking = static_ranking(world, np.random.default_rng(seed + 1))
     return world
 
@@ -195,6 +202,17 @@ class _ScorerCache:
         return None, self.scorer
 
 
+class _Phase:
+    """Business as usual (uniform random among the allowed arms) during the warm-up, then the
+    decision maker: the same engine, store and learner throughout."""
+
+    def __init__(self, warm, main):
+        self.warm, self.main, self.warming = warm, main, False
+
+    def get(self, policy: str):
+        return (self.warm if self.warming else self.main).get(policy)
+
+
 class _AfterLearning:
     """The engine's ModelCache, asked for the active version only after a learning step rather
     than on every decision: a new version is served from the next decision on, deterministically
@@ -234,7 +252,7 @@ class InProcess:
         self.store = Store(db, secret=f"tactful-simulation-{seed}")  # same keys, same holdout group, every run
         if self.store.query("SELECT count(*) FROM decisions")[0][0]:
             raise SimulationError(f"--db {db} already holds decisions: give a new file")
-        self.clock = ManualClock(float(world.ask_t[0]) - 1.0)
+        self.clock = ManualClock(float(min(world.ask_t[0], *world.warm_t[:1])) - 1.0)
         counter = itertools.count()
         tag = f"{maker[:6]}{seed:x}"
         new_id = lambda: f"{tag}-{next(counter):08d}"  # noqa: E731  reproducible event ids
@@ -247,7 +265,8 @@ class InProcess:
         else:
             self.scorer = _Scorer(make_baseline(maker, world, seed))
             cache = _ScorerCache(self.scorer)
-        self.engine = DecisionEngine(self.store, self.policies, self.clock, models=cache, new_id=new_id)
+        self.phase = _Phase(_ScorerCache(_Scorer(Uniform())), cache)
+        self.engine = DecisionEngine(self.store, self.policies, self.clock, models=self.phase, new_id=new_id)
         self.engine.ensure_models()
         self._decide_input, self._outcome_input = DecideInput, OutcomeInput
 
@@ -267,7 +286,7 @@ class InProcess:
     def learn(self, t: float, feedback: list[Feedback]) -> None:
         self.clock.observe(t)
         if self.learner is not None:
-            self.engine.models.stale = True
+            self.phase.main.stale = True
             # Exactly the decisions whose window has closed (the simulator knows how many): the
             # learner then reads each logged decision once, instead of re-reading every decision
             # still inside its window at every step.
@@ -391,10 +410,13 @@ class Run:
     violation_examples: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time by part: decide, outcomes, learn, simulator
     rules_checked: list[str] = field(default_factory=list)
+    warmup_decisions: int = 0
+    warmup_violations: int = 0
 
     @property
     def decisions_per_second(self) -> float:
-        return len(self.arm) / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+        """Every decision made, the warm-up's included, per second of wall time."""
+        return (len(self.arm) + self.warmup_decisions) / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
 
 def run_maker(world: World, maker: str, *, url: str | None = None, db: str | None = None,
@@ -458,6 +480,13 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
         ctx = {"segment": segments[pop.segment[p]], "country": pop.country[p], "tenure_days": float(pop.tenure_days[p])}
         contexts.append({k: v for k, v in ctx.items() if k in features and v is not None})
 
+    # the warm-up's asks first (business as usual, not measured), then the run's
+    n_warm = len(world.warm_t)
+    all_t = np.concatenate([world.warm_t, world.ask_t])
+    all_person = np.concatenate([world.warm_person, world.ask_person]).astype(int)
+    all_u = np.concatenate([world.warm_uniforms, world.uniforms])
+    phase = getattr(target, "phase", None)
+    n = n_warm + n  # every ask; the measured ones are the last world.decisions
     arm = np.full(n, -1, dtype=np.int32)
     send = np.zeros(n, dtype=bool)
     expected = np.zeros(n)
@@ -473,10 +502,10 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
     queue: list[tuple[float, int, str, str, int, str | None]] = []  # (at, tie, event_id, type, person, channel)
     tie = itertools.count()
     pending: deque[tuple[float, Feedback]] = deque()
-    next_learn = float(world.ask_t[0]) + spec.learn_every
+    next_learn = float(all_t[0]) + spec.learn_every
 
     t0 = time.perf_counter()
-    start = float(world.ask_t[0]) - 1.0
+    start = float(all_t[0]) - 1.0
     for p in range(people):
         target.grant(users[p], pop.consent[p], start)
 
@@ -506,9 +535,13 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
 
     bar = tqdm(total=n, desc=f"{sc.name}:{maker}", unit="dec", disable=not progress, mininterval=1.0,
                smoothing=0.1)
+    if phase is not None:
+        phase.warming = n_warm > 0
     for i in range(n):
-        t = float(world.ask_t[i])
-        p = int(world.ask_person[i])
+        if i == n_warm and phase is not None:
+            phase.warming = False
+        t = float(all_t[i])
+        p = int(all_person[i])
         seg = int(pop.segment[p])
         rec = records[p]
         deliver(t)
@@ -563,7 +596,7 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
             else:
                 k = int(np.searchsorted(sends_idx, a))
                 pr = {key: v[k:k + 1] for key, v in probs.items()}
-            got = sample_outcomes({k: float(v[0]) for k, v in pr.items()}, world.uniforms[i], send_at, resp)
+            got = sample_outcomes({k: float(v[0]) for k, v in pr.items()}, all_u[i], send_at, resp)
             rec.sends.append((channel, send_at))
             for kind, at in got:
                 outcomes[kind][i] = True
@@ -575,15 +608,18 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
         bar.update(1)
     bar.close()
     # the rest of the outcomes, then one last learning step: the log ends complete
-    end = float(world.ask_t[-1]) + window + 1.0
+    end = float(all_t[-1]) + window + 1.0
     deliver(end)
     learn(end)
     deliver(math.inf)  # stored, but too late to count
     wall = time.perf_counter() - t0
-    return Run(maker, target.mode, world, arm, send, expected, best, realized, outcomes, violations, reasons,
-               mode_code, fcontacts, unchecked, wall, examples,
+    m = slice(n_warm, n)  # what is measured: the run after the warm-up
+    warm_violations = int((violations[:n_warm] > 0).sum())
+    return Run(maker, target.mode, world, arm[m], send[m], expected[m], best[m], realized[m],
+               {k: v[m] for k, v in outcomes.items()}, violations[m], reasons,
+               mode_code[m], fcontacts[m], unchecked, wall, examples,
                {k: round(v, 2) for k, v in spent.items()} | {"simulator": round(wall - sum(spent.values()), 2)},
-               sorted({r.name for r in checker.rules}))
+               sorted({r.name for r in checker.rules}), n_warm, warm_violations)
 
 
 def daypart(hour: int) -> str:
