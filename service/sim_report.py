@@ -18,6 +18,15 @@ import numpy as np
 DAY = 86400.0
 
 
+def _rel(path: str) -> str:
+    """A path relative to the working directory when it is below it (reports move with the repo)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _day_index(run) -> np.ndarray:
     w = run.world
     return ((w.ask_t - w.scenario.spec.start.timestamp()) // DAY).astype(int).clip(0)
@@ -102,8 +111,8 @@ def run_metrics(run, oracle=None) -> dict:
             modes[name] = c
     metrics = {
         "scenario": w.scenario.name,
-        "scenario_file": w.scenario.path,
-        "policy_file": w.policy.path,
+        "scenario_file": _rel(w.scenario.path),
+        "policy_file": _rel(w.policy.path),
         "decision_maker": run.maker,
         "mode": run.mode,
         "seed": w.seed,

@@ -149,7 +149,9 @@ def test_small_comparison_in_process(tmp_path):
     assert 0 < metrics["totals"]["contacts_per_person_week"] <= 5  # the overall cap is 5 a week
     # the decision log is the real one, and the learner learned from it
     store = Store(str(tmp_path / "log-tactful.db"))
-    assert store.policy_counts("lifecycle", 1e12)["decisions"] == 3000
+    warmup = metrics["warmup_decisions"]
+    assert warmup == 3000 * 7 // 28  # a week of business as usual before the 28 measured days
+    assert store.policy_counts("lifecycle", 1e12)["decisions"] == 3000 + warmup
     assert store.active_version("lifecycle") > 1
     store.close()
 
@@ -172,7 +174,7 @@ def test_simulation_against_a_real_server(serve, tmp_path):
     assert m["guardrail_violations"]["total"] == 0
     assert (out / "report.md").exists()
     counts = http.get(f"{base}/v1/policies/lifecycle").json()["counts"]
-    assert counts["decisions"] == 600
+    assert counts["decisions"] == 600 + m["warmup_decisions"]
     assert counts["outcomes"] > 0
 
 
