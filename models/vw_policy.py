@@ -69,7 +69,20 @@ class VWPolicy:
         return pmf / pmf.sum()
 
     def learn(self, shared: str, allowed: Sequence[int], chosen: int, cost: float, probability: float) -> None:
-        """Learn from one logged decision: `chosen` is a position in `allowed`."""
+        """Learn from one logged decision: `chosen` is a position in `allowed`.
+
+        Only the shared line and the chosen (labelled) arm are parsed; the other arms reuse the
+        cached action examples, as predictions do. The model learned is bit-identical to parsing
+        every line (tests/test_vw_learn_cached.py), and learning is several times faster."""
+        actions = self.actions
+        examples = [pyvw.Example(self.ws, shared, _CB)]
+        for pos, arm in enumerate(allowed):
+            examples.append(pyvw.Example(self.ws, label_action(self.arm_lines[arm], cost, probability), _CB)
+                            if pos == chosen else actions[arm])
+        self.ws.learn(examples)
+
+    def learn_text(self, shared: str, allowed: Sequence[int], chosen: int, cost: float, probability: float) -> None:
+        """The same as `learn`, parsing every line: the reference `learn` is checked against."""
         lines = [shared]
         for pos, arm in enumerate(allowed):
             line = self.arm_lines[arm]

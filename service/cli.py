@@ -162,6 +162,9 @@ def check_policies(directory: str) -> None:
 from service.datasci import register as _register_datasci  # noqa: E402  export, evaluate, retrain, models, import-obd
 
 _register_datasci(main)
+from service.simulate import simulate_command  # noqa: E402  tactful simulate
+
+main.add_command(simulate_command)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,302 @@
+#!/usr/bin/env python
+"""Proof of learning quality: rerun every simulation behind docs/quality.md and rewrite it.
+
+    .venv/bin/python scripts/quality.py            # full run (about half an hour on 2 cores), rewrites
+                                                   # docs/quality.md and docs/quality/*.png
+    .venv/bin/python scripts/quality.py --small    # the same runs on small populations (CI, about a
+                                                   # minute); writes to --out only
+
+Runs, each on one population, one seed, the same moments and random draws for every decision maker:
+  standard       tactful, thompson, static-best, uniform, oracle     (200,000 decisions)
+  fatigue-heavy  tactful, fatigue-blind, oracle                      (100,000 decisions)
+  drift          tactful, oracle                                     (100,000 decisions)
+and checks the targets of issue 4. Exit status 1 when any run has a guardrail violation; the
+quality targets are reported as met or missed, with their figures, never hidden.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.simulate import simulate  # noqa: E402
+
+SCENARIOS = ROOT / "examples" / "scenarios"
+PLAN = {
+    "standard": (200_000, ["tactful", "thompson", "static-best", "uniform", "oracle"]),
+    "fatigue-heavy": (100_000, ["tactful", "fatigue-blind", "oracle"]),
+    "drift": (100_000, ["tactful", "oracle"]),
+}
+SMALL = 2000
+
+
+def load() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "n/a"
+
+
+def run(small: bool, out: Path, progress: bool) -> dict:
+    results, timings = {}, {}
+    for name, (n, makers) in PLAN.items():
+        n = SMALL if small else n
+        t0 = time.time()
+        loads = [load()]
+        results[name] = simulate(SCENARIOS / f"{name}.toml", decisions=n, out=out / name, makers=makers,
+                                 compare=True, progress=progress)
+        loads.append(load())
+        timings[name] = {"decisions": n, "seconds": round(time.time() - t0, 1), "load_average": loads}
+    return {"results": results, "timings": timings}
+
+
+def reload(out: Path) -> dict:
+    """The results of an earlier run, from its output directory (to re-render the document)."""
+    results = {}
+    for name, (_, makers) in PLAN.items():
+        runs = {m: json.loads((out / name / m / "metrics.json").read_text()) for m in makers}
+        results[name] = {"scenario": name, "runs": runs,
+                         "comparison": json.loads((out / name / "comparison.json").read_text())}
+    timings = json.loads((out / "quality.json").read_text())["timings"]
+    return {"results": results, "timings": timings}
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def summarize(data: dict) -> dict:
+    r = data["results"]
+    std = r["standard"]["runs"]
+    fh = r["fatigue-heavy"]["runs"]
+    dr = r["drift"]["runs"]
+    t = lambda runs, m, k: runs[m]["totals"][k]  # noqa: E731
+    share = t(std, "tactful", "shaped_reward") / t(std, "oracle", "shaped_reward")
+    unsub_ratio = t(fh, "tactful", "unsubscribe_rate") / max(t(fh, "fatigue-blind", "unsubscribe_rate"), 1e-12)
+    click_ratio = t(fh, "tactful", "clicks") / max(t(fh, "fatigue-blind", "clicks"), 1)
+    drift = dr["tactful"].get("drift", [{}])[0]
+    violations = sum(m["guardrail_violations"]["total"] for sc in r.values() for m in sc["runs"].values())
+    last_week = lambda runs, m: sum(runs[m]["per_day"]["shaped_reward"][-7:])  # noqa: E731
+    modes = std["tactful"]["modes"]
+    speed = std["tactful"]
+    return {
+        "standard_share_of_oracle": round(share, 4),
+        "standard_share_of_oracle_last_week": round(last_week(std, "tactful") / last_week(std, "oracle"), 4),
+        "standard_thompson_share_of_oracle": round(t(std, "thompson", "shaped_reward") / t(std, "oracle", "shaped_reward"), 4),
+        "standard_tactful_explore_share": round(modes.get("explore", 0) / sum(modes.values()), 4),
+        "standard_beats_thompson": t(std, "tactful", "shaped_reward") > t(std, "thompson", "shaped_reward"),
+        "standard_beats_static_best": t(std, "tactful", "shaped_reward") > t(std, "static-best", "shaped_reward"),
+        "fatigue_unsubscribe_ratio": round(unsub_ratio, 4),
+        "fatigue_click_ratio": round(click_ratio, 4),
+        "drift_decisions_to_recover": drift.get("decisions_to_recover"),
+        "drift_segment_decisions_to_recover": drift.get("segment_decisions_to_recover"),
+        "drift_recovered_by_end_of_day": drift.get("recovered_by_end_of_day"),
+        "drift_share_before": drift.get("share_before_change_last_3_days"),
+        "drift_share_day_of_change": drift.get("share_day_after_change"),
+        "violations": violations,
+        "tactful_standard_seconds": speed["wall_seconds"],
+        "tactful_standard_decisions_per_second": speed["decisions_per_second"],
+        "tactful_standard_seconds_by_part": speed["seconds_by_part"],
+    }
+
+
+def table(scenario: dict) -> list[str]:
+    rows = scenario["comparison"]["rows"]
+    lines = ["| decision maker | shaped reward | share of oracle | clicks | conversions | unsubscribes | "
+             "complaints | unsubscribes per person | contacts per person-week | violations | decisions/s |",
+             "| " + " | ".join(["---"] * 11) + " |"]
+    for row in rows:
+        share = "" if row["share_of_oracle"] is None else f"{100 * row['share_of_oracle']:.1f}%"
+        lines.append(f"| {row['decision_maker']} | {row['shaped_reward']:,.0f} | {share} | {row['clicks']:,} | "
+                     f"{row['conversions']:,} | {row['unsubscribes']:,} | {row['complaints']:,} | "
+                     f"{row['unsubscribe_rate']:.4f} | {row['contacts_per_person_week']:.2f} | "
+                     f"{row['violations']} | {row['decisions_per_second']:,.0f} |")
+    return lines
+
+
+def document(data: dict, s: dict, small: bool, images: str) -> str:
+    tm = data["timings"]
+    r = data["results"]
+    d = r["drift"]["runs"]["tactful"].get("drift", [{}])[0]
+    per_part = s["tactful_standard_seconds_by_part"]
+    lines = [
+        "# Learning quality, measured in simulation",
+        "",
+        "Every figure on this page was written by `scripts/quality.py`" + (" --small" if small else "") + ", which anyone can "
+        "rerun (`.venv/bin/python scripts/quality.py`; CI runs `--small` through `tests/test_simulate.py`). "
+        "The simulator and the scenarios are described in [simulation.md](simulation.md). Each scenario runs "
+        "every decision maker on the same population, at the same moments, with the same random draws, "
+        "behind the same guardrails, through the real engine; shaped reward is the scenario policy's own "
+        "reward applied to everything the simulated people did.",
+        "",
+        f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
+        f"{platform.machine()}; load average (1/5/15 min) at the start and end of each scenario: "
+        + "; ".join(f"{k} {v['load_average'][0]} -> {v['load_average'][1]}" for k, v in tm.items())
+        + ". The machine is shared: a load above the core count slows every figure of speed below.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "| --- | --- | --- |",
+        f"| `standard`, {tm['standard']['decisions']:,} decisions: Tactful reaches at least 85% of the oracle's "
+        f"shaped reward | {100 * s['standard_share_of_oracle']:.1f}% | {verdict(s['standard_share_of_oracle'] >= 0.85)} |",
+        f"| `standard`: Tactful beats per-segment Thompson sampling and static best | "
+        f"{'yes' if s['standard_beats_thompson'] else 'no'}, {'yes' if s['standard_beats_static_best'] else 'no'} | "
+        f"{verdict(s['standard_beats_thompson'] and s['standard_beats_static_best'])} |",
+        f"| `fatigue-heavy`: unsubscribe rate at most half of fatigue-blind Tactful's | "
+        f"{100 * s['fatigue_unsubscribe_ratio']:.0f}% of it | {verdict(s['fatigue_unsubscribe_ratio'] <= 0.5)} |",
+        f"| `fatigue-heavy`: with at least 90% of its clicks | {100 * s['fatigue_click_ratio']:.0f}% | "
+        f"{verdict(s['fatigue_click_ratio'] >= 0.9)} |",
+        f"| `drift`: back to at least 80% of the new oracle | "
+        + (f"{s['drift_decisions_to_recover']:,} decisions after the change "
+           f"({s['drift_segment_decisions_to_recover']:,} of the drifted segment; end of day "
+           f"{s['drift_recovered_by_end_of_day']})" if s['drift_decisions_to_recover'] is not None
+           else "not within the run")
+        + f" | {verdict(s['drift_decisions_to_recover'] is not None)} |",
+        f"| zero guardrail violations in every run | {s['violations']} | {verdict(s['violations'] == 0)} |",
+        f"| 200,000 decisions in process in under 5 minutes | "
+        f"{200_000 / s['tactful_standard_decisions_per_second']:.0f} s at {s['tactful_standard_decisions_per_second']:,.0f} "
+        f"decisions/s (the run: {r['standard']['runs']['tactful']['totals']['decisions'] + r['standard']['runs']['tactful']['warmup_decisions']:,} "
+        f"decisions with the warm-up, {s['tactful_standard_seconds']:.0f} s) | "
+        f"{verdict(200_000 / s['tactful_standard_decisions_per_second'] < 300)} |",
+        "",
+        f"Over the last week of the `standard` run Tactful earns {100 * s['standard_share_of_oracle_last_week']:.1f}% "
+        f"of the oracle's shaped reward; {100 * s['standard_tactful_explore_share']:.1f}% of its decisions are "
+        "explorations (an arm other than the model's favourite, sampled to keep learning and to give off-policy "
+        "evaluation support). The oracle never explores.",
+        "",
+        f"Where Tactful's {tm['standard']['decisions']:,} `standard` decisions spent their time (seconds): "
+        + ", ".join(f"{k} {v}" for k, v in per_part.items())
+        + " (`decide`: the engine's decide, with guardrails, SQLite and VW; `learn`: OnlineLearner.step, "
+          "publishing a model version every 2 virtual hours; `outcomes`: record_outcome; `simulator`: the truth, "
+          "the independent check and the bookkeeping).",
+        "",
+    ]
+    for name, blurb in (
+        ("standard", "Four segments that want different content, channels and times of day, in three time zones."),
+        ("fatigue-heavy", "The same audience, worn out easily: engagement falls steeply with recent contacts and "
+                          "unsubscribes climb. Tactful's policy here adds history interactions (`-q HA`), so that "
+                          "its model can see recent contact pressure."),
+        ("drift", "The standard audience; on day 14 the bargain hunters turn from promotions by email to loyalty "
+                  "rewards in the app and on push."),
+    ):
+        lines += [f"## `{name}` ({tm[name]['decisions']:,} decisions, {tm[name]['seconds']:.0f} s for all runs)",
+                  "", blurb, ""] + table(r[name]) + ["", f"![{name}]({images}/{name}.png)", ""]
+        if name == "drift" and d:
+            daily = ", ".join("n/a" if x is None else f"{100 * x:.0f}%" for x in d["daily_share_of_oracle"])
+            trailing = ", ".join(f"day {i}: {100 * x:.0f}%" for i, x in enumerate(d["trailing_share_of_oracle"])
+                                 if x is not None)
+            lines += [f"Daily share of the oracle's expected reward in the drifted segment ({d['segment']}), day 0 "
+                      f"on: {daily}.", "",
+                      f"The same over the trailing {d['trailing_days']} days after the change (the recovery "
+                      f"criterion: at least 80% from some day to the end of the run): {trailing}.", ""]
+    fh = r["fatigue-heavy"]["runs"]
+    o_clicks = fh["oracle"]["totals"]["clicks"] / max(fh["fatigue-blind"]["totals"]["clicks"], 1)
+    o_unsub = fh["oracle"]["totals"]["unsubscribe_rate"] / max(fh["fatigue-blind"]["totals"]["unsubscribe_rate"], 1e-12)
+    u_share = r["standard"]["runs"]["uniform"]["totals"]["shaped_reward"] / r["standard"]["runs"]["oracle"]["totals"]["shaped_reward"]
+    lines += [
+        "## Where Tactful falls short, and what to try next",
+        "",
+        f"- `standard`: {100 * s['standard_share_of_oracle']:.1f}% of the oracle overall, "
+        f"{100 * s['standard_share_of_oracle_last_week']:.1f}% over the last week, against per-segment Thompson "
+        f"sampling's {100 * s['standard_thompson_share_of_oracle']:.1f}%. Tactful pays for what off-policy "
+        "evaluation needs: the `--epsilon 0.05` floor serves about one decision in twenty uniformly among the "
+        f"allowed arms, and uniform choice earns {100 * u_share:.0f}% of the oracle here; by that arithmetic the "
+        "floor alone costs roughly 6-7 points (an estimate, not a run). Thompson sampling has no floor and its "
+        "per-segment table matches this truth well; Tactful's advantage (context such as country and daypart, "
+        "a reward that counts conversions and unsubscribes) is not yet worth more than that cost here. To try: "
+        "a smaller floor where OPE can afford it, `--gamma_scale` above 3000, a shorter reward window with a "
+        "slot-aware outcome delay.",
+        f"- `fatigue-heavy`: Tactful halves unsubscribes but keeps {100 * s['fatigue_click_ratio']:.0f}% of the "
+        f"fatigue-blind clicks, not 90%. The target is reachable: the oracle has {100 * o_clicks:.0f}% of the "
+        f"fatigue-blind clicks with {100 * o_unsub:.0f}% of its unsubscribe rate, by sending to rested people "
+        "only. Tactful's model sees fatigue through two coarse history features (contacts in 7 days, recency "
+        "bucket) crossed with the arm; what to try: a decayed contact-pressure feature, history x user "
+        "interactions (segments tire differently), a smaller fatigue term than 0.1 per contact.",
+        f"- `drift`: before the change Tactful held {100 * (s['drift_share_before'] or 0):.0f}% of the oracle in "
+        "the bargain hunters' segment; after it, the segment's old favourites turn harmful and the model needs "
+        + (f"{s['drift_recovered_by_end_of_day'] + 1 - 14} days" if s['drift_recovered_by_end_of_day'] is not None
+           else "more than the rest of the run")
+        + " of virtual time (the 2-day reward window, then enough new evidence against adaptive learning rates "
+        "that have already decayed) to be back at 80%. To try: a faster-forgetting learner (`--power_t` below "
+        "0.5), or a drift detector that resets the learning rates.",
+        "",
+        "## Decisions behind these figures",
+        "",
+        "- **Scenarios** (`examples/scenarios/*.toml`): four segments (new users, bargain hunters, loyal, "
+        "dormant) with their own topic, content, channel and local-hour preferences, in Paris, Berlin, London "
+        "and New York; click rates from about 2% (irrelevant) to 30-40% (a rested person's favourite arm); "
+        "unsubscribe hazards of 0.1-1% per send rising with contact pressure and irrelevance. Consent: email "
+        "85%, push 60%, sms 35%, in-app 97%. About five asks per person per week, against caps of five "
+        "contacts a week, three emails a week and one push a day: caps bind, as they do in practice.",
+        "- **Warm-up**: each run is preceded by a week of business as usual (uniform random choice among the "
+        "allowed arms, through the same engine), identical for every decision maker and not measured. People "
+        "then arrive with contact history and fatigue in steady state, and every decision maker may learn "
+        "from that week's logs, as when Tactful replaces an existing practice. Without it the first two days "
+        "-- rested people, the oracle's easiest wins, a quarter of its reward -- fall inside the learner's "
+        "2-day reward window, before any feedback can exist.",
+        "- **Tactful's policy** is the example `lifecycle` policy with the changes in "
+        "`examples/scenarios/policies/` (each commented there): a 2-day reward window (the `next_morning` "
+        "slot can send 24 hours after the decision, so with `1d` most of its outcomes arrived too late to "
+        "count); the person's local `daypart` as context (a campaign tool knows the local time); "
+        "`-l 0.1` (VW's default 0.5 made the model oscillate from one learning step to the next with rewards "
+        "spread over [-10, 4]) and `--gamma_scale 3000` (with costs that compressed, squarecb at 300 spread "
+        "a third of its choices over arms close to the best). The exploration floor (`--epsilon 0.05`) and "
+        "the 5% holdout are kept: off-policy evaluation needs them, and they cost Tactful a few percent "
+        "against the oracle. For `fatigue-heavy` the policy adds `-q HA` (history x arm, so that the model "
+        "sees recent contact pressure) and a fatigue term of 0.1 per recent contact instead of 0.05.",
+        "- Measured in tuning runs (50,000 decisions of `standard`, same seed): VW's defaults (`-l 0.5`, "
+        "`--gamma_scale 300`) without warm-up reached 35% of the oracle; `-l 0.1` alone doubled that at "
+        "20,000 decisions; with the warm-up, `-l 0.1`, `--gamma_scale 3000` and the daypart, 77% (83% over "
+        "the last quarter of the run). Scale helps: the learner sees more decisions per day.",
+        "",
+        "## How to read these figures",
+        "",
+        "- *Oracle*: knows each person's true expected shaped reward for every allowed arm at that moment "
+        "(fatigue and hazards included) and picks the best; it is myopic (it does not save contacts for later). "
+        "The lifecycle policy's 5% holdout group is served uniform random choice whoever decides, the oracle "
+        "included.",
+        "- *Share of oracle*: realized shaped reward of the run over the oracle run's, same people and draws.",
+        "- *Unsubscribes per person*: unsubscribe events over the population, for the whole run.",
+        "- *Violations*: sends that the simulator's own check (service/sim_checks.py, independent of the "
+        "guardrail code) finds against consent or a frequency cap, given each person's true state.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help=f"{SMALL:,} decisions per run; does not touch docs/")
+    ap.add_argument("--out", default=None, help="directory for the runs' outputs (default out/quality[-small])")
+    ap.add_argument("--progress", action="store_true", help="show progress bars")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the document from the outputs in --out")
+    args = ap.parse_args()
+    out = Path(args.out or ROOT / "out" / ("quality-small" if args.small else "quality"))
+    data = reload(out) if args.render_only else run(args.small, out, args.progress)
+    s = summarize(data)
+    (out / "quality.json").write_text(json.dumps(s | {"timings": data["timings"]}, indent=2) + "\n")
+    if args.small:
+        (out / "quality.md").write_text(document(data, s, True, "."))
+        for name in PLAN:
+            shutil.copy(out / name / "comparison.png", out / f"{name}.png")
+    else:
+        images = ROOT / "docs" / "quality"
+        images.mkdir(parents=True, exist_ok=True)
+        for name in PLAN:
+            shutil.copy(out / name / "comparison.png", images / f"{name}.png")
+        (ROOT / "docs" / "quality.md").write_text(document(data, s, False, "quality"))
+    print(json.dumps(s, indent=2))
+    return 1 if s["violations"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Replay simulation: scenarios are validated like policies, the simulator's own guardrail check
+catches what it must, and small runs of the real decision code -- in process and against a real
+`tactful serve --clock request` -- write their reports with zero violations."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import POLICIES_DIR, REPO_ROOT
+from models.scenario import ScenarioError, load_scenario
+from serving import serve  # noqa: F401  (fixture)
+from service.cli import main
+from service.sim_checks import (CapRule, Checker, ConsentRule, CooldownRule, MinGapRule, PersonRecord,
+                                QuietHoursRule, rules_for)
+from service.simulate import build_world, run_maker, simulate
+from service.store import Store
+
+SCENARIOS = REPO_ROOT / "examples" / "scenarios"
+STANDARD = SCENARIOS / "standard.toml"
+LIFECYCLE = POLICIES_DIR / "lifecycle.toml"
+DAY = 86400.0
+
+
+# -- scenario files ------------------------------------------------------------------------
+
+def _scenario_with(tmp_path, edit) -> str:
+    text = STANDARD.read_text()
+    text = edit(text)
+    path = tmp_path / "scenario.toml"
+    path.write_text(text.replace('policy = "policies/lifecycle-sim.toml"',
+                                 f'policy = "{SCENARIOS / "policies" / "lifecycle-sim.toml"}"'))
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, key, reason", [
+    (lambda t: t.replace("share = 0.35", "share = 0.45", 1), "segments", "add up to 1.1, not 1"),
+    (lambda t: t.replace("promotion = 1.2", "promo = 1.2", 1), "segments[1].topics.promo", "unknown topic 'promo'"),
+    (lambda t: t.replace('half_life = "3d"', 'half_life = "three days"'), "fatigue.half_life", "is not a duration"),
+    (lambda t: t.replace("days = 28", "days = 28\nweeks = 4"), "weeks", "unknown key"),
+    (lambda t: t.replace('timezone = "Europe/Berlin"', 'timezone = "Europe/Atlantis"'),
+     "segments[0].regions[1].timezone", "not an IANA time zone"),
+    (lambda t: t.replace("[consent]", "[consent]\nfax = 0.5"), "consent.fax", "unknown channel 'fax'"),
+    (lambda t: t + '\n[[drift]]\nsegment = "nobody"\nat = "14d"\n', "drift[0].segment", "unknown segment 'nobody'"),
+])
+def test_bad_scenarios_name_file_key_and_reason(tmp_path, edit, key, reason):
+    path = _scenario_with(tmp_path, edit)
+    with pytest.raises(ScenarioError) as err:
+        build_world(path, decisions=100)
+    assert err.value.path == path
+    assert err.value.key == key
+    assert reason in err.value.reason
+
+
+def test_cli_reports_a_bad_scenario_clearly(tmp_path):
+    path = _scenario_with(tmp_path, lambda t: t.replace("share = 0.35", "share = 0.45", 1))
+    result = CliRunner().invoke(main, ["simulate", path, "--decisions", "100", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert f"invalid scenario: {path}: segments: segment shares add up to 1.1, not 1" in result.output
+
+
+def test_shipped_scenarios_load():
+    for name in ("standard", "fatigue-heavy", "drift"):
+        sc = load_scenario(SCENARIOS / f"{name}.toml")
+        assert sc.name == name
+        assert sc.policy_path.exists()
+    assert load_scenario(SCENARIOS / "drift.toml").spec.drift
+
+
+# -- the independent check --------------------------------------------------------------------
+
+def test_independent_rules():
+    paris = ZoneInfo("Europe/Paris")
+    t = 1_773_000_000.0  # 2026-03-08 21:00 in Paris
+    person = PersonRecord(paris, {"email": True, "push": False},
+                          sends=[("push", t - 20 * 3600), ("email", t - 3 * DAY), ("email", t - 2 * DAY)])
+    consent = ConsentRule({"email": "opt_in", "push": "opt_in", "sms": "opt_in", "in_app": "opt_out"})
+    assert consent.blocks(person, "email", t, t) is None
+    assert "refused" in consent.blocks(person, "push", t, t)
+    assert "no opt-in" in consent.blocks(person, "sms", t, t)
+    assert consent.blocks(person, "in_app", t, t) is None
+    push_daily = CapRule("push", 1, DAY)
+    assert push_daily.blocks(person, "push", t, t) is not None            # 20 h after the last push
+    assert push_daily.blocks(person, "push", t + 5 * 3600, t) is None     # 25 h after it
+    email_weekly = CapRule("email", 2, 7 * DAY)
+    assert email_weekly.blocks(person, "email", t, t) is not None
+    assert email_weekly.blocks(person, "email", t + 5 * DAY, t) is None   # the first email has left the window
+    # a send scheduled *before* existing ones counts too: windows are sliding, by send time
+    assert CapRule("*", 3, 7 * DAY).blocks(person, "sms", t - 4 * DAY, t) is not None
+    assert QuietHoursRule(21, 8).blocks(person, "email", t + 2 * 3600, t) is not None   # 23:00 Paris
+    assert QuietHoursRule(21, 8).blocks(person, "email", t + 14 * 3600, t) is None      # 11:00 Paris
+    assert MinGapRule(4 * 3600).blocks(person, "email", t - 2 * DAY + 3600, t) is not None
+    person.left["email"] = ("complaint", t - DAY)
+    assert CooldownRule(7 * DAY).blocks(person, "push", t, t) is not None
+    assert CooldownRule(7 * DAY).blocks(person, "push", t + 7 * DAY, t + 7 * DAY) is None
+
+
+def test_rules_come_from_the_policy_file():
+    from service.policy import load_policy
+
+    rules, unchecked = rules_for(load_policy(LIFECYCLE))
+    assert [r.name for r in rules] == ["consent", "frequency_cap", "frequency_cap", "frequency_cap"]
+    assert {(r.channel, r.limit, r.window) for r in rules[1:]} == {("push", 1, DAY), ("email", 3, 7 * DAY),
+                                                                  ("*", 5, 7 * DAY)}
+    assert unchecked == []
+    assert Checker(rules).allows(PersonRecord(ZoneInfo("UTC"), {"email": True}), "email", 0.0, 0.0)
+
+
+def test_the_check_catches_sends_a_rule_forbids():
+    """The engine does not enforce quiet hours yet: asked to, the simulator finds the sends that
+    fall inside them, and still finds none against the policy's own rules."""
+    world = build_world(STANDARD, decisions=1500, seed=3)
+    run = run_maker(world, "uniform", progress=False, extra_rules=[QuietHoursRule(21, 8)])
+    assert set(run.violation_reasons) == {"quiet_hours"}
+    assert run.violations.sum() > 0
+    clean = run_maker(world, "uniform", progress=False)
+    assert clean.violations.sum() == 0
+
+
+# -- small runs of the real decision code -------------------------------------------------------
+
+def test_small_comparison_in_process(tmp_path):
+    out = tmp_path / "out"
+    results = simulate(STANDARD, decisions=3000, seed=5, out=out, db=str(tmp_path / "log.db"),
+                       makers=["tactful", "uniform", "oracle"], compare=True, progress=False)
+    runs = results["runs"]
+    for name, m in runs.items():
+        assert m["guardrail_violations"]["total"] == 0, (name, m["guardrail_violations"])
+        assert m["totals"]["decisions"] == 3000
+        for f in ("metrics.json", "report.md", "cumulative_reward.png", "unsubscribe_rate.png",
+                  "contacts_per_person.png", "arm_share.png"):
+            assert (out / name / f).stat().st_size > 0, f
+    assert runs["oracle"]["totals"]["shaped_reward"] > runs["uniform"]["totals"]["shaped_reward"]
+    assert runs["oracle"]["totals"]["expected_shaped_reward"] > runs["uniform"]["totals"]["expected_shaped_reward"]
+    # same people, moments and draws: the oracle's in-place figure is its own choice
+    o = runs["oracle"]["totals"]
+    assert o["expected_shaped_reward"] == pytest.approx(o["oracle_in_place_expected_reward"])
+    assert (out / "comparison.md").read_text().count("| tactful |") == 1
+    assert (out / "comparison.png").stat().st_size > 0
+    metrics = json.loads((out / "tactful" / "metrics.json").read_text())
+    assert {"shaped_reward", "clicks", "conversions", "unsubscribes", "complaints",
+            "contacts_per_person_week"} <= set(metrics["totals"])
+    assert metrics["regret"]["cumulative_regret_vs_oracle_run"]
+    assert 0 < metrics["totals"]["contacts_per_person_week"] <= 5  # the overall cap is 5 a week
+    # the decision log is the real one, and the learner learned from it
+    store = Store(str(tmp_path / "log-tactful.db"))
+    warmup = metrics["warmup_decisions"]
+    assert warmup == 3000 * 7 // 28  # a week of business as usual before the 28 measured days
+    assert store.policy_counts("lifecycle", 1e12)["decisions"] == 3000 + warmup
+    assert store.active_version("lifecycle") > 1
+    store.close()
+
+
+def test_runs_are_reproducible():
+    world = build_world(STANDARD, decisions=800, seed=11)
+    a = run_maker(world, "tactful", progress=False)
+    b = run_maker(world, "tactful", progress=False)
+    assert np.array_equal(a.arm, b.arm)
+    assert a.realized.sum() == b.realized.sum()
+
+
+@pytest.mark.e2e
+def test_simulation_against_a_real_server(serve, tmp_path):
+    http, base = serve(clock="request")
+    out = tmp_path / "http"
+    results = simulate(STANDARD, policy=LIFECYCLE, decisions=600, seed=2, url=base, out=out, progress=False)
+    m = results["runs"]["tactful"]
+    assert m["mode"] == "http"
+    assert m["guardrail_violations"]["total"] == 0
+    assert (out / "report.md").exists()
+    counts = http.get(f"{base}/v1/policies/lifecycle").json()["counts"]
+    assert counts["decisions"] == 600 + m["warmup_decisions"]
+    assert counts["outcomes"] > 0
+
+
+def test_url_refuses_a_server_with_another_policy(serve):
+    http, base = serve(clock="request")
+    with pytest.raises(Exception, match="other reward window"):
+        simulate(STANDARD, decisions=50, url=base, progress=False)  # the scenario's policy: a 2-day window
+
+
+def test_quality_script_small(tmp_path):
+    """What CI runs: the quality script's small mode, end to end."""
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "quality.py"), "--small",
+                           "--out", str(tmp_path / "q")], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert summary["violations"] == 0
+    assert (tmp_path / "q" / "quality.md").exists()
