@@ -6,9 +6,9 @@ breaks a rule is a violation; a correct service has none. Nothing here imports t
 the rules are re-derived from the policy file, so a bug in one is caught by the other.
 
 Rules are small objects with one method, `blocks(person, channel, send_at, now) -> reason | None`.
-`rules_for(policy)` builds the ones the policy declares. Rules the policy format does not have
-yet (quiet hours, minimum gap, cooldowns) are implemented here so that they can be wired to the
-policy keys once those exist; guardrail keys this module does not know are reported as
+`rules_for(policy)` builds the ones the policy declares: consent, caps, minimum gap, quiet hours
+and cooldowns. Guardrail keys this module does not check (suppression, which needs engagement
+the simulator does not track per send, blocked topics, the daily budget) are reported as
 unchecked rather than silently ignored.
 """
 from __future__ import annotations
@@ -76,14 +76,19 @@ class CapRule:
 
 @dataclass(frozen=True)
 class QuietHoursRule:
-    """No send at a local time in [start, end) (wrapping midnight), in the person's zone."""
+    """No send at a local time in [start, end) (wrapping midnight), in the person's zone, on the
+    channels named (all when none are)."""
     start_hour: float
     end_hour: float
+    channels: tuple[str, ...] = ()
+    timezone: ZoneInfo | None = None  # judge in this zone instead of the person's own
     name: str = "quiet_hours"
 
     def blocks(self, person, channel, send_at, now):
-        local = datetime.fromtimestamp(send_at, person.timezone)
-        h = local.hour + local.minute / 60
+        if self.channels and channel not in self.channels:
+            return None
+        local = datetime.fromtimestamp(send_at, self.timezone or person.timezone)
+        h = local.hour + local.minute / 60 + local.second / 3600
         quiet = (self.start_hour <= h < self.end_hour if self.start_hour < self.end_hour
                  else h >= self.start_hour or h < self.end_hour)
         return f"send at {local:%H:%M} local, inside quiet hours" if quiet else None
@@ -103,27 +108,52 @@ class MinGapRule:
 
 @dataclass(frozen=True)
 class CooldownRule:
-    """No send on any channel for `seconds` after the person unsubscribed or complained."""
+    """No send for `seconds` after the person unsubscribed or complained: on every channel, or
+    (same_channel) only on the channel they left."""
     seconds: float
     after: tuple[str, ...] = ("unsubscribe", "complaint")
+    same_channel: bool = False
     name: str = "cooldown"
 
     def blocks(self, person, channel, send_at, now):
         for ch, (kind, at) in person.left.items():
+            if self.same_channel and ch != channel:
+                continue
             if kind in self.after and at <= now < at + self.seconds:
                 return f"{kind} on {ch} less than {self.seconds / 86400:g} days ago"
         return None
 
 
-KNOWN_GUARDRAIL_KEYS = {"consent", "caps"}
+def _hours(hhmm: str) -> float:
+    h, m = hhmm.split(":")[:2]
+    return int(h) + int(m) / 60
+
+
+KNOWN_GUARDRAIL_KEYS = {"consent", "caps", "min_gap", "quiet_hours", "cooldown"}
 
 
 def rules_for(policy) -> tuple[list[Rule], list[str]]:
-    """The rules a policy declares, and the names of guardrail keys that are not checked here."""
+    """The rules a policy declares, and the names of guardrail keys that are not checked here.
+
+    Quiet hours are checked when the policy says "remove" and when it says "move" alike: either
+    way no send may fall inside them. They are judged in the policy's time zone, the one Tactful
+    uses for a person whose own zone it was not told: the simulator does not register people's
+    time zones with the service yet. A person's own preferences are not simulated."""
     g = policy.spec.guardrails
     modes = {ch: g.consent.get(ch, "opt_in") for ch in policy.spec.channels}
     rules: list[Rule] = [ConsentRule(modes)]
     rules += [CapRule(c.channel, c.max, c.window) for c in g.caps]
+    if g.min_gap:
+        rules.append(MinGapRule(g.min_gap))
+    if g.quiet_hours:
+        q = g.quiet_hours
+        rules.append(QuietHoursRule(_hours(q.start), _hours(q.end), tuple(q.channels or ()),
+                                    ZoneInfo(policy.spec.timezone)))
+    if g.cooldown.unsubscribe:
+        rules.append(CooldownRule(g.cooldown.unsubscribe, ("unsubscribe",), same_channel=True,
+                                  name="cooldown_unsubscribe"))
+    if g.cooldown.complaint:
+        rules.append(CooldownRule(g.cooldown.complaint, ("complaint",), name="cooldown_complaint"))
     unchecked = sorted(k for k in type(g).model_fields
                        if k not in KNOWN_GUARDRAIL_KEYS and getattr(g, k) not in (None, (), [], {}, False))
     return rules, unchecked
