@@ -64,7 +64,9 @@ class OnlineLearner:
         now = self.clock.now()
         parent, model = self._model(policy)
         cursor = self.store.learner_cursor(policy.name)
-        candidates = self.store.decisions_after(policy.name, cursor, self.batch)
+        # only the decisions before the first still open are read: every few seconds the learner
+        # would otherwise re-read (and parse) every pending decision of the reward window
+        candidates = self.store.decisions_after(policy.name, cursor, self.batch, closed_by=now)
         ready = []
         for d in candidates:
             if d.closes_at > now:

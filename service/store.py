@@ -436,9 +436,21 @@ class Store:
         rows = self.query("SELECT * FROM decisions WHERE event_id=?", (event_id,))
         return Decision.from_row(dict(rows[0])) if rows else None
 
-    def decisions_after(self, policy: str, cursor: int, limit: int) -> list[Decision]:
-        rows = self.query("SELECT * FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
-                          (policy, cursor, limit))
+    def decisions_after(self, policy: str, cursor: int, limit: int, closed_by: float | None = None) -> list[Decision]:
+        """Decisions after `cursor`, in order; with `closed_by`, only those before the first one
+        whose reward window is still open at that time (the rows after it are not read at all)."""
+        upper = None
+        if closed_by is not None:
+            row = self.conn.execute(
+                "SELECT seq FROM decisions WHERE policy=? AND seq>? AND closes_at>? ORDER BY seq LIMIT 1",
+                (policy, cursor, closed_by)).fetchone()
+            upper = row[0] if row else None
+        if upper is None:
+            rows = self.query("SELECT * FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
+                              (policy, cursor, limit))
+        else:
+            rows = self.query("SELECT * FROM decisions WHERE policy=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
+                              (policy, cursor, upper, limit))
         return [Decision.from_row(dict(r)) for r in rows]
 
     # -- outcomes ----------------------------------------------------------------------------

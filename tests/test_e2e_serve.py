@@ -18,6 +18,7 @@ START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
 USERS = 2000
 DECISIONS = 12000
 SPAN = timedelta(days=14)
+CONVERT_GIVEN_CLICK = 0.5
 
 
 def rfc3339(t: datetime) -> str:
@@ -50,6 +51,13 @@ def test_served_population_is_learned(serve):
                           json={"type": "click", "outcome_id": "click-1",
                                 "timestamp": rfc3339(now + timedelta(hours=2))})
             assert o.status_code == 202, o.text
+            # half the clicks lead to a purchase (reported at the click's time: an outcome's
+            # timestamp moves the request clock, and later decisions would be made after it)
+            if rng.random() < CONVERT_GIVEN_CLICK:
+                o = http.post(f"{base}/v1/events/{d['event_id']}/outcomes",
+                              json={"type": "convert", "outcome_id": "convert-1",
+                                    "timestamp": rfc3339(now + timedelta(hours=2))})
+                assert o.status_code == 202, o.text
         log.append(d)
 
     # move time past the last reward window, then wait for the learner to catch up
@@ -75,6 +83,7 @@ def test_served_population_is_learned(serve):
         assert favourites.most_common(1)[0][0] == best_arm(segment), favourites.most_common(5)
 
     # shaped reward over the last third: at least twice what uniform random choice would earn.
+    # (Clicks and conversions are what a campaign tool reports; the reward window is one day.)
     # Uniform random is judged on the same people at the same moments, behind the same
     # guardrails: its expected shaped reward is the mean, over each decision's allowed arms, of
     # the true click probability less the same fatigue term the service charged.
@@ -83,8 +92,10 @@ def test_served_population_is_learned(serve):
     assert all(e["status"] == "learned" for e in events)
     rewards = np.array([e["reward"] for e in events])
     fatigue = policy["reward"]["fatigue_per_contact"]
+    weights = policy["reward"]["weights"]
+    per_click = weights["click"] + CONVERT_GIVEN_CLICK * weights["convert"]
     uniform = np.array([
-        np.mean([click_probability(seg, a["arm"]) - (0.0 if a["arm"] == "hold" else
+        np.mean([per_click * click_probability(seg, a["arm"]) - (0.0 if a["arm"] == "hold" else
                  fatigue * e["explanation"]["history"]["fatigue_contacts"]) for a in e["allowed"]])
         for e, seg in ((e, d_segment(e)) for e in events)])
     assert rewards.mean() >= 2 * uniform.mean(), (rewards.mean(), uniform.mean())
