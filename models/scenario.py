@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,7 +30,9 @@ from typing import Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.specfile import KeyedError, read_toml, validate
 
 NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -59,12 +60,6 @@ def _duration(value: object) -> float:
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
-
-
-class _KeyedError(ValueError):
-    def __init__(self, key: str, reason: str):
-        super().__init__(reason)
-        self.key = key
 
 
 class _Frozen(BaseModel):
@@ -140,9 +135,9 @@ class Segment(Preferences):
     def _shares(self) -> "Segment":
         total = sum(r.share for r in self.regions)
         if abs(total - 1) > 1e-6:
-            raise _KeyedError("regions", f"region shares add up to {total:g}, not 1")
+            raise KeyedError("regions", f"region shares add up to {total:g}, not 1")
         if not 0 <= self.tenure_days[0] <= self.tenure_days[1]:
-            raise _KeyedError("tenure_days", "must be [low, high] with 0 <= low <= high")
+            raise KeyedError("tenure_days", "must be [low, high] with 0 <= low <= high")
         return self
 
 
@@ -222,35 +217,23 @@ class ScenarioSpec(_Frozen):
     @model_validator(mode="after")
     def _cross(self) -> "ScenarioSpec":
         if not 0 <= self.ask_hours[0] < self.ask_hours[1] <= 24:
-            raise _KeyedError("ask_hours", "must be [from, to] local hours with 0 <= from < to <= 24")
+            raise KeyedError("ask_hours", "must be [from, to] local hours with 0 <= from < to <= 24")
         for ch, share in self.consent.items():
             if not 0 <= share <= 1:
-                raise _KeyedError(f"consent.{ch}", f"{share} is not a share in [0, 1]")
+                raise KeyedError(f"consent.{ch}", f"{share} is not a share in [0, 1]")
         total = sum(s.share for s in self.segments)
         if abs(total - 1) > 1e-6:
-            raise _KeyedError("segments", f"segment shares add up to {total:g}, not 1")
+            raise KeyedError("segments", f"segment shares add up to {total:g}, not 1")
         names = [s.name for s in self.segments]
         for i, n in enumerate(names):
             if n in names[:i]:
-                raise _KeyedError(f"segments[{i}].name", f"segment {n!r} is declared twice")
+                raise KeyedError(f"segments[{i}].name", f"segment {n!r} is declared twice")
         for i, d in enumerate(self.drift):
             if d.segment not in names:
-                raise _KeyedError(f"drift[{i}].segment", f"unknown segment {d.segment!r} (segments: {', '.join(names)})")
+                raise KeyedError(f"drift[{i}].segment", f"unknown segment {d.segment!r} (segments: {', '.join(names)})")
             if d.at >= self.days * 86400:
-                raise _KeyedError(f"drift[{i}].at", f"the drift happens after the run ends ({self.days:g} days)")
+                raise KeyedError(f"drift[{i}].at", f"the drift happens after the run ends ({self.days:g} days)")
         return self
-
-
-def _key(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).startswith("function-"):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 @dataclass(frozen=True)
@@ -273,33 +256,12 @@ class Scenario:
 
 
 def parse_scenario(data: dict, path: str = "<memory>", default_name: str | None = None) -> Scenario:
-    data = dict(data)
-    if "name" not in data and default_name:
-        data["name"] = default_name
-    try:
-        spec = ScenarioSpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        reason = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            reason = "unknown key (see docs/simulation.md for the format)"
-        key = _key(err["loc"])
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _KeyedError):
-            key = f"{key}.{cause.key}" if key else cause.key
-        raise ScenarioError(path, key, reason) from None
-    return Scenario(spec, path)
+    return Scenario(validate(ScenarioSpec, data, path, ScenarioError, "docs/simulation.md", default_name), path)
 
 
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(str(path), "", f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ScenarioError(str(path), "", f"cannot be read: {exc.strerror}") from None
-    return parse_scenario(data, str(path), default_name=path.stem.replace(".", "-"))
+    return parse_scenario(read_toml(path, ScenarioError), str(path), default_name=path.stem.replace(".", "-"))
 
 
 # -- the truth, bound to a policy's arms -----------------------------------------------------

@@ -7,7 +7,6 @@ The format is documented in docs/policies.md.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as dtime
@@ -15,7 +14,9 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.specfile import KeyedError, read_toml, validate
 
 NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -44,14 +45,6 @@ def parse_duration(value: object) -> float:
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
-
-
-class _KeyedError(ValueError):
-    """A check across keys that knows which key it is about (pydantic gives such checks no location)."""
-
-    def __init__(self, key: str, reason: str):
-        super().__init__(reason)
-        self.key = key
 
 
 class _Frozen(BaseModel):
@@ -352,19 +345,19 @@ class PolicySpec(_Frozen):
         ids = [c.id for c in self.content]
         for i, cid in enumerate(ids):
             if cid in ids[:i]:
-                raise _KeyedError(f"content[{i}].id", f"content id {cid!r} is used twice; content ids must be unique")
+                raise KeyedError(f"content[{i}].id", f"content id {cid!r} is used twice; content ids must be unique")
         names = [t.name for t in self.timing]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise _KeyedError(f"timing[{i}].name",
+                raise KeyedError(f"timing[{i}].name",
                                   f"timing name {name!r} is used twice; timing names must be unique")
         for ch in self.guardrails.consent:
             if ch not in self.channels:
-                raise _KeyedError(f"guardrails.consent.{ch}",
+                raise KeyedError(f"guardrails.consent.{ch}",
                                   f"unknown channel {ch!r} (channels: {', '.join(self.channels)})")
         for i, cap in enumerate(self.guardrails.caps):
             if cap.channel != "*" and cap.channel not in self.channels:
-                raise _KeyedError(f"guardrails.caps[{i}].channel",
+                raise KeyedError(f"guardrails.caps[{i}].channel",
                                   f"unknown channel {cap.channel!r} (channels: {', '.join(self.channels)})")
         g = self.guardrails
         rules = [(f"arms.exclude[{i}]", r) for i, r in enumerate(self.arms.exclude)]
@@ -372,24 +365,24 @@ class PolicySpec(_Frozen):
             rules += [(f"guardrails.suppression.allow[{i}]", r) for i, r in enumerate(g.suppression.allow)]
             for t in g.suppression.engagement or ():
                 if t not in self.reward.weights:
-                    raise _KeyedError("guardrails.suppression.engagement",
+                    raise KeyedError("guardrails.suppression.engagement",
                                       f"unknown outcome type {t!r} (reward.weights names: "
                                       f"{', '.join(self.reward.weights)})")
         for key, rule in rules:
             if rule.content and rule.content not in ids:
-                raise _KeyedError(f"{key}.content", f"unknown content {rule.content!r}")
+                raise KeyedError(f"{key}.content", f"unknown content {rule.content!r}")
             if rule.channel and rule.channel not in self.channels:
-                raise _KeyedError(f"{key}.channel", f"unknown channel {rule.channel!r}")
+                raise KeyedError(f"{key}.channel", f"unknown channel {rule.channel!r}")
             if rule.timing and rule.timing not in names:
-                raise _KeyedError(f"{key}.timing", f"unknown timing {rule.timing!r}")
+                raise KeyedError(f"{key}.timing", f"unknown timing {rule.timing!r}")
         if g.quiet_hours:
             for ch in g.quiet_hours.channels or ():
                 if ch not in self.channels:
-                    raise _KeyedError("guardrails.quiet_hours.channels",
+                    raise KeyedError("guardrails.quiet_hours.channels",
                                       f"unknown channel {ch!r} (channels: {', '.join(self.channels)})")
         for name in self.privacy.sensitive:
             if name in self.features:
-                raise _KeyedError("privacy.sensitive",
+                raise KeyedError("privacy.sensitive",
                                   f"{name!r} is declared sensitive and also a feature; a sensitive feature is never accepted")
         return self
 
@@ -486,46 +479,13 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _key(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("function-after", "function-before") or str(part).startswith("function-"):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def parse_policy(data: dict, path: str = "<memory>", default_name: str | None = None) -> Policy:
-    data = dict(data)
-    if "name" not in data and default_name:
-        data["name"] = default_name
-    try:
-        spec = PolicySpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        reason = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            reason = "unknown key (see docs/policies.md for the format)"
-        key = _key(err["loc"])
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _KeyedError):
-            key = f"{key}.{cause.key}" if key else cause.key
-        raise PolicyError(path, key, reason) from None
-    return Policy(spec, path)
+    return Policy(validate(PolicySpec, data, path, PolicyError, "docs/policies.md", default_name), path)
 
 
 def load_policy(path: str | Path) -> Policy:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(str(path), "", f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise PolicyError(str(path), "", f"cannot be read: {exc.strerror}") from None
-    return parse_policy(data, str(path), default_name=path.stem)
+    return parse_policy(read_toml(path, PolicyError), str(path), default_name=path.stem)
 
 
 def load_policies(directory: str | Path) -> dict[str, Policy]:

@@ -31,7 +31,6 @@ import json
 import math
 import tempfile
 import time
-import tomllib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -61,14 +60,10 @@ class SimulationError(click.ClickException):
 # -- the policy, and its fatigue-blind twin ------------------------------------------------------
 
 def load_policy_data(path: Path) -> tuple[dict, "object"]:
+    from models.specfile import read_toml
     from service.policy import PolicyError, parse_policy
 
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(str(path), "", f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise PolicyError(str(path), "", f"cannot be read: {exc.strerror}") from None
+    data = read_toml(path, PolicyError)
     return data, parse_policy(data, str(path), default_name=path.stem)
 
 
