@@ -6,7 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import orjson
 from flask import Flask, Response, json, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from service.clock import Clock, make_clock
@@ -24,12 +26,34 @@ DEFAULTS = {
 }
 
 
+class OrjsonProvider(DefaultJSONProvider):
+    """Flask's JSON through orjson: responses and request bodies encode and decode several times
+    faster than with the standard library, a visible share of a decide's cost. Anything orjson
+    cannot encode natively falls back to Flask's own conversions (dates, dataclasses, ...)."""
+
+    _options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+    def dumps(self, obj, **kwargs) -> str:
+        if kwargs:  # explicit json.dumps options (indent, ...): the standard library honours them
+            return super().dumps(obj, **kwargs)
+        return orjson.dumps(obj, default=self.default, option=self._options).decode()
+
+    def loads(self, s, **kwargs):
+        return orjson.loads(s) if not kwargs else super().loads(s, **kwargs)
+
+    def response(self, *args, **kwargs) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(orjson.dumps(obj, default=self.default, option=self._options),
+                                        mimetype=self.mimetype)
+
+
 def problem_response(p: Problem) -> Response:
     return Response(json.dumps(p.to_dict()), status=p.status, mimetype="application/problem+json")
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask("tactful")
+    app.json = OrjsonProvider(app)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
     app.json.sort_keys = False

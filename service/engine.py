@@ -158,6 +158,8 @@ def _feature_error(spec: FeatureSpec, value: object) -> str | None:
         return f"must be a number, not {type(value).__name__}"
     if not math.isfinite(value):
         return "must be a finite number"
+    if isinstance(value, int) and not -2**63 <= value < 2**63:
+        return "must fit in a signed 64-bit integer"
     if spec.min is not None and value < spec.min:
         return f"must be at least {spec.min:g}"
     if spec.max is not None and value > spec.max:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import sqlite3
 import threading
@@ -21,9 +20,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import orjson
 import sqlite_utils
 
 SCHEMA_VERSION = 2
+
+
+def dumps(value) -> str:
+    """Compact JSON text for the store's JSON columns (orjson: several times faster than the
+    standard library, which matters on the decision path; the text is plain JSON either way)."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+
+loads = orjson.loads
 
 
 @dataclass
@@ -71,9 +80,9 @@ class Decision:
             seq=row["seq"], event_id=row["event_id"], policy=row["policy"], person_key=row["person_key"],
             decided_at=row["decided_at"], closes_at=row["closes_at"], model_version=row["model_version"],
             mode=row["mode"], arm=row["arm"], probability=row["probability"], send_at=row["send_at"],
-            channel=row["channel"], allowed=json.loads(row["allowed"]),
-            probabilities=json.loads(row["probabilities"]), context=json.loads(row["context"]),
-            history=json.loads(row["history"]), removed=unpack_removed(row["removed"]),
+            channel=row["channel"], allowed=loads(row["allowed"]),
+            probabilities=loads(row["probabilities"]), context=loads(row["context"]),
+            history=loads(row["history"]), removed=unpack_removed(row["removed"]),
             consistency_key=row["consistency_key"], reward=row["reward"],
             learned_version=row["learned_version"],
         )
@@ -89,12 +98,12 @@ def pack_removed(removed: dict) -> str:
     for arm, rs in removed.items():
         idx = tuple(reasons.setdefault((r[0], r[1]), len(reasons)) for r in rs)
         groups.setdefault(idx, []).append(arm)
-    return json.dumps({"v": 2, "reasons": [list(r) for r in reasons],
-                       "groups": [[list(idx), arms] for idx, arms in groups.items()]}, separators=(",", ":"))
+    return dumps({"v": 2, "reasons": [list(r) for r in reasons],
+                  "groups": [[list(idx), arms] for idx, arms in groups.items()]})
 
 
 def unpack_removed(text: str) -> dict[str, list[list[str]]]:
-    data = json.loads(text)
+    data = loads(text)
     if not (isinstance(data, dict) and data.get("v") == 2):
         return data  # the plain form of earlier rows
     reasons = data["reasons"]
@@ -288,7 +297,7 @@ class Store:
             consent[channel] = bool(granted)
             last_consent = max(last_consent, cid)
         row = conn.execute("SELECT preferences, unengaged, rev FROM people WHERE person_key=?", (key,)).fetchone()
-        prefs, unengaged, rev = (json.loads(row[0]) if row[0] else {}, row[1], row[2]) if row else ({}, 0, 0)
+        prefs, unengaged, rev = (loads(row[0]) if row[0] else {}, row[1], row[2]) if row else ({}, 0, 0)
         signals_since = since if signals_since is None else signals_since
         signals, last_signal = [], 0
         for sid, kind, channel, at in conn.execute(
@@ -327,7 +336,7 @@ class Store:
             conn.execute("INSERT INTO people(person_key, preferences, preferences_at, unengaged, rev) "
                          "VALUES (?,?,?,0,1) ON CONFLICT(person_key) DO UPDATE SET "
                          "preferences=excluded.preferences, preferences_at=excluded.preferences_at, rev=rev+1",
-                         (key, json.dumps(preferences), at))
+                         (key, dumps(preferences), at))
 
     def person_row(self, key: str) -> dict | None:
         rows = self.query("SELECT * FROM people WHERE person_key=?", (key,))
@@ -422,8 +431,8 @@ class Store:
             " mode, arm, probability, send_at, channel, allowed, probabilities, context, history,"
             " removed, consistency_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode,
-             d.arm, d.probability, d.send_at, d.channel, json.dumps(d.allowed),
-             json.dumps(d.probabilities), json.dumps(d.context), json.dumps(d.history),
+             d.arm, d.probability, d.send_at, d.channel, dumps(d.allowed),
+             dumps(d.probabilities), dumps(d.context), dumps(d.history),
              pack_removed(d.removed), d.consistency_key))
         d.seq = cur.lastrowid
         if d.channel is not None and d.person_key is not None:
@@ -541,7 +550,7 @@ class Store:
                 return row[0]
             conn.execute("INSERT INTO model_versions(policy, version, parent, source, created_at, model, vw_args,"
                          " n_learned, learned_through_seq, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                         (policy, 1, None, "init", at, model, vw_args, 0, 0, json.dumps({})))
+                         (policy, 1, None, "init", at, model, vw_args, 0, 0, dumps({})))
             conn.execute("INSERT INTO policy_state(policy, active_version, learner_cursor) VALUES (?,?,0)",
                          (policy, 1))
             conn.execute("INSERT INTO activations(policy, version, previous, reason, at) VALUES (?,?,?,?,?)",
@@ -569,7 +578,7 @@ class Store:
             conn.execute("INSERT INTO model_versions(policy, version, parent, source, created_at, model, vw_args,"
                          " n_learned, learned_through_seq, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (policy, version, parent, "online", at, model, vw_args, len(learned), cursor,
-                          json.dumps(note)))
+                          dumps(note)))
             for seq, reward in learned:
                 updated = conn.execute("UPDATE decisions SET reward=?, learned_version=? "
                                        "WHERE seq=? AND learned_version IS NULL", (reward, version, seq))

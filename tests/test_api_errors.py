@@ -243,9 +243,24 @@ def test_outcome_missing_type(client):
 
 @pytest.mark.parametrize("raw_value", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_outcome_value_not_finite(client, raw_value):
+    # NaN and Infinity are not JSON (RFC 8259) and 1e999 overflows a double: the parser refuses
+    # them and says where; nothing is stored
     event = new_event(client)
     resp = post_raw(client, f"/v1/events/{event}/outcomes", '{"type": "convert", "value": %s}' % raw_value)
-    assert_problem(resp, 400, "value", "finite")
+    body = assert_problem(resp, 400, "body", "not valid JSON")
+    assert "column" in body["detail"]
+    assert client.get(f"/v1/events/{event}").get_json()["outcomes"] == []
+
+
+def test_outcome_value_not_finite_in_process(tmp_path):
+    # the Python API takes floats as they are: the schema refuses a non-finite value
+    from service import schemas
+    from service.errors import BadRequest
+
+    for value in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(BadRequest) as exc:
+            schemas.parse(schemas.OutcomeRequest, {"type": "convert", "value": value})
+        assert exc.value.field == "value" and "finite" in str(exc.value)
 
 
 @pytest.mark.parametrize("value", ["lots", [1], {"amount": 1}, None])

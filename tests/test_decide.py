@@ -170,3 +170,16 @@ def test_logged_decision_has_what_off_policy_evaluation_needs(tmp_path):
     # the user id is not stored in clear
     assert d.person_key != "u1" and len(d.person_key) == 32
     assert not engine.store.query("SELECT 1 FROM decisions WHERE person_key='u1'")
+
+
+def test_integer_beyond_64_bits_is_refused_not_stored(tmp_path):
+    # the decision log stores the context as JSON with 64-bit integers; a larger one must be a
+    # clear error naming the feature, not a failure while logging
+    from service.errors import BadRequest
+
+    engine, _ = make(tmp_path)
+    with pytest.raises(BadRequest) as exc:
+        decide(engine, segment="loyal", tenure_days=10**30)
+    assert exc.value.field == "context.tenure_days" and "64-bit" in str(exc.value)
+    assert engine.store.query("SELECT count(*) FROM decisions")[0][0] == 0
+    assert decide(engine, segment="loyal", tenure_days=2**62)["event_id"]
