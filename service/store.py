@@ -34,6 +34,27 @@ def dumps(value) -> str:
 
 loads = orjson.loads
 
+# A person's state in one statement: each part tagged by its first column (see person_state).
+_PERSON_STATE = (
+    "SELECT 0, id, channel, at, NULL, NULL FROM contacts WHERE person_key=:k AND at>=:since"
+    " UNION ALL SELECT 1, id, channel, granted, NULL, NULL FROM consent WHERE id IN"
+    " (SELECT max(id) FROM consent WHERE person_key=:k GROUP BY channel)"
+    " UNION ALL SELECT 2, rev, unengaged, NULL, preferences, NULL FROM people WHERE person_key=:k"
+    " UNION ALL SELECT 3, id, channel, at, kind, NULL FROM signals WHERE person_key=:k AND at>=:ssince"
+    " UNION ALL SELECT 4, NULL, target, valid_from, status, valid_until FROM arm_state WHERE policy=:policy"
+    " UNION ALL SELECT 5, used, NULL, NULL, NULL, NULL FROM budget WHERE policy=:policy AND day=:day")
+
+_DECISION_COLUMNS = ("event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
+                     " send_at, channel, allowed, probabilities, context, history, removed, consistency_key")
+_INSERT_DECISION = f"INSERT INTO decisions({_DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})"
+# ... only if the person's state still matches the marker it was decided on (person_state)
+_INSERT_DECISION_IF_UNCHANGED = (
+    f"INSERT INTO decisions({_DECISION_COLUMNS}) SELECT {','.join('?' * 17)} WHERE"
+    " (SELECT coalesce(max(id), 0) FROM contacts WHERE person_key=? AND at>=?)=?"
+    " AND (SELECT coalesce(max(id), 0) FROM consent WHERE person_key=?)=?"
+    " AND (SELECT coalesce(max(id), 0) FROM signals WHERE person_key=? AND at>=?)=?"
+    " AND (SELECT coalesce(max(rev), 0) FROM people WHERE person_key=?)=?")
+
 
 @dataclass
 class PersonState:
@@ -268,6 +289,14 @@ class Store:
             db.execute("CREATE INDEX IF NOT EXISTS contacts_person ON contacts(person_key, at)")
             db.execute("CREATE INDEX IF NOT EXISTS consent_person ON consent(person_key, channel, id)")
             db.execute("CREATE INDEX IF NOT EXISTS signals_person ON signals(person_key, at)")
+            # a decision that sends reserves its contact and counts towards suppression, in the
+            # statement that logs it (commit_decision)
+            db.execute("CREATE TRIGGER IF NOT EXISTS decision_reserves_contact AFTER INSERT ON decisions"
+                       " WHEN NEW.channel IS NOT NULL AND NEW.person_key IS NOT NULL BEGIN"
+                       " INSERT INTO contacts(person_key, channel, at, event_id, policy)"
+                       " VALUES (NEW.person_key, NEW.channel, NEW.send_at, NEW.event_id, NEW.policy);"
+                       " INSERT INTO people(person_key, unengaged, rev) VALUES (NEW.person_key, 1, 0)"
+                       " ON CONFLICT(person_key) DO UPDATE SET unengaged=unengaged+1; END")
             db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
             if self._secret is None:
@@ -283,47 +312,36 @@ class Store:
 
     def person_state(self, key: str, since: float, policy: str | None = None, signals_since: float | None = None,
                      budget_day: str | None = None) -> PersonState:
-        """Everything the guardrails read, and a marker of it that `commit_decision` re-checks."""
-        conn = self.conn
-        contacts, last_contact = [], 0
-        for cid, channel, at in conn.execute(
-                "SELECT id, channel, at FROM contacts WHERE person_key=? AND at>=? ORDER BY at", (key, since)):
-            contacts.append((channel, at))
-            last_contact = max(last_contact, cid)
-        consent, last_consent = {}, 0
-        for cid, channel, granted in conn.execute(
-                "SELECT id, channel, granted FROM consent WHERE id IN "
-                "(SELECT max(id) FROM consent WHERE person_key=? GROUP BY channel)", (key,)):
-            consent[channel] = bool(granted)
-            last_consent = max(last_consent, cid)
-        row = conn.execute("SELECT preferences, unengaged, rev FROM people WHERE person_key=?", (key,)).fetchone()
-        prefs, unengaged, rev = (loads(row[0]) if row[0] else {}, row[1], row[2]) if row else ({}, 0, 0)
+        """Everything the guardrails read, and a marker of it that `commit_decision` re-checks.
+
+        One statement (its parts tagged by their first column) reads it all from one snapshot;
+        on the decision path each statement costs about as much as the rows it returns."""
         signals_since = since if signals_since is None else signals_since
+        contacts, last_contact = [], 0
+        consent, last_consent = {}, 0
+        prefs, unengaged, rev = {}, 0, 0
         signals, last_signal = [], 0
-        for sid, kind, channel, at in conn.execute(
-                "SELECT id, kind, channel, at FROM signals WHERE person_key=? AND at>=?", (key, signals_since)):
-            signals.append((kind, channel, at))
-            last_signal = max(last_signal, sid)
-        arm_state = {}
-        budget_used = 0
-        if policy is not None:
-            arm_state = {r[0]: {"status": r[1], "valid_from": r[2], "valid_until": r[3]} for r in conn.execute(
-                "SELECT target, status, valid_from, valid_until FROM arm_state WHERE policy=?", (policy,))}
-            if budget_day is not None:
-                b = conn.execute("SELECT used FROM budget WHERE policy=? AND day=?", (policy, budget_day)).fetchone()
-                budget_used = b[0] if b else 0
+        arm_state, budget_used = {}, 0
+        for part, a, b, c, d, e in self.conn.execute(_PERSON_STATE, {
+                "k": key, "since": since, "ssince": signals_since, "policy": policy, "day": budget_day}):
+            if part == 0:    # contact: id, channel, at
+                contacts.append((b, c))
+                last_contact = max(last_contact, a)
+            elif part == 1:  # latest consent per channel: id, channel, granted
+                consent[b] = bool(c)
+                last_consent = max(last_consent, a)
+            elif part == 2:  # the person's row: rev, unengaged, preferences
+                rev, unengaged, prefs = a, b, loads(d) if d else {}
+            elif part == 3:  # signal: id, channel, at, kind
+                signals.append((d, b, c))
+                last_signal = max(last_signal, a)
+            elif part == 4:  # the policy's runtime arm state: target, valid_from, status, valid_until
+                arm_state[b] = {"status": d, "valid_from": c, "valid_until": e}
+            else:            # the policy's sends today
+                budget_used = a
+        contacts.sort(key=lambda x: x[1])
         marker = (since, signals_since, last_contact, last_consent, last_signal, rev)
         return PersonState(key, consent, contacts, marker, prefs, unengaged, signals, arm_state, budget_used)
-
-    @staticmethod
-    def _marker(conn: sqlite3.Connection, key: str, since: float, signals_since: float) -> tuple:
-        row = conn.execute(
-            "SELECT (SELECT coalesce(max(id), 0) FROM contacts WHERE person_key=:k AND at>=:since),"
-            " (SELECT coalesce(max(id), 0) FROM consent WHERE person_key=:k),"
-            " (SELECT coalesce(max(id), 0) FROM signals WHERE person_key=:k AND at>=:ssince),"
-            " (SELECT coalesce(max(rev), 0) FROM people WHERE person_key=:k)",
-            {"k": key, "since": since, "ssince": signals_since}).fetchone()
-        return (since, signals_since, *row)
 
     def set_consent(self, key: str, channels: dict[str, bool], source: str | None, at: float) -> None:
         with self.write() as conn:
@@ -406,12 +424,16 @@ class Store:
         preferences changed since `expected_marker` was read, or when the send would overspend
         the policy's daily `budget` (day, limit): the caller re-evaluates its guardrails and tries
         again. This is what makes check-and-reserve atomic across workers.
+
+        The decision row is inserted only if the marker still holds (one INSERT ... SELECT ...
+        WHERE), and the `decision_reserves_contact` trigger adds the contact and counts it
+        towards suppression in the same statement: a decision is one write.
         """
+        values = (d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode,
+                  d.arm, d.probability, d.send_at, d.channel, dumps(d.allowed), dumps(d.probabilities),
+                  dumps(d.context), dumps(d.history), pack_removed(d.removed), d.consistency_key)
         try:
             with self.write() as conn:
-                if d.person_key is not None and expected_marker:
-                    if self._marker(conn, d.person_key, expected_marker[0], expected_marker[1]) != expected_marker:
-                        raise _Stale
                 if budget is not None and d.channel is not None:
                     day, limit = budget
                     row = conn.execute("SELECT used FROM budget WHERE policy=? AND day=?", (d.policy, day)).fetchone()
@@ -419,27 +441,19 @@ class Store:
                         raise _Stale
                     conn.execute("INSERT INTO budget(policy, day, used) VALUES (?,?,1) "
                                  "ON CONFLICT(policy, day) DO UPDATE SET used=used+1", (d.policy, day))
-                self._insert_decision(conn, d)
+                if d.person_key is not None and expected_marker:
+                    since, ssince, contact, consent, signal, rev = expected_marker
+                    key = d.person_key
+                    cur = conn.execute(_INSERT_DECISION_IF_UNCHANGED, values + (
+                        key, since, contact, key, consent, key, ssince, signal, key, rev))
+                    if cur.rowcount != 1:
+                        raise _Stale
+                else:
+                    cur = conn.execute(_INSERT_DECISION, values)
+                d.seq = cur.lastrowid
         except _Stale:
             return False
         return True
-
-    @staticmethod
-    def _insert_decision(conn: sqlite3.Connection, d: Decision) -> None:
-        cur = conn.execute(
-            "INSERT INTO decisions(event_id, policy, person_key, decided_at, closes_at, model_version,"
-            " mode, arm, probability, send_at, channel, allowed, probabilities, context, history,"
-            " removed, consistency_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode,
-             d.arm, d.probability, d.send_at, d.channel, dumps(d.allowed),
-             dumps(d.probabilities), dumps(d.context), dumps(d.history),
-             pack_removed(d.removed), d.consistency_key))
-        d.seq = cur.lastrowid
-        if d.channel is not None and d.person_key is not None:
-            conn.execute("INSERT INTO contacts(person_key, channel, at, event_id, policy) VALUES (?,?,?,?,?)",
-                         (d.person_key, d.channel, d.send_at, d.event_id, d.policy))
-            conn.execute("INSERT INTO people(person_key, unengaged, rev) VALUES (?,1,0) "
-                         "ON CONFLICT(person_key) DO UPDATE SET unengaged=unengaged+1", (d.person_key,))
 
     def decision(self, event_id: str) -> Decision | None:
         rows = self.query("SELECT * FROM decisions WHERE event_id=?", (event_id,))
