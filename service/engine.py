@@ -289,8 +289,7 @@ class DecisionEngine:
                 closes_at=now + spec.reward.window, model_version=version, mode="fallback", arm=HOLD_ARM,
                 probability=1.0, send_at=None, channel=None, allowed=[], probabilities=[], context=context,
                 history=hist | {"fatigue_contacts": fatigue_contacts},
-                removed={a: [list(r) for r in rs] for a, rs in verdict.removed.items()},
-                consistency_key=consistency_key)
+                removed=verdict.removed, consistency_key=consistency_key)
         if self._in_holdout(policy, key):
             mode = "holdout"
             if spec.learner.holdout_policy == "fallback" and policy.arm_index[spec.learner.fallback_arm] in allowed:
@@ -326,9 +325,9 @@ class DecisionEngine:
             closes_at=now + spec.reward.window, model_version=version, mode=mode, arm=arm.id,
             probability=float(pmf[pos]), send_at=None if arm.hold else verdict.send_at[arm.id],
             channel=arm.channel, allowed=[policy.arms[i].id for i in allowed],
-            probabilities=[float(p) for p in pmf], context=context,
+            probabilities=pmf.tolist(), context=context,
             history=hist | {"fatigue_contacts": fatigue_contacts},
-            removed={a: [list(r) for r in rs] for a, rs in verdict.removed.items()},
+            removed=verdict.removed,  # (code, detail) pairs, shared between arms: read only
             consistency_key=consistency_key,
         )
 
@@ -346,8 +345,10 @@ class DecisionEngine:
         for rs in d.removed.values():
             for code in {r[0] for r in rs}:
                 reasons[code] = reasons.get(code, 0) + 1
-        favourite = ({"arm": d.allowed[int(np.argmax(d.probabilities))], "probability": max(d.probabilities)}
-                     if d.allowed else None)
+        favourite = None
+        if d.allowed:
+            top = max(range(len(d.probabilities)), key=d.probabilities.__getitem__)
+            favourite = {"arm": d.allowed[top], "probability": d.probabilities[top]}
         why = {
             "explore": "sampled an arm other than the model's favourite, to keep learning",
             "exploit": "the model's favourite among the allowed arms",
@@ -367,7 +368,7 @@ class DecisionEngine:
         if verdict is not None:
             explanation["timezone"] = verdict.timezone
             if verdict.moved:
-                explanation["moved_out_of_quiet_hours"] = verdict.moved
+                explanation["moved_out_of_quiet_hours"] = verdict.moved_text()
         if d.history.get("dropped_features"):
             explanation["dropped_features"] = d.history["dropped_features"]
         return {

@@ -44,8 +44,12 @@ class Verdict:
     allowed: list[int]                                   # indices into policy.arms
     removed: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # arm -> [(code, detail)]
     send_at: dict[str, float] = field(default_factory=dict)                 # allowed arm -> epoch seconds
-    moved: dict[str, dict] = field(default_factory=dict)  # "channel:timing" -> {from, to}: out of quiet hours
+    moved: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)  # (channel, timing) ->
+    # (from, to): send times moved out of quiet hours (`moved_text` renders them)
     timezone: str = "UTC"
+
+    def moved_text(self) -> dict[str, dict]:
+        return {f"{ch}:{name}": {"from": _fmt(a), "to": _fmt(b)} for (ch, name), (a, b) in self.moved.items()}
 
     def reason_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -84,6 +88,8 @@ def exceeds_cap(times: list[float], t: float, window: float, limit: int) -> bool
     """
     if limit <= 0:
         return True
+    if len(times) < limit:  # even a window holding every contact and t holds at most `limit`
+        return False
     starts = [t] + [c for c in times if t - window < c <= t]
     for s in starts:
         lo = bisect_left(times, s)
@@ -175,9 +181,13 @@ def quiet_end(ts: float, tz: ZoneInfo, start: str, end: str) -> float:
 
 # -- evaluation -------------------------------------------------------------------------------
 
-def _out_of_quiet(t0: float, tz: ZoneInfo, rules: list) -> tuple[float, tuple[str, str] | None]:
+@lru_cache(maxsize=4096)
+def _out_of_quiet(t0: float, tz: ZoneInfo, rules: tuple) -> tuple[float, tuple[str, str] | None]:
     """(send time, None) moved out of every quiet period in `rules`, or (t0, the reason) when
-    the slot is removed: the policy says remove, or the periods together leave no time at all."""
+    the slot is removed: the policy says remove, or the periods together leave no time at all.
+
+    Cached: slots at a local time of day send at the same moment for every decision until that
+    moment passes, so most calls repeat an earlier one."""
     t = t0
     for attempt in range(9):  # moving out of one period may land in another; both are honoured
         hit = next(((a, b, act, whose) for a, b, act, _, whose in rules if is_quiet(t, tz, a, b)), None)
@@ -222,11 +232,11 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
     quiet_rules = []
     if g.quiet_hours:
         quiet_rules.append((g.quiet_hours.start, g.quiet_hours.end, g.quiet_hours.action,
-                            set(g.quiet_hours.channels or spec.channels), "the policy's"))
+                            frozenset(g.quiet_hours.channels or spec.channels), "the policy's"))
     if prefs.get("quiet_hours"):
         q = prefs["quiet_hours"]
         quiet_rules.append((q["start"], q["end"], g.quiet_hours.action if g.quiet_hours else "move",
-                            set(spec.channels), "the person's"))
+                            frozenset(spec.channels), "the person's"))
     send_at: dict[tuple[str, str], float] = {}
     quiet_removed: dict[tuple[str, str], tuple[str, str]] = {}
     moved: dict[tuple[str, str], tuple[float, float]] = {}
@@ -235,8 +245,8 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
     for ch in spec.channels:
         rules = tuple(i for i, r in enumerate(quiet_rules) if ch in r[3])
         if rules not in by_rules:
-            by_rules[rules] = {name: _out_of_quiet(t0, tz, [quiet_rules[i] for i in rules])
-                               for name, t0 in raw_send_at.items()}
+            applied = tuple(quiet_rules[i] for i in rules)
+            by_rules[rules] = {name: _out_of_quiet(t0, tz, applied) for name, t0 in raw_send_at.items()}
         for name, (t, removal) in by_rules[rules].items():
             if removal is not None:
                 quiet_removed[(ch, name)] = removal
@@ -284,16 +294,15 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
     every.sort()
     personal = prefs.get("max_contacts_per_week")
     slot_reasons: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    caps = _caps_table(policy)
     for (ch, name), t in send_at.items():
         reasons = []
         if (ch, name) in quiet_removed:
             reasons.append(quiet_removed[(ch, name)])
-        for cap in g.caps:
-            if cap.channel not in ("*", ch):
-                continue
-            times = every if cap.channel == "*" else by_channel.get(ch, [])
-            if exceeds_cap(times, t, cap.window, cap.max):
-                reasons.append(("frequency_cap", _cap_detail(cap)))
+        for window, limit, everywhere, reason in caps[ch]:
+            times = every if everywhere else by_channel.get(ch, ())
+            if len(times) >= limit and exceeds_cap(times, t, window, limit):
+                reasons.append(reason)
         if personal is not None and exceeds_cap(every, t, 7 * 86400.0, int(personal)):
             reasons.append(("personal_cap", f"at most {personal} contacts per week, the person's own limit"))
         if g.min_gap:
@@ -322,53 +331,77 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
     removed: dict[str, list[tuple[str, str]]] = {}
     arm_send_at: dict[str, float] = {}
     arm_state = person.arm_state
-    for i, aid, cid, ch, tm, vf, vu, low_pressure in _arm_table(policy):
-        if aid is None:  # hold: never removed
-            allowed.append(i)
-            continue
-        t = send_at[(ch, tm)]
-        reasons = channel_reasons[ch] + slot_reasons[(ch, tm)] + content_reasons[cid]
-        if vf is not None and t < vf:
-            reasons.append(("not_yet_valid", f"content {cid!r} is valid from {_fmt(vf)}"))
-        if vu is not None and t >= vu:
-            reasons.append(("expired", f"content {cid!r} was valid until {_fmt(vu)}"))
-        if arm_state:
-            for target in (cid, aid):
-                if (w := _in_window(arm_state.get(target), t)) is not None:
-                    reasons.append(w)
-            st = arm_state.get(aid)
-            if st and st["status"] in ("retired", "out_of_stock"):
-                reasons.append((st["status"], f"arm {aid!r} is {st['status'].replace('_', ' ')}"))
-        if suppressed and not low_pressure:
-            reasons.append(("suppressed", f"{person.unengaged} contacts in a row without engagement: "
-                                          f"only low-pressure arms until the person engages"))
-        if reasons:
-            removed[aid] = reasons
-        else:
-            allowed.append(i)
-            arm_send_at[aid] = t
-    return Verdict(allowed, removed, arm_send_at, {f"{ch}:{name}": {"from": _fmt(a), "to": _fmt(b)}
-                                                   for (ch, name), (a, b) in moved.items()}, tz.key)
+    hold, by_slot, dated = _arm_table(policy)
+    per_arm = bool(arm_state) or suppressed or dated
+    # a slot's reasons (its channel's, then its own) once per slot; arms share these lists, which
+    # are never changed after this point (an arm with reasons of its own gets a new list)
+    for slot, arms in by_slot.items():
+        base = channel_reasons[slot[0]] + slot_reasons[slot]
+        t = send_at[slot]
+        for i, aid, cid, vf, vu, low_pressure in arms:
+            reasons = base
+            if content_reasons[cid]:
+                reasons = reasons + content_reasons[cid]
+            if per_arm:
+                own = []
+                if vf is not None and t < vf:
+                    own.append(("not_yet_valid", f"content {cid!r} is valid from {_fmt(vf)}"))
+                if vu is not None and t >= vu:
+                    own.append(("expired", f"content {cid!r} was valid until {_fmt(vu)}"))
+                if arm_state:
+                    for target in (cid, aid):
+                        if (w := _in_window(arm_state.get(target), t)) is not None:
+                            own.append(w)
+                    st = arm_state.get(aid)
+                    if st and st["status"] in ("retired", "out_of_stock"):
+                        own.append((st["status"], f"arm {aid!r} is {st['status'].replace('_', ' ')}"))
+                if suppressed and not low_pressure:
+                    own.append(("suppressed", f"{person.unengaged} contacts in a row without engagement: "
+                                              f"only low-pressure arms until the person engages"))
+                if own:
+                    reasons = reasons + own
+            if reasons:
+                removed[aid] = reasons
+            else:
+                allowed.append(i)
+                arm_send_at[aid] = t
+    allowed.extend(hold)  # never removed
+    allowed.sort()
+    return Verdict(allowed, removed, arm_send_at, moved, tz.key)
 
 
-def _arm_table(policy: Policy) -> list[tuple]:
-    """Per arm, what evaluation needs, computed once per policy: (index, arm id, content id,
-    channel, timing, valid_from, valid_until, whether suppression still allows it); the hold arm
-    has arm id None."""
+def _arm_table(policy: Policy) -> tuple[list[int], dict[tuple[str, str], list[tuple]], bool]:
+    """What evaluation needs of the arms, computed once per policy: the hold arms' indices; per
+    (channel, timing) slot, its arms as (index, arm id, content id, valid_from, valid_until,
+    whether suppression still allows it); whether any content has a validity window."""
     table = getattr(policy, "_guardrail_arms", None)
     if table is None:
         sup = policy.spec.guardrails.suppression
-        table = []
+        hold, by_slot, dated = [], {}, False
         for i, arm in enumerate(policy.arms):
             if arm.hold:
-                table.append((i, None, None, None, None, None, None, True))
+                hold.append(i)
                 continue
             c = arm.content
-            table.append((i, arm.id, c.id, arm.channel, arm.timing.name,
-                          c.valid_from.timestamp() if c.valid_from else None,
-                          c.valid_until.timestamp() if c.valid_until else None,
-                          bool(sup) and any(r.matches(c.id, arm.channel, arm.timing.name) for r in sup.allow)))
-        policy._guardrail_arms = table
+            vf = c.valid_from.timestamp() if c.valid_from else None
+            vu = c.valid_until.timestamp() if c.valid_until else None
+            dated = dated or vf is not None or vu is not None
+            by_slot.setdefault((arm.channel, arm.timing.name), []).append(
+                (i, arm.id, c.id, vf, vu,
+                 bool(sup) and any(r.matches(c.id, arm.channel, arm.timing.name) for r in sup.allow)))
+        table = policy._guardrail_arms = (hold, by_slot, dated)
+    return table
+
+
+def _caps_table(policy: Policy) -> dict[str, list[tuple[float, int, bool, tuple[str, str]]]]:
+    """Per channel, the caps that count its contacts: (window, max, whether every channel counts,
+    the removal reason), computed once per policy."""
+    table = getattr(policy, "_guardrail_caps", None)
+    if table is None:
+        table = {ch: [(cap.window, cap.max, cap.channel == "*", ("frequency_cap", _cap_detail(cap)))
+                      for cap in policy.spec.guardrails.caps if cap.channel in ("*", ch)]
+                 for ch in policy.spec.channels}
+        policy._guardrail_caps = table
     return table
 
 
@@ -377,6 +410,7 @@ def _cap_detail(cap: Cap) -> str:
     return f"at most {cap.max} {scope} per {cap.label.split(':')[1]}"
 
 
+@lru_cache(maxsize=4096)  # the same contact and slot times are rendered again and again
 def to_rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
