@@ -10,6 +10,7 @@ temporary file.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import Sequence
@@ -62,11 +63,11 @@ class VWPolicy:
         # what Workspace.predict does for a list of parsed examples, without its per-call type
         # checks (a tenth of a prediction's cost at 50 arms)
         pylibvw.vw.predict_multi(self.ws, examples)
-        pmf = np.asarray(examples[0].get_prediction(self._prediction_type), dtype=float)
-        total = pmf.sum()
-        if len(pmf) != len(allowed) or not np.isfinite(total) or total <= 0:
+        probs = examples[0].get_prediction(self._prediction_type)
+        total = sum(probs)
+        if len(probs) != len(allowed) or not math.isfinite(total) or total <= 0:
             raise ValueError(f"VW returned an unusable distribution over {len(allowed)} arms")
-        return pmf / total
+        return np.array(probs) / total
 
     def predict_text(self, shared: str, allowed: Sequence[int]) -> np.ndarray:
         """The same as `predict`, parsing every line: the baseline the benchmark compares with."""

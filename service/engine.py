@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from bisect import bisect_right
+from itertools import accumulate
 import logging
 import math
 import time
@@ -167,14 +169,34 @@ def _feature_error(spec: FeatureSpec, value: object) -> str | None:
     return None
 
 
-def _group_removed(removed: dict[str, list]) -> list[dict]:
-    """Removed arms grouped by rule: [{reason, detail, arms}], the largest group first."""
+def _removed_summary(removed: dict[str, list]) -> tuple[dict[str, int], list[dict]]:
+    """How many removed arms each reason code removed, and the removed arms grouped by rule
+    ([{reason, detail, arms}], the largest group first). Arms removed by the same rules share
+    one reason list (guardrails.evaluate), so each distinct list is read once."""
+    per_list: dict[int, list] = {}  # id(list) -> [the list, how many arms share it]
+    for rs in removed.values():
+        entry = per_list.get(id(rs))
+        if entry is None:
+            per_list[id(rs)] = [rs, 1]
+        else:
+            entry[1] += 1
+    counts: dict[str, int] = {}
     groups: dict[tuple[str, str], int] = {}
-    for reasons in removed.values():
-        for code, detail in reasons:
-            groups[(code, detail)] = groups.get((code, detail), 0) + 1
-    return [{"reason": c, "detail": d, "arms": n}
-            for (c, d), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))]
+    for rs, n in per_list.values():
+        for code in {r[0] for r in rs}:
+            counts[code] = counts.get(code, 0) + n
+        for code, detail in rs:
+            groups[(code, detail)] = groups.get((code, detail), 0) + n
+    return counts, [{"reason": c, "detail": d, "arms": n}
+                    for (c, d), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+_WHY = {
+    "explore": "sampled an arm other than the model's favourite, to keep learning",
+    "exploit": "the model's favourite among the allowed arms",
+    "holdout": "this person is in the policy's holdout group and gets the baseline",
+    "consistent": "kept the content of an earlier decision with the same consistency key",
+}
 
 
 # -- the engine ----------------------------------------------------------------------------
@@ -201,9 +223,10 @@ def _uniform_draw(event_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def _sample(pmf: np.ndarray, u: float) -> int:
-    cdf = np.cumsum(pmf)
-    return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(pmf) - 1))
+def _sample(pmf, u: float) -> int:
+    """The position drawn by `u` in [0, 1) from the probabilities `pmf` (a list or an array)."""
+    cdf = list(accumulate(pmf))
+    return min(bisect_right(cdf, u * cdf[-1]), len(cdf) - 1)
 
 
 class DecisionEngine:
@@ -316,16 +339,18 @@ class DecisionEngine:
             kept = pmf * mask
             pmf = kept / kept.sum() if kept.sum() > 0 else mask / mask.sum()
             mode = "consistent"
-        pos = _sample(pmf, _uniform_draw(event_id))
+        probs = pmf.tolist()
+        pos = _sample(probs, _uniform_draw(event_id))
         if mode is None:
-            mode = "exploit" if pmf[pos] >= pmf.max() * (1 - 1e-4) else "explore"
+            mode = "exploit" if probs[pos] >= max(probs) * (1 - 1e-4) else "explore"
         arm = policy.arms[allowed[pos]]
+        ids = policy.arm_ids
         return Decision(
             event_id=event_id, policy=policy.name, person_key=key, decided_at=now,
             closes_at=now + spec.reward.window, model_version=version, mode=mode, arm=arm.id,
-            probability=float(pmf[pos]), send_at=None if arm.hold else verdict.send_at[arm.id],
-            channel=arm.channel, allowed=[policy.arms[i].id for i in allowed],
-            probabilities=pmf.tolist(), context=context,
+            probability=probs[pos], send_at=None if arm.hold else verdict.send_at[arm.id],
+            channel=arm.channel, allowed=[ids[i] for i in allowed],
+            probabilities=probs, context=context,
             history=hist | {"fatigue_contacts": fatigue_contacts},
             removed=verdict.removed,  # (code, detail) pairs, shared between arms: read only
             consistency_key=consistency_key,
@@ -341,28 +366,22 @@ class DecisionEngine:
 
     def render(self, policy: Policy, d: Decision, verdict: guardrails.Verdict | None = None) -> dict:
         arm = policy.arms[policy.arm_index[d.arm]] if d.arm in policy.arm_index else None
-        reasons: dict[str, int] = {}
-        for rs in d.removed.values():
-            for code in {r[0] for r in rs}:
-                reasons[code] = reasons.get(code, 0) + 1
+        reasons, groups = _removed_summary(d.removed)
         favourite = None
         if d.allowed:
             top = max(range(len(d.probabilities)), key=d.probabilities.__getitem__)
             favourite = {"arm": d.allowed[top], "probability": d.probabilities[top]}
-        why = {
-            "explore": "sampled an arm other than the model's favourite, to keep learning",
-            "exploit": "the model's favourite among the allowed arms",
-            "holdout": "this person is in the policy's holdout group and gets the baseline",
-            "fallback": ("no usable model, or no arm allowed: the policy's fallback was served" if d.allowed
-                         else "every arm was removed by a guardrail: nothing is sent"),
-            "consistent": "kept the content of an earlier decision with the same consistency key",
-        }[d.mode]
+        if d.mode == "fallback":
+            why = ("no usable model, or no arm allowed: the policy's fallback was served" if d.allowed
+                   else "every arm was removed by a guardrail: nothing is sent")
+        else:
+            why = _WHY[d.mode]
         explanation = {
             "summary": why,
             "decided_at": guardrails.to_rfc3339(d.decided_at),
             "allowed_count": len(d.allowed),
             "model_favourite": favourite,
-            "removed": _group_removed(d.removed),
+            "removed": groups,
             "history": d.history,
         }
         if verdict is not None:

@@ -294,15 +294,15 @@ class ShadowScorer:
         return self._models[policy.name]
 
     def __call__(self, policy: Policy, d: Decision) -> None:
-        from models.featurize import shared_line
-        from service.engine import _sample, _uniform_draw
-
         if not d.allowed:
             return
         try:
             version, model = self._model(policy)
             if model is None:
                 return
+            from models.featurize import shared_line
+            from service.engine import _sample, _uniform_draw
+
             pmf = model.predict(shared_line(d.context, d.history), [policy.arm_index[a] for a in d.allowed])
             pos = _sample(pmf, _uniform_draw(d.event_id))
             self.ops.record_shadow(d, version, d.allowed[pos], float(pmf[pos]), [float(p) for p in pmf])

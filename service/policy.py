@@ -418,6 +418,7 @@ class Policy:
             raise PolicyError(path, "arms", "every combination is excluded and hold is off: no arm is left")
         self.arms: tuple[Arm, ...] = tuple(arms)
         self.arm_index = {a.id: i for i, a in enumerate(self.arms)}
+        self.arm_ids = [a.id for a in self.arms]
         if spec.learner.fallback_arm not in self.arm_index:
             raise PolicyError(path, "learner.fallback_arm",
                               f"{spec.learner.fallback_arm!r} is not an arm of this policy")
