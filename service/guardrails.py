@@ -67,8 +67,24 @@ def resolve_send_at(timing: Timing, now: float, tz: ZoneInfo) -> float:
     """
     if timing.delay_minutes is not None:
         return now + timing.delay_minutes * 60.0
+    # the answer stays the same from the moment it was computed until the slot's time passes
+    key = (timing.local_time, tz)
+    hit = _next_at.get(key)
+    if hit is not None and hit[0] <= now < hit[1]:
+        return hit[1]
+    at_ = _next_local(timing.local_time, now, tz)
+    if len(_next_at) > 4096:
+        _next_at.clear()
+    _next_at[key] = (now, at_)
+    return at_
+
+
+_next_at: dict[tuple, tuple[float, float]] = {}
+
+
+def _next_local(at: dtime, now: float, tz: ZoneInfo) -> float:
+    """The first moment after `now` whose local wall-clock time in `tz` is `at`."""
     local_now = datetime.fromtimestamp(now, tz)
-    at = timing.local_time
     for days in range(0, 3):
         day = (local_now + timedelta(days=days)).date()
         candidate = datetime.combine(day, at, tzinfo=tz)

@@ -116,8 +116,11 @@ def pack_removed(removed: dict) -> str:
     of the cost of writing a decision."""
     reasons: dict[tuple, int] = {}
     groups: dict[tuple, list[str]] = {}
+    seen: dict[int, tuple] = {}  # id(list) -> its reasons' indices: arms often share one list
     for arm, rs in removed.items():
-        idx = tuple(reasons.setdefault((r[0], r[1]), len(reasons)) for r in rs)
+        idx = seen.get(id(rs))
+        if idx is None:
+            idx = seen[id(rs)] = tuple(reasons.setdefault((r[0], r[1]), len(reasons)) for r in rs)
         groups.setdefault(idx, []).append(arm)
     return dumps({"v": 2, "reasons": [list(r) for r in reasons],
                   "groups": [[list(idx), arms] for idx, arms in groups.items()]})
