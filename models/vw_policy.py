@@ -7,6 +7,13 @@ prediction; only the shared (person) example is parsed per request.
 
 The Python binding saves models to files only: `to_bytes` and `from_bytes` go through a
 temporary file.
+
+A model file carries only some of the arguments it was trained with: the reductions, exploration,
+interactions, bits, learning rate and power_t, but not, for instance, `--l1`, `--l2` or
+`--decay_learning_rate` (VW 9.11). Predicting needs only what the file carries; whoever continues
+learning from stored bytes must give the model's own arguments again (`vw_args` with
+`model_bytes`), or it learns with VW's defaults for the rest. `stored_options` and
+`resume_conflicts` tell whether given arguments describe a stored model at all.
 """
 from __future__ import annotations
 
@@ -28,7 +35,9 @@ _CB = vw.LabelType.CONTEXTUAL_BANDIT
 class VWPolicy:
     """One VW workspace and the parsed action examples of a catalogue of arms.
 
-    `arm_lines[i]` is the VW text of arm i (see models.featurize.arm_line).
+    `arm_lines[i]` is the VW text of arm i (see models.featurize.arm_line). With `model_bytes`,
+    `vw_args` (without `--cb_explore_adf`) are given to VW beside the model file: the arguments the
+    model was trained with, for whoever continues learning from it (see the module's docstring).
     """
 
     def __init__(self, arm_lines: Sequence[str], vw_args: str = "", seed: int = 0,
@@ -39,14 +48,7 @@ class VWPolicy:
         if model_bytes is None:
             self.ws = vw.Workspace(f"--cb_explore_adf {vw_args} --random_seed {seed} --quiet")
         else:
-            fd, path = tempfile.mkstemp(suffix=".vw")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(model_bytes)
-                # the model file carries its own reductions and interactions
-                self.ws = vw.Workspace(f"-i {path} --quiet")
-            finally:
-                os.unlink(path)
+            self.ws = _load(model_bytes, vw_args)
         self._actions: list[pyvw.Example] | None = None
         self._prediction_type = self.ws.get_prediction_type()
 
@@ -96,15 +98,91 @@ class VWPolicy:
         self.ws.learn(lines)
 
     def to_bytes(self) -> bytes:
-        fd, path = tempfile.mkstemp(suffix=".vw")
-        os.close(fd)
-        try:
-            self.ws.save(path)
-            with open(path, "rb") as fh:
-                return fh.read()
-        finally:
-            os.unlink(path)
+        return _save(self.ws)
 
     def close(self) -> None:
         self._actions = None
         self.ws.finish()
+
+
+def _load(model_bytes: bytes, vw_args: str = "") -> vw.Workspace:
+    fd, path = tempfile.mkstemp(suffix=".vw")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(model_bytes)
+        # the model file carries its reductions and interactions; `vw_args` add what it does not
+        return vw.Workspace(f"-i {path} {vw_args} --quiet")
+    finally:
+        os.unlink(path)
+
+
+_NOT_OPTIONS = {"initial_regressor", "quiet", "no_stdin"}
+
+
+def _options(ws: vw.Workspace) -> dict[str, list[str]]:
+    """The options a workspace runs with, as VW reports them: name -> values (several for `-q`)."""
+    out: dict[str, list[str]] = {}
+    name = None
+    args = ws.get_arguments()
+    for token in (args.split() if isinstance(args, str) else args):
+        if token.startswith("--"):
+            name = token[2:]
+            out.setdefault(name, [])
+        elif name is not None:
+            out[name].append(token)
+    for key in _NOT_OPTIONS:
+        out.pop(key, None)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def stored_options(model_bytes: bytes) -> dict[str, list[str]]:
+    """The options a model file carries (what VW runs with when given the file alone)."""
+    ws = _load(model_bytes)
+    try:
+        return _options(ws)
+    finally:
+        ws.finish()
+
+
+def options_args(options: dict[str, list[str]]) -> str:
+    """Options as `stored_options` gives them, back as arguments (without `--cb_explore_adf`, which
+    every Tactful model has and callers add)."""
+    parts = []
+    for name, values in options.items():
+        if name == "cb_explore_adf":
+            continue
+        parts += [f"--{name} {v}" for v in values] if values else [f"--{name}"]
+    return " ".join(parts)
+
+
+def resume_conflicts(model_bytes: bytes, vw_args: str) -> list[str]:
+    """Why `vw_args` do not describe this model, or [] when they do.
+
+    VW lets command-line arguments override what the file carries, silently: a different
+    `--epsilon`, `-q HA` in place of the file's `-q UA`, an added `--squarecb`; others (`-b`) it
+    refuses. Either way the model that would go on learning is not the one that was stored. The
+    test: load the model with the arguments, save it, and compare what that file carries with what
+    the original carries. Each conflict names the option and both values."""
+    stored = stored_options(model_bytes)
+    try:
+        ws = _load(model_bytes, vw_args)
+    except RuntimeError as exc:  # VW refuses, e.g. "Disagreeing option values for 'bit_precision'"
+        return [str(exc)]
+    try:
+        resaved = stored_options(_save(ws))
+    finally:
+        ws.finish()
+    return [f"--{name}: the model has {' '.join(stored.get(name, ['(nothing)'])) or '(set)'}, the arguments "
+            f"make it {' '.join(resaved.get(name, ['(nothing)'])) or '(set)'}"
+            for name in sorted(set(stored) | set(resaved)) if stored.get(name) != resaved.get(name)]
+
+
+def _save(ws: vw.Workspace) -> bytes:
+    fd, path = tempfile.mkstemp(suffix=".vw")
+    os.close(fd)
+    try:
+        ws.save(path)
+        with open(path, "rb") as fh:
+            return fh.read()
+    finally:
+        os.unlink(path)

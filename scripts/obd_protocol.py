@@ -38,7 +38,6 @@ def main() -> None:
     ap.add_argument("--data", default=str(default_data if default_data.is_dir() else "/work/shared/data/obd-men"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "figures"))
     ap.add_argument("--n-boot", type=int, default=1000)
-    ap.add_argument("--dm-boot", type=int, default=100)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +49,7 @@ def main() -> None:
         rows = list(final_decisions(store, policy, now=2e9))
         data = bandit_data(policy, rows)
         ope = OffPolicyEvaluation(data, [IPS(), SNIPS(), DM(), DR(), SwitchDR(), Replay()], RewardModel(),
-                                  n_boot=args.n_boot, dm_boot=args.dm_boot)
+                                  n_boot=args.n_boot)
         bts = ope.run(bts_target(policy, rows))
         rnd = ope.run(uniform_target(data))
     observed = {"bts": summaries["bts"]["click_rate"], "random": summaries["random"]["click_rate"]}

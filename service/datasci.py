@@ -97,7 +97,8 @@ def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
 @click.option("--out", default=None, help="Directory for report.md, estimates.png, evaluation.json "
                                           "(default: evaluation-POLICY).")
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(50),
-              help="Bootstrap resamples for the intervals.")
+              help="Bootstrap resamples for the unsubscribe and complaint rises (and Replay of non-0/1 rewards); "
+                   "the estimators' intervals are analytic (docs/ope.md).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-store", is_flag=True, help="Do not store the evaluation beside the candidate version.")
 def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, now, shadow, out, n_boot, seed,

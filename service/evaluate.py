@@ -84,7 +84,8 @@ def bandit_data(policy: Policy, rows: Sequence[LoggedDecision], reward: Callable
     pscore = np.array([row.decision.probability for row in rows], dtype=float)
     users = [_tokens(row.decision.context) + _tokens({k: row.decision.history[k] for k in HISTORY_FEATURES
                                                       if k in row.decision.history}) for row in rows]
-    return BanditData(r, action, pscore, allowed, users, arm_tokens(policy), logging)
+    bounds = policy.spec.reward.bounds if reward is None else None  # an indicator's: observed range
+    return BanditData(r, action, pscore, allowed, users, arm_tokens(policy), logging, bounds)
 
 
 def outcome_indicator(types: Sequence[str]) -> Callable[[LoggedDecision], float]:
@@ -204,7 +205,7 @@ class Evaluation:
                          f"[{r['lo']:>9.4f}, {r['hi']:>9.4f}] {r['n']:>7d} {r['ess']:>9.1f}")
         if self.lift:
             lines.append("")
-            lines.append(f"lift of {self.candidate} over {self.reference} (DR, paired bootstrap): "
+            lines.append(f"lift of {self.candidate} over {self.reference} (DR, paired): "
                          f"{self.lift['value']:+.4f} [{self.lift['lo']:+.4f}, {self.lift['hi']:+.4f}]")
         if self.unsubscribe:
             u = self.unsubscribe
@@ -237,7 +238,7 @@ def _rate_rise(data: BanditData, pi_c: np.ndarray, pi_r: np.ndarray, alpha: floa
 
 def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[str] = ("active", "uniform"),
              now: float | None = None, since: float | None = None, until: float | None = None,
-             estimators: Sequence | None = None, alpha: float = 0.05, n_boot: int = 1000, dm_boot: int = 100,
+             estimators: Sequence | None = None, alpha: float = 0.05, n_boot: int = 1000,
              seed: int = 0, progress: bool = False, rows: Sequence[LoggedDecision] | None = None) -> Evaluation:
     import time
 
@@ -247,7 +248,7 @@ def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[s
         raise EvaluationError(f"policy {policy.name!r} has no final decisions in that time range")
     data = bandit_data(policy, rows)
     ope = OffPolicyEvaluation(data, estimators if estimators is not None else default_estimators(),
-                              RewardModel(), alpha=alpha, n_boot=n_boot, dm_boot=dm_boot, seed=seed)
+                              RewardModel(), alpha=alpha, n_boot=n_boot, seed=seed)
     targets = []
     seen = set()
     for spec in [candidate, *baselines]:
@@ -319,7 +320,7 @@ def write_report(result: Evaluation, out_dir: str | Path, command: str | None = 
         md.append(f"| {r['target']} | {r['estimator']} | {r['value']:.4f} | [{r['lo']:.4f}, {r['hi']:.4f}] "
                   f"| {r['n']} | {r['ess']:.1f} |")
     if result.lift:
-        md += ["", f"Lift of {result.candidate} over {result.reference} (DR, paired bootstrap): "
+        md += ["", f"Lift of {result.candidate} over {result.reference} (DR, paired): "
                    f"**{result.lift['value']:+.4f}** [{result.lift['lo']:+.4f}, {result.lift['hi']:+.4f}]"]
     for name in ("unsubscribe", "complaint"):
         u = getattr(result, name)

@@ -8,6 +8,13 @@ one transaction, so a learner killed at any moment resumes exactly where it stop
 learned twice, none skipped.
 
 Only one learner learns at a time: it holds a lease in the store, renewed as it works.
+
+The learner continues from whatever version is active (an online one, a retrained or imported
+candidate, a rolled-back one) with that version's own recorded `vw_args`, and records those args
+on every version it publishes from it: a model file does not carry every argument it was trained
+with (models/vw_policy.py), and the policy's `vw_args` describe only the models the policy starts
+from. Recorded args that contradict the model's own file (versions published before this was so)
+are not used: the learner continues with the options the file carries and records those.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ from typing import Mapping
 
 from models.featurize import shared_line
 from models.reward import to_cost
-from models.vw_policy import VWPolicy
+from models.vw_policy import VWPolicy, options_args, resume_conflicts, stored_options
 from service.clock import Clock
 from service.engine import arm_lines, decision_reward, new_model, reward_spec
 from service.policy import Policy
@@ -37,10 +44,10 @@ class OnlineLearner:
         self.policies = policies
         self.clock = clock
         self.batch = batch
-        self._models: dict[str, tuple[int, VWPolicy]] = {}
+        self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
         self.hooks: list = []  # called with the policy name before each step (the revert guard, service/modelops.py)
 
-    def _model(self, policy: Policy) -> tuple[int, VWPolicy]:
+    def _model(self, policy: Policy) -> tuple[int, VWPolicy, str]:
         active = self.store.active_version(policy.name)
         if active is None:
             model = new_model(policy)
@@ -52,9 +59,23 @@ class OnlineLearner:
             if current is not None:
                 current[1].close()
             row = self.store.model(policy.name, active)
-            current = (active, VWPolicy(arm_lines(policy), model_bytes=row["model"]))
+            args = self._resume_args(policy.name, active, row["model"], row["vw_args"] or "")
+            current = (active, VWPolicy(arm_lines(policy), args, model_bytes=row["model"]), args)
             self._models[policy.name] = current
         return current
+
+    @staticmethod
+    def _resume_args(policy: str, version: int, model: bytes, recorded: str) -> str:
+        """The arguments to go on learning from a stored version with: its recorded ones, unless
+        they contradict its model file."""
+        conflicts = resume_conflicts(model, recorded)
+        if not conflicts:
+            return recorded
+        args = options_args(stored_options(model))
+        log.warning("policy %s: model version %s was recorded with vw_args %r, which do not describe its model "
+                    "(%s); learning on with the options its file carries: %s",
+                    policy, version, recorded, "; ".join(conflicts), args)
+        return args
 
     def step(self, policy_name: str) -> int:
         """Learn every decision of a policy whose window has closed; return how many."""
@@ -62,7 +83,7 @@ class OnlineLearner:
         for hook in self.hooks:
             hook(policy_name)
         now = self.clock.now()
-        parent, model = self._model(policy)
+        parent, model, vw_args = self._model(policy)
         cursor = self.store.learner_cursor(policy.name)
         # only the decisions before the first still open are read: every few seconds the learner
         # would otherwise re-read (and parse) every pending decision of the reward window
@@ -90,14 +111,14 @@ class OnlineLearner:
         note = {"decisions": len(ready), "skipped": skipped, "first_seq": ready[0].seq,
                 "last_seq": ready[-1].seq,
                 "mean_reward": sum(r for _, r in learned) / len(learned)}
-        version = self.store.publish_learned(policy.name, parent, model.to_bytes(), policy.spec.learner.vw_args,
+        version = self.store.publish_learned(policy.name, parent, model.to_bytes(), vw_args,
                                              now, learned, ready[-1].seq, note)
         if version is None:
             # somebody activated another version meanwhile: start again from it, same decisions
             log.info("policy %s: active version changed under the learner; reloading", policy.name)
             self._models.pop(policy.name)[1].close()
             return 0
-        self._models[policy.name] = (version, model)
+        self._models[policy.name] = (version, model, vw_args)
         log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(ready), version)
         return len(ready)
 

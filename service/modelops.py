@@ -336,7 +336,7 @@ def shadow_report(ops: ModelOps, policy: Policy, now: float, since: float | None
         pi[i, [policy.arm_index[a] for a in row.decision.allowed]] = probs
         agree += s["arm"] == row.decision.arm
         greedy += int(np.argmax(probs)) == int(np.argmax(row.decision.probabilities))
-    ope = OffPolicyEvaluation(data, default_estimators(), RewardModel(), n_boot=n_boot, dm_boot=100, seed=seed)
+    ope = OffPolicyEvaluation(data, default_estimators(), RewardModel(), n_boot=n_boot, seed=seed)
     est = ope.run(pi)
     base = ope.run(uniform_target(data))
     lines = [f"shadow candidate version(s) {sorted(versions)} of {policy.name}: {len(rows)} final decisions",

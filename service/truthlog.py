@@ -155,6 +155,18 @@ def generate_log(world: World, policy: Policy, db: str | Path, n: int, seed: int
     return LogRun(engine, policy, world, clock, events, seg_of)
 
 
+def best_arm_target(world: World, policy: Policy, segments: list[str], allowed: np.ndarray,
+                    share: float = 0.6) -> np.ndarray:
+    """A target policy (n, K): `share` on each decision's truly best allowed arm for its segment,
+    the rest uniform over its allowed arms (`allowed` (n, K) bool, the policy's arm order)."""
+    arm_ids = [a.id for a in policy.arms]
+    pi = allowed / allowed.sum(axis=1, keepdims=True) * (1 - share)
+    for i, s in enumerate(segments):
+        rewards = np.array([world.expected_reward(s, a) if allowed[i, k] else -np.inf for k, a in enumerate(arm_ids)])
+        pi[i, int(np.argmax(rewards))] += share
+    return pi
+
+
 def true_value(world: World, segments: list[str], allowed: list[list[str]], target: np.ndarray,
                arm_ids: list[str]) -> float:
     """The exact value of a target policy on logged contexts. `target` is (n, K) over the policy's

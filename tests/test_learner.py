@@ -194,3 +194,88 @@ def json_note(v: dict) -> dict:
     import json
 
     return json.loads(v["note"])
+
+
+def _truth_log(tmp_path, n: int, seed: int):
+    """The known-truth world's 17-arm policy on the real engine and SQLite store; every decision
+    made so far learned by online versions trained with the policy's own vw_args."""
+    from service.truthlog import default_world, generate_log, make_engine as truth_engine, world_policy
+
+    policy = world_policy(logging="engine")
+    world = default_world(policy, seed=seed)
+    engine, clock = truth_engine(tmp_path / "truth.db", {policy.name: policy})
+    generate_log(world, policy, None, n, seed=seed, learn_every=0, engine=engine, clock=clock)
+    learner = OnlineLearner(engine.store, engine.policies, clock)
+    assert learner.step(policy.name) == n
+    more = lambda k, s: generate_log(world, policy, None, k, seed=s, learn_every=0, engine=engine,  # noqa: E731
+                                     clock=clock)
+    return policy, engine, clock, learner, more
+
+
+def test_learner_continues_a_retrained_candidate_with_its_own_vw_args(tmp_path):
+    """A retrained candidate is trained with arguments the policy does not have, one of which
+    (`--l2`) its model file does not carry. Once it is active, the online learner must go on
+    learning with exactly those arguments, also after a restart, and record them on every version
+    it publishes: each published model is byte for byte the candidate, kept in memory, having
+    learned the same decisions."""
+    from models.reward import to_cost
+    from service.engine import reward_spec
+    from service.export import final_decisions
+    from service.modelops import ModelOps
+    from service.retrain import train
+
+    policy, engine, clock, learner, more = _truth_log(tmp_path, 400, seed=3)
+    store = engine.store
+    assert {v["vw_args"] for v in store.versions(policy.name)} == {policy.spec.learner.vw_args}
+    args = "--epsilon 0.1 -q UA -q HA -l 0.5 --l2 1e-4 --clip_p 0.1 -b 20"
+    assert args != policy.spec.learner.vw_args
+    reference = train(policy, list(final_decisions(store, policy, now=clock.now())), args)
+    ops = ModelOps(store)
+    candidate = ops.add_version(policy.name, reference.to_bytes(), args, "retrain", clock.now())
+    ops.activate(policy.name, candidate, "retrained candidate looked better", clock.now())
+    spec = reward_spec(policy)
+    parent = candidate
+    for restart, seed in ((False, 4), (True, 5)):
+        more(200, seed)
+        if restart:  # a new learner process: it loads the latest online version from the store
+            learner = OnlineLearner(store, engine.policies, clock)
+        assert learner.step(policy.name) == 200
+        version = store.active_version(policy.name)
+        row = store.model(policy.name, version)
+        assert (row["source"], row["parent"], row["vw_args"]) == ("online", parent, args)
+        learned = [r for r in final_decisions(store, policy, now=clock.now()) if r.decision.learned_version == version]
+        assert len(learned) == 200
+        for r in sorted(learned, key=lambda r: r.decision.seq):
+            d = r.decision
+            reference.learn(shared_line(d.context, d.history), [policy.arm_index[a] for a in d.allowed], r.chosen,
+                            to_cost(spec, r.reward), d.probability)
+        assert row["model"] == reference.to_bytes(), f"version {version} did not learn as its parent's args say"
+        parent = version
+    reference.close()
+
+
+def test_learner_does_not_trust_recorded_args_that_contradict_the_model(tmp_path):
+    """A version recorded with arguments that are not its model's (as online versions were
+    recorded with the policy's args before the learner knew better): loading it with them would
+    change the model (other interactions) or fail (other bits). The learner goes on with the
+    options the model file carries, and records those."""
+    from models.vw_policy import VWPolicy, resume_conflicts, stored_options
+    from service.engine import arm_lines
+    from service.modelops import ModelOps
+
+    policy, engine, clock, learner, more = _truth_log(tmp_path, 200, seed=6)
+    store = engine.store
+    model = VWPolicy(arm_lines(policy), "--epsilon 0.2 -q UA -q HA -b 20")
+    stale = policy.spec.learner.vw_args  # -q UA -b 18 --squarecb ...
+    assert resume_conflicts(model.to_bytes(), stale)
+    ops = ModelOps(store)
+    v = ops.add_version(policy.name, model.to_bytes(), stale, "import", clock.now())
+    model.close()
+    ops.activate(policy.name, v, "imported", clock.now())
+    more(100, 7)
+    assert learner.step(policy.name) == 100
+    row = store.model(policy.name, store.active_version(policy.name))
+    assert row["parent"] == v and row["vw_args"] != stale
+    options = stored_options(row["model"])
+    assert options["quadratic"] == ["HA", "UA"] and options["bit_precision"] == ["20"] and "squarecb" not in options
+    assert resume_conflicts(row["model"], row["vw_args"]) == []
