@@ -2,7 +2,6 @@
 state it was decided on is still the state in the store, and logging it reserves its contact."""
 from __future__ import annotations
 
-
 import pytest
 
 from service.store import Decision, Store
