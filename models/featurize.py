@@ -79,7 +79,10 @@ def arm_line(content_id: str | None, topic: str | None = None, tags: Iterable[st
     if content_id is None:
         return "|Arm hold"
     c, ch, t = _tok(content_id), _tok(channel), _tok(timing)
-    toks = [f"content={c}", f"topic={_tok(topic)}", f"channel={ch}", f"timing={t}"]
+    # the arm itself too (content x channel x timing): crossed with the context (-q UA) it lets
+    # the model learn a segment's own table of arms -- a favourite that is not the sum of a
+    # favourite content, channel and timing -- while the parts keep generalising across arms
+    toks = [f"content={c}", f"topic={_tok(topic)}", f"channel={ch}", f"timing={t}", f"arm={c}.{ch}.{t}"]
     toks += [f"tag={_tok(tag)}" for tag in tags]
     toks += [f"{_tok(k)}:{float(v):.6g}" for k, v in (numeric or {}).items()]
     return "|Arm " + " ".join(toks)

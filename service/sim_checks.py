@@ -136,9 +136,10 @@ def rules_for(policy) -> tuple[list[Rule], list[str]]:
     """The rules a policy declares, and the names of guardrail keys that are not checked here.
 
     Quiet hours are checked when the policy says "remove" and when it says "move" alike: either
-    way no send may fall inside them. They are judged in the policy's time zone, the one Tactful
-    uses for a person whose own zone it was not told: the simulator does not register people's
-    time zones with the service yet. A person's own preferences are not simulated."""
+    way no send may fall inside them. They are judged in the person's own (true) time zone, which
+    the simulator registers with the service as a campaign tool would (the person's preferences);
+    a service that resolved them in another zone (say, the policy's) is caught. Other personal
+    preferences (channels, topics, personal caps) are not simulated."""
     g = policy.spec.guardrails
     modes = {ch: g.consent.get(ch, "opt_in") for ch in policy.spec.channels}
     rules: list[Rule] = [ConsentRule(modes)]
@@ -147,8 +148,7 @@ def rules_for(policy) -> tuple[list[Rule], list[str]]:
         rules.append(MinGapRule(g.min_gap))
     if g.quiet_hours:
         q = g.quiet_hours
-        rules.append(QuietHoursRule(_hours(q.start), _hours(q.end), tuple(q.channels or ()),
-                                    ZoneInfo(policy.spec.timezone)))
+        rules.append(QuietHoursRule(_hours(q.start), _hours(q.end), tuple(q.channels or ())))
     if g.cooldown.unsubscribe:
         rules.append(CooldownRule(g.cooldown.unsubscribe, ("unsubscribe",), same_channel=True,
                                   name="cooldown_unsubscribe"))

@@ -151,7 +151,7 @@ def static_ranking(world: World, rng: np.random.Generator, sample: int = 3000) -
         person = int(world.ask_person[i])
         t = float(world.ask_t[i])
         tz = ZoneInfo(world.population.timezone[person])
-        at = [resolve_send_at(tm, t, pol.tz) for tm in truth.timings]
+        at = [resolve_send_at(tm, t, tz) for tm in truth.timings]  # the service knows the person's zone
         hours = np.array([datetime.fromtimestamp(s, tz).hour for s in at])
         probs = truth.probabilities(int(world.population.segment[person]), t, sends,
                                     hours[truth.arm_timing[sends]], np.zeros(len(sends)))
@@ -268,6 +268,10 @@ class InProcess:
     def grant(self, user: str, channels: dict[str, bool], t: float) -> None:
         self.engine.set_consent(user, channels, "simulation", t)
 
+    def register(self, user: str, timezone: str, t: float) -> None:
+        """The person's time zone, as a campaign tool registers it (PUT /v1/users/{id}/preferences)."""
+        self.engine.set_preferences(user, {"timezone": timezone}, t)
+
     def decide(self, user: str, context: dict, t: float, ask: Ask) -> tuple[str, str, float | None, str]:
         if self.scorer is not None:
             self.scorer.ask = ask
@@ -352,6 +356,9 @@ class OverHTTP:
         self._call("PUT", f"/v1/users/{quote(user)}/consent",
                    {"channels": channels, "source": "simulation", "timestamp": self._ts(t)})
 
+    def register(self, user: str, timezone: str, t: float) -> None:
+        self._call("PUT", f"/v1/users/{quote(user)}/preferences", {"timezone": timezone, "timestamp": self._ts(t)})
+
     def decide(self, user: str, context: dict, t: float, ask: Ask) -> tuple[str, str, float | None, str]:
         out = self._call("POST", f"/v1/policies/{quote(self.policy.name)}/decide",
                          {"user_id": user, "context": context, "timestamp": self._ts(t)})
@@ -415,9 +422,15 @@ class Run:
 
 
 def run_maker(world: World, maker: str, *, url: str | None = None, db: str | None = None,
-              progress: bool = True, extra_rules: Sequence = ()) -> Run:
+              progress: bool = True, extra_rules: Sequence = (), register_timezones: bool = True) -> Run:
     """One decision maker's run. `extra_rules` are checked on top of the policy's own (to try
-    out rules the guardrails do not enforce yet, e.g. sim_checks.QuietHoursRule)."""
+    out rules the policy does not declare, e.g. sim_checks.QuietHoursRule).
+
+    `register_timezones`: tell the service each person's time zone before the run (their
+    preferences, as a campaign tool would), so that timing slots and quiet hours resolve in the
+    person's own zone. Without it the service falls back to the policy's zone, while the
+    independent check still judges quiet hours in the person's true zone: the test suite uses
+    that to show the check catches sends at the wrong local time."""
     if maker not in MAKERS:
         raise SimulationError(f"unknown decision maker {maker!r} (known: {', '.join(MAKERS)})")
     tmp = None
@@ -432,14 +445,15 @@ def run_maker(world: World, maker: str, *, url: str | None = None, db: str | Non
             db = str(Path(tmp.name) / "simulation.db")
         target = InProcess(world, maker, db, world.seed)
     try:
-        return _run(world, maker, target, progress, extra_rules)
+        return _run(world, maker, target, progress, extra_rules, register_timezones)
     finally:
         target.close()
         if tmp is not None:
             tmp.cleanup()
 
 
-def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence = ()) -> Run:
+def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence = (),
+         register_timezones: bool = True) -> Run:
     from tqdm import tqdm
 
     sc, pol, truth, pop = world.scenario, world.policy, world.truth, world.population
@@ -503,6 +517,8 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
     start = float(all_t[0]) - 1.0
     for p in range(people):
         target.grant(users[p], pop.consent[p], start)
+        if register_timezones:
+            target.register(users[p], pop.timezone[p], start)
 
     clock = time.perf_counter
     spent = {"decide": 0.0, "outcomes": 0.0, "learn": 0.0}
@@ -548,7 +564,8 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
         if rec.sends and rec.sends[0][1] < t - keep:
             rec.sends = [s for s in rec.sends if s[1] >= t - keep]
         fc = sum(1 for _, at in rec.sends if at > t - fatigue_window)
-        slot_at = [resolve_send_at(tm, t, pol.tz) for tm in truth.timings]
+        # where the service resolves timing slots: the person's zone once it was told, else the policy's
+        slot_at = [resolve_send_at(tm, t, rec.timezone if register_timezones else pol.tz) for tm in truth.timings]
         slot_hour = np.array([datetime.fromtimestamp(s, rec.timezone).hour for s in slot_at])
         slot_pressure = np.array([pressure(rec.sends, s, half_life) for s in slot_at])
         probs = truth.probabilities(seg, t, sends_idx, slot_hour[truth.arm_timing[sends_idx]],

@@ -110,7 +110,7 @@ def test_rules_come_from_the_policy_file():
                                                                    ("*", 5, 7 * DAY)}
     quiet = rules[5]
     assert (quiet.start_hour, quiet.end_hour, quiet.channels) == (21, 8, ("email", "push", "sms"))
-    assert quiet.timezone == ZoneInfo("Europe/Paris")
+    assert quiet.timezone is None  # judged in each person's own zone
     assert unchecked == ["suppression"]  # needs per-send engagement, which the check does not track
     noon = 12 * 3600.0
     assert Checker(rules).allows(PersonRecord(ZoneInfo("UTC"), {"email": True}), "email", noon, noon)
@@ -127,6 +127,27 @@ def test_the_check_catches_sends_a_rule_forbids():
     assert run.violations.sum() > 0
     clean = run_maker(world, "uniform", progress=False)
     assert clean.violations.sum() == 0
+
+
+def test_quiet_hours_hold_in_each_persons_own_zone():
+    """The example policy keeps email, push and SMS out of 21:00-08:00. The simulator registers
+    every person's time zone with the service (their preferences) and judges quiet hours in that
+    zone: no violations. Left unregistered, the service falls back to the policy's zone (Paris),
+    and the independent check catches the sends that reach New York at night."""
+    world = build_world(STANDARD, policy=LIFECYCLE, decisions=1500, seed=4)
+    zones = set(world.population.timezone)
+    assert {"Europe/Paris", "America/New_York"} <= zones
+    run = run_maker(world, "uniform", progress=False)
+    assert "quiet_hours" in run.rules_checked
+    assert run.violations.sum() == 0 and run.warmup_violations == 0
+    wrong_zone = run_maker(world, "uniform", progress=False, register_timezones=False)
+    assert set(wrong_zone.violation_reasons) == {"quiet_hours"}
+    assert wrong_zone.violations.sum() > 0
+    # the sends caught are at night outside Paris' zone (Paris' 08:00 is 02:00 in New York,
+    # 07:00 in London); Paris and Berlin share the policy's offset and are never caught
+    caught = {world.population.timezone[p] for p in world.ask_person[wrong_zone.violations > 0]}
+    assert "America/New_York" in caught
+    assert not caught & {"Europe/Paris", "Europe/Berlin"}
 
 
 # -- small runs of the real decision code -------------------------------------------------------
