@@ -56,10 +56,10 @@ def test_estimators_cover_the_known_truth_on_a_uniform_log(tmp_path):
 
 def test_intervals_on_a_log_of_the_engines_own_adaptive_exploration(tmp_path):
     """The engine's learner became nearly greedy, so about ten decisions with weights near 100 carry
-    the estimate (docs/ope.md). On this log (seed 2 of the coverage study) DR overestimates by
-    0.10; a normal or percentile-bootstrap interval, resting on a variance estimate of ten
-    decisions, misses the truth. Student's t with the weights' Satterthwaite degrees of freedom
-    covers it, and so does every other estimator's interval but DM's, whose model is biased here."""
+    the estimate (docs/ope.md). A percentile bootstrap rests on a variance estimate of those few
+    decisions; Student's t with the weights' Satterthwaite degrees of freedom is wider by what
+    that few decisions warrant. On this log (seed 2 of the coverage study) every interval covers
+    the truth, and Switch-DR declines to switch the heavy decisions to the model."""
     from models.estimators import _mean_interval
 
     run, policy, world, rows = _log(tmp_path, logging="engine", n=3000, seed=2)
@@ -73,8 +73,7 @@ def test_intervals_on_a_log_of_the_engines_own_adaptive_exploration(tmp_path):
     assert 5 < df < 20 and weights(data, pi).max() > 100
     dr = DR().rounds(data, pi, ope.q_cross())
     lo, hi = _mean_interval(dr, 0.05, 1000, 2)
-    assert not lo <= truth <= hi, "the percentile bootstrap used to miss here"
-    assert estimates["DR"].value - truth > 0.09
+    assert estimates["DR"].hi - estimates["DR"].lo > 1.05 * (hi - lo), "t with few degrees of freedom is wider"
     for e in estimates.values():
         assert e.lo <= truth <= e.hi, (e, truth)
     # Switch-DR would switch the heavy decisions to a model that is wrong there: it declines
