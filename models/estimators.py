@@ -163,15 +163,9 @@ def _mean_interval(values: np.ndarray, alpha: float, n_boot: int, seed: int) -> 
     return _percentile(means, alpha)
 
 
-@dataclass
-class IPS:
-    """Inverse propensity scoring:  V = 1/n sum_i w_i r_i.  Unbiased when mu > 0 wherever pi > 0."""
-
-    name: str = "IPS"
-    needs_model = False
-
-    def rounds(self, data: BanditData, pi: np.ndarray, q_hat: np.ndarray | None = None) -> np.ndarray:
-        return weights(data, pi) * data.reward
+class _WeightedMean:
+    """An estimator whose value is the mean of its per-decision rounds, each carrying the
+    decision's importance weight: Student's t interval with the weights' degrees of freedom."""
 
     def estimate(self, data, pi, q_hat=None) -> float:
         return float(np.mean(self.rounds(data, pi, q_hat)))
@@ -180,6 +174,17 @@ class IPS:
                  model_variance: ModelVariance | None = None):
         r = self.rounds(data, pi, q_hat)
         return t_interval(float(np.mean(r)) if len(r) else float("nan"), r, weights(data, pi), alpha)
+
+
+@dataclass
+class IPS(_WeightedMean):
+    """Inverse propensity scoring:  V = 1/n sum_i w_i r_i.  Unbiased when mu > 0 wherever pi > 0."""
+
+    name: str = "IPS"
+    needs_model = False
+
+    def rounds(self, data: BanditData, pi: np.ndarray, q_hat: np.ndarray | None = None) -> np.ndarray:
+        return weights(data, pi) * data.reward
 
 
 @dataclass
@@ -243,7 +248,7 @@ class DM:
 
 
 @dataclass
-class DR:
+class DR(_WeightedMean):
     """Doubly robust:  V = 1/n sum_i [ sum_a pi(a | x_i) q_hat(x_i, a) + w_i (r_i - q_hat(x_i, a_i)) ].
     Unbiased if either the propensities or the reward model are right; q_hat should be cross-fitted."""
 
@@ -253,14 +258,6 @@ class DR:
     def rounds(self, data, pi, q_hat=None) -> np.ndarray:
         idx = np.arange(data.n)
         return _dm_rounds(pi, q_hat) + weights(data, pi) * (data.reward - q_hat[idx, data.action])
-
-    def estimate(self, data, pi, q_hat=None) -> float:
-        return float(np.mean(self.rounds(data, pi, q_hat)))
-
-    def interval(self, data, pi, q_hat=None, alpha=0.05, n_boot=1000, seed=0,
-                 model_variance: ModelVariance | None = None):
-        r = self.rounds(data, pi, q_hat)
-        return t_interval(float(np.mean(r)) if len(r) else float("nan"), r, weights(data, pi), alpha)
 
 
 TAUS = (2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, float("inf"))

@@ -22,7 +22,6 @@ or the store: the same truth drives the simulator, the oracle and notebooks.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,34 +31,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.specfile import KeyedError, read_toml, validate
+from models.specfile import KeyedError, SpecError, parse_duration, read_toml, validate
 
 NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 OUTCOME_TYPES = ("open", "click", "convert", "unsubscribe", "complaint")
 
 
-class ScenarioError(ValueError):
+class ScenarioError(SpecError):
     """A scenario file that cannot be used: names the file, the key and the reason."""
-
-    def __init__(self, path: str, key: str, reason: str):
-        self.path, self.key, self.reason = path, key, reason
-        super().__init__(f"{path}: {key or '(file)'}: {reason}")
 
 
 def _duration(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string such as '7d'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration: use seconds or a string such as '12h', '14d'")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
+    return parse_duration(value, allow_zero=True, examples="'12h', '14d'")
 
 
 class _Frozen(BaseModel):

@@ -2,11 +2,41 @@
 that name the file, the key (dotted, with list indices) and the reason."""
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Callable
 
 from pydantic import BaseModel, ValidationError
+
+
+class SpecError(ValueError):
+    """A declarative file that cannot be used: names the file, the key and the reason."""
+
+    def __init__(self, path: str, key: str, reason: str):
+        self.path, self.key, self.reason = path, key, reason
+        super().__init__(f"{path}: {key or '(file)'}: {reason}")
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: object, allow_zero: bool = False, examples: str = "'30m', '12h', '7d'") -> float:
+    """Seconds from a number of seconds or a string such as "90s", "30m", "12h", "7d", "2w"."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as '7d'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration: use seconds or a string such as {examples}")
+    if allow_zero and seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    if not allow_zero and seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
 
 
 class KeyedError(ValueError):

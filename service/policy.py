@@ -16,35 +16,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.specfile import KeyedError, read_toml, validate
+from models.specfile import KeyedError, SpecError, parse_duration, read_toml, validate
 
 NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 HOLD_ARM = "hold"
 
 
-class PolicyError(ValueError):
+class PolicyError(SpecError):
     """A policy file that cannot be used: names the file, the key and the reason."""
-
-    def __init__(self, path: str, key: str, reason: str):
-        self.path, self.key, self.reason = path, key, reason
-        super().__init__(f"{path}: {key or '(file)'}: {reason}")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number of seconds or a string such as "90s", "30m", "12h", "7d", "2w"."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string such as '7d'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration: use seconds or a string such as '30m', '12h', '7d'")
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
-    return seconds
 
 
 class _Frozen(BaseModel):
