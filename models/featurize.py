@@ -3,9 +3,13 @@
 Namespaces (VW keys interactions on the first letter):
   User     the request context (segment, country, tenure, ...)
   History  recent contact pressure, computed from the store at decision time
-  Arm      the arm: content id, topic, tags, channel, timing, their conjunctions and numeric
-           content features; the hold arm is the single feature `hold`.
-The policy's `vw_args` choose the interactions (by default `-q UA -q HA`).
+  Arm      the arm's parts: content id, topic, tags, channel, timing and numeric content
+           features; the hold arm is the single feature `hold`.
+  Id       the arm itself (`arm=content.channel.timing`), apart from its parts, so that the
+           policy's `vw_args` decide whether the model may learn a table of arms of its own:
+           `-q UI` crosses it with the context (each segment's own table), `--ignore I` leaves it
+           out (the example policy's choice: see docs/policies.md).
+The policy's `vw_args` choose the interactions (by default `-q UA --ignore I`).
 """
 from __future__ import annotations
 
@@ -79,13 +83,14 @@ def arm_line(content_id: str | None, topic: str | None = None, tags: Iterable[st
     if content_id is None:
         return "|Arm hold"
     c, ch, t = _tok(content_id), _tok(channel), _tok(timing)
-    # the arm itself too (content x channel x timing): crossed with the context (-q UA) it lets
-    # the model learn a segment's own table of arms -- a favourite that is not the sum of a
-    # favourite content, channel and timing -- while the parts keep generalising across arms
-    toks = [f"content={c}", f"topic={_tok(topic)}", f"channel={ch}", f"timing={t}", f"arm={c}.{ch}.{t}"]
+    toks = [f"content={c}", f"topic={_tok(topic)}", f"channel={ch}", f"timing={t}"]
     toks += [f"tag={_tok(tag)}" for tag in tags]
     toks += [f"{_tok(k)}:{float(v):.6g}" for k, v in (numeric or {}).items()]
-    return "|Arm " + " ".join(toks)
+    # the arm itself, in a namespace of its own: crossed with the context (-q UI) it lets the
+    # model learn a segment's own table of arms -- a favourite that is not the sum of a favourite
+    # content, channel and timing -- at the price of a weight per segment and arm, which a few
+    # unlucky early outcomes can sink for good under greedy exploration; `--ignore I` drops it
+    return "|Arm " + " ".join(toks) + f" |Id arm={c}.{ch}.{t}"
 
 
 def label_action(line: str, cost: float, probability: float) -> str:

@@ -271,10 +271,15 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "(`--epsilon 0.05`) and the 5% holdout are kept: off-policy evaluation needs them. For "
         "`fatigue-heavy` the policy adds `-q HA` (history x arm, so that the model sees recent contact "
         "pressure) and a fatigue term of 0.1 per recent contact instead of 0.05.",
-        "- **Each arm is also a feature of its own** (`arm=content.channel.timing`, models/featurize.py), "
-        "next to its content, topic, channel and timing: crossed with the context (`-q UA`) the model can "
-        "learn a segment's own table of arms, as per-segment Thompson sampling does, while the parts keep "
-        "generalising across arms (+1.3 points of expected reward at 50,000 decisions).",
+        "- **Each arm is also a feature of its own** (`arm=content.channel.timing` in the `Id` namespace, "
+        "models/featurize.py), next to its content, topic, channel and timing: crossed with the context "
+        "(`-q UI`; `-q HI` too in `fatigue-heavy`) the model can learn a segment's own table of arms, as "
+        "per-segment Thompson sampling does, while the parts keep generalising across arms (+1.3 points of "
+        "expected reward at 50,000 decisions). The figures here were measured when the token sat in the "
+        "`Arm` namespace, crossed by `-q UA` (and `-q HA`): the same model up to feature hashing. It moved "
+        "to a namespace of its own so that a policy can leave it out: the example policy does "
+        "(`--ignore I`), because with a few thousand decisions per segment the table made the two-segment "
+        "test population's learning unreliable (docs/policies.md).",
         "- **Why `-l 0.05` and `--clip_p 0.5`**: with `-l 0.1` and `--clip_p 0.1` the model every few days "
         "jumped onto an arm it had rarely tried after one lucky outcome (a holdout decision's conversion, "
         "learned with an importance weight of 10 on a weight that had hardly moved yet), and exploited it for "

@@ -121,7 +121,7 @@ def policy_toml(name: str, campaign: str, logger: str, items: list[dict], n_affi
     lines += [f'affinity_{k} = {{ type = "number" }}' for k in range(n_affinities)]
     lines += ["", "[guardrails.consent]", 'web = "opt_out"', "", "[reward]", 'window = "1s"',
               "weights = { click = 1.0 }", "min = 0.0", "max = 1.0", "", "[learner]",
-              'vw_args = "--squarecb --gamma_scale 300 --epsilon 0.05 -q UA --clip_p 0.1 -b 22"',
+              'vw_args = "--squarecb --gamma_scale 300 --epsilon 0.05 -q UA --ignore I --clip_p 0.1 -b 22"',
               'fallback_arm = "item_0:web:now"', ""]
     return "\n".join(lines)
 

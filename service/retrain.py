@@ -30,7 +30,9 @@ from service.policy import Policy
 from service.store import Store
 
 EXPLORATION = ("--squarecb --gamma_scale 300 --epsilon 0.05", "--epsilon 0.1")
-INTERACTIONS = ("-q UA", "-q UA -q HA")
+# the arms' parts x context; the same with each segment's own table of arms (the `Id` namespace,
+# docs/policies.md); the parts x recent contact pressure too
+INTERACTIONS = ("-q UA --ignore I", "-q UA -q UI", "-q UA -q HA --ignore I")
 LEARNING_RATES = (0.1, 0.5)
 
 

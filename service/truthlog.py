@@ -58,7 +58,7 @@ def world_policy(name: str = "truth", logging: str = "uniform", vw_args: str | N
         "reward": {"window": "1h", "default": 0.0, "weights": {"click": 1.0, "unsubscribe": -5.0,
                                                                "complaint": -10.0},
                    "min": -5.0, "max": 1.0},
-        "learner": {"vw_args": vw_args or "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --clip_p 0.1 -b 18",
+        "learner": {"vw_args": vw_args or "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --ignore I --clip_p 0.1 -b 18",
                     "holdout_share": 0.999999 if logging == "uniform" else 0.0},
     }
     data.update(extra or {})

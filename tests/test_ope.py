@@ -293,7 +293,7 @@ def test_retrain_shadow_and_promote_commands(tmp_path):
     r = runner.invoke(main, ["retrain", *base, "--now", str(run.clock.now()), "--bootstrap", "100"])
     assert r.exit_code == 0, r.output
     assert "trained on 960 decisions, chose on the 240 latest" in r.output
-    assert r.output.count("-q UA") == 8 and "*" in r.output
+    assert r.output.count("-q UA") == 12 and r.output.count("-q UI") == 4 and "*" in r.output
     version = int(r.output.split("candidate version ")[1].split()[0])
     r = runner.invoke(main, ["models", "shadow", *base, str(version)])
     assert r.exit_code == 0, r.output
