@@ -2,6 +2,7 @@
 the clock, the policies and the engine, so tests build a fresh app on a temp SQLite file."""
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -10,9 +11,12 @@ import orjson
 from flask import Flask, Response, json, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+from service import schemas
 
 from service.clock import Clock, make_clock
-from service.engine import DecisionEngine, ModelCache
+from service.engine import DecideInput, DecisionEngine, ModelCache
 from service.errors import Problem
 from service.policy import Policy, load_policies
 from service.store import Store
@@ -49,6 +53,62 @@ class OrjsonProvider(DefaultJSONProvider):
 
 def problem_response(p: Problem) -> Response:
     return Response(json.dumps(p.to_dict()), status=p.status, mimetype="application/problem+json")
+
+
+def internal_problem() -> Problem:
+    p = Problem("an unexpected error occurred; it has been logged")
+    p.status, p.title, p.slug = 500, "Internal server error", "internal"
+    return p
+
+
+class DecideFastPath:
+    """WSGI middleware for `POST /v1/policies/<policy>/decide`, the one hot endpoint: a valid
+    request for a known policy is parsed, validated by the same pydantic model and answered with
+    the same JSON, without Flask's request and response machinery (about a fifth of a served
+    decide's CPU). Everything else -- other endpoints, an unknown policy, a body that is not a
+    valid request, a chunked body -- goes to the Flask app untouched (the body already read is
+    handed on), so every error keeps its single source: the Flask error handlers. A problem the
+    engine raises while deciding (a conflict, a context the policy refuses) is answered here with
+    the same problem document; nothing the engine raises comes after its decision is logged."""
+
+    PREFIX, SUFFIX = "/v1/policies/", "/decide"
+
+    def __init__(self, app: Flask, engine: DecisionEngine):
+        self.wsgi_app, self.engine = app.wsgi_app, engine
+        self.options = OrjsonProvider._options
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if (environ.get("REQUEST_METHOD") != "POST" or not path.startswith(self.PREFIX)
+                or not path.endswith(self.SUFFIX)):
+            return self.wsgi_app(environ, start_response)
+        name = path[len(self.PREFIX):-len(self.SUFFIX)]
+        length = environ.get("CONTENT_LENGTH")
+        if name not in self.engine.policies or not length or not length.isdigit():
+            return self.wsgi_app(environ, start_response)
+        raw = environ["wsgi.input"].read(int(length))
+        try:
+            payload = orjson.loads(raw)
+            req = schemas.parse(schemas.DecideRequest, payload)
+        except (ValueError, Problem):  # the Flask route says what is wrong, as for any request
+            environ["wsgi.input"] = io.BytesIO(raw)
+            return self.wsgi_app(environ, start_response)
+        ts = req.timestamp.timestamp() if req.timestamp is not None else None
+        try:
+            result = self.engine.decide(name, DecideInput(req.user_id, req.context, req.consistency_key, ts))
+        except Problem as p:
+            return self._send(start_response, p.status, "application/problem+json", p.to_dict())
+        except Exception:
+            # logged and answered as the Flask app's handler does for any other endpoint
+            logging.getLogger("tactful").exception("unexpected error on POST %s", path)
+            return self._send(start_response, 500, "application/problem+json", internal_problem().to_dict())
+        return self._send(start_response, 200, "application/json", result)
+
+    def _send(self, start_response, status: int, mimetype: str, obj) -> list[bytes]:
+        data = orjson.dumps(obj, option=self.options)
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, '').upper()}",  # as werkzeug writes it
+                       [("Content-Type", mimetype), ("Content-Length", str(len(data)))])
+        return [data]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -100,8 +160,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):
         logging.getLogger("tactful").exception("unexpected error on %s %s", request.method, request.path)
-        p = Problem("an unexpected error occurred; it has been logged")
-        p.status, p.title, p.slug = 500, "Internal server error", "internal"
-        return problem_response(p)
+        return problem_response(internal_problem())
 
+    app.wsgi_app = DecideFastPath(app, engine)
     return app

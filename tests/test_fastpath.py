@@ -1,0 +1,91 @@
+"""`POST /v1/policies/<policy>/decide` is answered by a WSGI fast path (service/app.py,
+DecideFastPath) and, for anything it does not take, by the Flask route. Both must answer alike:
+same status, same content type, same problem documents, same shape of decision."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from flask import request_started
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+from service.app import create_app
+from conftest import POLICIES_DIR
+
+CONSENT = {"channels": {"email": True, "push": True, "sms": True}, "source": "test"}
+REQUESTS = [
+    {"user_id": "u1", "context": {"segment": "s1", "tenure_days": 3}},
+    {"user_id": "u1", "context": {"segment": "s1", "bogus": 1}},          # the engine refuses it
+    {"user_id": "u1", "context": {}},                                       # a required feature missing
+    {"user_id": 5, "context": {"segment": "s1"}},                           # pydantic refuses it
+    {"user_id": "u1", "context": {"segment": "s1"}, "timestamp": "2026-01-01T00:00:00Z"},  # system clock
+    {"user_id": "u1", "context": {"segment": "s1"}, "extra": True},
+    ["not", "an", "object"],
+    b'{"user_id": "u1", "context": {"segment": "s1", "tenure_days": 123456789012345678901234}}',  # > 64 bits
+]
+
+
+@pytest.fixture
+def apps(tmp_path):
+    fast = create_app({"DB": str(tmp_path / "fast.db"), "POLICIES": str(POLICIES_DIR)})
+    plain = create_app({"DB": str(tmp_path / "plain.db"), "POLICIES": str(POLICIES_DIR)})
+    assert type(plain.wsgi_app).__name__ == "DecideFastPath"
+    plain.wsgi_app = plain.wsgi_app.wsgi_app  # the Flask app alone
+    for app in (fast, plain):
+        assert app.test_client().put("/v1/users/u1/consent", json=CONSENT).status_code == 200
+    seen = []  # requests the fast app's Flask machinery saw
+    request_started.connect(lambda sender, **kw: seen.append(kw), fast, weak=False)
+    fast_client = fast.test_client()
+    fast_client.flask_saw = seen
+    return fast_client, plain.test_client()
+
+
+def shape(value):
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("body", REQUESTS)
+def test_fast_path_answers_as_the_flask_route(apps, body):
+    fast, plain = apps
+    send = {"data": body, "content_type": "application/json"} if isinstance(body, bytes) else {"json": body}
+    a = fast.post("/v1/policies/lifecycle/decide", **send)
+    b = plain.post("/v1/policies/lifecycle/decide", **send)
+    assert (a.status, a.headers["Content-Type"]) == (b.status, b.headers["Content-Type"])
+    assert int(a.headers["Content-Length"]) == len(a.data)
+    if a.status_code == 200:
+        assert shape(a.json) == shape(b.json) and a.json["policy"] == "lifecycle"
+        assert not fast.flask_saw, "a valid request is answered without Flask"
+    else:
+        assert a.json == b.json and a.json["field"]
+
+
+@pytest.mark.parametrize("path,data,status", [
+    ("/v1/policies/nope/decide", b'{"user_id": "u1"}', 404),                   # unknown policy: Flask's 404
+    ("/v1/policies/lifecycle/decide", b'{"user_id": "u1", "context": {"segment": NaN}}', 400),
+    ("/v1/policies/lifecycle/decide", b"", 400),
+])
+def test_bodies_the_fast_path_passes_on(apps, path, data, status):
+    fast, plain = apps
+    a = fast.post(path, data=data, content_type="application/json")
+    b = plain.post(path, data=data, content_type="application/json")
+    assert a.status_code == b.status_code == status
+    assert a.json == b.json
+    assert len(fast.flask_saw) == 1, "passed on to the Flask app"
+
+
+def test_a_body_without_length_is_decided_by_the_flask_route(apps):
+    """What gunicorn hands on for `Transfer-Encoding: chunked`: no CONTENT_LENGTH, an input
+    stream that ends where the body does."""
+    fast, _ = apps
+    body = b'{"user_id": "u1", "context": {"segment": "s1"}}'
+    environ = EnvironBuilder(path="/v1/policies/lifecycle/decide", method="POST", data=body,
+                             content_type="application/json").get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ.update({"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"})
+    app_iter, status, headers = run_wsgi_app(fast.application, environ, buffered=True)
+    data = b"".join(app_iter)
+    assert status.startswith("200"), data
+    assert json.loads(data)["action"]["arm"] and len(fast.flask_saw) == 1
