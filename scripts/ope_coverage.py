@@ -8,7 +8,7 @@ from that log by every estimator; its exact true value on the logged contexts is
 the population's known expected rewards. Reported per estimator: how often the 95% interval
 covers the truth, the mean absolute error, the mean interval width.
 
-    .venv/bin/python scripts/ope_coverage.py                      # 50 seeds, both logging policies
+    .venv/bin/python scripts/ope_coverage.py                      # 50 seeds, all three logging policies
     .venv/bin/python scripts/ope_coverage.py --seeds 5 --n 1000   # a quick look
 """
 from __future__ import annotations
@@ -125,7 +125,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--n", type=int, default=3000, help="decisions per log")
-    ap.add_argument("--logging", nargs="+", default=["uniform", "engine"], choices=["uniform", "engine"])
+    ap.add_argument("--logging", nargs="+", default=["uniform", "engine", "greedy"], choices=["uniform", "engine", "greedy"],
+                    help="uniform random; the engine's learner with the example's settings; a greedier one")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--ridge-alpha", type=float, default=1.0, help="the reward model's ridge penalty")
     ap.add_argument("--out", default=str(ROOT / "docs" / "figures"), help="directory for the JSON and PNG")

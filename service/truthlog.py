@@ -46,8 +46,19 @@ TIMINGS = ("now", "evening")
 SEGMENTS = ("bargain", "newbie", "loyal", "lapsed")
 
 
+# The engine's learner as the logger: the example policy's settings (examples/policies), with a
+# larger exploration floor and fewer hash bits for this small policy.
+ENGINE_ARGS = "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --ignore I --clip_p 0.5 -l 0.1 -b 18"
+# ... and the example's settings before 2026-11-23: weights up to 10 and VW's default step. A
+# greedier logger, which gives up on unlucky arms sooner: the hard case for the estimators.
+GREEDY_ARGS = "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --ignore I --clip_p 0.1 -b 18"
+LOGGERS = {"uniform": ENGINE_ARGS, "engine": ENGINE_ARGS, "greedy": GREEDY_ARGS}
+
+
 def world_policy(name: str = "truth", logging: str = "uniform", vw_args: str | None = None,
                  extra: dict | None = None) -> Policy:
+    """`logging`: "uniform" (a holdout of everyone: uniform random among the allowed arms), or the
+    engine's own learner, "engine" or "greedy" (LOGGERS); `vw_args` overrides the learner's."""
     data = {
         "name": name,
         "channels": list(CHANNELS),
@@ -58,7 +69,7 @@ def world_policy(name: str = "truth", logging: str = "uniform", vw_args: str | N
         "reward": {"window": "1h", "default": 0.0, "weights": {"click": 1.0, "unsubscribe": -5.0,
                                                                "complaint": -10.0},
                    "min": -5.0, "max": 1.0},
-        "learner": {"vw_args": vw_args or "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --ignore I --clip_p 0.1 -b 18",
+        "learner": {"vw_args": vw_args or LOGGERS[logging],
                     "holdout_share": 0.999999 if logging == "uniform" else 0.0},
     }
     data.update(extra or {})

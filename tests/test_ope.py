@@ -55,14 +55,15 @@ def test_estimators_cover_the_known_truth_on_a_uniform_log(tmp_path):
 
 
 def test_intervals_on_a_log_of_the_engines_own_adaptive_exploration(tmp_path):
-    """The engine's learner became nearly greedy, so about ten decisions with weights near 100 carry
+    """A greedy logger (the engine's learner with the example's former settings, truthlog's
+    "greedy") soon stops exploring unlucky arms, so about ten decisions with weights near 100 carry
     the estimate (docs/ope.md). A percentile bootstrap rests on a variance estimate of those few
     decisions; Student's t with the weights' Satterthwaite degrees of freedom is wider by what
     that few decisions warrant. On this log (seed 2 of the coverage study) every interval covers
     the truth, and Switch-DR declines to switch the heavy decisions to the model."""
     from models.estimators import _mean_interval
 
-    run, policy, world, rows = _log(tmp_path, logging="engine", n=3000, seed=2)
+    run, policy, world, rows = _log(tmp_path, logging="greedy", n=3000, seed=2)
     data = bandit_data(policy, rows)
     segments = [run.segments[r.decision.event_id] for r in rows]
     pi = best_arm_target(world, policy, segments, data.allowed)
@@ -218,7 +219,7 @@ def _bad_model(policy, arm: str) -> bytes:
     model = VWPolicy(arm_lines(policy), policy.spec.learner.vw_args)
     rng = np.random.default_rng(0)
     target = policy.arm_index[arm]
-    for _ in range(400):
+    for _ in range(6000):  # many: the learner takes small steps (-l 0.1, importance weights of at most 2)
         seg = ["bargain", "newbie", "loyal", "lapsed"][rng.integers(4)]
         chosen = int(rng.integers(len(policy.arms)))
         model.learn(f"shared |User segment={seg} |History contacts_7d:0 recency=never",
