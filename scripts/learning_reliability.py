@@ -31,10 +31,10 @@ from service.store import Store  # noqa: E402
 from synthetic import BEST, CHANNELS, best_arm, click_probability  # noqa: E402
 
 START = 1772438400.0  # 2026-03-02 08:00 UTC, as in the e2e test
-USERS, DECISIONS, SPAN, CONVERT_GIVEN_CLICK = 2000, 12000, 14 * 86400.0, 0.5
+USERS, DECISIONS, SPAN, CONVERT_GIVEN_CLICK = 2000, 12000, 14 * 86400.0, 0.5  # as in the e2e test
 
 
-def run(seed: int, policies_dir: Path, learn_every: int, workdir: Path) -> dict:
+def run(seed: int, policies_dir: Path, learn_every: int, workdir: Path, decisions: int = DECISIONS) -> dict:
     policies = load_policies(policies_dir)
     store = Store(str(workdir / f"run-{seed}.db"))
     clock = ManualClock(START)
@@ -48,8 +48,8 @@ def run(seed: int, policies_dir: Path, learn_every: int, workdir: Path) -> dict:
     users = [(f"user-{i}", segments[i % 2]) for i in range(USERS)]
     for user, _ in users:
         engine.set_consent(user, {c: True for c in CHANNELS}, "reliability", None)
-    for n in range(DECISIONS):
-        clock.t = max(clock.t, START + SPAN * n / DECISIONS)
+    for n in range(decisions):
+        clock.t = max(clock.t, START + SPAN * n / decisions)
         user, segment = users[rng.integers(USERS)]
         d = engine.decide("lifecycle", DecideInput(user, {"segment": segment, "country": "FR", "tenure_days": 30}))
         if rng.random() < click_probability(segment, d["action"]["arm"]):
@@ -74,7 +74,7 @@ def run(seed: int, policies_dir: Path, learn_every: int, workdir: Path) -> dict:
         if top != best_arm(segment):
             wrong[segment] = top
     last = store.conn.execute("SELECT avg(reward) FROM decisions WHERE seq > ? AND seq <= ?",
-                              (2 * DECISIONS // 3, DECISIONS)).fetchone()[0]
+                              (2 * decisions // 3, decisions)).fetchone()[0]
     return {"seed": seed, "wrong": wrong, "reward_last_third": float(last)}
 
 
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--learn-every", type=int, default=200, help="decisions between learner steps")
     ap.add_argument("--vw-args", help="replaces the example policy's [learner] vw_args")
+    ap.add_argument("--decisions", type=int, default=DECISIONS, help="decisions per run (the e2e test's 12,000)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -95,7 +96,7 @@ def main() -> None:
         print(re.search(r'^vw_args = "(.*)"', text, flags=re.M).group(1), f"learner every {args.learn_every} decisions")
         results = []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            r = run(seed, work / "policies", args.learn_every, work)
+            r = run(seed, work / "policies", args.learn_every, work, args.decisions)
             results.append(r)
             print(f"seed {seed}: reward over the last third {r['reward_last_third']:.3f}"
                   + "".join(f"; {s} learned {a}" for s, a in r["wrong"].items()), flush=True)

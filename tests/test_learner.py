@@ -279,3 +279,15 @@ def test_learner_does_not_trust_recorded_args_that_contradict_the_model(tmp_path
     options = stored_options(row["model"])
     assert options["quadratic"] == ["HA", "UA"] and options["bit_precision"] == ["20"] and "squarecb" not in options
     assert resume_conflicts(row["model"], row["vw_args"]) == []
+
+
+def test_learning_reliability_script_runs():
+    """scripts/learning_reliability.py (docs/policies.md's table) end to end, one short run."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "learning_reliability.py"), "--seeds", "1",
+                           "--decisions", "1500", "--learn-every", "300"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith(load_policies(POLICIES)["lifecycle"].spec.learner.vw_args)  # the example's
+    assert lines[1].startswith("seed 1: reward over the last third ")
+    assert lines[-1].split(" runs learned a wrong favourite")[0] in ("0 of 1", "1 of 1")
