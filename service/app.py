@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import orjson
-from flask import Flask, Response, json, request
+from flask import Flask, Response, current_app, json, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
@@ -27,6 +27,9 @@ DEFAULTS = {
     "CLOCK": "system",
     "SECRET": None,
     "MODEL_REFRESH_SECONDS": 1.0,
+    # a request body larger than this is refused (413, naming `body`) before it is read: a decide
+    # or an outcome is a few hundred bytes, so 1 MiB leaves room for large contexts
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
 }
 
 
@@ -66,7 +69,7 @@ class DecideFastPath:
     request for a known policy is parsed, validated by the same pydantic model and answered with
     the same JSON, without Flask's request and response machinery (about a fifth of a served
     decide's CPU). Everything else -- other endpoints, an unknown policy, a body that is not a
-    valid request, a chunked body -- goes to the Flask app untouched (the body already read is
+    valid request, a chunked or too large body -- goes to the Flask app untouched (the body already read is
     handed on), so every error keeps its single source: the Flask error handlers. A problem the
     engine raises while deciding (a conflict, a context the policy refuses) is answered here with
     the same problem document; nothing the engine raises comes after its decision is logged."""
@@ -75,6 +78,7 @@ class DecideFastPath:
 
     def __init__(self, app: Flask, engine: DecisionEngine):
         self.wsgi_app, self.engine = app.wsgi_app, engine
+        self.max_length = app.config["MAX_CONTENT_LENGTH"]
         self.options = OrjsonProvider._options
 
     def __call__(self, environ, start_response):
@@ -84,7 +88,8 @@ class DecideFastPath:
             return self.wsgi_app(environ, start_response)
         name = path[len(self.PREFIX):-len(self.SUFFIX)]
         length = environ.get("CONTENT_LENGTH")
-        if name not in self.engine.policies or not length or not length.isdigit():
+        if (name not in self.engine.policies or not length or not length.isdigit()
+                or (self.max_length is not None and int(length) > self.max_length)):
             return self.wsgi_app(environ, start_response)
         raw = environ["wsgi.input"].read(int(length))
         try:
@@ -151,6 +156,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             p.detail = f"{request.method} is not allowed on {request.path}"
         elif e.code == 404:
             p.detail = f"no such endpoint: {request.path}"
+        elif e.code == 413:
+            p.detail = f"the request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+            p.field, p.errors = "body", [{"field": "body", "reason": p.detail}]
         resp = problem_response(p)
         for name, value in e.get_headers():  # e.g. Allow, which a 405 must carry
             if name.lower() != "content-type":

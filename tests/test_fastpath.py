@@ -89,3 +89,14 @@ def test_a_body_without_length_is_decided_by_the_flask_route(apps):
     data = b"".join(app_iter)
     assert status.startswith("200"), data
     assert json.loads(data)["action"]["arm"] and len(fast.flask_saw) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/policies/lifecycle/decide", "/v1/events/ev1/outcomes"])
+def test_a_body_over_the_limit_is_refused_naming_body(apps, path):
+    fast, _ = apps
+    big = b'{"user_id": "u1", "context": {"segment": "' + b"x" * (1024 * 1024) + b'"}}'
+    r = fast.post(path, data=big, content_type="application/json")
+    assert r.status_code == 413 and r.headers["Content-Type"] == "application/problem+json"
+    assert r.json["field"] == "body" and "larger than 1048576 bytes" in r.json["detail"]
+    small = fast.post("/v1/policies/lifecycle/decide", json={"user_id": "u1", "context": {"segment": "s1"}})
+    assert small.status_code == 200
