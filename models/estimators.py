@@ -560,11 +560,10 @@ class OffPolicyEvaluation:
 
 
 def estimate_differences(data: BanditData, pi_a: np.ndarray, pi_b: np.ndarray, q_hat: np.ndarray,
-                         alpha: float = 0.05, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+                         alpha: float = 0.05) -> tuple[float, float, float]:
     """DR estimate of V(pi_a) - V(pi_b), paired: the per-decision differences of the same decisions,
     so noise common to both cancels; the lift that promotion criteria test. Its interval is DR's:
-    t with the Satterthwaite degrees of freedom of the weights' differences (`n_boot` and `seed`
-    are not used since the interval stopped being a bootstrap)."""
+    t with the Satterthwaite degrees of freedom of the weights' differences."""
     dr = DR()
     diff = dr.rounds(data, pi_a, q_hat) - dr.rounds(data, pi_b, q_hat)
     v = float(np.mean(diff))

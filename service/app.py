@@ -13,10 +13,9 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from service import schemas
-
+from service.api import decide_input
 from service.clock import Clock, make_clock
-from service.engine import DecideInput, DecisionEngine, ModelCache
+from service.engine import DecisionEngine, ModelCache
 from service.errors import Problem
 from service.policy import Policy, load_policies
 from service.store import Store
@@ -93,14 +92,12 @@ class DecideFastPath:
             return self.wsgi_app(environ, start_response)
         raw = environ["wsgi.input"].read(int(length))
         try:
-            payload = orjson.loads(raw)
-            req = schemas.parse(schemas.DecideRequest, payload)
+            req = decide_input(orjson.loads(raw))
         except (ValueError, Problem):  # the Flask route says what is wrong, as for any request
             environ["wsgi.input"] = io.BytesIO(raw)
             return self.wsgi_app(environ, start_response)
-        ts = req.timestamp.timestamp() if req.timestamp is not None else None
         try:
-            result = self.engine.decide(name, DecideInput(req.user_id, req.context, req.consistency_key, ts))
+            result = self.engine.decide(name, req)
         except Problem as p:
             return self._send(start_response, p.status, "application/problem+json", p.to_dict())
         except Exception:

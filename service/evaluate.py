@@ -265,7 +265,7 @@ def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[s
             result.rows.append({"target": label, **e.as_dict()})
     if len(targets) > 1:
         q = ope.q_cross()
-        v, lo, hi = estimate_differences(data, cand_pi, ref_pi, q, alpha, n_boot, seed)
+        v, lo, hi = estimate_differences(data, cand_pi, ref_pi, q, alpha)
         result.lift = {"estimator": "DR", "value": v, "lo": lo, "hi": hi}
         for name, types in (("unsubscribe", UNSUBSCRIBE_TYPES), ("complaint", COMPLAINT_TYPES)):
             if not set(types) & set(policy.outcome_types):

@@ -51,13 +51,6 @@ class Verdict:
     def moved_text(self) -> dict[str, dict]:
         return {f"{ch}:{name}": {"from": _fmt(a), "to": _fmt(b)} for (ch, name), (a, b) in self.moved.items()}
 
-    def reason_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for reasons in self.removed.values():
-            for code in {code for code, _ in reasons}:
-                counts[code] = counts.get(code, 0) + 1
-        return counts
-
 
 def resolve_send_at(timing: Timing, now: float, tz: ZoneInfo) -> float:
     """The moment a timing slot sends, in epoch seconds.
@@ -317,7 +310,7 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
             reasons.append(quiet_removed[(ch, name)])
         for window, limit, everywhere, reason in caps[ch]:
             times = every if everywhere else by_channel.get(ch, ())
-            if len(times) >= limit and exceeds_cap(times, t, window, limit):
+            if exceeds_cap(times, t, window, limit):
                 reasons.append(reason)
         if personal is not None and exceeds_cap(every, t, 7 * 86400.0, int(personal)):
             reasons.append(("personal_cap", f"at most {personal} contacts per week, the person's own limit"))
