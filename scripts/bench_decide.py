@@ -55,11 +55,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.featurize import history_features, shared_line  # noqa: E402
-from service import guardrails  # noqa: E402
-from service.clock import ManualClock  # noqa: E402
-from service.engine import DecideInput, DecisionEngine, OutcomeInput  # noqa: E402
-from service.learner import OnlineLearner  # noqa: E402
+from service.decision import guardrails  # noqa: E402
+from service.clock import ManualClock, request_time  # noqa: E402
+from service.decision.context import validate_context  # noqa: E402
+from service.decision.explain import render  # noqa: E402
+from service.decision.engine import DecideInput, OutcomeInput  # noqa: E402
 from service.policy import Policy, parse_policy  # noqa: E402
+from service.runtime import build_engine, build_learner  # noqa: E402
 from service.store import Store  # noqa: E402
 
 LIFECYCLE = ROOT / "examples" / "policies" / "lifecycle.toml"
@@ -139,7 +141,7 @@ def bench_inprocess(n_contents: int | None, n_train: int, n_timed: int, workdir:
     rng = random.Random(seed)
     store = Store(str(workdir / f"inproc_{n_arms}.db"))
     clock = ManualClock(START)
-    engine = DecisionEngine(store, policies, clock)
+    engine = build_engine(store, policies, clock)
     engine.ensure_models()
 
     # train a little: simulated clicks, then the learner once the reward windows have closed
@@ -154,10 +156,10 @@ def bench_inprocess(n_contents: int | None, n_train: int, n_timed: int, workdir:
             clicks += 1
         clock.advance(1.0)
     clock.advance(policy.spec.reward.window + 8 * 86400)  # windows closed, training contacts out of the look-back
-    learned = OnlineLearner(store, policies, clock).step(POLICY)
+    learned = build_learner(store, policies, clock).step(POLICY)
 
     # a fresh engine, as a worker that starts now: it loads the trained version
-    engine = DecisionEngine(store, policies, clock)
+    engine = build_engine(store, policies, clock)
     version, model = engine.models.get(POLICY)
     all_arms = list(range(n_arms))
 
@@ -223,15 +225,15 @@ def bench_inprocess(n_contents: int | None, n_train: int, n_timed: int, workdir:
     }
 
 
-def decide_breakdown(engine: DecisionEngine, store: Store, policy: Policy, clock: ManualClock,
+def decide_breakdown(engine, store: Store, policy: Policy, clock: ManualClock,
                      rng: random.Random, n: int) -> dict:
     """The steps of DecisionEngine.decide, timed one by one (median microseconds per step).
 
     It replays decide's body with the engine's own functions; the model's predict is wrapped to
     time the VW call inside `_choose`.
     """
-    from service.engine import validate_context
     perf = time.perf_counter_ns
+    rules = guardrails.RuleTables.of(policy)
     _, model = engine.models.get(POLICY)
     predict_ns: list[int] = []
     inner = model.predict
@@ -253,21 +255,21 @@ def decide_breakdown(engine: DecisionEngine, store: Store, policy: Policy, clock
             ctx = random_context(rng)
             t0 = perf()
             context = validate_context(policy, ctx)
-            now = engine._now(None)
+            now = request_time(engine.clock, None)
             t1 = perf()
             key = store.person_key(uid)
             t2 = perf()
             person = store.person_state(key, now - engine._lookback[policy.name], policy.name,
                                         now - engine._signal_lookback[policy.name], None)
             t3 = perf()
-            verdict = guardrails.evaluate(policy, person, now)
+            verdict = guardrails.evaluate(policy, person, now, rules=rules)
             t4 = perf()
             before = len(predict_ns)
             decision = engine._choose(policy, key, context, person, verdict, now, None)
             t5 = perf()
             ok = store.commit_decision(decision, person.marker)
             t6 = perf()
-            engine.render(policy, decision, verdict)
+            render(policy, decision, verdict)
             t7 = perf()
             assert ok
             steps["validate"].append(t1 - t0)
@@ -285,7 +287,7 @@ def decide_breakdown(engine: DecisionEngine, store: Store, policy: Policy, clock
     return out
 
 
-def profile_decide(engine: DecisionEngine, store: Store, clock: ManualClock, rng: random.Random, n: int) -> str:
+def profile_decide(engine, store: Store, clock: ManualClock, rng: random.Random, n: int) -> str:
     users = [f"profile-{rng.random()}-{i}" for i in range(n)]
     grant(store, users)
     reqs = [DecideInput(u, random_context(rng)) for u in users]
@@ -308,7 +310,7 @@ def bench_wsgi(n: int, workdir: Path, seed: int, profile: bool) -> dict:
     add to a decide."""
     import importlib.util
 
-    from service.app import create_app
+    from service.api.app import create_app
 
     spec = importlib.util.spec_from_file_location("_empty_app", ROOT / "scripts" / "_empty_app.py")
     empty_mod = importlib.util.module_from_spec(spec)
@@ -317,7 +319,7 @@ def bench_wsgi(n: int, workdir: Path, seed: int, profile: bool) -> dict:
     perf = time.perf_counter_ns
     app = create_app({"DB": str(workdir / "wsgi.db"), "POLICIES": str(ROOT / "examples" / "policies"),
                       "CLOCK": "system"})
-    engine: DecisionEngine = app.extensions["tactful"]
+    engine = app.extensions["tactful"]
     client = app.test_client()
     users = [f"wsgi-{i}" for i in range(3 * n + 300)]
     grant(engine.store, users)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import re
 import sys
 import tempfile
@@ -24,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from service.clock import ManualClock  # noqa: E402
-from service.engine import DecideInput, DecisionEngine, ModelCache, OutcomeInput  # noqa: E402
-from service.learner import OnlineLearner  # noqa: E402
+from service.decision.engine import DecideInput, OutcomeInput  # noqa: E402
 from service.policy import load_policies  # noqa: E402
+from service.runtime import build_engine, build_learner, numbered_ids  # noqa: E402
 from service.store import Store  # noqa: E402
 from synthetic import BEST, CHANNELS, best_arm, click_probability  # noqa: E402
 
@@ -38,16 +37,15 @@ def run(seed: int, policies_dir: Path, learn_every: int, workdir: Path, decision
     policies = load_policies(policies_dir)
     store = Store(str(workdir / f"run-{seed}.db"))
     clock = ManualClock(START)
-    engine = DecisionEngine(store, policies, clock, ModelCache(store, policies, refresh_seconds=0))
-    ids = itertools.count()
-    engine.new_id = lambda: f"s{seed}-{next(ids):07d}"  # the engine's draws derive from event ids
+    # the engine's draws derive from event ids: numbered ones make a run reproducible
+    engine = build_engine(store, policies, clock, new_id=numbered_ids(f"s{seed}-"), refresh_seconds=0)
     engine.ensure_models()
-    learner = OnlineLearner(store, policies, clock)
+    learner = build_learner(store, policies, clock)
     rng = np.random.default_rng(seed)
     segments = list(BEST)
     users = [(f"user-{i}", segments[i % 2]) for i in range(USERS)]
     for user, _ in users:
-        engine.set_consent(user, {c: True for c in CHANNELS}, "reliability", None)
+        engine.people.set_consent(user, {c: True for c in CHANNELS}, "reliability", None)
     for n in range(decisions):
         clock.t = max(clock.t, START + SPAN * n / decisions)
         user, segment = users[rng.integers(USERS)]
@@ -66,7 +64,7 @@ def run(seed: int, policies_dir: Path, learn_every: int, workdir: Path, decision
         favourites = collections.Counter()
         for i in range(60):
             user = f"probe-{segment}-{i}"
-            engine.set_consent(user, {c: True for c in CHANNELS}, "reliability", None)
+            engine.people.set_consent(user, {c: True for c in CHANNELS}, "reliability", None)
             d = engine.decide("lifecycle", DecideInput(user, {"segment": segment, "country": "FR", "tenure_days": 30}))
             if d["mode"] != "holdout":
                 favourites[d["explanation"]["model_favourite"]["arm"]] += 1

@@ -30,11 +30,11 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.estimators import (DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel,  # noqa: E402
+from models.ope.estimators import (DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel,  # noqa: E402
                                SwitchDR, satterthwaite_df, weights)
-from service.evaluate import bandit_data  # noqa: E402
-from service.export import final_decisions  # noqa: E402
-from service.truthlog import best_arm_target, default_world, generate_log, true_value, world_policy  # noqa: E402
+from service.offline.evaluate import bandit_data  # noqa: E402
+from service.offline.export import final_decisions  # noqa: E402
+from service.simulation.known_truth import best_arm_target, default_world, generate_log, true_value, world_policy  # noqa: E402
 
 
 def one_seed(seed: int, logging: str, n: int, tmp: str, n_boot: int, ridge_alpha: float = 1.0) -> dict:

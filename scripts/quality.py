@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.simulate import simulate  # noqa: E402
+from service.simulation.run import simulate  # noqa: E402
 
 SCENARIOS = ROOT / "examples" / "scenarios"
 PLAN = {

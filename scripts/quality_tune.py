@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.scenario import load_scenario  # noqa: E402
-from service.simulate import build_world, run_maker  # noqa: E402
+from service.simulation.world import load_scenario  # noqa: E402
+from service.simulation.run import build_world, run_maker  # noqa: E402
 
 
 def totals(run) -> dict:

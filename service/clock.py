@@ -9,7 +9,15 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from service.store import Store
+from service.errors import BadRequest
+
+
+class _ClockTable(Protocol):
+    """Where a RequestClock keeps the latest time seen: the store (`clock_now`, `clock_advance`)."""
+
+    def clock_now(self) -> float | None: ...
+
+    def clock_advance(self, ts: float) -> float: ...
 
 
 class Clock(Protocol):
@@ -34,7 +42,7 @@ class SystemClock:
 class RequestClock:
     accepts_timestamps = True
 
-    def __init__(self, store: Store, start: float = 0.0):
+    def __init__(self, store: _ClockTable, start: float = 0.0):
         self.store = store
         self.start = start
 
@@ -69,9 +77,18 @@ class ManualClock:
         return self.t
 
 
-def make_clock(kind: str, store: Store) -> Clock:
+def make_clock(kind: str, store: _ClockTable) -> Clock:
     if kind == "system":
         return SystemClock()
     if kind == "request":
         return RequestClock(store)
     raise ValueError(f"unknown clock {kind!r}: use 'system' or 'request'")
+
+
+def request_time(clock: Clock, timestamp: float | None) -> float:
+    """Now, for a request that may carry its own `timestamp`: accepted only by a clock that takes
+    timestamps (`--clock request`), refused by name otherwise."""
+    if timestamp is not None and not clock.accepts_timestamps:
+        raise BadRequest("timestamps are accepted only when the service runs with --clock request; "
+                         "leave it out and the service uses its own clock", "timestamp")
+    return clock.observe(timestamp)

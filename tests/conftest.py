@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app
+from service.api.app import create_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLICIES_DIR = REPO_ROOT / "examples" / "policies"

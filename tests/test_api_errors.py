@@ -254,7 +254,7 @@ def test_outcome_value_not_finite(client, raw_value):
 
 def test_outcome_value_not_finite_in_process(tmp_path):
     # the Python API takes floats as they are: the schema refuses a non-finite value
-    from service import schemas
+    from service.api import schemas
     from service.errors import BadRequest
 
     for value in (float("nan"), float("inf"), float("-inf")):

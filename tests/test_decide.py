@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from service.clock import ManualClock
-from service.engine import DecideInput, DecisionEngine, ModelCache, OutcomeInput
+from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
+from service.decision.sampling import in_holdout
 from service.policy import load_policies, parse_policy
+from service.runtime import build_engine
 from service.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +27,7 @@ def make(tmp_path, policy_overrides=None) -> tuple[DecisionEngine, ManualClock]:
         policies = {"lifecycle": parse_policy(data)}
     store = Store(str(tmp_path / "d.db"))
     clock = ManualClock(START)
-    engine = DecisionEngine(store, policies, clock, ModelCache(store, policies, refresh_seconds=0))
+    engine = build_engine(store, policies, clock, refresh_seconds=0)
     engine.ensure_models()
     return engine, clock
 
@@ -42,7 +44,7 @@ def decide(engine, user="u1", **context):
 
 def test_probabilities_cover_exactly_the_allowed_arms(tmp_path):
     engine, _ = make(tmp_path)
-    engine.set_consent("u1", {"email": True}, "form", None)
+    engine.people.set_consent("u1", {"email": True}, "form", None)
     r = decide(engine)
     e = engine.event(r["event_id"])
     allowed = {a["arm"] for a in e["allowed"]}
@@ -63,7 +65,7 @@ def test_probabilities_cover_exactly_the_allowed_arms(tmp_path):
 
 def test_push_cap_of_one_per_day_removes_push_after_a_push(tmp_path):
     engine, clock = make(tmp_path, caps_only)
-    engine.set_consent("u1", {"push": True, "in_app": False}, "app", None)
+    engine.people.set_consent("u1", {"push": True, "in_app": False}, "app", None)
     sent = None
     for _ in range(200):
         r = decide(engine)
@@ -86,7 +88,7 @@ def test_push_cap_of_one_per_day_removes_push_after_a_push(tmp_path):
 
 def test_overall_cap_counts_every_channel(tmp_path):
     engine, clock = make(tmp_path, caps_only)
-    engine.set_consent("u1", ALL, "form", None)
+    engine.people.set_consent("u1", ALL, "form", None)
     sends = 0
     for _ in range(60):
         r = decide(engine)
@@ -117,13 +119,13 @@ def test_unsubscribe_withdraws_consent_before_the_response(tmp_path):
     engine, clock = make(tmp_path)
     for i in range(200):  # people until one gets an email
         user = f"u{i}"
-        engine.set_consent(user, {"email": True}, "form", None)
+        engine.people.set_consent(user, {"email": True}, "form", None)
         r = decide(engine, user)
         if r["action"]["channel"] == "email":
             break
     assert r["action"]["channel"] == "email"
     engine.record_outcome(r["event_id"], OutcomeInput("unsubscribe"))
-    person = engine.person(user)
+    person = engine.people.person(user)
     assert person["consent"]["email"] is False
     assert person["consent_history"][-1]["source"] == f"unsubscribe:{r['event_id']}"
     clock.advance(3 * 86400)
@@ -135,7 +137,7 @@ def test_holdout_people_get_uniform_choice(tmp_path):
     engine, _ = make(tmp_path)
     policy = engine.policies["lifecycle"]
     users = [f"h{i}" for i in range(400)]
-    holdout = [u for u in users if engine._in_holdout(policy, engine.store.person_key(u))]
+    holdout = [u for u in users if in_holdout(policy.name, engine.store.person_key(u), policy.spec.learner.holdout_share)]
     assert 5 <= len(holdout) <= 45  # 5% of 400, give or take
     r = decide(engine, holdout[0])
     assert r["mode"] == "holdout"
@@ -152,7 +154,7 @@ def test_unloadable_model_falls_back_without_an_error(tmp_path):
                      (b"not a vw model",))
         conn.execute("UPDATE policy_state SET active_version=2")
     user = next(u for u in (f"f{i}" for i in range(100))
-                if not engine._in_holdout(engine.policies["lifecycle"], engine.store.person_key(u)))
+                if not in_holdout("lifecycle", engine.store.person_key(u), engine.policies["lifecycle"].spec.learner.holdout_share))
     r = decide(engine, user)
     assert r["mode"] == "fallback" and r["model_version"] == 2
     assert r["action"]["arm"] == "hold" and r["probability"] == 1.0

@@ -12,7 +12,7 @@ import vowpalwabbit as vw
 from click.testing import CliRunner
 
 from service.cli import main
-from service.truthlog import default_world, generate_log, world_policy
+from service.simulation.known_truth import default_world, generate_log, world_policy
 
 
 @pytest.fixture

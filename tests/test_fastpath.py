@@ -10,7 +10,7 @@ import pytest
 from flask import request_started
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from service.app import create_app
+from service.api.app import create_app
 from conftest import POLICIES_DIR
 
 CONSENT = {"channels": {"email": True, "push": True, "sms": True}, "source": "test"}

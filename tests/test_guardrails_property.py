@@ -9,9 +9,8 @@ of every window that starts at a contact, gaps by comparing every pair.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,9 +18,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from service.clock import ManualClock
-from service.engine import DecideInput, DecisionEngine, ModelCache
-from service.guardrails import resolve_send_at
+from service.decision.engine import DecideInput
+from service.decision.localtime import resolve_send_at
 from service.policy import parse_policy
+from service.runtime import build_engine
 from service.store import Store
 
 CHANNELS = ["email", "push", "sms", "in_app"]
@@ -268,8 +268,7 @@ def test_removed_arms_are_exactly_the_disallowed_ones(store, data):
     name = f"p{next(_counter)}"
     spec = dict(spec, name=name)
     policy = parse_policy(spec)
-    engine = DecisionEngine(store, {name: policy}, ManualClock(person["now"]),
-                            ModelCache(store, {name: policy}, refresh_seconds=0))
+    engine = build_engine(store, {name: policy}, ManualClock(person["now"]), refresh_seconds=0)
     engine.ensure_models()
     user = f"user-{name}"
     arrange(store, name, store.person_key(user), person, policy)

@@ -1,7 +1,6 @@
 """The online learner: shaped rewards, new model versions, exactly-once resume after a kill."""
 from __future__ import annotations
 
-import itertools
 import os
 import sqlite3
 import signal
@@ -15,9 +14,9 @@ import pytest
 
 from models.featurize import history_features, shared_line
 from service.clock import ManualClock, RequestClock
-from service.engine import DecideInput, DecisionEngine, ModelCache, OutcomeInput
-from service.learner import OnlineLearner
+from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
 from service.policy import load_policies
+from service.runtime import build_engine, build_learner, numbered_ids
 from service.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +28,7 @@ DAY = 86400.0
 def make_engine(db: Path, clock) -> DecisionEngine:
     policies = load_policies(POLICIES)
     store = Store(str(db))
-    engine = DecisionEngine(store, policies, clock, ModelCache(store, policies, refresh_seconds=0))
-    ids = itertools.count()
-    engine.new_id = lambda: f"ev{next(ids):06d}"
+    engine = build_engine(store, policies, clock, new_id=numbered_ids("ev", 6), refresh_seconds=0)
     engine.ensure_models()
     return engine
 
@@ -40,7 +37,7 @@ def drive(engine: DecisionEngine, clock, n: int, seed: int = 0, step: float = 60
     """n decisions for a small population, clicks on email sends, time moving `step` each."""
     rng = np.random.default_rng(seed)
     for u in range(50):
-        engine.set_consent(f"u{u}", {"email": True, "push": True, "sms": True}, "test", None)
+        engine.people.set_consent(f"u{u}", {"email": True, "push": True, "sms": True}, "test", None)
     events = []
     for _ in range(n):
         user = f"u{rng.integers(50)}"
@@ -56,7 +53,7 @@ def test_learner_publishes_versions_with_shaped_rewards(tmp_path):
     clock = ManualClock(START)
     engine = make_engine(tmp_path / "t.db", clock)
     events = drive(engine, clock, 120, step=1800.0)  # 60 hours
-    learner = OnlineLearner(engine.store, engine.policies, clock)
+    learner = build_learner(engine.store, engine.policies, clock)
     # decisions of the last day are still open: only the closed ones are learned, in order
     learned = learner.step("lifecycle")
     assert 0 < learned < 120
@@ -90,7 +87,7 @@ def test_outcome_after_the_window_is_stored_but_not_counted(tmp_path):
 
 
 def _predictions(store: Store, policy) -> np.ndarray:
-    from service.engine import arm_lines
+    from service.policy.bandit import arm_lines
     from models.vw_policy import VWPolicy
 
     version = store.active_version("lifecycle")
@@ -112,9 +109,9 @@ def test_restarted_learner_resumes_exactly_where_it_stopped(tmp_path):
 
     # a: learns in three chunks, with a brand-new learner (a restart) for each chunk
     for _ in range(3):
-        OnlineLearner(engine.store, engine.policies, clock, batch=100).step("lifecycle")
+        build_learner(engine.store, engine.policies, clock, batch=100).step("lifecycle")
     # b: one learner, one go
-    OnlineLearner(store_b, engine.policies, clock, batch=1000).step("lifecycle")
+    build_learner(store_b, engine.policies, clock, batch=1000).step("lifecycle")
 
     for store in (engine.store, store_b):
         rows = store.query("SELECT count(*), count(learned_version) FROM decisions")[0]
@@ -199,13 +196,13 @@ def json_note(v: dict) -> dict:
 def _truth_log(tmp_path, n: int, seed: int):
     """The known-truth world's 17-arm policy on the real engine and SQLite store; every decision
     made so far learned by online versions trained with the policy's own vw_args."""
-    from service.truthlog import default_world, generate_log, make_engine as truth_engine, world_policy
+    from service.simulation.known_truth import default_world, generate_log, make_engine as truth_engine, world_policy
 
     policy = world_policy(logging="engine")
     world = default_world(policy, seed=seed)
     engine, clock = truth_engine(tmp_path / "truth.db", {policy.name: policy})
     generate_log(world, policy, None, n, seed=seed, learn_every=0, engine=engine, clock=clock)
-    learner = OnlineLearner(engine.store, engine.policies, clock)
+    learner = build_learner(engine.store, engine.policies, clock)
     assert learner.step(policy.name) == n
     more = lambda k, s: generate_log(world, policy, None, k, seed=s, learn_every=0, engine=engine,  # noqa: E731
                                      clock=clock)
@@ -219,10 +216,10 @@ def test_learner_continues_a_retrained_candidate_with_its_own_vw_args(tmp_path):
     it publishes: each published model is byte for byte the candidate, kept in memory, having
     learned the same decisions."""
     from models.reward import to_cost
-    from service.engine import reward_spec
-    from service.export import final_decisions
-    from service.modelops import ModelOps
-    from service.retrain import train
+    from service.policy.bandit import reward_spec
+    from service.offline.export import final_decisions
+    from service.learning.registry import ModelOps
+    from service.learning.retrain import train
 
     policy, engine, clock, learner, more = _truth_log(tmp_path, 400, seed=3)
     store = engine.store
@@ -238,7 +235,7 @@ def test_learner_continues_a_retrained_candidate_with_its_own_vw_args(tmp_path):
     for restart, seed in ((False, 4), (True, 5)):
         more(200, seed)
         if restart:  # a new learner process: it loads the latest online version from the store
-            learner = OnlineLearner(store, engine.policies, clock)
+            learner = build_learner(store, engine.policies, clock)
         assert learner.step(policy.name) == 200
         version = store.active_version(policy.name)
         row = store.model(policy.name, version)
@@ -260,8 +257,8 @@ def test_learner_does_not_trust_recorded_args_that_contradict_the_model(tmp_path
     change the model (other interactions) or fail (other bits). The learner goes on with the
     options the model file carries, and records those."""
     from models.vw_policy import VWPolicy, resume_conflicts, stored_options
-    from service.engine import arm_lines
-    from service.modelops import ModelOps
+    from service.policy.bandit import arm_lines
+    from service.learning.registry import ModelOps
 
     policy, engine, clock, learner, more = _truth_log(tmp_path, 200, seed=6)
     store = engine.store

@@ -13,10 +13,11 @@ from click.testing import CliRunner
 
 from serving import serve  # noqa: F401  (fixture)
 from service.cli import main
-from service.engine import DecisionEngine, new_model
-from service.modelops import ModelOps
+from service.policy.bandit import new_model
+from service.learning.registry import ModelOps
 from service.clock import SystemClock
 from service.policy import load_policies
+from service.runtime import build_engine
 from service.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def add_candidate(store: Store, policy_name: str = "lifecycle", source: str = "i
 def db(tmp_path):
     path = tmp_path / "m.db"
     store = Store(str(path))
-    DecisionEngine(store, load_policies(POLICIES), SystemClock()).ensure_models()
+    build_engine(store, load_policies(POLICIES), SystemClock()).ensure_models()
     add_candidate(store)
     store.close()
     return path

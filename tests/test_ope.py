@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from models.estimators import (DM, DR, IPS, SNIPS, BanditData, OffPolicyEvaluation, Replay, RewardModel, SwitchDR,
+from models.ope.estimators import (DM, DR, IPS, SNIPS, BanditData, OffPolicyEvaluation, Replay, RewardModel, SwitchDR,
                                satterthwaite_df, weights)
 from models.vw_policy import VWPolicy
 from service.cli import main
-from service.engine import arm_lines
-from service.evaluate import bandit_data, logged_target, uniform_target
-from service.export import final_decisions
-from service.modelops import ModelOps, ShadowScorer, shadow_report
-from service.obd import bts_action_dist
-from service.retrain import grid, retrain
-from service.truthlog import best_arm_target, default_world, generate_log, make_engine, true_value, world_policy
+from service.policy.bandit import arm_lines
+from service.offline.evaluate import bandit_data, logged_target, uniform_target
+from service.offline.export import final_decisions
+from service.learning.registry import ModelOps
+from service.learning.shadow import shadow_report
+from service.offline.obd import bts_action_dist
+from service.learning.retrain import grid, retrain
+from service.simulation.known_truth import best_arm_target, default_world, generate_log, make_engine, true_value, world_policy
 
 OBD = Path(__file__).resolve().parents[2] / "shared" / "data" / "obd-men"
 if not OBD.is_dir():  # a worktree beside the main checkout
@@ -61,7 +62,7 @@ def test_intervals_on_a_log_of_the_engines_own_adaptive_exploration(tmp_path):
     decisions; Student's t with the weights' Satterthwaite degrees of freedom is wider by what
     that few decisions warrant. On this log (seed 2 of the coverage study) every interval covers
     the truth, and Switch-DR declines to switch the heavy decisions to the model."""
-    from models.estimators import _mean_interval
+    from models.ope.estimators import _mean_interval
 
     run, policy, world, rows = _log(tmp_path, logging="greedy", n=3000, seed=2)
     data = bandit_data(policy, rows)
@@ -172,7 +173,7 @@ def test_obd_protocol_random_logs(tmp_path):
     store = Store(str(db))
     assert store.query("SELECT count(*) FROM decisions")[0][0] == 20000
     policies = load_policies(pol)
-    from service.evaluate import evaluate
+    from service.offline.evaluate import evaluate
 
     result = evaluate(store, policies["obd-men-random"], "bts-zozotown", ("uniform",), n_boot=500)
     rows = {(r["target"], r["estimator"]): r for r in result.rows}
@@ -233,7 +234,6 @@ def test_shadow_candidate_is_logged_never_served(tmp_path):
     policy = world_policy(logging="engine")
     world = default_world(policy, seed=4)
     engine, clock = make_engine(tmp_path / "s.db", {policy.name: policy})
-    engine.observers.append(ShadowScorer(engine.store, engine.policies, refresh_seconds=0))
     ops = ModelOps(engine.store)
     bad = ops.add_version(policy.name, _bad_model(policy, "sale:email:now"), policy.spec.learner.vw_args,
                           "import", clock.now())
@@ -298,7 +298,6 @@ def test_retrain_shadow_and_promote_commands(tmp_path):
     version = int(r.output.split("candidate version ")[1].split()[0])
     r = runner.invoke(main, ["models", "shadow", *base, str(version)])
     assert r.exit_code == 0, r.output
-    run.engine.observers.append(ShadowScorer(run.engine.store, run.engine.policies, refresh_seconds=0))
     generate_log(world, policy, None, 300, seed=8, learn_every=0, engine=run.engine, clock=run.clock)
     r = runner.invoke(main, ["evaluate", *base, "--shadow", "--now", str(run.clock.now()), "--bootstrap", "100",
                              "--out", str(tmp_path / "shadow")])

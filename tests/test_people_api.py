@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app
+from service.api.app import create_app
 from service.policy import parse_policy
 
 ROOT = Path(__file__).resolve().parents[1]

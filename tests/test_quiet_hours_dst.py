@@ -13,9 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from service.clock import ManualClock
-from service.engine import DecideInput, DecisionEngine, ModelCache
-from service.guardrails import is_quiet, quiet_end, resolve_send_at
+from service.decision.engine import DecideInput
+from service.decision.localtime import is_quiet, quiet_end, resolve_send_at
 from service.policy import Timing, parse_policy
+from service.runtime import build_engine
 from service.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,16 +87,16 @@ def _engine(tmp_path, action: str):
     policies = {"lifecycle": parse_policy(data)}
     store = Store(str(tmp_path / "q.db"))
     clock = ManualClock(utc(2026, 3, 29, 3, 0))  # 05:00 in Paris, the morning clocks went forward
-    engine = DecisionEngine(store, policies, clock, ModelCache(store, policies, refresh_seconds=0))
+    engine = build_engine(store, policies, clock, refresh_seconds=0)
     engine.ensure_models()
     return engine
 
 
 def test_decisions_move_now_slots_to_the_end_of_quiet_hours_in_the_persons_zone(tmp_path):
     engine = _engine(tmp_path, "move")
-    engine.set_consent("nyc", {"push": True, "email": True}, "app", None)
-    engine.set_preferences("nyc", {"timezone": "America/New_York"}, None)
-    engine.set_consent("paris", {"push": True, "email": True}, "app", None)
+    engine.people.set_consent("nyc", {"push": True, "email": True}, "app", None)
+    engine.people.set_preferences("nyc", {"timezone": "America/New_York"}, None)
+    engine.people.set_consent("paris", {"push": True, "email": True}, "app", None)
     for user, tz, end in (("paris", PARIS, utc(2026, 3, 29, 6, 0)), ("nyc", NEW_YORK, utc(2026, 3, 29, 12, 0))):
         r = engine.decide("lifecycle", DecideInput(user, {"segment": "s"}))
         moved = r["explanation"]["moved_out_of_quiet_hours"]
@@ -110,7 +111,7 @@ def test_decisions_move_now_slots_to_the_end_of_quiet_hours_in_the_persons_zone(
 
 def test_decisions_remove_quiet_slots_when_the_policy_says_remove(tmp_path):
     engine = _engine(tmp_path, "remove")
-    engine.set_consent("paris", {"push": True}, "app", None)
+    engine.people.set_consent("paris", {"push": True}, "app", None)
     r = engine.decide("lifecycle", DecideInput("paris", {"segment": "s"}))
     e = engine.event(r["event_id"])
     quiet = {a for a, rs in e["removed_arms"].items() if any(x["reason"] == "quiet_hours" for x in rs)}

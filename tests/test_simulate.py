@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import POLICIES_DIR, REPO_ROOT
-from models.scenario import ScenarioError, load_scenario
+from service.simulation.world import ScenarioError, load_scenario
 from serving import serve  # noqa: F401  (fixture)
 from service.cli import main
-from service.sim_checks import (CapRule, Checker, ConsentRule, CooldownRule, MinGapRule, PersonRecord,
+from service.simulation.referee import (CapRule, Checker, ConsentRule, CooldownRule, MinGapRule, PersonRecord,
                                 QuietHoursRule, rules_for)
-from service.simulate import build_world, run_maker, simulate
+from service.simulation.run import build_world, run_maker, simulate
 from service.store import Store
 
 SCENARIOS = REPO_ROOT / "examples" / "scenarios"
@@ -227,7 +227,7 @@ def test_outside_the_holdout_the_oracle_takes_the_best_arm_the_independent_rules
     """The engine's allowed sets match the simulator's own rules: wherever the oracle decides
     (everyone but the policy's holdout group, who get uniform choice), it gets the best arm that
     the independent check allows."""
-    from service.simulate import MODES
+    from service.simulation.run import MODES
 
     world = build_world(STANDARD, decisions=1500, seed=5)
     run = run_maker(world, "oracle", progress=False)

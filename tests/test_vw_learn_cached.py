@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.vw_policy import VWPolicy
-from service.engine import arm_lines
+from service.policy.bandit import arm_lines
 from service.policy import load_policy
 from conftest import POLICIES_DIR
 

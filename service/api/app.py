@@ -1,0 +1,85 @@
+"""The Flask app factory. Nothing is built at import time: `create_app(config)` makes the store,
+the clock, the policies and the engine, so tests build a fresh app on a temp SQLite file."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from service.api import routes, versions
+from service.api.fastpath import DecideFastPath
+from service.api.problems import OrjsonProvider, internal_problem, problem_response
+from service.clock import make_clock
+from service.errors import Problem
+from service.policy import Policy, load_policies
+from service.runtime import build_engine
+from service.store import Store
+
+DEFAULTS = {
+    "DB": "tactful.db",
+    "POLICIES": "examples/policies",
+    "CLOCK": "system",
+    "SECRET": None,
+    "MODEL_REFRESH_SECONDS": 1.0,
+    # a request body larger than this is refused (413, naming `body`) before it is read: a decide
+    # or an outcome is a few hundred bytes, so 1 MiB leaves room for large contexts
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask("tactful")
+    app.json = OrjsonProvider(app)
+    app.config.update(DEFAULTS)
+    app.config.update(config or {})
+    app.json.sort_keys = False
+
+    store = Store(str(app.config["DB"]), secret=app.config["SECRET"])
+    policies = app.config["POLICIES"]
+    if isinstance(policies, (str, Path)):
+        policies = load_policies(policies)
+    policies: dict[str, Policy] = dict(policies)
+    clock = app.config["CLOCK"]
+    if isinstance(clock, str):
+        clock = make_clock(clock, store)
+    engine = build_engine(store, policies, clock, refresh_seconds=float(app.config["MODEL_REFRESH_SECONDS"]))
+    engine.ensure_models()
+    app.extensions["tactful"] = engine
+
+    app.register_blueprint(routes.decisions)
+    app.register_blueprint(routes.policies_bp)
+    app.register_blueprint(routes.users)
+    app.register_blueprint(routes.meta)
+    versions.init_app(app, engine)
+
+    @app.errorhandler(Problem)
+    def _problem(p: Problem):
+        return problem_response(p)
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException):
+        p = Problem(e.description or e.name)
+        p.status, p.title, p.slug = e.code or 500, e.name, e.name.lower().replace(" ", "-")
+        if e.code == 405:
+            p.detail = f"{request.method} is not allowed on {request.path}"
+        elif e.code == 404:
+            p.detail = f"no such endpoint: {request.path}"
+        elif e.code == 413:
+            p.detail = f"the request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+            p.field, p.errors = "body", [{"field": "body", "reason": p.detail}]
+        resp = problem_response(p)
+        for name, value in e.get_headers():  # e.g. Allow, which a 405 must carry
+            if name.lower() != "content-type":
+                resp.headers[name] = value
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        logging.getLogger("tactful").exception("unexpected error on %s %s", request.method, request.path)
+        return problem_response(internal_problem())
+
+    app.wsgi_app = DecideFastPath(app, engine)
+    return app

@@ -1,0 +1,160 @@
+"""HTTP API v1: one blueprint per resource, each a thin adapter over the engine."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from service.api import schemas
+from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
+from service.errors import BadRequest
+from service.times import parse_time
+
+decisions = Blueprint("decisions", __name__)
+policies_bp = Blueprint("policies", __name__)
+users = Blueprint("users", __name__)
+meta = Blueprint("meta", __name__)
+
+
+def engine() -> DecisionEngine:
+    return current_app.extensions["tactful"]
+
+
+def body() -> object:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise BadRequest("the request body is empty: send a JSON object", "body")
+    try:
+        return current_app.json.loads(raw)
+    except ValueError as exc:  # the parser's reason says where: "line 1 column 9 (char 8)"
+        raise BadRequest(f"the request body is not valid JSON: {exc}", "body") from None
+
+
+def _ts(dt) -> float | None:
+    return dt.timestamp() if dt is not None else None
+
+
+def decide_input(payload: object) -> DecideInput:
+    """A decide request's JSON body, validated (BadRequest naming the field), as the engine's input.
+    Also what the WSGI fast path in front of this route uses (service/app.py)."""
+    req = schemas.parse(schemas.DecideRequest, payload)
+    return DecideInput(req.user_id, req.context, req.consistency_key, _ts(req.timestamp))
+
+
+@decisions.post("/v1/policies/<policy>/decide")
+def decide(policy: str):
+    eng = engine()
+    eng.policy(policy)  # 404 before 400: an unknown policy is the first thing to fix
+    return jsonify(eng.decide(policy, decide_input(body())))
+
+
+@decisions.post("/v1/events/<event_id>/outcomes")
+def outcome(event_id: str):
+    req = schemas.parse(schemas.OutcomeRequest, body())
+    result = engine().record_outcome(event_id, OutcomeInput(req.type, req.value, req.outcome_id, _ts(req.timestamp)))
+    return jsonify(result), 202
+
+
+@decisions.get("/v1/events/<event_id>")
+def event(event_id: str):
+    return jsonify(engine().event(event_id))
+
+
+@policies_bp.get("/v1/policies")
+def list_policies():
+    eng = engine()
+    now = eng.clock.now()
+    return jsonify({"policies": [
+        {"name": p.name, "description": p.spec.description, "arm_count": len(p.arms),
+         "active_model_version": eng.store.active_version(p.name), "counts": eng.store.policy_counts(p.name, now)}
+        for p in eng.policies.values()]})
+
+
+@policies_bp.get("/v1/policies/<policy>")
+def get_policy(policy: str):
+    eng = engine()
+    p = eng.policy(policy)
+    return jsonify(p.summary() | {"active_model_version": eng.store.active_version(p.name),
+                                  "counts": eng.store.policy_counts(p.name, eng.clock.now())})
+
+
+@users.put("/v1/users/<user_id>/consent")
+def put_consent(user_id: str):
+    req = schemas.parse(schemas.ConsentRequest, body())
+    known = {ch for p in engine().policies.values() for ch in p.spec.channels}
+    for ch in req.channels:
+        if ch not in known:
+            raise BadRequest(f"{ch!r} is not a channel of any policy (known: {', '.join(sorted(known))})",
+                             f"channels.{ch}")
+    return jsonify(engine().people.set_consent(user_id, req.channels, req.source, _ts(req.timestamp)))
+
+
+@users.get("/v1/users/<user_id>")
+def get_user(user_id: str):
+    return jsonify(engine().people.person(user_id))
+
+
+@users.put("/v1/users/<user_id>/preferences")
+def put_preferences(user_id: str):
+    req = schemas.parse(schemas.PreferencesRequest, body())
+    known = {ch for p in engine().policies.values() for ch in p.spec.channels}
+    for name in ("preferred_channels", "blocked_channels"):
+        for i, ch in enumerate(getattr(req, name)):
+            if ch not in known:
+                raise BadRequest(f"{ch!r} is not a channel of any policy (known: {', '.join(sorted(known))})",
+                                 f"{name}[{i}]")
+    prefs = req.model_dump(exclude={"timestamp"}, exclude_none=True)
+    return jsonify(engine().people.set_preferences(user_id, prefs, _ts(req.timestamp)))
+
+
+@users.get("/v1/users/<user_id>/decisions")
+def get_user_decisions(user_id: str):
+    raw = request.args.get("limit", "20")
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest(f"limit must be a whole number, not {raw!r}", "limit") from None
+    if not 1 <= limit <= 200:
+        raise BadRequest("limit must be between 1 and 200", "limit")
+    return jsonify(engine().people.person_decisions(user_id, limit))
+
+
+@users.delete("/v1/users/<user_id>")
+def delete_user(user_id: str):
+    return jsonify(engine().people.erase(user_id))
+
+
+@policies_bp.patch("/v1/policies/<policy>/arms/<path:arm>")
+def patch_arm(policy: str, arm: str):
+    eng = engine()
+    eng.policy(policy)
+    payload = body()
+    req = schemas.parse(schemas.ArmPatchRequest, payload)
+    current = eng.arms.state(policy, arm) if arm in eng.policies[policy].arm_index or \
+        arm in eng.policies[policy].content_index else None
+    if current is None:
+        eng.arms.set_state(policy, arm, "active", None, None, None)  # raises the 404 naming the arm
+    given = req.model_fields_set
+
+    def keep(name, value):
+        if name in given:
+            return _ts(value) if name.startswith("valid") else value
+        old = current.get(name)
+        if name.startswith("valid") and old is not None:
+            return parse_time(old)
+        return old
+
+    return jsonify(eng.arms.set_state(policy, arm, keep("status", req.status) or "active",
+                                     keep("valid_from", req.valid_from), keep("valid_until", req.valid_until),
+                                     keep("reason", req.reason)))
+
+
+@meta.get("/healthz")
+def healthz():
+    eng = engine()
+    eng.store.query("SELECT 1")
+    return jsonify({"status": "ok", "policies": sorted(eng.policies),
+                    "clock": "request" if eng.clock.accepts_timestamps else "system"})
+
+
+@meta.get("/openapi.json")
+def openapi():
+    return jsonify(schemas.openapi(sorted(engine().policies)))

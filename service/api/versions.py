@@ -1,0 +1,64 @@
+"""HTTP API v1 for model versions: a thin adapter over service/learning/registry.py.
+
+    GET  /v1/policies/{policy}/models                       versions, the active one, the shadow, recent activations
+    POST /v1/policies/{policy}/models/{version}/activate    {"reason"?} -> the activation
+
+Errors are problem+json naming the field: an unknown policy (404, `policy`), a version that is
+not a number (400, `version`) or does not exist (404, `version`) or is already active (409,
+`version`), a reason that is not text (400, `reason`).
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from service.decision.engine import DecisionEngine
+from service.errors import BadRequest
+from service.learning.registry import ModelOps
+
+models_bp = Blueprint("models", __name__)
+
+
+def init_app(app: Flask, engine: DecisionEngine) -> None:
+    app.extensions["tactful_models"] = ModelOps(engine.store)
+    app.register_blueprint(models_bp)
+
+
+def _engine() -> DecisionEngine:
+    return current_app.extensions["tactful"]
+
+
+def _ops() -> ModelOps:
+    return current_app.extensions["tactful_models"]
+
+
+def _public(v: dict) -> dict:
+    return {"version": v["version"], "parent": v["parent"], "source": v["source"], "created_at": v["created_at"],
+            "active": v["active"], "n_learned": v["n_learned"], "vw_args": v["vw_args"],
+            "evaluations": v["evaluations"], "note": v["note"]}
+
+
+@models_bp.get("/v1/policies/<policy>/models")
+def list_models(policy: str):
+    p = _engine().policy(policy)
+    ops = _ops()
+    return jsonify({"policy": p.name, "active_version": ops.store.active_version(p.name),
+                    "shadow_version": ops.shadow_version(p.name),
+                    "versions": [_public(v) for v in ops.versions(p.name)],
+                    "activations": ops.activations(p.name, 20)})
+
+
+@models_bp.post("/v1/policies/<policy>/models/<version>/activate")
+def activate(policy: str, version: str):
+    eng = _engine()
+    p = eng.policy(policy)
+    if not version.isdigit():
+        raise BadRequest(f"{version!r} is not a model version number", "version")
+    raw = request.get_data(cache=True)
+    data = request.get_json(silent=True, force=True) if raw.strip() else {}
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object such as {\"reason\": \"...\"}", "body")
+    reason = data.get("reason", "activated over HTTP")
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadRequest("reason must be a non-empty string", "reason")
+    result = _ops().activate(p.name, int(version), reason, eng.clock.now())
+    return jsonify(result)

@@ -1,0 +1,61 @@
+"""Each worker's copy of the model versions it scores with, refreshed and swapped without a
+restart: the active version of every policy (what decisions are served from), and the shadow
+candidate (service/learning/shadow.py). One cache does both, told which version to hold."""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Mapping
+
+from models.vw_policy import VWPolicy
+from service.policy import Policy
+from service.policy.bandit import arm_lines
+from service.store import Store
+
+log = logging.getLogger("tactful.engine")
+
+
+class VersionCache:
+    """One model per policy: the version `which(policy)` names, looked up at most every
+    `refresh_seconds` of `monotonic` time and loaded from the store when it changed. Workers only
+    predict: a model here is never trained."""
+
+    def __init__(self, store: Store, policies: Mapping[str, Policy], which: Callable[[str], int | None],
+                 refresh_seconds: float, monotonic: Callable[[], float], label: str = "active"):
+        self.store = store
+        self.policies = policies
+        self.which = which
+        self.refresh_seconds = refresh_seconds
+        self.monotonic = monotonic
+        self.label = label
+        self._models: dict[str, tuple[int | None, VWPolicy | None]] = {}
+        self._checked: dict[str, float] = {}
+
+    def get(self, policy: str) -> tuple[int | None, VWPolicy | None]:
+        now = self.monotonic()
+        current = self._models.get(policy)
+        if current is not None and now - self._checked.get(policy, 0.0) < self.refresh_seconds:
+            return current
+        self._checked[policy] = now
+        version = self.which(policy)
+        if current is not None and current[0] == version:
+            return current
+        model = None
+        if version is not None:
+            try:
+                model = VWPolicy(arm_lines(self.policies[policy]), model_bytes=self.store.model(policy, version)["model"])
+            except RuntimeError as exc:  # VW refuses the bytes: serve without it, say so loudly
+                log.error("policy %s: %s model version %s cannot be loaded: %s", policy, self.label, version, exc)
+                return version, None
+            log.info("policy %s: now using %s model version %s", policy, self.label, version)
+        if current is not None and current[1] is not None:
+            current[1].close()
+        self._models[policy] = (version, model)
+        return version, model
+
+
+class ModelCache(VersionCache):
+    """The active version of every policy: what the decision engine scores with."""
+
+    def __init__(self, store: Store, policies: Mapping[str, Policy], refresh_seconds: float,
+                 monotonic: Callable[[], float]):
+        super().__init__(store, policies, store.active_version, refresh_seconds, monotonic, "active")

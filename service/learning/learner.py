@@ -1,0 +1,158 @@
+"""The online learner: one process that turns closed decisions into new model versions.
+
+Every few seconds, for each policy: take the decisions after the learner's cursor whose reward
+window has closed (in order, stopping at the first still open), compute their shaped rewards,
+learn with VW (cost = the reward mapped to [0, 1], the logged probability), and publish a new
+immutable model version. The version, each decision's reward and the new cursor are written in
+one transaction, so a learner killed at any moment resumes exactly where it stopped: no decision
+learned twice, none skipped.
+
+Only one learner learns at a time: it holds a lease in the store, renewed as it works.
+
+The learner continues from whatever version is active (an online one, a retrained or imported
+candidate, a rolled-back one) with that version's own recorded `vw_args`, and records those args
+on every version it publishes from it: a model file does not carry every argument it was trained
+with (models/vw_policy.py), and the policy's `vw_args` describe only the models the policy starts
+from. Recorded args that contradict the model's own file (versions published before this was so)
+are not used: the learner continues with the options the file carries and records those.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from typing import Callable, Mapping, Sequence
+
+from models.featurize import shared_line
+from models.reward import to_cost
+from models.vw_policy import VWPolicy, options_args, resume_conflicts, stored_options
+from service.clock import Clock
+from service.policy.bandit import arm_lines, decision_reward, new_model, reward_spec
+from service.policy import Policy
+from service.store import Store
+
+log = logging.getLogger("tactful.learner")
+
+LEASE = "learner"
+
+
+class OnlineLearner:
+    """Learns every decision whose reward window has closed, exactly once, and publishes a new model
+    version. Build it with `service.runtime.build_learner`, which passes the revert guard as a
+    `before_step` check."""
+
+    def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, batch: int = 20000,
+                 before_step: Sequence[Callable[[Policy, float], None]] = ()):
+        self.store = store
+        self.policies = policies
+        self.clock = clock
+        self.batch = batch
+        self.before_step = tuple(before_step)  # checks run before each step (the revert guard)
+        self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
+
+    def _model(self, policy: Policy) -> tuple[int, VWPolicy, str]:
+        active = self.store.active_version(policy.name)
+        if active is None:
+            model = new_model(policy)
+            active = self.store.ensure_initial_version(policy.name, model.to_bytes(),
+                                                       policy.spec.learner.vw_args, self.clock.now())
+            model.close()
+        current = self._models.get(policy.name)
+        if current is None or current[0] != active:
+            if current is not None:
+                current[1].close()
+            row = self.store.model(policy.name, active)
+            args = self._resume_args(policy.name, active, row["model"], row["vw_args"] or "")
+            current = (active, VWPolicy(arm_lines(policy), args, model_bytes=row["model"]), args)
+            self._models[policy.name] = current
+        return current
+
+    @staticmethod
+    def _resume_args(policy: str, version: int, model: bytes, recorded: str) -> str:
+        """The arguments to go on learning from a stored version with: its recorded ones, unless
+        they contradict its model file."""
+        conflicts = resume_conflicts(model, recorded)
+        if not conflicts:
+            return recorded
+        args = options_args(stored_options(model))
+        log.warning("policy %s: model version %s was recorded with vw_args %r, which do not describe its model "
+                    "(%s); learning on with the options its file carries: %s",
+                    policy, version, recorded, "; ".join(conflicts), args)
+        return args
+
+    def step(self, policy_name: str) -> int:
+        """Learn every decision of a policy whose window has closed; return how many."""
+        policy = self.policies[policy_name]
+        for check in self.before_step:
+            check(policy, self.clock.now())
+        now = self.clock.now()
+        parent, model, vw_args = self._model(policy)
+        cursor = self.store.learner_cursor(policy.name)
+        # only the decisions before the first still open are read: every few seconds the learner
+        # would otherwise re-read (and parse) every pending decision of the reward window
+        candidates = self.store.decisions_after(policy.name, cursor, self.batch, closed_by=now)
+        ready = []
+        for d in candidates:
+            if d.closes_at > now:
+                break
+            ready.append(d)
+        if not ready:
+            return 0
+        outcomes = self.store.outcomes_for([d.event_id for d in ready])
+        spec = reward_spec(policy)
+        learned: list[tuple[int, float]] = []
+        skipped = 0
+        for d in ready:
+            reward = decision_reward(policy, d, outcomes[d.event_id])
+            learned.append((d.seq, reward))
+            allowed = [policy.arm_index.get(a) for a in d.allowed]
+            if d.arm not in policy.arm_index or any(i is None for i in allowed):
+                skipped += 1  # the policy's arms changed since: nothing to map this decision to
+                continue
+            model.learn(shared_line(d.context, d.history), allowed, d.allowed.index(d.arm),
+                        to_cost(spec, reward), d.probability)
+        note = {"decisions": len(ready), "skipped": skipped, "first_seq": ready[0].seq,
+                "last_seq": ready[-1].seq,
+                "mean_reward": sum(r for _, r in learned) / len(learned)}
+        version = self.store.publish_learned(policy.name, parent, model.to_bytes(), vw_args,
+                                             now, learned, ready[-1].seq, note)
+        if version is None:
+            # somebody activated another version meanwhile: start again from it, same decisions
+            log.info("policy %s: active version changed under the learner; reloading", policy.name)
+            self._models.pop(policy.name)[1].close()
+            return 0
+        self._models[policy.name] = (version, model, vw_args)
+        log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(ready), version)
+        return len(ready)
+
+    def step_all(self) -> int:
+        return sum(self.step(name) for name in self.policies)
+
+    def run(self, stop: threading.Event, interval: float | None = None, lease_ttl: float = 30.0) -> None:
+        holder = f"{socket.gethostname()}:{os.getpid()}"
+        interval = interval or min(p.spec.learner.learn_every_seconds for p in self.policies.values())
+        try:
+            while not stop.is_set():
+                if self.store.acquire_lease(LEASE, holder, lease_ttl):
+                    self.step_all()
+                else:
+                    log.debug("another learner holds the lease")
+                stop.wait(interval)
+        finally:
+            self.store.release_lease(LEASE, holder)
+
+
+def run_forever(learner: OnlineLearner, interval: float | None = None) -> None:
+    """Run the learner until SIGINT or SIGTERM; the current step finishes, then it stops."""
+    stop = threading.Event()
+
+    def _stop(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    log.info("learner started for policies: %s", ", ".join(learner.policies))
+    learner.run(stop, interval)
+    log.info("learner stopped")

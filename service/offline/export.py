@@ -1,0 +1,158 @@
+"""The decision log as data: every final decision of a policy, with what off-policy evaluation and
+offline learning need, and its export as Vowpal Wabbit cb_adf text, CSV or Parquet.
+
+A decision is *final* when its reward window has closed (or it was learned): its shaped reward
+can no longer change. Each exported row carries the context and history features, the allowed
+arms with the logged probability of every one, the chosen arm and its probability, the outcomes
+counted inside the window and the shaped reward.
+
+    from service.offline.export import final_decisions, export
+    rows = final_decisions(store, policy, now=time.time())
+    export(rows, policy, "vw", "log.vw")
+
+The `vw` format is what VW's own file parser learns from as it is (`vw --cb_explore_adf -d
+log.vw`): one multi-line example per decision (a `shared` line, then one line per allowed arm,
+the chosen one labelled `0:cost:probability`), examples separated by an empty line. Costs are
+the shaped rewards mapped to [0, 1] exactly as the online learner maps them.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from models.featurize import label_action, shared_line
+from models.reward import to_cost
+from service.policy.bandit import arm_lines, decision_reward, reward_spec
+from service.policy import Policy
+from service.times import to_rfc3339
+from service.store import Decision, Store
+
+FORMATS = ("vw", "csv", "parquet")
+
+
+@dataclass
+class LoggedDecision:
+    """One final decision and its reward, as evaluation and export use it."""
+
+    decision: Decision
+    reward: float
+    outcomes: list[dict] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> int:
+        """The chosen arm's position in the allowed arms."""
+        return self.decision.allowed.index(self.decision.arm)
+
+
+def final_decisions(store: Store, policy: Policy, now: float, since: float | None = None,
+                    until: float | None = None, chunk: int = 5000) -> Iterator[LoggedDecision]:
+    """Every final decision of `policy` decided in [since, until), oldest first.
+
+    Skipped: decisions still inside their reward window, decisions where every arm was removed
+    (nothing was chosen among alternatives: no policy could have acted otherwise), and decisions
+    naming arms the policy no longer has.
+    """
+    sql = ("SELECT * FROM decisions WHERE policy=? AND seq>? AND (closes_at<=? OR learned_version IS NOT NULL)"
+           + (" AND decided_at>=?" if since is not None else "")
+           + (" AND decided_at<?" if until is not None else "")
+           + " ORDER BY seq LIMIT ?")
+    cursor = 0
+    while True:
+        params: list = [policy.name, cursor, now]
+        params += [since] if since is not None else []
+        params += [until] if until is not None else []
+        rows = store.query(sql, tuple(params + [chunk]))
+        if not rows:
+            return
+        decisions = [Decision.from_row(dict(r)) for r in rows]
+        cursor = decisions[-1].seq
+        outcomes = store.outcomes_for([d.event_id for d in decisions])
+        for d in decisions:
+            if not d.allowed or d.arm not in d.allowed or d.arm not in policy.arm_index \
+                    or any(a not in policy.arm_index for a in d.allowed):
+                continue
+            outs = outcomes[d.event_id]
+            reward = d.reward if d.learned_version is not None and d.reward is not None \
+                else decision_reward(policy, d, outs)
+            counted = [{"type": o.type, "value": o.value, "at": o.at} for o in outs
+                       if o.counted and o.at <= d.closes_at]
+            yield LoggedDecision(d, reward, counted)
+
+
+def vw_example(policy: Policy, row: LoggedDecision, lines: list[str] | None = None) -> str:
+    """One decision as a cb_adf multi-line example (without the separating empty line)."""
+    lines = lines or arm_lines(policy)
+    d = row.decision
+    cost = to_cost(reward_spec(policy), row.reward)
+    out = [shared_line(d.context, d.history)]
+    for pos, arm in enumerate(d.allowed):
+        line = lines[policy.arm_index[arm]]
+        out.append(label_action(line, cost, d.probability) if pos == row.chosen else line)
+    return "\n".join(out)
+
+
+def _record(policy: Policy, row: LoggedDecision) -> dict:
+    d = row.decision
+    return {
+        "event_id": d.event_id, "seq": d.seq, "decided_at": to_rfc3339(d.decided_at), "model_version": d.model_version,
+        "mode": d.mode, "arm": d.arm, "chosen_index": row.chosen, "probability": d.probability,
+        "reward": row.reward, "cost": to_cost(reward_spec(policy), row.reward),
+        "allowed": d.allowed, "probabilities": d.probabilities,
+        "context": d.context, "history": d.history, "outcomes": row.outcomes,
+    }
+
+
+CSV_COLUMNS = ["event_id", "seq", "decided_at", "model_version", "mode", "arm", "chosen_index", "probability",
+               "reward", "cost", "allowed", "probabilities", "context", "history", "outcomes"]
+JSON_COLUMNS = ("allowed", "probabilities", "context", "history", "outcomes")
+
+
+def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | Path) -> int:
+    """Write `rows` to `out` in `fmt` (vw, csv, parquet); return how many were written.
+
+    csv: one row per decision; list and object columns hold JSON text.
+    parquet: the same columns; `allowed` and `probabilities` are typed lists, the others JSON text.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (use one of: {', '.join(FORMATS)})")
+    n = 0
+    out = Path(out)
+    if fmt == "vw":
+        lines = arm_lines(policy)
+        with out.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(vw_example(policy, row, lines) + "\n\n")
+                n += 1
+    elif fmt == "csv":
+        with out.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, CSV_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                rec = _record(policy, row)
+                writer.writerow({k: json.dumps(v) if k in JSON_COLUMNS else v for k, v in rec.items()})
+                n += 1
+    else:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise RuntimeError("parquet export needs pyarrow: pip install 'tactful[parquet]'") from None
+        recs = []
+        for row in rows:
+            rec = _record(policy, row)
+            for k in ("context", "history", "outcomes"):
+                rec[k] = json.dumps(rec[k])
+            recs.append(rec)
+        schema = pa.schema([("event_id", pa.string()), ("seq", pa.int64()), ("decided_at", pa.string()),
+                            ("model_version", pa.int64()), ("mode", pa.string()), ("arm", pa.string()),
+                            ("chosen_index", pa.int64()), ("probability", pa.float64()),
+                            ("reward", pa.float64()), ("cost", pa.float64()),
+                            ("allowed", pa.list_(pa.string())), ("probabilities", pa.list_(pa.float64())),
+                            ("context", pa.string()), ("history", pa.string()), ("outcomes", pa.string())])
+        pq.write_table(pa.Table.from_pylist(recs, schema=schema), str(out))
+        n = len(recs)
+    return n

@@ -1,0 +1,39 @@
+"""A policy as the learning parts in `models/` see it: its arms as VW action lines, its reward
+specification, a fresh model, and a decision's final shaped reward. The decision engine, the
+learner and the offline tools all build their models from here."""
+from __future__ import annotations
+
+from models.featurize import arm_line
+from models.reward import RewardSpec, shaped_reward
+from models.vw_policy import VWPolicy
+from service.policy import Policy
+from service.store.records import Decision, Outcome
+
+
+def arm_lines(policy: Policy) -> list[str]:
+    lines = []
+    for arm in policy.arms:
+        if arm.hold:
+            lines.append(arm_line(None))
+        else:
+            c = arm.content
+            lines.append(arm_line(c.id, c.topic, c.tags, arm.channel, arm.timing.name, c.features))
+    return lines
+
+
+def reward_spec(policy: Policy) -> RewardSpec:
+    r = policy.spec.reward
+    lo, hi = r.bounds
+    return RewardSpec(weights=dict(r.weights), default=r.default,
+                      fatigue_per_contact=r.fatigue.per_contact, lo=lo, hi=hi)
+
+
+def new_model(policy: Policy) -> VWPolicy:
+    return VWPolicy(arm_lines(policy), policy.spec.learner.vw_args, seed=policy.spec.learner.seed)
+
+
+def decision_reward(policy: Policy, d: Decision, outcomes: list[Outcome]) -> float:
+    """The final shaped reward of a decision: outcomes counted are those inside its window."""
+    counted = [(o.type, o.value) for o in outcomes if o.counted and o.at <= d.closes_at]
+    return shaped_reward(reward_spec(policy), counted, is_send=d.channel is not None,
+                         recent_contacts=int(d.history.get("fatigue_contacts", 0)))

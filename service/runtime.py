@@ -1,0 +1,57 @@
+"""One way to build Tactful's moving parts, so that every engine and every learner behaves the
+same wherever it runs: the HTTP app, `tactful learn`, the simulator, the scripts and the tests.
+
+    build_engine   the decision engine with its model cache and its shadow scorer
+    build_learner  the online learner with the revert guard before each step
+
+Everything is passed in: the store, the policies, the clock, the source of event ids (every
+random draw of a decision derives from its event id) and the monotonic time that paces model
+refreshes. This is the outermost edge of the library; below it nothing reads the wall clock or a
+global random source on its own.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from typing import Callable, Mapping
+
+from service.clock import Clock
+from service.decision.engine import DecisionEngine
+from service.decision.modelcache import ModelCache, VersionCache
+from service.learning.guard import RevertGuard
+from service.learning.learner import OnlineLearner
+from service.learning.registry import ModelOps
+from service.learning.shadow import ShadowScorer
+from service.policy import Policy
+from service.store import Store
+
+
+def random_ids() -> Callable[[], str]:
+    """Event ids for a served engine: random, unguessable."""
+    return lambda: uuid.uuid4().hex
+
+
+def numbered_ids(prefix: str, width: int = 7) -> Callable[[], str]:
+    """Event ids for a reproducible run (simulation, tests): `prefix` and a running number of
+    `width` digits, from 0."""
+    counter = itertools.count()
+    return lambda: f"{prefix}{next(counter):0{width}d}"
+
+
+def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
+                 new_id: Callable[[], str] | None = None, refresh_seconds: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic, models: VersionCache | None = None,
+                 shadow: bool = True) -> DecisionEngine:
+    """The decision engine. `refresh_seconds` paces how often each policy's active (and shadow)
+    version is looked up (0: on every decision, as replays want); `models` replaces the active
+    versions with other scorers (the simulator's baselines); `shadow` scores the shadow candidate
+    beside every decision (on unless a caller must leave the store's shadow tables untouched)."""
+    models = models if models is not None else ModelCache(store, policies, refresh_seconds, monotonic)
+    observers = [ShadowScorer(ModelOps(store), policies, refresh_seconds, monotonic)] if shadow else []
+    return DecisionEngine(store, policies, clock, models, new_id or random_ids(), observers)
+
+
+def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 20000) -> OnlineLearner:
+    """The online learner, with the revert guard judging a newly activated version before each step."""
+    return OnlineLearner(store, policies, clock, batch, before_step=[RevertGuard(ModelOps(store)).before_step])

@@ -1,0 +1,110 @@
+"""What the store keeps, as values: a person's state as the guardrails read it, a decision as
+logged, an outcome as reported; and the compact JSON of the store's JSON columns. Every backend
+reads and writes these."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+
+def dumps(value) -> str:
+    """Compact JSON text for the store's JSON columns (orjson: several times faster than the
+    standard library, which matters on the decision path; the text is plain JSON either way)."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+
+loads = orjson.loads
+
+
+@dataclass
+class PersonState:
+    """What the guardrails need to know about one person (and the policy's runtime arm state)."""
+
+    key: str
+    consent: dict[str, bool]                      # latest grant or refusal per channel
+    contacts: list[tuple[str, float]]             # (channel, at) within the look-back window, oldest first
+    marker: tuple = ()                            # changes whenever a write could change the verdict
+    preferences: dict = field(default_factory=dict)
+    unengaged: int = 0                            # contacts since the last engagement
+    signals: list[tuple[str, str | None, float]] = field(default_factory=list)  # (kind, channel, at)
+    arm_state: dict[str, dict] = field(default_factory=dict)  # target (arm or content id) -> state
+    budget_used: int = 0                          # the policy's sends today (its time zone)
+
+
+@dataclass
+class Decision:
+    event_id: str
+    policy: str
+    person_key: str | None
+    decided_at: float
+    closes_at: float
+    model_version: int | None
+    mode: str
+    arm: str
+    probability: float
+    send_at: float | None
+    channel: str | None
+    allowed: list[str]
+    probabilities: list[float]
+    context: dict
+    history: dict
+    removed: dict[str, list[str]]
+    consistency_key: str | None = None
+    seq: int | None = None
+    reward: float | None = None
+    learned_version: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Decision":
+        return cls(
+            seq=row["seq"], event_id=row["event_id"], policy=row["policy"], person_key=row["person_key"],
+            decided_at=row["decided_at"], closes_at=row["closes_at"], model_version=row["model_version"],
+            mode=row["mode"], arm=row["arm"], probability=row["probability"], send_at=row["send_at"],
+            channel=row["channel"], allowed=loads(row["allowed"]),
+            probabilities=loads(row["probabilities"]), context=loads(row["context"]),
+            history=loads(row["history"]), removed=unpack_removed(row["removed"]),
+            consistency_key=row["consistency_key"], reward=row["reward"],
+            learned_version=row["learned_version"],
+        )
+
+
+def pack_removed(removed: dict) -> str:
+    """The removed arms and their reasons, as stored: each distinct (code, detail) once and the
+    arms grouped by their list of reasons. Most arms share their reasons with many others, so
+    this is about a third of the plain {arm: reasons} JSON, and the decision log's size is most
+    of the cost of writing a decision."""
+    reasons: dict[tuple, int] = {}
+    groups: dict[tuple, list[str]] = {}
+    seen: dict[int, tuple] = {}  # id(list) -> its reasons' indices: arms often share one list
+    for arm, rs in removed.items():
+        idx = seen.get(id(rs))
+        if idx is None:
+            idx = seen[id(rs)] = tuple(reasons.setdefault((r[0], r[1]), len(reasons)) for r in rs)
+        groups.setdefault(idx, []).append(arm)
+    return dumps({"v": 2, "reasons": [list(r) for r in reasons],
+                  "groups": [[list(idx), arms] for idx, arms in groups.items()]})
+
+
+def unpack_removed(text: str) -> dict[str, list[list[str]]]:
+    data = loads(text)
+    if not (isinstance(data, dict) and data.get("v") == 2):
+        return data  # the plain form of earlier rows
+    reasons = data["reasons"]
+    return {arm: [reasons[i] for i in idx] for idx, arms in data["groups"] for arm in arms}
+
+
+@dataclass
+class Outcome:
+    event_id: str
+    type: str
+    value: float
+    at: float
+    outcome_id: str | None = None
+    received_at: float | None = None
+    counted: bool = True
+
+
+class OutcomeConflict(Exception):
+    """The same outcome_id was reported with a different type or value."""

@@ -1,0 +1,81 @@
+"""The store's schema, created (or completed) when a store opens: every table, index and trigger,
+those of the model-version registry included (service/learning/registry.py). Changes are additive:
+a new table or index, never a changed column, so an older file opens and is brought up to date."""
+from __future__ import annotations
+
+import sqlite_utils
+
+SCHEMA_VERSION = 2
+
+
+def create(db: sqlite_utils.Database) -> None:
+    """Every table, index and trigger, inside the caller's write transaction."""
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db["clock"].create({"id": int, "now": float}, pk="id", if_not_exists=True)
+    db["decisions"].create({
+        "seq": int, "event_id": str, "policy": str, "person_key": str, "decided_at": float,
+        "closes_at": float, "model_version": int, "mode": str, "arm": str, "probability": float,
+        "send_at": float, "channel": str, "allowed": str, "probabilities": str, "context": str,
+        "history": str, "removed": str, "consistency_key": str, "reward": float,
+        "learned_version": int,
+    }, pk="seq", not_null={"event_id", "policy", "decided_at", "closes_at", "mode", "arm",
+                           "probability", "allowed", "probabilities", "context", "history",
+                           "removed"}, if_not_exists=True)
+    db["outcomes"].create({
+        "id": int, "event_id": str, "outcome_id": str, "type": str, "value": float, "at": float,
+        "received_at": float, "counted": int,
+    }, pk="id", not_null={"event_id", "type", "value", "at"}, if_not_exists=True)
+    db["contacts"].create({"id": int, "person_key": str, "channel": str, "at": float,
+                           "event_id": str, "policy": str}, pk="id", if_not_exists=True)
+    db["consent"].create({"id": int, "person_key": str, "channel": str, "granted": int,
+                          "source": str, "at": float}, pk="id", if_not_exists=True)
+    db["model_versions"].create({
+        "policy": str, "version": int, "parent": int, "source": str, "created_at": float,
+        "model": bytes, "vw_args": str, "n_learned": int, "learned_through_seq": int, "note": str,
+    }, pk=("policy", "version"), if_not_exists=True)
+    db["policy_state"].create({"policy": str, "active_version": int, "learner_cursor": int},
+                              pk="policy", if_not_exists=True)
+    db["activations"].create({"id": int, "policy": str, "version": int, "previous": int,
+                              "reason": str, "at": float}, pk="id", if_not_exists=True)
+    db["leases"].create({"name": str, "holder": str, "expires_at": float}, pk="name",
+                        if_not_exists=True)
+    db["people"].create({"person_key": str, "preferences": str, "preferences_at": float,
+                         "unengaged": int, "last_engaged_at": float, "rev": int},
+                        pk="person_key", not_null={"unengaged", "rev"}, defaults={"unengaged": 0, "rev": 0},
+                        if_not_exists=True)
+    # explicit negative signals (unsubscribe: one channel, complaint: every channel)
+    db["signals"].create({"id": int, "person_key": str, "kind": str, "channel": str, "at": float,
+                          "event_id": str}, pk="id", if_not_exists=True)
+    # runtime state of an arm or of every arm of a content: status and validity window
+    db["arm_state"].create({"policy": str, "target": str, "status": str, "valid_from": float,
+                            "valid_until": float, "reason": str, "updated_at": float},
+                           pk=("policy", "target"), if_not_exists=True)
+    db["budget"].create({"policy": str, "day": str, "used": int}, pk=("policy", "day"), if_not_exists=True)
+    # Decisions are never deleted (erasure unlinks them), so seq only grows: the learner cursor is sound.
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS decisions_event ON decisions(event_id)")
+    db.execute("CREATE INDEX IF NOT EXISTS decisions_policy_seq ON decisions(policy, seq)")
+    db.execute("CREATE INDEX IF NOT EXISTS decisions_person ON decisions(person_key, decided_at)")
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS outcomes_key ON outcomes(event_id, outcome_id)")
+    db.execute("CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes(event_id)")
+    db.execute("CREATE INDEX IF NOT EXISTS contacts_person ON contacts(person_key, at)")
+    db.execute("CREATE INDEX IF NOT EXISTS consent_person ON consent(person_key, channel, id)")
+    db.execute("CREATE INDEX IF NOT EXISTS signals_person ON signals(person_key, at)")
+    # a decision that sends reserves its contact and counts towards suppression, in the
+    # statement that logs it (commit_decision)
+    db.execute("CREATE TRIGGER IF NOT EXISTS decision_reserves_contact AFTER INSERT ON decisions"
+               " WHEN NEW.channel IS NOT NULL AND NEW.person_key IS NOT NULL BEGIN"
+               " INSERT INTO contacts(person_key, channel, at, event_id, policy)"
+               " VALUES (NEW.person_key, NEW.channel, NEW.send_at, NEW.event_id, NEW.policy);"
+               " INSERT INTO people(person_key, unengaged, rev) VALUES (NEW.person_key, 1, 0)"
+               " ON CONFLICT(person_key) DO UPDATE SET unengaged=unengaged+1; END")
+    # the model-version registry: evaluations, the shadow candidate and its scores, the revert guard
+    db.execute("CREATE TABLE IF NOT EXISTS model_evaluations (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+               " version INTEGER NOT NULL, at REAL NOT NULL, evaluation TEXT NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS shadow_config (policy TEXT PRIMARY KEY, version INTEGER, since REAL)")
+    db.execute("CREATE TABLE IF NOT EXISTS shadow_decisions (event_id TEXT PRIMARY KEY, policy TEXT NOT NULL,"
+               " version INTEGER NOT NULL, arm TEXT NOT NULL, probability REAL NOT NULL,"
+               " probabilities TEXT NOT NULL, at REAL NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS guard_watches (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+               " version INTEGER NOT NULL, previous INTEGER, started_seq INTEGER NOT NULL,"
+               " status TEXT NOT NULL, reason TEXT, at REAL NOT NULL, closed_at REAL)")
+    db.execute("CREATE INDEX IF NOT EXISTS model_evaluations_version ON model_evaluations(policy, version)")
