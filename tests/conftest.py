@@ -2,6 +2,7 @@
 model, guardrails and clock. Paths are resolved from this file, so tests run from any directory."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,13 @@ from service.api.app import create_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLICIES_DIR = REPO_ROOT / "examples" / "policies"
+
+
+def pytest_configure(config):
+    """The guardrail property test runs 300 examples when the whole suite runs (`pytest -m ''`,
+    as CI does) and 60 in the quick local loop (a plain `pytest`); PROPERTY_EXAMPLES overrides."""
+    full = not config.getoption("markexpr")
+    os.environ.setdefault("PROPERTY_EXAMPLES", "300" if full else "60")
 
 
 def _make_app(tmp_path: Path, clock, db_name: str):
