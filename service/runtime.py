@@ -52,6 +52,9 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
     return DecisionEngine(store, policies, clock, models, new_id or random_ids(), observers)
 
 
-def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 20000) -> OnlineLearner:
-    """The online learner, with the revert guard judging a newly activated version before each step."""
-    return OnlineLearner(store, policies, clock, batch, before_step=[RevertGuard(ModelOps(store)).before_step])
+def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 20000,
+                  wall_clock: Callable[[], float] = time.time) -> OnlineLearner:
+    """The online learner, with the revert guard judging a newly activated version before each
+    step. `wall_clock` times its lease (real seconds, whatever `clock` says)."""
+    guard = RevertGuard(ModelOps(store))
+    return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step])

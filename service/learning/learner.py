@@ -43,11 +43,12 @@ class OnlineLearner:
     version. Build it with `service.runtime.build_learner`, which passes the revert guard as a
     `before_step` check."""
 
-    def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, batch: int = 20000,
-                 before_step: Sequence[Callable[[Policy, float], None]] = ()):
+    def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, wall_clock: Callable[[], float],
+                 batch: int = 20000, before_step: Sequence[Callable[[Policy, float], None]] = ()):
         self.store = store
         self.policies = policies
         self.clock = clock
+        self.wall_clock = wall_clock  # real seconds, for the lease (`clock` may be a replay's virtual time)
         self.batch = batch
         self.before_step = tuple(before_step)  # checks run before each step (the revert guard)
         self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
@@ -135,7 +136,7 @@ class OnlineLearner:
         interval = interval or min(p.spec.learner.learn_every_seconds for p in self.policies.values())
         try:
             while not stop.is_set():
-                if self.store.acquire_lease(LEASE, holder, lease_ttl):
+                if self.store.acquire_lease(LEASE, holder, lease_ttl, self.wall_clock()):
                     self.step_all()
                 else:
                     log.debug("another learner holds the lease")

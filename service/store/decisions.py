@@ -1,0 +1,148 @@
+"""The store's decision log: a decision logged and its contact reserved in one statement that
+holds only if the person's state did not change since it was read (check-and-reserve); the
+learner's reads of closed decisions; outcomes, idempotent by their own key, with the explicit
+signals they carry; counts per policy."""
+from __future__ import annotations
+
+from service.store.records import Decision, Outcome, OutcomeConflict, dumps, pack_removed
+
+_DECISION_COLUMNS = ("event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
+                     " send_at, channel, allowed, probabilities, context, history, removed, consistency_key")
+_INSERT_DECISION = f"INSERT INTO decisions({_DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})"
+# ... only if the person's state still matches the marker it was decided on (person_state)
+_INSERT_DECISION_IF_UNCHANGED = (
+    f"INSERT INTO decisions({_DECISION_COLUMNS}) SELECT {','.join('?' * 17)} WHERE"
+    " (SELECT coalesce(max(id), 0) FROM contacts WHERE person_key=? AND at>=?)=?"
+    " AND (SELECT coalesce(max(id), 0) FROM consent WHERE person_key=?)=?"
+    " AND (SELECT coalesce(max(id), 0) FROM signals WHERE person_key=? AND at>=?)=?"
+    " AND (SELECT coalesce(max(rev), 0) FROM people WHERE person_key=?)=?")
+
+
+class _Stale(Exception):
+    """The person's state changed between reading it and reserving a contact."""
+
+
+class DecisionLog:
+    """Queries on decisions and outcomes; mixed into the SQLite `Store`."""
+
+    def commit_decision(self, d: Decision, expected_marker: tuple | None,
+                        budget: tuple[str, int] | None = None) -> bool:
+        """Log a decision and reserve its contact in one transaction.
+
+        Returns False, writing nothing, when the person's contacts, consent, signals or
+        preferences changed since `expected_marker` was read, or when the send would overspend
+        the policy's daily `budget` (day, limit): the caller re-evaluates its guardrails and tries
+        again. This is what makes check-and-reserve atomic across workers.
+
+        The decision row is inserted only if the marker still holds (one INSERT ... SELECT ...
+        WHERE), and the `decision_reserves_contact` trigger adds the contact and counts it
+        towards suppression in the same statement: a decision is one write.
+        """
+        values = (d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode,
+                  d.arm, d.probability, d.send_at, d.channel, dumps(d.allowed), dumps(d.probabilities),
+                  dumps(d.context), dumps(d.history), pack_removed(d.removed), d.consistency_key)
+        try:
+            with self.write() as conn:
+                if budget is not None and d.channel is not None:
+                    day, limit = budget
+                    row = conn.execute("SELECT used FROM budget WHERE policy=? AND day=?", (d.policy, day)).fetchone()
+                    if (row[0] if row else 0) >= limit:
+                        raise _Stale
+                    conn.execute("INSERT INTO budget(policy, day, used) VALUES (?,?,1) "
+                                 "ON CONFLICT(policy, day) DO UPDATE SET used=used+1", (d.policy, day))
+                if d.person_key is not None and expected_marker:
+                    since, ssince, contact, consent, signal, rev = expected_marker
+                    key = d.person_key
+                    cur = conn.execute(_INSERT_DECISION_IF_UNCHANGED, values + (
+                        key, since, contact, key, consent, key, ssince, signal, key, rev))
+                    if cur.rowcount != 1:
+                        raise _Stale
+                else:
+                    cur = conn.execute(_INSERT_DECISION, values)
+                d.seq = cur.lastrowid
+        except _Stale:
+            return False
+        return True
+
+    def decision(self, event_id: str) -> Decision | None:
+        rows = self.query("SELECT * FROM decisions WHERE event_id=?", (event_id,))
+        return Decision.from_row(dict(rows[0])) if rows else None
+
+    def decisions_after(self, policy: str, cursor: int, limit: int, closed_by: float | None = None) -> list[Decision]:
+        """Decisions after `cursor`, in order; with `closed_by`, only those before the first one
+        whose reward window is still open at that time (the rows after it are not read at all)."""
+        upper = None
+        if closed_by is not None:
+            row = self.conn.execute(
+                "SELECT seq FROM decisions WHERE policy=? AND seq>? AND closes_at>? ORDER BY seq LIMIT 1",
+                (policy, cursor, closed_by)).fetchone()
+            upper = row[0] if row else None
+        if upper is None:
+            rows = self.query("SELECT * FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
+                              (policy, cursor, limit))
+        else:
+            rows = self.query("SELECT * FROM decisions WHERE policy=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
+                              (policy, cursor, upper, limit))
+        return [Decision.from_row(dict(r)) for r in rows]
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def add_outcome(self, o: Outcome, person_key: str | None = None, signal: tuple[str, str | None] | None = None,
+                    engaged: bool = False) -> bool:
+        """Store an outcome. Returns False when the same outcome_id was already stored (the repeat
+        is acknowledged, not counted again); raises OutcomeConflict when it differs.
+
+        In the same transaction, for the decision's person: an explicit `signal` (kind, channel)
+        is recorded, and an unsubscribe also withdraws that channel's consent; an engagement
+        ends the run of contacts without engagement (suppression).
+        """
+        with self.write() as conn:
+            if o.outcome_id is not None:
+                row = conn.execute("SELECT type, value FROM outcomes WHERE event_id=? AND outcome_id=?",
+                                   (o.event_id, o.outcome_id)).fetchone()
+                if row is not None:
+                    if row[0] != o.type or row[1] != o.value:
+                        raise OutcomeConflict(
+                            f"outcome {o.outcome_id!r} was already reported as {row[0]!r} with value {row[1]}")
+                    return False
+            conn.execute("INSERT INTO outcomes(event_id, outcome_id, type, value, at, received_at, counted)"
+                         " VALUES (?,?,?,?,?,?,?)",
+                         (o.event_id, o.outcome_id, o.type, o.value, o.at, o.received_at, int(o.counted)))
+            if person_key is not None and signal is not None:
+                kind, channel = signal
+                conn.execute("INSERT INTO signals(person_key, kind, channel, at, event_id) VALUES (?,?,?,?,?)",
+                             (person_key, kind, channel, o.at, o.event_id))
+                if kind == "unsubscribe" and channel is not None:
+                    conn.execute("INSERT INTO consent(person_key, channel, granted, source, at) VALUES (?,?,0,?,?)",
+                                 (person_key, channel, f"unsubscribe:{o.event_id}", o.at))
+            if person_key is not None and engaged:
+                conn.execute("INSERT INTO people(person_key, unengaged, last_engaged_at, rev) VALUES (?,0,?,0) "
+                             "ON CONFLICT(person_key) DO UPDATE SET unengaged=0, "
+                             "last_engaged_at=max(coalesce(last_engaged_at, 0), excluded.last_engaged_at)",
+                             (person_key, o.at))
+        return True
+
+    def outcomes(self, event_id: str) -> list[Outcome]:
+        return [Outcome(event_id=r["event_id"], type=r["type"], value=r["value"], at=r["at"],
+                        outcome_id=r["outcome_id"], received_at=r["received_at"], counted=bool(r["counted"]))
+                for r in self.query("SELECT * FROM outcomes WHERE event_id=? ORDER BY id", (event_id,))]
+
+    def outcomes_for(self, event_ids: list[str]) -> dict[str, list[Outcome]]:
+        out: dict[str, list[Outcome]] = {e: [] for e in event_ids}
+        for i in range(0, len(event_ids), 500):
+            chunk = event_ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.query(f"SELECT * FROM outcomes WHERE event_id IN ({marks}) ORDER BY id", tuple(chunk)):
+                out[r["event_id"]].append(Outcome(event_id=r["event_id"], type=r["type"], value=r["value"],
+                                                  at=r["at"], outcome_id=r["outcome_id"],
+                                                  received_at=r["received_at"], counted=bool(r["counted"])))
+        return out
+
+    def policy_counts(self, policy: str, now: float) -> dict:
+        row = self.query(
+            "SELECT count(*), sum(learned_version IS NOT NULL), sum(closes_at > ?), sum(arm = 'hold') "
+            "FROM decisions WHERE policy=?", (now, policy))[0]
+        outcomes = self.query("SELECT count(*) FROM outcomes o JOIN decisions d ON d.event_id=o.event_id "
+                              "WHERE d.policy=?", (policy,))[0][0]
+        return {"decisions": row[0], "learned": row[1] or 0, "pending": row[2] or 0,
+                "holds": row[3] or 0, "outcomes": outcomes}

@@ -1,0 +1,131 @@
+"""The store's people: a person's state as the guardrails read it (in one statement, with a
+marker that the decision's write re-checks), consent and its history, preferences, explicit
+signals, contacts, erasure, and the runtime state of arms. People are stored under a key,
+HMAC-SHA256(server secret, user id), never under their user id."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from service.store.records import Decision, PersonState, dumps, loads
+
+# A person's state in one statement: each part tagged by its first column (see person_state).
+_PERSON_STATE = (
+    "SELECT 0, id, channel, at, NULL, NULL FROM contacts WHERE person_key=:k AND at>=:since"
+    " UNION ALL SELECT 1, id, channel, granted, NULL, NULL FROM consent WHERE id IN"
+    " (SELECT max(id) FROM consent WHERE person_key=:k GROUP BY channel)"
+    " UNION ALL SELECT 2, rev, unengaged, NULL, preferences, NULL FROM people WHERE person_key=:k"
+    " UNION ALL SELECT 3, id, channel, at, kind, NULL FROM signals WHERE person_key=:k AND at>=:ssince"
+    " UNION ALL SELECT 4, NULL, target, valid_from, status, valid_until FROM arm_state WHERE policy=:policy"
+    " UNION ALL SELECT 5, used, NULL, NULL, NULL, NULL FROM budget WHERE policy=:policy AND day=:day")
+
+
+class PeopleTables:
+    """Queries on people; mixed into the SQLite `Store`, whose `query`, `write` and `_secret` they use."""
+
+    def person_key(self, user_id: str) -> str:
+        return hmac.new(self._secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def person_state(self, key: str, since: float, policy: str | None = None, signals_since: float | None = None,
+                     budget_day: str | None = None) -> PersonState:
+        """Everything the guardrails read, and a marker of it that `commit_decision` re-checks.
+
+        One statement (its parts tagged by their first column) reads it all from one snapshot;
+        on the decision path each statement costs about as much as the rows it returns."""
+        signals_since = since if signals_since is None else signals_since
+        contacts, last_contact = [], 0
+        consent, last_consent = {}, 0
+        prefs, unengaged, rev = {}, 0, 0
+        signals, last_signal = [], 0
+        arm_state, budget_used = {}, 0
+        for part, a, b, c, d, e in self.conn.execute(_PERSON_STATE, {
+                "k": key, "since": since, "ssince": signals_since, "policy": policy, "day": budget_day}):
+            if part == 0:    # contact: id, channel, at
+                contacts.append((b, c))
+                last_contact = max(last_contact, a)
+            elif part == 1:  # latest consent per channel: id, channel, granted
+                consent[b] = bool(c)
+                last_consent = max(last_consent, a)
+            elif part == 2:  # the person's row: rev, unengaged, preferences
+                rev, unengaged, prefs = a, b, loads(d) if d else {}
+            elif part == 3:  # signal: id, channel, at, kind
+                signals.append((d, b, c))
+                last_signal = max(last_signal, a)
+            elif part == 4:  # the policy's runtime arm state: target, valid_from, status, valid_until
+                arm_state[b] = {"status": d, "valid_from": c, "valid_until": e}
+            else:            # the policy's sends today
+                budget_used = a
+        contacts.sort(key=lambda x: x[1])
+        marker = (since, signals_since, last_contact, last_consent, last_signal, rev)
+        return PersonState(key, consent, contacts, marker, prefs, unengaged, signals, arm_state, budget_used)
+
+    def set_consent(self, key: str, channels: dict[str, bool], source: str | None, at: float) -> None:
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT INTO consent(person_key, channel, granted, source, at) VALUES (?,?,?,?,?)",
+                [(key, ch, int(granted), source, at) for ch, granted in channels.items()])
+
+    def set_preferences(self, key: str, preferences: dict, at: float) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO people(person_key, preferences, preferences_at, unengaged, rev) "
+                         "VALUES (?,?,?,0,1) ON CONFLICT(person_key) DO UPDATE SET "
+                         "preferences=excluded.preferences, preferences_at=excluded.preferences_at, rev=rev+1",
+                         (key, dumps(preferences), at))
+
+    def person_row(self, key: str) -> dict | None:
+        rows = self.query("SELECT * FROM people WHERE person_key=?", (key,))
+        return dict(rows[0]) if rows else None
+
+    def signals(self, key: str) -> list[dict]:
+        return [dict(r) for r in self.query(
+            "SELECT kind, channel, at, event_id FROM signals WHERE person_key=? ORDER BY id", (key,))]
+
+    def contacts(self, key: str, since: float) -> list[dict]:
+        return [dict(r) for r in self.query(
+            "SELECT channel, at, policy, event_id FROM contacts WHERE person_key=? AND at>=? ORDER BY at",
+            (key, since))]
+
+    def person_decisions(self, key: str, limit: int) -> list[Decision]:
+        rows = self.query("SELECT * FROM decisions WHERE person_key=? ORDER BY seq DESC LIMIT ?", (key, limit))
+        return [Decision.from_row(dict(r)) for r in rows]
+
+    def consistent_arm(self, key: str, policy: str, consistency_key: str, since: float) -> tuple[str, str] | None:
+        """(event id, arm) of the latest decision for this person and key since `since`."""
+        row = self.conn.execute(
+            "SELECT event_id, arm FROM decisions WHERE person_key=? AND consistency_key=? AND policy=? "
+            "AND decided_at>=? ORDER BY seq DESC LIMIT 1", (key, consistency_key, policy, since)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def erase_person(self, key: str) -> dict:
+        """Erase a person: their consent, preferences, signals and contacts are deleted; their
+        decisions stay, unlinked (no person key, no consistency key), for learning. Deleted rows
+        are overwritten on disk (secure_delete)."""
+        conn = self.wconn
+        conn.execute("PRAGMA secure_delete=ON")
+        try:
+            with self.write() as c:
+                counts = {t: c.execute(f"DELETE FROM {t} WHERE person_key=?", (key,)).rowcount
+                          for t in ("consent", "contacts", "signals", "people")}
+                counts["decisions_unlinked"] = c.execute(
+                    "UPDATE decisions SET person_key=NULL, consistency_key=NULL WHERE person_key=?", (key,)).rowcount
+        finally:
+            conn.execute("PRAGMA secure_delete=OFF")
+        return counts
+
+    # -- runtime arm state -------------------------------------------------------------------
+
+    def set_arm_state(self, policy: str, target: str, status: str, valid_from: float | None,
+                      valid_until: float | None, reason: str | None, at: float) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO arm_state(policy, target, status, valid_from, valid_until, reason, updated_at) "
+                         "VALUES (?,?,?,?,?,?,?) ON CONFLICT(policy, target) DO UPDATE SET status=excluded.status, "
+                         "valid_from=excluded.valid_from, valid_until=excluded.valid_until, reason=excluded.reason, "
+                         "updated_at=excluded.updated_at",
+                         (policy, target, status, valid_from, valid_until, reason, at))
+
+    def arm_states(self, policy: str) -> dict[str, dict]:
+        return {r["target"]: dict(r) for r in self.query("SELECT * FROM arm_state WHERE policy=?", (policy,))}
+
+    def consent_history(self, key: str) -> list[dict]:
+        return [dict(r) for r in self.query(
+            "SELECT channel, granted, source, at FROM consent WHERE person_key=? ORDER BY id", (key,))]
