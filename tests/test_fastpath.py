@@ -1,4 +1,4 @@
-"""`POST /v1/policies/<policy>/decide` is answered by a WSGI fast path (service/app.py,
+"""`POST /v1/policies/<policy>/decide` is answered by a WSGI fast path (service/api/fastpath.py,
 DecideFastPath) and, for anything it does not take, by the Flask route. Both must answer alike:
 same status, same content type, same problem documents, same shape of decision."""
 from __future__ import annotations

@@ -2,7 +2,7 @@
 path (real SQLite store, real VW model, real guardrails) removes exactly the arms a reference
 says are disallowed, each with exactly its reasons, and never chooses a disallowed arm.
 
-The reference below is written independently of service/guardrails.py, as plainly as possible:
+The reference below is written independently of service/decision/guardrails.py, as plainly as possible:
 quiet hours by scanning minute by minute in local wall-clock time, caps by counting the points
 of every window that starts at a contact, gaps by comparing every pair.
 """

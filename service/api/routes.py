@@ -34,7 +34,7 @@ def _ts(dt) -> float | None:
 
 def decide_input(payload: object) -> DecideInput:
     """A decide request's JSON body, validated (BadRequest naming the field), as the engine's input.
-    Also what the WSGI fast path in front of this route uses (service/app.py)."""
+    Also what the WSGI fast path in front of this route uses (service/api/fastpath.py)."""
     req = schemas.parse(schemas.DecideRequest, payload)
     return DecideInput(req.user_id, req.context, req.consistency_key, _ts(req.timestamp))
 
