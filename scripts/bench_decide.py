@@ -4,7 +4,7 @@ HTTP throughput of `tactful serve` against an empty Flask endpoint under the sam
 
     .venv/bin/python scripts/bench_decide.py                 # full run (about two minutes)
     .venv/bin/python scripts/bench_decide.py --quick         # smoke run (about half a minute)
-    .venv/bin/python scripts/bench_decide.py --json bench.json --profile
+    .venv/bin/python scripts/bench_decide.py --json out/bench.json --profile
 
 Part 1 (in process). A policy derived from examples/policies/lifecycle.toml, with generated
 content items so that 4 channels x 3 timings x N contents + hold reaches about 50 and 200 arms,
@@ -829,6 +829,7 @@ def main(argv=None) -> int:
         print("\ncProfile of POST /v1/policies/lifecycle/decide through the Flask test client (sorted by own time):\n")
         print("```\n" + res["wsgi"]["profile"].strip() + "\n```")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=2))
     return 0
 
