@@ -86,12 +86,6 @@ class BanditData:
     def n_arms(self) -> int:
         return self.allowed.shape[1]
 
-    def subset(self, idx: np.ndarray) -> "BanditData":
-        return BanditData(self.reward[idx], self.action[idx], self.pscore[idx], self.allowed[idx],
-                          [self.user_tokens[i] for i in idx] if self.user_tokens is not None else None,
-                          self.arm_tokens,
-                          self.logging_pmf[idx] if self.logging_pmf is not None else None, self.reward_bounds)
-
 
 def weights(data: BanditData, pi: np.ndarray) -> np.ndarray:
     return pi[np.arange(data.n), data.action] / data.pscore
@@ -512,10 +506,6 @@ class OffPolicyEvaluation:
         self.model = reward_model or RewardModel()
         self._q_cross = self._q_full = None
         self._folds = folds
-
-    @property
-    def needs_model(self) -> bool:
-        return any(getattr(e, "needs_model", False) for e in self.estimators)
 
     def q_cross(self) -> np.ndarray:
         if self._q_cross is None:
