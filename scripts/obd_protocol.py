@@ -48,8 +48,8 @@ def main() -> None:
         policy = policies["obd-men-random"]
         rows = list(final_decisions(store, policy, now=2e9))
         data = bandit_data(policy, rows)
-        ope = OffPolicyEvaluation(data, [IPS(), SNIPS(), DM(), DR(), SwitchDR(), Replay()], RewardModel(),
-                                  n_boot=args.n_boot)
+        ope = OffPolicyEvaluation(data, [IPS(), SNIPS(), DM(), DR(), SwitchDR(), Replay(n_boot=args.n_boot)],
+                                  RewardModel())
         bts = ope.run(bts_target(policy, rows))
         rnd = ope.run(uniform_target(data))
     observed = {"bts": summaries["bts"]["click_rate"], "random": summaries["random"]["click_rate"]}

@@ -49,8 +49,8 @@ def one_seed(seed: int, logging: str, n: int, tmp: str, n_boot: int, ridge_alpha
     # SwitchDR chooses its threshold; SwitchDR-50 keeps the fixed tau = 50 of earlier versions, for comparison
     # (in the tables, not in the figure)
     estimators = ([IPS(), SNIPS(), DM(), DR(), SwitchDR(), SwitchDR(name="SwitchDR-50", tau=50.0)]
-                  + ([Replay(seed=seed)] if logging == "uniform" else []))
-    ope = OffPolicyEvaluation(data, estimators, RewardModel(alpha=ridge_alpha), n_boot=n_boot, seed=seed)
+                  + ([Replay(seed=seed, n_boot=n_boot, bootstrap_seed=seed)] if logging == "uniform" else []))
+    ope = OffPolicyEvaluation(data, estimators, RewardModel(alpha=ridge_alpha), seed=seed)
     w = weights(data, pi)
     out = {"seed": seed, "logging": logging, "truth": truth, "n": data.n,
            "logged_mean": float(data.reward.mean()), "max_weight": float(w.max()),

@@ -43,8 +43,7 @@ def test_estimators_cover_the_known_truth_on_a_uniform_log(tmp_path):
     pi = uniform_target(data) * 0.5
     pi[np.arange(len(rows)), best] += 0.5
     truth = true_value(world, segments, [r.decision.allowed for r in rows], pi, arm_ids)
-    ope = OffPolicyEvaluation(data, [IPS(), SNIPS(), DM(), DR(), SwitchDR(), Replay()], RewardModel(),
-                              n_boot=500)
+    ope = OffPolicyEvaluation(data, [IPS(), SNIPS(), DM(), DR(), SwitchDR(), Replay(n_boot=500)], RewardModel())
     estimates = {e.estimator: e for e in ope.run(pi)}
     for e in estimates.values():
         assert e.lo <= truth <= e.hi, (e, truth)
@@ -245,7 +244,7 @@ def test_shadow_candidate_is_logged_never_served(tmp_path):
     shadows = engine.store.query("SELECT arm, version FROM shadow_decisions")
     assert len(shadows) == 400 and {s[1] for s in shadows} == {bad}
     assert sum(s[0] == "sale:email:now" for s in shadows) > 300  # it would have sent that arm
-    report = shadow_report(ops, policy, run.clock.now(), n_boot=200)
+    report = shadow_report(ops, policy, run.clock.now())
     assert report["n"] == 400 and 0 <= report["agreement"] < 0.5
     assert "agreement with the served arm" in report["text"]
 

@@ -4,7 +4,7 @@ Every estimator is a small object with the same three methods (as zr-obp's `obp.
 
     rounds(data, pi, q_hat)      per-decision values whose mean is the estimate
     estimate(data, pi, q_hat)    the point estimate
-    interval(data, pi, q_hat, alpha, n_boot, seed, model_variance)   a (1 - alpha) confidence interval
+    interval(data, pi, q_hat, alpha, model_variance)   a (1 - alpha) confidence interval
 
 Notation: n logged decisions; K arms; for decision i the logged arm a_i with the logged
 probability mu_i = mu(a_i | x_i), the reward r_i; the target policy's distribution pi(. | x_i) over
@@ -164,8 +164,7 @@ class _WeightedMean:
     def estimate(self, data, pi, q_hat=None) -> float:
         return float(np.mean(self.rounds(data, pi, q_hat)))
 
-    def interval(self, data, pi, q_hat=None, alpha=0.05, n_boot=1000, seed=0,
-                 model_variance: ModelVariance | None = None):
+    def interval(self, data, pi, q_hat=None, alpha=0.05, model_variance: ModelVariance | None = None):
         r = self.rounds(data, pi, q_hat)
         return t_interval(float(np.mean(r)) if len(r) else float("nan"), r, weights(data, pi), alpha)
 
@@ -196,8 +195,7 @@ class SNIPS:
         w = weights(data, pi)
         return float(np.sum(w * data.reward) / np.sum(w)) if np.sum(w) > 0 else float("nan")
 
-    def interval(self, data, pi, q_hat=None, alpha=0.05, n_boot=1000, seed=0,
-                 model_variance: ModelVariance | None = None):
+    def interval(self, data, pi, q_hat=None, alpha=0.05, model_variance: ModelVariance | None = None):
         w = weights(data, pi)
         if np.sum(w) <= 0:
             return float("nan"), float("nan")
@@ -223,8 +221,7 @@ class DM:
     def estimate(self, data, pi, q_hat=None) -> float:
         return float(np.mean(self.rounds(data, pi, q_hat)))
 
-    def interval(self, data, pi, q_hat=None, alpha=0.05, n_boot=1000, seed=0,
-                 model_variance: ModelVariance | None = None):
+    def interval(self, data, pi, q_hat=None, alpha=0.05, model_variance: ModelVariance | None = None):
         """The spread of the per-decision values, plus the reward model's estimation error when
         `model_variance` says what it is (OffPolicyEvaluation does); without it the model is
         taken as exact, which is optimistic."""
@@ -320,8 +317,7 @@ class SwitchDR(DR):
     def rounds(self, data, pi, q_hat=None) -> np.ndarray:
         return self._parts(data, pi, q_hat, self.chosen_tau(data, pi, q_hat))[0]
 
-    def interval(self, data, pi, q_hat=None, alpha=0.05, n_boot=1000, seed=0,
-                 model_variance: ModelVariance | None = None):
+    def interval(self, data, pi, q_hat=None, alpha=0.05, model_variance: ModelVariance | None = None):
         tau = self.chosen_tau(data, pi, q_hat)
         r, kept_w = self._parts(data, pi, q_hat, tau)
         v = float(np.mean(r)) if len(r) else float("nan")
@@ -338,12 +334,15 @@ class Replay:
     probability mu_min and the kept rewards are an unbiased sample of the target's; with uniform
     logging over a fixed set of arms this is exactly Li et al.'s replay. The estimate is the mean
     reward of the kept decisions; the interval Wilson's score interval when rewards are 0/1 (a
-    bootstrap of a handful of rare clicks would claim [0, 0]), else a bootstrap of that mean.
+    bootstrap of a handful of rare clicks would claim [0, 0]), else a percentile bootstrap of that
+    mean with `n_boot` resamples drawn from `bootstrap_seed` (`seed` draws the target's arms).
     """
 
     name: str = "Replay"
     needs_model = False
     seed: int = 12345
+    n_boot: int = 1000
+    bootstrap_seed: int = 0
 
     def kept(self, data: BanditData, pi: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
@@ -361,12 +360,11 @@ class Replay:
         r = self.rounds(data, pi, q_hat)
         return float(np.mean(r)) if len(r) else float("nan")
 
-    def interval(self, data, pi, q_hat=None, alpha=0.05, n_boot=1000, seed=0,
-                 model_variance: ModelVariance | None = None):
+    def interval(self, data, pi, q_hat=None, alpha=0.05, model_variance: ModelVariance | None = None):
         r = self.rounds(data, pi, q_hat)
         if len(r) and np.all((r == 0) | (r == 1)):
             return wilson(int(r.sum()), len(r), alpha)  # a bootstrap of few, rare clicks says [0, 0]
-        return _mean_interval(r, alpha, n_boot, seed)
+        return _mean_interval(r, alpha, self.n_boot, self.bootstrap_seed)
 
 
 def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -499,10 +497,10 @@ class OffPolicyEvaluation:
     """
 
     def __init__(self, data: BanditData, estimators: Sequence | None = None, reward_model: RewardModel | None = None,
-                 alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, folds: int = 2):
+                 alpha: float = 0.05, seed: int = 0, folds: int = 2):
         self.data = data
         self.estimators = list(estimators) if estimators is not None else default_estimators()
-        self.alpha, self.n_boot, self.seed = alpha, n_boot, seed
+        self.alpha, self.seed = alpha, seed
         self.model = reward_model or RewardModel()
         self._q_cross = self._q_full = None
         self._folds = folds
@@ -533,17 +531,16 @@ class OffPolicyEvaluation:
             if isinstance(est, DM):
                 q = self.q_full()
                 value = est.estimate(self.data, pi, q)
-                lo, hi = est.interval(self.data, pi, q, self.alpha, self.n_boot, self.seed,
-                                      model_variance=self.model_variance)
+                lo, hi = est.interval(self.data, pi, q, self.alpha, model_variance=self.model_variance)
                 n = self.data.n
             elif getattr(est, "needs_model", False):
                 q = self.q_cross()
                 value = est.estimate(self.data, pi, q)
-                lo, hi = est.interval(self.data, pi, q, self.alpha, self.n_boot, self.seed)
+                lo, hi = est.interval(self.data, pi, q, self.alpha)
                 n = self.data.n
             else:
                 value = est.estimate(self.data, pi)
-                lo, hi = est.interval(self.data, pi, None, self.alpha, self.n_boot, self.seed)
+                lo, hi = est.interval(self.data, pi, None, self.alpha)
                 n = len(est.rounds(self.data, pi)) if isinstance(est, Replay) else self.data.n
             out.append(Estimate(est.name, value, lo, hi, n, float(n) if isinstance(est, Replay) else ess))
         return out

@@ -97,7 +97,7 @@ def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
 @click.option("--out", default=None, help="Directory for report.md, estimates.png, evaluation.json "
                                           "(default: evaluation-POLICY).")
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(50),
-              help="Bootstrap resamples for the unsubscribe and complaint rises (and Replay of non-0/1 rewards); "
+              help="Bootstrap resamples for the unsubscribe and complaint rises; "
                    "the estimators' intervals are analytic (docs/ope.md).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-store", is_flag=True, help="Do not store the evaluation beside the candidate version.")
@@ -118,7 +118,7 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
 
         try:
             result = shadow_report(ModelOps(store), policy, at, _time(since, "--since"), _time(until, "--until"),
-                                   n_boot=n_boot, seed=seed)
+                                   seed=seed)
         except EvaluationError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(result["text"])

@@ -73,7 +73,7 @@ def retrain(store: Store, policy: Policy, now: float | None = None, since: float
     cut = int(len(rows) * (1 - holdout))
     train_rows, test_rows = rows[:cut], rows[cut:]
     data = bandit_data(policy, test_rows)
-    ope = OffPolicyEvaluation(data, [DR()], RewardModel(), n_boot=n_boot, seed=seed)
+    ope = OffPolicyEvaluation(data, [DR()], RewardModel(), seed=seed)
     results: list[TrainedConfig] = []
     best: tuple[float, str, VWPolicy] | None = None
     for args in tqdm(configs or grid(), desc="retrain grid", unit="config", disable=not progress):

@@ -249,7 +249,7 @@ def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[s
         raise EvaluationError(f"policy {policy.name!r} has no final decisions in that time range")
     data = bandit_data(policy, rows)
     ope = OffPolicyEvaluation(data, estimators if estimators is not None else default_estimators(),
-                              RewardModel(), alpha=alpha, n_boot=n_boot, seed=seed)
+                              RewardModel(), alpha=alpha, seed=seed)
     targets = []
     seen = set()
     for spec in [candidate, *baselines]:
