@@ -24,7 +24,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.ope.estimators import DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel, SwitchDR  # noqa: E402
+from models.ope import DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel, SwitchDR  # noqa: E402
 from service.offline.evaluate import bandit_data, uniform_target  # noqa: E402
 from service.offline.export import final_decisions  # noqa: E402
 from service.offline.obd import bts_target, import_obd  # noqa: E402

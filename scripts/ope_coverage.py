@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.ope.estimators import (DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel,  # noqa: E402
-                               SwitchDR, satterthwaite_df, weights)
+from models.ope import (DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel,  # noqa: E402
+                        SwitchDR, satterthwaite_df, weights)
 from service.offline.evaluate import bandit_data  # noqa: E402
 from service.offline.export import final_decisions  # noqa: E402
 from service.simulation.known_truth import best_arm_target, default_world, generate_log, true_value, world_policy  # noqa: E402

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from models.ope.estimators import (DM, DR, IPS, SNIPS, BanditData, OffPolicyEvaluation, Replay, RewardModel, SwitchDR,
-                               satterthwaite_df, weights)
+from models.ope import (DM, DR, IPS, SNIPS, BanditData, OffPolicyEvaluation, Replay, RewardModel, SwitchDR,
+                        bootstrap_mean_interval, satterthwaite_df, weights)
 from models.vw_policy import VWPolicy
 from service.cli import main
 from service.policy.bandit import arm_lines
@@ -61,8 +61,6 @@ def test_intervals_on_a_log_of_the_engines_own_adaptive_exploration(tmp_path):
     decisions; Student's t with the weights' Satterthwaite degrees of freedom is wider by what
     that few decisions warrant. On this log (seed 2 of the coverage study) every interval covers
     the truth, and Switch-DR declines to switch the heavy decisions to the model."""
-    from models.ope.estimators import _mean_interval
-
     run, policy, world, rows = _log(tmp_path, logging="greedy", n=3000, seed=2)
     data = bandit_data(policy, rows)
     segments = [run.segments[r.decision.event_id] for r in rows]
@@ -73,7 +71,7 @@ def test_intervals_on_a_log_of_the_engines_own_adaptive_exploration(tmp_path):
     df = satterthwaite_df(weights(data, pi))
     assert 5 < df < 20 and weights(data, pi).max() > 100
     dr = DR().rounds(data, pi, ope.q_cross())
-    lo, hi = _mean_interval(dr, 0.05, 1000, 2)
+    lo, hi = bootstrap_mean_interval(dr, 0.05, 1000, 2)
     assert estimates["DR"].hi - estimates["DR"].lo > 1.05 * (hi - lo), "t with few degrees of freedom is wider"
     for e in estimates.values():
         assert e.lo <= truth <= e.hi, (e, truth)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from models.ope.estimators import DR, OffPolicyEvaluation, RewardModel
+from models.ope import DR, OffPolicyEvaluation, RewardModel
 from models.featurize import shared_line
 from models.reward import to_cost
 from models.vw_policy import VWPolicy

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from models.featurize import shared_line
-from models.ope.estimators import OffPolicyEvaluation, RewardModel, default_estimators
+from models.ope import OffPolicyEvaluation, RewardModel, default_estimators
 from service.decision.modelcache import VersionCache
 from service.decision.sampling import sample, uniform_draw
 from service.learning.registry import ModelOps

@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 import numpy as np
 import vowpalwabbit as vw
 
-from models.ope.estimators import (BanditData, OffPolicyEvaluation, RewardModel, default_estimators,
-                               estimate_differences, weights)
+from models.ope import (BanditData, OffPolicyEvaluation, RewardModel, default_estimators, estimate_differences,
+                        weights)
 from models.featurize import HISTORY_FEATURES, shared_line
 from models.vw_policy import VWPolicy
 from service.policy.bandit import arm_lines
