@@ -3,9 +3,11 @@ the percentile bootstrap of a mean, Wilson's score interval (docs/ope.md has the
 behind these choices)."""
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
 
 
 def _percentile(values: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -34,8 +36,6 @@ def welch_df(parts: Sequence[tuple[float, float]]) -> float:
 
 
 def t_quantile(alpha: float, df: float) -> float:
-    from scipy import stats
-
     return float(stats.t.ppf(1 - alpha / 2, df)) if np.isfinite(df) else float(stats.norm.ppf(1 - alpha / 2))
 
 
@@ -69,8 +69,6 @@ def bootstrap_mean_interval(values: np.ndarray, alpha: float, n_boot: int, seed:
 
 def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson's score interval for a proportion: honest with few or no successes."""
-    from statistics import NormalDist
-
     z = NormalDist().inv_cdf(1 - alpha / 2)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)

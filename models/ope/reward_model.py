@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse.linalg import LinearOperator, cg
+from sklearn.feature_extraction import FeatureHasher
+from sklearn.linear_model import Ridge
 
 from models.ope.data import BanditData
 
@@ -22,8 +25,6 @@ class RewardModel:
 
     def design(self, data: BanditData):
         """The hashed (n * K, d) design matrix of every (decision, arm) pair, built once."""
-        from sklearn.feature_extraction import FeatureHasher
-
         if self._X_all is not None and self._X_all.shape[0] == data.n * data.n_arms:
             return self._X_all
         arm_toks = data.arm_tokens or [[(f"arm{k}", 1.0)] for k in range(data.n_arms)]
@@ -43,8 +44,6 @@ class RewardModel:
     def fit_predict(self, data: BanditData, train: np.ndarray) -> np.ndarray:
         """Fit on the logged (decision, arm, reward) of the decisions `train` (indices, repeats
         allowed); predict q_hat (n, K) for every decision and arm."""
-        from sklearn.linear_model import Ridge
-
         X = self.design(data)
         rows = train * data.n_arms + data.action[train]
         dense = isinstance(X, np.ndarray)
@@ -72,7 +71,6 @@ class RewardModel:
             Xc = Xt - xbar
             v = np.linalg.solve(Xc.T @ Xc + self.alpha * np.eye(X.shape[1]), u)
             return Xc @ v + total / m
-        from scipy.sparse.linalg import LinearOperator, cg
 
         def matvec(z):
             z = np.ravel(z)
