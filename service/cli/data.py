@@ -105,7 +105,8 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
                  no_store):
     """Estimate a candidate's value against the active version and baselines (IPS, SNIPS, DM, DR,
     Switch-DR with 95% intervals and effective sample sizes), as a table and a report."""
-    from service.offline.evaluate import EvaluationError, evaluate, write_report
+    from service.offline.errors import EvaluationError
+    from service.offline.evaluate import evaluate, write_report
 
     policy, _ = _policy(policies, policy_name)
     store = _store(db)
@@ -159,7 +160,7 @@ def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, s
     """Train VW offline from the logs over a small grid (exploration, interactions, learning rate),
     choose by DR on a later held-out time slice, and store the winner as a candidate version (not
     active) with its evaluation beside it."""
-    from service.offline.evaluate import EvaluationError
+    from service.offline.errors import EvaluationError
     from service.learning.retrain import retrain
 
     policy, _ = _policy(policies, policy_name)

@@ -23,7 +23,8 @@ from models.featurize import shared_line
 from models.reward import to_cost
 from models.vw_policy import VWPolicy
 from service.policy.bandit import arm_lines, reward_spec
-from service.offline.evaluate import EvaluationError, bandit_data, evaluate, model_target
+from service.offline.errors import EvaluationError
+from service.offline.evaluate import bandit_data, evaluate, model_target
 from service.offline.export import final_decisions
 from service.learning.registry import ModelOps
 from service.policy import Policy

@@ -30,17 +30,15 @@ from models.ope import (BanditData, OffPolicyEvaluation, RewardModel, default_es
 from models.featurize import HISTORY_FEATURES, shared_line
 from models.vw_policy import VWPolicy
 from service.policy.bandit import arm_lines
+from service.offline.errors import EvaluationError
 from service.offline.export import LoggedDecision, final_decisions
+from service.offline.obd import bts_target
 from service.times import to_rfc3339
 from service.policy import Policy
 from service.store import Store
 
 UNSUBSCRIBE_TYPES = ("unsubscribe",)
 COMPLAINT_TYPES = ("complaint",)
-
-
-class EvaluationError(ValueError):
-    """The evaluation cannot run: names what is wrong (a target, the log)."""
 
 
 def _tokens(values: dict) -> list[tuple[str, float]]:
@@ -165,8 +163,6 @@ def resolve_target(policy: Policy, store: Store, spec: str, rows: Sequence[Logge
     if spec == "fallback":
         return "fallback", fallback_target(policy, data), None
     if spec == "bts-zozotown":
-        from service.offline.obd import bts_target
-
         return "bts-zozotown", bts_target(policy, rows), None
     label, model, version = load_model(policy, store, spec)
     try:

@@ -36,6 +36,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from service.offline.errors import EvaluationError
 from service.offline.export import LoggedDecision
 from service.times import parse_time
 from service.policy import Policy, load_policy
@@ -75,8 +76,6 @@ def bts_target(policy: Policy, rows: Sequence[LoggedDecision], n_sim: int = 100_
     """The Bernoulli TS policy's distribution over items at each logged decision's position."""
     campaign = policy.name.split("-")[1] if policy.name.startswith("obd-") else "men"
     if campaign not in ZOZOTOWN_PRIOR or any("position" not in r.decision.context for r in rows[:1]):
-        from service.offline.evaluate import EvaluationError
-
         raise EvaluationError(f"bts-zozotown evaluates Open Bandit Dataset logs (obd-men-*), not {policy.name!r}")
     dist = bts_action_dist(campaign, n_sim)
     pi = np.zeros((len(rows), len(policy.arms)))
