@@ -13,7 +13,8 @@ from models.ope import (DM, DR, IPS, SNIPS, BanditData, OffPolicyEvaluation, Rep
 from models.vw_policy import VWPolicy
 from service.cli import main
 from service.policy.bandit import arm_lines
-from service.offline.evaluate import bandit_data, logged_target, uniform_target
+from service.offline.evaluate import bandit_data
+from service.offline.targets import logged_target, uniform_target
 from service.offline.export import final_decisions
 from service.learning.registry import ModelOps
 from service.learning.shadow import shadow_report

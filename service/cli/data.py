@@ -106,7 +106,8 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
     """Estimate a candidate's value against the active version and baselines (IPS, SNIPS, DM, DR,
     Switch-DR with 95% intervals and effective sample sizes), as a table and a report."""
     from service.offline.errors import EvaluationError
-    from service.offline.evaluate import evaluate, write_report
+    from service.offline.evaluate import evaluate
+    from service.offline.report import write_report
 
     policy, _ = _policy(policies, policy_name)
     store = _store(db)

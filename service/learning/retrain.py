@@ -24,7 +24,8 @@ from models.reward import to_cost
 from models.vw_policy import VWPolicy
 from service.policy.bandit import arm_lines, reward_spec
 from service.offline.errors import EvaluationError
-from service.offline.evaluate import bandit_data, evaluate, model_target
+from service.offline.evaluate import bandit_data, evaluate
+from service.offline.targets import model_target
 from service.offline.export import final_decisions
 from service.learning.registry import ModelOps
 from service.policy import Policy

@@ -17,7 +17,8 @@ from service.decision.modelcache import VersionCache
 from service.decision.sampling import sample, uniform_draw
 from service.learning.registry import ModelOps
 from service.offline.errors import EvaluationError
-from service.offline.evaluate import bandit_data, uniform_target
+from service.offline.evaluate import bandit_data
+from service.offline.targets import uniform_target
 from service.offline.export import final_decisions
 from service.policy import Policy
 from service.store import Decision
