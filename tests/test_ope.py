@@ -173,7 +173,7 @@ def test_obd_protocol_random_logs(tmp_path):
     policies = load_policies(pol)
     from service.offline.evaluate import evaluate
 
-    result = evaluate(store, policies["obd-men-random"], "bts-zozotown", ("uniform",), n_boot=500)
+    result = evaluate(store, policies["obd-men-random"], "bts-zozotown", ("uniform",), now=2e9, n_boot=500)
     rows = {(r["target"], r["estimator"]): r for r in result.rows}
     for est in ("IPS", "SNIPS", "DM", "DR", "SwitchDR"):
         u = rows[("uniform", est)]

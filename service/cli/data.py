@@ -11,10 +11,11 @@ import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import click
+
+from service.clock import SystemClock
 
 
 def _policy(policies_dir: str, name: str):
@@ -49,6 +50,12 @@ def _time(value: str | None, hint: str) -> float | None:
         raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
+def _now(value: str | None = None) -> float:
+    """`--now` when given, else the wall clock: the one place these commands read it."""
+    at = _time(value, "--now")
+    return at if at is not None else SystemClock().now()
+
+
 db_option = click.option("--db", default="tactful.db", show_default=True, help="SQLite file of the store.")
 policies_option = click.option("--policies", default="examples/policies", show_default=True,
                                help="Directory of policy TOML files.")
@@ -73,7 +80,7 @@ def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
 
     policy, _ = _policy(policies, policy_name)
     store = _store(db)
-    at = _time(now, "--now") or time.time()
+    at = _now(now)
     rows = final_decisions(store, policy, at, _time(since, "--since"), _time(until, "--until"))
     try:
         n = export(rows, policy, fmt, out)
@@ -111,7 +118,7 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
 
     policy, _ = _policy(policies, policy_name)
     store = _store(db)
-    at = _time(now, "--now") or time.time()
+    at = _now(now)
     out = out or f"evaluation-{policy.name}"
     command = "tactful " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if shadow:
@@ -167,7 +174,7 @@ def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, s
     policy, _ = _policy(policies, policy_name)
     store = _store(db)
     try:
-        r = retrain(store, policy, _time(now, "--now"), _time(since, "--since"), _time(until, "--until"), holdout,
+        r = retrain(store, policy, _now(now), _time(since, "--since"), _time(until, "--until"), holdout,
                     n_boot=n_boot, seed=seed, progress=sys.stderr.isatty())
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from None
@@ -272,7 +279,7 @@ def models_activate(db, policies, policy_name, version, reason):
     """Serve VERSION now (every worker within about a second). The revert guard watches it."""
     policy, _ = _policy(policies, policy_name)
     try:
-        r = _ops(db).activate(policy.name, _version_arg(version), reason, time.time())
+        r = _ops(db).activate(policy.name, _version_arg(version), reason, _now())
     except Exception as exc:
         raise _problem(exc) from None
     click.echo(f"{policy.name}: version {r['version']} active (was {r['previous']}): {reason}")
@@ -288,7 +295,7 @@ def models_rollback(db, policies, policy_name, to, reason):
     """Activate the version that was active before the latest activation."""
     policy, _ = _policy(policies, policy_name)
     try:
-        r = _ops(db).rollback(policy.name, time.time(), _version_arg(to) if to else None, reason)
+        r = _ops(db).rollback(policy.name, _now(), _version_arg(to) if to else None, reason)
     except Exception as exc:
         raise _problem(exc) from None
     click.echo(f"{policy.name}: rolled back to version {r['version']} (was {r['previous']})")
@@ -307,7 +314,7 @@ def models_promote(db, policies, policy_name, version, reason):
 
     policy, _ = _policy(policies, policy_name)
     try:
-        r = _ops(db).promote(policy, _version_arg(version), time.time(), reason)
+        r = _ops(db).promote(policy, _version_arg(version), _now(), reason)
     except PromotionRefused as exc:
         raise click.ClickException(f"version {version} of {policy.name} is not promoted; it misses:\n  - "
                                    + "\n  - ".join(exc.misses)) from None
@@ -328,7 +335,7 @@ def models_shadow(db, policies, policy_name, version, off):
     if not off and not version:
         raise click.BadParameter("name the version to shadow, or pass --off", param_hint="VERSION")
     try:
-        _ops(db).set_shadow(policy.name, None if off else _version_arg(version), time.time())
+        _ops(db).set_shadow(policy.name, None if off else _version_arg(version), _now())
     except Exception as exc:
         raise _problem(exc) from None
     click.echo(f"{policy.name}: shadow scoring {'off' if off else f'by version {version}'}")

@@ -14,7 +14,6 @@ honest out-of-time estimate.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -62,12 +61,11 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
     return model
 
 
-def retrain(store: Store, policy: Policy, now: float | None = None, since: float | None = None,
+def retrain(store: Store, policy: Policy, now: float, since: float | None = None,
             until: float | None = None, holdout: float = 0.2, configs: Sequence[str] | None = None,
             n_boot: int = 500, seed: int = 0, progress: bool = False) -> dict:
     from tqdm import tqdm
 
-    now = now if now is not None else time.time()
     rows = list(final_decisions(store, policy, now, since, until))
     if len(rows) < 50:
         raise EvaluationError(f"policy {policy.name!r} has {len(rows)} final decisions; retraining needs at least 50")
@@ -98,8 +96,8 @@ def retrain(store: Store, policy: Policy, now: float | None = None, since: float
             "search": [r.__dict__ for r in results], "chosen": args, "n_learned": len(train_rows)}
     version = ops.add_version(policy.name, model.to_bytes(), args, "retrain", now, note)
     model.close()
-    evaluation = evaluate(store, policy, str(version), ("active", "uniform"), rows=test_rows, n_boot=n_boot,
-                          seed=seed)
+    evaluation = evaluate(store, policy, str(version), ("active", "uniform"), now=now, rows=test_rows,
+                          n_boot=n_boot, seed=seed)
     ops.store_evaluation(policy.name, version, evaluation.as_dict() | {"held_out": True}, now)
     return {"version": version, "chosen": args, "search": results, "evaluation": evaluation,
             "train": len(train_rows), "held_out": len(test_rows)}

@@ -131,14 +131,15 @@ def _rate_rise(data: BanditData, pi_c: np.ndarray, pi_r: np.ndarray, alpha: floa
             "events": int(y.sum())}
 
 
-def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[str] = ("active", "uniform"),
-             now: float | None = None, since: float | None = None, until: float | None = None,
+def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[str] = ("active", "uniform"), *,
+             now: float, since: float | None = None, until: float | None = None,
              estimators: Sequence | None = None, alpha: float = 0.05, n_boot: int = 1000,
              seed: int = 0, progress: bool = False, rows: Sequence[LoggedDecision] | None = None) -> Evaluation:
-    import time
-
+    """Evaluate `candidate` and `baselines` (service/offline/targets.py) on the decisions of `policy`
+    decided in [since, until) and final at `now` (their reward window closed), or on `rows` when
+    given (retrain's held-out slice). The first baseline is the reference of the lift."""
     if rows is None:
-        rows = list(final_decisions(store, policy, now if now is not None else time.time(), since, until))
+        rows = list(final_decisions(store, policy, now, since, until))
     if not rows:
         raise EvaluationError(f"policy {policy.name!r} has no final decisions in that time range")
     data = bandit_data(policy, rows)
