@@ -58,7 +58,7 @@ def main() -> None:
               "bts_from_random": [e.as_dict() for e in bts], "random_on_own_logs": [e.as_dict() for e in rnd]}
     (out / "obd_protocol.json").write_text(json.dumps(result, indent=1))
 
-    import matplotlib
+    import matplotlib  # heavy: imported only to draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -92,7 +92,7 @@ def summarize(results: list[dict]) -> dict:
 
 
 def plot(results: list[dict], summary: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy: imported only to draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -7,19 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_export import write_world_policy
 
 from models.ope import (DM, DR, IPS, SNIPS, BanditData, OffPolicyEvaluation, Replay, RewardModel, SwitchDR,
                         bootstrap_mean_interval, satterthwaite_df, weights)
 from models.vw_policy import VWPolicy
 from service.cli import main
+from service.policy import load_policies
 from service.policy.bandit import arm_lines
-from service.offline.evaluate import bandit_data
+from service.offline.evaluate import bandit_data, evaluate
 from service.offline.targets import logged_target, uniform_target
 from service.offline.export import final_decisions
 from service.learning.registry import ModelOps
 from service.learning.shadow import shadow_report
 from service.offline.obd import bts_action_dist
 from service.learning.retrain import grid, retrain
+from service.store import Store
 from service.simulation.known_truth import best_arm_target, default_world, generate_log, make_engine, true_value, world_policy
 
 OBD = Path(__file__).resolve().parents[2] / "shared" / "data" / "obd-men"
@@ -165,14 +168,9 @@ def test_obd_protocol_random_logs(tmp_path):
     assert "obd-men-bts: 10000 impressions, 69 clicks" in r.output
     again = runner.invoke(main, ["import-obd", str(OBD), "--db", str(db), "--policies", str(pol)])
     assert again.exit_code == 0  # idempotent
-    from service.policy import load_policies
-    from service.store import Store
-
     store = Store(str(db))
     assert store.query("SELECT count(*) FROM decisions")[0][0] == 20000
     policies = load_policies(pol)
-    from service.offline.evaluate import evaluate
-
     result = evaluate(store, policies["obd-men-random"], "bts-zozotown", ("uniform",), now=2e9, n_boot=500)
     rows = {(r["target"], r["estimator"]): r for r in result.rows}
     for est in ("IPS", "SNIPS", "DM", "DR", "SwitchDR"):
@@ -280,8 +278,6 @@ def test_guard_reverts_a_planted_bad_version_without_anyone_acting(tmp_path):
 def test_retrain_shadow_and_promote_commands(tmp_path):
     """The data scientist's loop on the command line: retrain a candidate, shadow it on live
     decisions, report its agreement and value, and ask to promote it."""
-    from test_export import write_world_policy
-
     run, policy, world, rows = _log(tmp_path, logging="engine", n=1200, seed=7)
     pdir = tmp_path / "policies"
     pdir.mkdir()

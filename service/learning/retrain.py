@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from tqdm import tqdm
+
 from models.ope import DR, OffPolicyEvaluation, RewardModel
 from models.featurize import shared_line
 from models.reward import to_cost
@@ -64,8 +66,6 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
 def retrain(store: Store, policy: Policy, now: float, since: float | None = None,
             until: float | None = None, holdout: float = 0.2, configs: Sequence[str] | None = None,
             n_boot: int = 500, seed: int = 0, progress: bool = False) -> dict:
-    from tqdm import tqdm
-
     rows = list(final_decisions(store, policy, now, since, until))
     if len(rows) < 50:
         raise EvaluationError(f"policy {policy.name!r} has {len(rows)} final decisions; retraining needs at least 50")

@@ -136,7 +136,7 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
                 writer.writerow({k: json.dumps(v) if k in JSON_COLUMNS else v for k, v in rec.items()})
                 n += 1
     else:
-        try:
+        try:  # an optional extra, 55 MB: imported only for a parquet export
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:

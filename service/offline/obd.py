@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from service.offline.errors import EvaluationError
 from service.offline.export import LoggedDecision
@@ -135,8 +136,6 @@ def import_obd(directory: str | Path, store: Store, policies_dir: str | Path, pr
     """Import every logging policy's impressions under `directory`; write each policy's TOML into
     `policies_dir`. Idempotent: an impression already imported is skipped. Returns a summary per
     logger (policy name, impressions, clicks, observed click rate)."""
-    from tqdm import tqdm
-
     out_dir = Path(policies_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = []

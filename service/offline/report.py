@@ -10,7 +10,7 @@ from service.offline.evaluate import Evaluation
 
 def write_report(result: Evaluation, out_dir: str | Path, command: str | None = None) -> Path:
     """`report.md`, `estimates.png` and `evaluation.json` in `out_dir`."""
-    import matplotlib
+    import matplotlib  # heavy (about a second): imported only when a report is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 import vowpalwabbit as vw
+from tqdm import tqdm
 
 from models.featurize import shared_line
 from models.ope import BanditData
@@ -53,8 +54,6 @@ def fallback_target(policy: Policy, data: BanditData) -> np.ndarray:
 
 def model_target(policy: Policy, rows: Sequence[LoggedDecision], model: VWPolicy, progress: bool = False,
                  label: str = "scoring") -> np.ndarray:
-    from tqdm import tqdm
-
     pi = np.zeros((len(rows), len(policy.arms)))
     for i, row in enumerate(tqdm(rows, desc=label, unit="dec", disable=not progress, leave=False)):
         d = row.decision
