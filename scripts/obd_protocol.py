@@ -7,7 +7,9 @@
 2. Evaluate the random policy on its own logs: the estimate must reproduce its observed click
    rate inside the interval.
 
-    .venv/bin/python scripts/obd_protocol.py [--data ../shared/data/obd-men] [--out docs/figures]
+    .venv/bin/python scripts/obd_protocol.py [--data ../shared/data/obd-men] [--out out/figures]
+
+(`--out docs/figures` refreshes the figures docs/ope.md shows.)
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_data = ROOT.parent / "shared" / "data" / "obd-men"
     ap.add_argument("--data", default=str(default_data if default_data.is_dir() else "/work/shared/data/obd-men"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "figures"))
+    ap.add_argument("--out", default=str(ROOT / "out" / "figures"),
+                    help="directory for the JSON and PNG (docs/figures: the ones docs/ope.md shows)")
     ap.add_argument("--n-boot", type=int, default=1000)
     args = ap.parse_args()
     out = Path(args.out)

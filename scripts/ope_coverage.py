@@ -10,6 +10,8 @@ covers the truth, the mean absolute error, the mean interval width.
 
     .venv/bin/python scripts/ope_coverage.py                      # 50 seeds, all three logging policies
     .venv/bin/python scripts/ope_coverage.py --seeds 5 --n 1000   # a quick look
+
+Figures and JSON go to out/figures; `--out docs/figures` refreshes the ones docs/ope.md shows.
 """
 from __future__ import annotations
 
@@ -129,7 +131,8 @@ def main() -> None:
                     help="uniform random; the engine's learner with the example's settings; a greedier one")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--ridge-alpha", type=float, default=1.0, help="the reward model's ridge penalty")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "figures"), help="directory for the JSON and PNG")
+    ap.add_argument("--out", default=str(ROOT / "out" / "figures"),
+                    help="directory for the JSON and PNG (docs/figures: the ones docs/ope.md shows)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

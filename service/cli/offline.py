@@ -25,6 +25,8 @@ from service.offline.export import export, final_decisions
 from service.offline.obd import import_obd
 from service.offline.report import write_report
 
+OUT = "out"  # default outputs go under ./out, which the repository ignores
+
 
 @click.command("export")
 @db_option
@@ -61,7 +63,7 @@ def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
 @now_option
 @click.option("--shadow", is_flag=True, help="Report the shadow candidate's agreement and estimated value instead.")
 @click.option("--out", default=None, help="Directory for report.md, estimates.png, evaluation.json "
-                                          "(default: evaluation-POLICY).")
+                                          "(default: out/evaluation-POLICY).")
 @click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(50),
               help="Bootstrap resamples for the unsubscribe and complaint rises; "
                    "the estimators' intervals are analytic (docs/ope.md).")
@@ -74,7 +76,7 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
     policy = policy_named(policies, policy_name)
     store = open_store(db)
     at = now_value(now)
-    out = out or f"evaluation-{policy.name}"
+    out = out or f"{OUT}/evaluation-{policy.name}"
     command = "tactful " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if shadow:
         _shadow(store, policy, at, time_value(since, "--since"), time_value(until, "--until"), seed, Path(out))
@@ -141,7 +143,7 @@ def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, s
 @click.command("import-obd")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--db", default="obd.db", show_default=True, help="SQLite file of the store (created if missing).")
-@click.option("--policies", default="obd-policies", show_default=True,
+@click.option("--policies", default=f"{OUT}/obd-policies", show_default=True,
               help="Directory where each imported logging policy's TOML file is written.")
 def import_obd_cmd(directory, db, policies):
     """Import Open Bandit Dataset logs (DIR/<logger>/<campaign>.csv and item_context.csv) into a
