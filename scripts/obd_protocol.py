@@ -37,8 +37,8 @@ from service.store import Store  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_data = ROOT.parent / "shared" / "data" / "obd-men"
-    ap.add_argument("--data", default=str(default_data if default_data.is_dir() else "/work/shared/data/obd-men"))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "obd-men"),
+                    help="the OBD sample (default: ../shared/data/obd-men beside the repository)")
     ap.add_argument("--out", default=str(ROOT / "out" / "figures"),
                     help="directory for the JSON and PNG (docs/figures: the ones docs/ope.md shows)")
     ap.add_argument("--n-boot", type=int, default=1000)
