@@ -2,7 +2,7 @@
 """The Open Bandit Dataset paper's protocol on the OBD sample (docs/ope.md).
 
 1. Estimate the Bernoulli TS policy's click rate from the uniform-random policy's logs (the BTS
-   action distribution per position from ZOZOTOWN's prior, service/obd.py), and set each
+   action distribution per position from ZOZOTOWN's prior, service/offline/obd.py), and set each
    estimate and its 95% interval beside the BTS policy's observed on-policy click rate.
 2. Evaluate the random policy on its own logs: the estimate must reproduce its observed click
    rate inside the interval.

@@ -2,7 +2,7 @@
 """Estimator coverage study on logs with a known truth (docs/ope.md).
 
 For each seed: the real DecisionEngine logs N decisions for a synthetic population
-(service/truthlog.py, the stand-in for the issue-4 simulator) under a logging policy (uniform
+(service/simulation/known_truth.py) under a logging policy (uniform
 random, or the engine's own VW exploration learning online); a fixed target policy is evaluated
 from that log by every estimator; its exact true value on the logged contexts is computed from
 the population's known expected rewards. Reported per estimator: how often the 95% interval

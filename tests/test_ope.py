@@ -58,7 +58,7 @@ def test_estimators_cover_the_known_truth_on_a_uniform_log(tmp_path):
 
 
 def test_intervals_on_a_log_of_the_engines_own_adaptive_exploration(tmp_path):
-    """A greedy logger (the engine's learner with the example's former settings, truthlog's
+    """A greedy logger (the engine's learner with the example's former settings, known_truth's
     "greedy") soon stops exploring unlucky arms, so about ten decisions with weights near 100 carry
     the estimate (docs/ope.md). A percentile bootstrap rests on a variance estimate of those few
     decisions; Student's t with the weights' Satterthwaite degrees of freedom is wider by what
