@@ -2,12 +2,14 @@
 """The Open Bandit Dataset paper's protocol on the OBD sample (docs/ope.md).
 
 1. Estimate the Bernoulli TS policy's click rate from the uniform-random policy's logs (the BTS
-   action distribution per position from ZOZOTOWN's prior, service/obd.py), and set each
+   action distribution per position from ZOZOTOWN's prior, service/offline/obd.py), and set each
    estimate and its 95% interval beside the BTS policy's observed on-policy click rate.
 2. Evaluate the random policy on its own logs: the estimate must reproduce its observed click
    rate inside the interval.
 
-    .venv/bin/python scripts/obd_protocol.py [--data ../shared/data/obd-men] [--out docs/figures]
+    .venv/bin/python scripts/obd_protocol.py [--data ../shared/data/obd-men] [--out out/figures]
+
+(`--out docs/figures` refreshes the figures docs/ope.md shows.)
 """
 from __future__ import annotations
 
@@ -24,19 +26,21 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.ope.estimators import DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel, SwitchDR  # noqa: E402
-from service.offline.evaluate import bandit_data, uniform_target  # noqa: E402
+from models.ope import DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel, SwitchDR  # noqa: E402
+from service.offline.evaluate import bandit_data  # noqa: E402
 from service.offline.export import final_decisions  # noqa: E402
 from service.offline.obd import bts_target, import_obd  # noqa: E402
+from service.offline.targets import uniform_target  # noqa: E402
 from service.policy import load_policies  # noqa: E402
 from service.store import Store  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_data = ROOT.parent / "shared" / "data" / "obd-men"
-    ap.add_argument("--data", default=str(default_data if default_data.is_dir() else "/work/shared/data/obd-men"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "figures"))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "obd-men"),
+                    help="the OBD sample (default: ../shared/data/obd-men beside the repository)")
+    ap.add_argument("--out", default=str(ROOT / "out" / "figures"),
+                    help="directory for the JSON and PNG (docs/figures: the ones docs/ope.md shows)")
     ap.add_argument("--n-boot", type=int, default=1000)
     args = ap.parse_args()
     out = Path(args.out)
@@ -48,8 +52,8 @@ def main() -> None:
         policy = policies["obd-men-random"]
         rows = list(final_decisions(store, policy, now=2e9))
         data = bandit_data(policy, rows)
-        ope = OffPolicyEvaluation(data, [IPS(), SNIPS(), DM(), DR(), SwitchDR(), Replay()], RewardModel(),
-                                  n_boot=args.n_boot)
+        ope = OffPolicyEvaluation(data, [IPS(), SNIPS(), DM(), DR(), SwitchDR(), Replay(n_boot=args.n_boot)],
+                                  RewardModel())
         bts = ope.run(bts_target(policy, rows))
         rnd = ope.run(uniform_target(data))
     observed = {"bts": summaries["bts"]["click_rate"], "random": summaries["random"]["click_rate"]}
@@ -57,7 +61,7 @@ def main() -> None:
               "bts_from_random": [e.as_dict() for e in bts], "random_on_own_logs": [e.as_dict() for e in rnd]}
     (out / "obd_protocol.json").write_text(json.dumps(result, indent=1))
 
-    import matplotlib
+    import matplotlib  # heavy: imported only to draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

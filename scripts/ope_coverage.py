@@ -2,7 +2,7 @@
 """Estimator coverage study on logs with a known truth (docs/ope.md).
 
 For each seed: the real DecisionEngine logs N decisions for a synthetic population
-(service/truthlog.py, the stand-in for the issue-4 simulator) under a logging policy (uniform
+(service/simulation/known_truth.py) under a logging policy (uniform
 random, or the engine's own VW exploration learning online); a fixed target policy is evaluated
 from that log by every estimator; its exact true value on the logged contexts is computed from
 the population's known expected rewards. Reported per estimator: how often the 95% interval
@@ -10,6 +10,8 @@ covers the truth, the mean absolute error, the mean interval width.
 
     .venv/bin/python scripts/ope_coverage.py                      # 50 seeds, all three logging policies
     .venv/bin/python scripts/ope_coverage.py --seeds 5 --n 1000   # a quick look
+
+Figures and JSON go to out/figures; `--out docs/figures` refreshes the ones docs/ope.md shows.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.ope.estimators import (DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel,  # noqa: E402
-                               SwitchDR, satterthwaite_df, weights)
+from models.ope import (DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardModel,  # noqa: E402
+                        SwitchDR, satterthwaite_df, weights)
 from service.offline.evaluate import bandit_data  # noqa: E402
 from service.offline.export import final_decisions  # noqa: E402
 from service.simulation.known_truth import best_arm_target, default_world, generate_log, true_value, world_policy  # noqa: E402
@@ -49,8 +51,8 @@ def one_seed(seed: int, logging: str, n: int, tmp: str, n_boot: int, ridge_alpha
     # SwitchDR chooses its threshold; SwitchDR-50 keeps the fixed tau = 50 of earlier versions, for comparison
     # (in the tables, not in the figure)
     estimators = ([IPS(), SNIPS(), DM(), DR(), SwitchDR(), SwitchDR(name="SwitchDR-50", tau=50.0)]
-                  + ([Replay(seed=seed)] if logging == "uniform" else []))
-    ope = OffPolicyEvaluation(data, estimators, RewardModel(alpha=ridge_alpha), n_boot=n_boot, seed=seed)
+                  + ([Replay(seed=seed, n_boot=n_boot, bootstrap_seed=seed)] if logging == "uniform" else []))
+    ope = OffPolicyEvaluation(data, estimators, RewardModel(alpha=ridge_alpha), seed=seed)
     w = weights(data, pi)
     out = {"seed": seed, "logging": logging, "truth": truth, "n": data.n,
            "logged_mean": float(data.reward.mean()), "max_weight": float(w.max()),
@@ -92,7 +94,7 @@ def summarize(results: list[dict]) -> dict:
 
 
 def plot(results: list[dict], summary: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy: imported only to draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -129,7 +131,8 @@ def main() -> None:
                     help="uniform random; the engine's learner with the example's settings; a greedier one")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--ridge-alpha", type=float, default=1.0, help="the reward model's ridge penalty")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "figures"), help="directory for the JSON and PNG")
+    ap.add_argument("--out", default=str(ROOT / "out" / "figures"),
+                    help="directory for the JSON and PNG (docs/figures: the ones docs/ope.md shows)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

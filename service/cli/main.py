@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from service.cli import data, serve
+from service.cli import offline, serve, versions
 from service.simulation.run import simulate_command
 
 
@@ -17,7 +17,8 @@ def main() -> None:
 
 for command in serve.COMMANDS:
     main.add_command(command)
-data.register(main)
+offline.register(main)
+versions.register(main)
 main.add_command(simulate_command)
 
 if __name__ == "__main__":

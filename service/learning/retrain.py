@@ -14,16 +14,19 @@ honest out-of-time estimate.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from models.ope.estimators import DR, OffPolicyEvaluation, RewardModel
+from tqdm import tqdm
+
+from models.ope import DR, OffPolicyEvaluation, RewardModel
 from models.featurize import shared_line
 from models.reward import to_cost
 from models.vw_policy import VWPolicy
 from service.policy.bandit import arm_lines, reward_spec
-from service.offline.evaluate import EvaluationError, bandit_data, evaluate, model_target
+from service.offline.errors import EvaluationError
+from service.offline.evaluate import bandit_data, evaluate
+from service.offline.targets import model_target
 from service.offline.export import final_decisions
 from service.learning.registry import ModelOps
 from service.policy import Policy
@@ -60,12 +63,9 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
     return model
 
 
-def retrain(store: Store, policy: Policy, now: float | None = None, since: float | None = None,
+def retrain(store: Store, policy: Policy, now: float, since: float | None = None,
             until: float | None = None, holdout: float = 0.2, configs: Sequence[str] | None = None,
             n_boot: int = 500, seed: int = 0, progress: bool = False) -> dict:
-    from tqdm import tqdm
-
-    now = now if now is not None else time.time()
     rows = list(final_decisions(store, policy, now, since, until))
     if len(rows) < 50:
         raise EvaluationError(f"policy {policy.name!r} has {len(rows)} final decisions; retraining needs at least 50")
@@ -73,7 +73,7 @@ def retrain(store: Store, policy: Policy, now: float | None = None, since: float
     cut = int(len(rows) * (1 - holdout))
     train_rows, test_rows = rows[:cut], rows[cut:]
     data = bandit_data(policy, test_rows)
-    ope = OffPolicyEvaluation(data, [DR()], RewardModel(), n_boot=n_boot, seed=seed)
+    ope = OffPolicyEvaluation(data, [DR()], RewardModel(), seed=seed)
     results: list[TrainedConfig] = []
     best: tuple[float, str, VWPolicy] | None = None
     for args in tqdm(configs or grid(), desc="retrain grid", unit="config", disable=not progress):
@@ -96,8 +96,8 @@ def retrain(store: Store, policy: Policy, now: float | None = None, since: float
             "search": [r.__dict__ for r in results], "chosen": args, "n_learned": len(train_rows)}
     version = ops.add_version(policy.name, model.to_bytes(), args, "retrain", now, note)
     model.close()
-    evaluation = evaluate(store, policy, str(version), ("active", "uniform"), rows=test_rows, n_boot=n_boot,
-                          seed=seed)
+    evaluation = evaluate(store, policy, str(version), ("active", "uniform"), now=now, rows=test_rows,
+                          n_boot=n_boot, seed=seed)
     ops.store_evaluation(policy.name, version, evaluation.as_dict() | {"held_out": True}, now)
     return {"version": version, "chosen": args, "search": results, "evaluation": evaluation,
             "train": len(train_rows), "held_out": len(test_rows)}

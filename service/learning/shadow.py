@@ -12,11 +12,13 @@ from typing import Callable, Mapping
 import numpy as np
 
 from models.featurize import shared_line
-from models.ope.estimators import OffPolicyEvaluation, RewardModel, default_estimators
+from models.ope import OffPolicyEvaluation, RewardModel, default_estimators
 from service.decision.modelcache import VersionCache
 from service.decision.sampling import sample, uniform_draw
 from service.learning.registry import ModelOps
-from service.offline.evaluate import EvaluationError, bandit_data, uniform_target
+from service.offline.errors import EvaluationError
+from service.offline.evaluate import bandit_data
+from service.offline.targets import uniform_target
 from service.offline.export import final_decisions
 from service.policy import Policy
 from service.store import Decision
@@ -56,7 +58,7 @@ class ShadowScorer:
 
 
 def shadow_report(ops: ModelOps, policy: Policy, now: float, since: float | None = None, until: float | None = None,
-                  n_boot: int = 1000, seed: int = 0) -> dict:
+                  seed: int = 0) -> dict:
     """Agreement of the shadow candidate with the served decisions and its estimated value."""
 
     shadows = {r["event_id"]: dict(r) for r in ops.store.query(
@@ -78,7 +80,7 @@ def shadow_report(ops: ModelOps, policy: Policy, now: float, since: float | None
         pi[i, [policy.arm_index[a] for a in row.decision.allowed]] = probs
         agree += s["arm"] == row.decision.arm
         greedy += int(np.argmax(probs)) == int(np.argmax(row.decision.probabilities))
-    ope = OffPolicyEvaluation(data, default_estimators(), RewardModel(), n_boot=n_boot, seed=seed)
+    ope = OffPolicyEvaluation(data, default_estimators(), RewardModel(), seed=seed)
     est = ope.run(pi)
     base = ope.run(uniform_target(data))
     lines = [f"shadow candidate version(s) {sorted(versions)} of {policy.name}: {len(rows)} final decisions",

@@ -112,7 +112,8 @@ JSON_COLUMNS = ("allowed", "probabilities", "context", "history", "outcomes")
 
 
 def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | Path) -> int:
-    """Write `rows` to `out` in `fmt` (vw, csv, parquet); return how many were written.
+    """Write `rows` to `out` in `fmt` (vw, csv, parquet), its directory created if missing; return
+    how many were written.
 
     csv: one row per decision; list and object columns hold JSON text.
     parquet: the same columns; `allowed` and `probabilities` are typed lists, the others JSON text.
@@ -121,6 +122,7 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
         raise ValueError(f"unknown format {fmt!r} (use one of: {', '.join(FORMATS)})")
     n = 0
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "vw":
         lines = arm_lines(policy)
         with out.open("w", encoding="utf-8") as fh:
@@ -136,7 +138,7 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
                 writer.writerow({k: json.dumps(v) if k in JSON_COLUMNS else v for k, v in rec.items()})
                 n += 1
     else:
-        try:
+        try:  # an optional extra, 55 MB: imported only for a parquet export
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:

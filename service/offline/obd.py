@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+from service.offline.errors import EvaluationError
 from service.offline.export import LoggedDecision
 from service.times import parse_time
 from service.policy import Policy, load_policy
@@ -75,8 +77,6 @@ def bts_target(policy: Policy, rows: Sequence[LoggedDecision], n_sim: int = 100_
     """The Bernoulli TS policy's distribution over items at each logged decision's position."""
     campaign = policy.name.split("-")[1] if policy.name.startswith("obd-") else "men"
     if campaign not in ZOZOTOWN_PRIOR or any("position" not in r.decision.context for r in rows[:1]):
-        from service.offline.evaluate import EvaluationError
-
         raise EvaluationError(f"bts-zozotown evaluates Open Bandit Dataset logs (obd-men-*), not {policy.name!r}")
     dist = bts_action_dist(campaign, n_sim)
     pi = np.zeros((len(rows), len(policy.arms)))
@@ -136,8 +136,6 @@ def import_obd(directory: str | Path, store: Store, policies_dir: str | Path, pr
     """Import every logging policy's impressions under `directory`; write each policy's TOML into
     `policies_dir`. Idempotent: an impression already imported is skipped. Returns a summary per
     logger (policy name, impressions, clicks, observed click rate)."""
-    from tqdm import tqdm
-
     out_dir = Path(policies_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = []

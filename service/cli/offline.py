@@ -1,0 +1,165 @@
+"""The offline commands: export, evaluate, retrain and import-obd.
+
+Thin click commands over library functions (service/offline/export.py, evaluate.py, report.py,
+obd.py; service/learning/retrain.py and shadow.py), registered on the `tactful` group by
+`register(main)` in service/cli/main.py. Bad input is a click error naming the option, never a
+traceback.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from service.cli.options import (db_option, now_option, now_value, open_store, policies_option, policy_named,
+                                 policy_option, since_option, time_value, until_option)
+from service.learning.registry import ModelOps
+from service.learning.retrain import retrain
+from service.learning.shadow import shadow_report
+from service.offline.errors import EvaluationError
+from service.offline.evaluate import evaluate
+from service.offline.export import export, final_decisions
+from service.offline.obd import import_obd
+from service.offline.report import write_report
+
+OUT = "out"  # default outputs go under ./out, which the repository ignores
+
+
+@click.command("export")
+@db_option
+@policies_option
+@policy_option
+@since_option
+@until_option
+@click.option("--format", "fmt", type=click.Choice(["vw", "csv", "parquet"]), required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True), help="Output file.")
+@now_option
+def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
+    """Export every final decision of a policy: features, allowed arms, logged probabilities,
+    chosen arm, outcomes and shaped reward. `vw` is cb_adf text VW learns from as it is."""
+    policy = policy_named(policies, policy_name)
+    store = open_store(db)
+    rows = final_decisions(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"))
+    try:
+        n = export(rows, policy, fmt, out)
+    except RuntimeError as exc:  # pyarrow missing
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"exported {n} final decisions of {policy.name} to {out} ({fmt})")
+
+
+@click.command("evaluate")
+@db_option
+@policies_option
+@policy_option
+@click.option("--candidate", help="A model version (3 or v3), a VW model file, or a baseline name.")
+@click.option("--baseline", "baselines", multiple=True,
+              help="active | uniform | logged | fallback | a version | a model file (repeatable; "
+                   "default: active and uniform). The first is the reference for the lift.")
+@since_option
+@until_option
+@now_option
+@click.option("--shadow", is_flag=True, help="Report the shadow candidate's agreement and estimated value instead.")
+@click.option("--out", default=None, help="Directory for report.md, estimates.png, evaluation.json "
+                                          "(default: out/evaluation-POLICY).")
+@click.option("--bootstrap", "n_boot", default=1000, show_default=True, type=click.IntRange(50),
+              help="Bootstrap resamples for the unsubscribe and complaint rises; "
+                   "the estimators' intervals are analytic (docs/ope.md).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--no-store", is_flag=True, help="Do not store the evaluation beside the candidate version.")
+def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, now, shadow, out, n_boot, seed,
+                 no_store):
+    """Estimate a candidate's value against the active version and baselines (IPS, SNIPS, DM, DR,
+    Switch-DR with 95% intervals and effective sample sizes), as a table and a report."""
+    policy = policy_named(policies, policy_name)
+    store = open_store(db)
+    at = now_value(now)
+    out = out or f"{OUT}/evaluation-{policy.name}"
+    command = "tactful " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if shadow:
+        _shadow(store, policy, at, time_value(since, "--since"), time_value(until, "--until"), seed, Path(out))
+        return
+    if not candidate:
+        raise click.BadParameter("name the candidate to evaluate (or use --shadow)", param_hint="--candidate")
+    try:
+        result = evaluate(store, policy, candidate, baselines or ("active", "uniform"), now=at,
+                          since=time_value(since, "--since"), until=time_value(until, "--until"), n_boot=n_boot,
+                          seed=seed, progress=sys.stderr.isatty())
+    except EvaluationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--candidate/--baseline") from None
+    click.echo(result.table())
+    report = write_report(result, out, command)
+    if result.candidate_version is not None and not no_store:
+        ModelOps(store).store_evaluation(policy.name, result.candidate_version, result.as_dict(), at)
+        click.echo(f"stored beside {policy.name} version {result.candidate_version}")
+    click.echo(f"report: {report}")
+
+
+def _shadow(store, policy, now, since, until, seed, out: Path) -> None:
+    """`evaluate --shadow`: the shadow report, printed and written to `out`/shadow.json."""
+    try:
+        result = shadow_report(ModelOps(store), policy, now, since, until, seed=seed)
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(result["text"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shadow.json").write_text(json.dumps({k: v for k, v in result.items() if k != "text"},
+                                                indent=2, default=float))
+
+
+@click.command("retrain")
+@db_option
+@policies_option
+@policy_option
+@since_option
+@until_option
+@now_option
+@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
+              help="The latest share of the decisions, held out to choose and evaluate the candidate.")
+@click.option("--bootstrap", "n_boot", default=500, show_default=True, type=click.IntRange(50))
+@click.option("--seed", default=0, show_default=True, type=int)
+def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, seed):
+    """Train VW offline from the logs over a small grid (exploration, interactions, learning rate),
+    choose by DR on a later held-out time slice, and store the winner as a candidate version (not
+    active) with its evaluation beside it."""
+    policy = policy_named(policies, policy_name)
+    store = open_store(db)
+    try:
+        r = retrain(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"),
+                    holdout, n_boot=n_boot, seed=seed, progress=sys.stderr.isatty())
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"trained on {r['train']} decisions, chose on the {r['held_out']} latest (DR on the held-out slice):")
+    for c in r["search"]:
+        mark = "*" if c.vw_args == r["chosen"] else " "
+        click.echo(f" {mark} {c.dr:.4f} [{c.lo:.4f}, {c.hi:.4f}]  {c.vw_args}")
+    click.echo(r["evaluation"].table())
+    click.echo(f"candidate version {r['version']} of {policy.name} written (not active); promote with: "
+               f"tactful models promote --db {db} --policies {policies} --policy {policy.name} {r['version']}")
+
+
+@click.command("import-obd")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--db", default="obd.db", show_default=True, help="SQLite file of the store (created if missing).")
+@click.option("--policies", default=f"{OUT}/obd-policies", show_default=True,
+              help="Directory where each imported logging policy's TOML file is written.")
+def import_obd_cmd(directory, db, policies):
+    """Import Open Bandit Dataset logs (DIR/<logger>/<campaign>.csv and item_context.csv) into a
+    store, one policy per logging policy, so that `tactful evaluate` runs on them."""
+    store = open_store(db, must_exist=False)
+    try:
+        summaries = import_obd(directory, store, policies, progress=sys.stderr.isatty())
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise click.ClickException(f"cannot import {directory}: {exc}") from None
+    for s in summaries:
+        click.echo(f"{s['policy']}: {s['impressions']} impressions, {s['clicks']} clicks "
+                   f"(observed click rate {s['click_rate']:.4%})")
+    click.echo(f"policies written to {policies}/; evaluate with: tactful evaluate --db {db} --policies {policies} "
+               f"--policy {summaries[0]['policy']} --candidate bts-zozotown --baseline uniform")
+
+
+def register(main: click.Group) -> None:
+    for command in (export_cmd, evaluate_cmd, retrain_cmd, import_obd_cmd):
+        main.add_command(command)

@@ -1,0 +1,55 @@
+"""What the data commands share: their options, and turning option values into a policy, a store
+and times, with a click error naming the option when a value is wrong. The one place they read the
+wall clock is `now_value()`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from service.clock import SystemClock
+from service.policy import Policy, PolicyError, load_policies
+from service.store import Store
+from service.times import parse_time
+
+db_option = click.option("--db", default="tactful.db", show_default=True, help="SQLite file of the store.")
+policies_option = click.option("--policies", default="examples/policies", show_default=True,
+                               help="Directory of policy TOML files.")
+policy_option = click.option("--policy", "policy_name", required=True, help="The policy's name.")
+since_option = click.option("--since", help="Only decisions made at or after this time (RFC 3339 or a date).")
+until_option = click.option("--until", help="Only decisions made before this time.")
+now_option = click.option("--now", help="Decisions whose reward window closed before this time are final "
+                                        "(default: now).")
+
+
+def policy_named(policies_dir: str, name: str) -> Policy:
+    try:
+        policies = load_policies(policies_dir)
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policies") from None
+    if name not in policies:
+        raise click.BadParameter(f"no policy named {name!r} in {policies_dir} (known: {', '.join(sorted(policies))})",
+                                 param_hint="--policy")
+    return policies[name]
+
+
+def open_store(db: str, must_exist: bool = True) -> Store:
+    if must_exist and not Path(db).is_file():
+        raise click.BadParameter(f"{db!r} does not exist", param_hint="--db")
+    return Store(db, secret=os.environ.get("TACTFUL_SECRET"))
+
+
+def time_value(value: str | None, hint: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+def now_value(value: str | None = None) -> float:
+    """`--now` when given, else the wall clock."""
+    at = time_value(value, "--now")
+    return at if at is not None else SystemClock().now()

@@ -1,0 +1,138 @@
+"""The model-version commands: `tactful models list|show|activate|rollback|promote|shadow`.
+
+Thin click commands over ModelOps (service/learning/registry.py), registered on the `tactful`
+group by `register(main)` in service/cli/main.py. A refusal of the library (an unknown version,
+one already active, a promotion criterion missed) is a click error that says why.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from service.cli.options import db_option, now_value, open_store, policies_option, policy_named, policy_option
+from service.errors import Problem
+from service.learning.registry import ModelOps, PromotionRefused
+from service.times import to_rfc3339
+
+
+@click.group("models")
+def models_group():
+    """Model versions: list, show, activate, rollback, promote, shadow."""
+
+
+def _ops(db: str) -> ModelOps:
+    return ModelOps(open_store(db))
+
+
+def _version_arg(value: str) -> int:
+    v = value.lstrip("v")
+    if not v.isdigit():
+        raise click.BadParameter(f"{value!r} is not a model version number", param_hint="VERSION")
+    return int(v)
+
+
+@models_group.command("list")
+@db_option
+@policies_option
+@policy_option
+def models_list(db, policies, policy_name):
+    """Every version of a policy: parent, source, what it learned, whether it is active."""
+    policy = policy_named(policies, policy_name)
+    ops = _ops(db)
+    shadow = ops.shadow_version(policy.name)
+    click.echo(f"{'':2}{'version':>7} {'parent':>6}  {'source':<8} {'created':<20} {'learned':>8}  evaluated")
+    for v in ops.versions(policy.name):
+        mark = "*" if v["active"] else ("s" if v["version"] == shadow else " ")
+        click.echo(f"{mark:2}{v['version']:>7} {v['parent'] if v['parent'] is not None else '-':>6}  {v['source']:<8} "
+                   f"{to_rfc3339(v['created_at'])[:19]:<20} {v['n_learned'] or 0:>8}  {'yes' if v['evaluations'] else '-'}")
+    click.echo("(* active, s shadow)")
+
+
+@models_group.command("show")
+@db_option
+@policies_option
+@policy_option
+@click.argument("version")
+def models_show(db, policies, policy_name, version):
+    """One version: where it came from, its activations with their reasons, its stored evaluation."""
+    policy = policy_named(policies, policy_name)
+    try:
+        v = _ops(db).version(policy.name, _version_arg(version))
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(json.dumps(v, indent=2, default=str))
+
+
+@models_group.command("activate")
+@db_option
+@policies_option
+@policy_option
+@click.argument("version")
+@click.option("--reason", required=True, help="Why: recorded with the activation.")
+def models_activate(db, policies, policy_name, version, reason):
+    """Serve VERSION now (every worker within about a second). The revert guard watches it."""
+    policy = policy_named(policies, policy_name)
+    try:
+        r = _ops(db).activate(policy.name, _version_arg(version), reason, now_value())
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{policy.name}: version {r['version']} active (was {r['previous']}): {reason}")
+
+
+@models_group.command("rollback")
+@db_option
+@policies_option
+@policy_option
+@click.option("--to", "to", default=None, help="The version to return to (default: the one active before).")
+@click.option("--reason", default=None, help="Why: recorded with the activation.")
+def models_rollback(db, policies, policy_name, to, reason):
+    """Activate the version that was active before the latest activation."""
+    policy = policy_named(policies, policy_name)
+    try:
+        r = _ops(db).rollback(policy.name, now_value(), _version_arg(to) if to else None, reason)
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{policy.name}: rolled back to version {r['version']} (was {r['previous']})")
+
+
+@models_group.command("promote")
+@db_option
+@policies_option
+@policy_option
+@click.argument("version")
+@click.option("--reason", default=None, help="Recorded with the activation (default: the evaluation's lift).")
+def models_promote(db, policies, policy_name, version, reason):
+    """Activate VERSION if its stored evaluation meets every promotion criterion of the policy;
+    otherwise refuse and say which it misses."""
+    policy = policy_named(policies, policy_name)
+    try:
+        r = _ops(db).promote(policy, _version_arg(version), now_value(), reason)
+    except PromotionRefused as exc:
+        raise click.ClickException(f"version {version} of {policy.name} is not promoted; it misses:\n  - "
+                                   + "\n  - ".join(exc.misses)) from None
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{policy.name}: version {r['version']} promoted and active (was {r['previous']}): {r['reason']}")
+
+
+@models_group.command("shadow")
+@db_option
+@policies_option
+@policy_option
+@click.argument("version", required=False)
+@click.option("--off", is_flag=True, help="Stop shadow scoring.")
+def models_shadow(db, policies, policy_name, version, off):
+    """Score every live decision with VERSION beside the active one (logged, never served)."""
+    policy = policy_named(policies, policy_name)
+    if not off and not version:
+        raise click.BadParameter("name the version to shadow, or pass --off", param_hint="VERSION")
+    try:
+        _ops(db).set_shadow(policy.name, None if off else _version_arg(version), now_value())
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{policy.name}: shadow scoring {'off' if off else f'by version {version}'}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(models_group)
