@@ -19,7 +19,7 @@ from service.offline.evaluate import bandit_data, evaluate
 from service.offline.targets import logged_target, uniform_target
 from service.offline.export import final_decisions
 from service.learning.registry import ModelOps
-from service.learning.shadow import shadow_report
+from service.learning.shadow_report import shadow_report
 from service.offline.obd import bts_action_dist
 from service.learning.retrain import grid, retrain
 from service.store import Store

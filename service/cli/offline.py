@@ -18,7 +18,7 @@ from service.cli.options import (db_option, now_option, now_value, open_store, p
                                  policy_option, since_option, time_value, until_option)
 from service.learning.registry import ModelOps
 from service.learning.retrain import retrain
-from service.learning.shadow import shadow_report
+from service.learning.shadow_report import shadow_report
 from service.offline.errors import EvaluationError
 from service.offline.evaluate import evaluate
 from service.offline.export import export, final_decisions
@@ -158,8 +158,3 @@ def import_obd_cmd(directory, db, policies):
                    f"(observed click rate {s['click_rate']:.4%})")
     click.echo(f"policies written to {policies}/; evaluate with: tactful evaluate --db {db} --policies {policies} "
                f"--policy {summaries[0]['policy']} --candidate bts-zozotown --baseline uniform")
-
-
-def register(main: click.Group) -> None:
-    for command in (export_cmd, evaluate_cmd, retrain_cmd, import_obd_cmd):
-        main.add_command(command)
