@@ -1,25 +1,52 @@
-"""The `tactful` command: thin click commands over library functions, one module per concern
-(serve.py: serving; data.py: export, evaluate, retrain, model versions, the OBD import;
-simulate.py: simulation)."""
+"""The `tactful` command: thin click commands over library functions, one module per concern:
+serve.py (serve, its halves web and learn, check-policies), offline.py (export, evaluate,
+retrain, import-obd), versions.py (the `models` group), simulate.py (simulate).
+
+Commands are imported when they run (click's pattern for lazily loaded subcommands): `tactful
+serve`, its web workers and its learner never load what only the data scientist's and the
+analyst's commands need (scipy, scikit-learn, matplotlib), so they start in half a second."""
 from __future__ import annotations
+
+import importlib
 
 import click
 
-from service.cli import offline, serve, versions
-from service.simulation.run import simulate_command
+COMMANDS = {
+    "serve": "service.cli.serve:serve",
+    "web": "service.cli.serve:web",
+    "learn": "service.cli.serve:learn",
+    "check-policies": "service.cli.serve:check_policies",
+    "export": "service.cli.offline:export_cmd",
+    "evaluate": "service.cli.offline:evaluate_cmd",
+    "retrain": "service.cli.offline:retrain_cmd",
+    "import-obd": "service.cli.offline:import_obd_cmd",
+    "models": "service.cli.versions:models_group",
+    "simulate": "service.simulation.run:simulate_command",
+}
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose commands are named here and imported from their modules when used."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module, attribute = self.lazy[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
 @click.version_option(package_name="tactful")
 def main() -> None:
     """Tactful: decisions for personalized communications."""
 
-
-for command in serve.COMMANDS:
-    main.add_command(command)
-offline.register(main)
-versions.register(main)
-main.add_command(simulate_command)
 
 if __name__ == "__main__":
     main()

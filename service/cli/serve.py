@@ -146,6 +146,3 @@ def check_policies(directory: str) -> None:
     for name, p in _load(directory).items():
         click.echo(f"{name}: {len(p.arms)} arms, {len(p.spec.features)} features, "
                    f"{len(p.spec.guardrails.caps)} caps, reward window {p.spec.reward.window:g}s")
-
-
-COMMANDS = [serve, web, learn, check_policies]

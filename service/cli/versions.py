@@ -132,7 +132,3 @@ def models_shadow(db, policies, policy_name, version, off):
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"{policy.name}: shadow scoring {'off' if off else f'by version {version}'}")
-
-
-def register(main: click.Group) -> None:
-    main.add_command(models_group)
