@@ -16,6 +16,7 @@ from conftest import POLICIES_DIR, REPO_ROOT
 from service.simulation.world import ScenarioError, load_scenario
 from serving import serve  # noqa: F401  (fixture)
 from service.cli import main
+from service.decision.explain import MODES
 from service.simulation.referee import (CapRule, Checker, ConsentRule, CooldownRule, MinGapRule, PersonRecord,
                                 QuietHoursRule, rules_for)
 from service.simulation.run import build_world, run_maker, simulate
@@ -227,8 +228,6 @@ def test_outside_the_holdout_the_oracle_takes_the_best_arm_the_independent_rules
     """The engine's allowed sets match the simulator's own rules: wherever the oracle decides
     (everyone but the policy's holdout group, who get uniform choice), it gets the best arm that
     the independent check allows."""
-    from service.simulation.run import MODES
-
     world = build_world(STANDARD, decisions=1500, seed=5)
     run = run_maker(world, "oracle", progress=False)
     holdout = run.mode_code == MODES.index("holdout")

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from service.decision.explain import MODES
+
 DAY = 86400.0
 
 
@@ -104,7 +106,6 @@ def run_metrics(run, oracle=None) -> dict:
                                       for c, a in top],
         }
     modes = {}
-    from service.simulation.run import MODES
     for code, name in enumerate(MODES):
         c = int((run.mode_code == code).sum())
         if c:

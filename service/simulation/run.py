@@ -48,6 +48,7 @@ from service.simulation.world import (OUTCOME_TYPES, ArmInfo, Population, Scenar
                              load_scenario, make_asks, make_population)
 from service.clock import ManualClock
 from service.decision.engine import DecideInput, OutcomeInput
+from service.decision.explain import MODES
 from service.decision.modelcache import ModelCache
 from service.runtime import build_engine, build_learner, numbered_ids
 from service.simulation.referee import Checker, PersonRecord, rules_for
@@ -55,7 +56,6 @@ from service.store import Store
 from service.times import parse_time, to_rfc3339
 
 MAKERS = ("tactful", "fatigue-blind", "thompson", "static-best", "uniform", "oracle")
-MODES = ("explore", "exploit", "holdout", "fallback", "consistent")
 N_UNIFORMS = 9  # common random numbers per ask: open, click, convert, unsubscribe, complaint, 4 delays
 
 
