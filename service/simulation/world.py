@@ -310,12 +310,8 @@ class Truth:
         self.fatigue_per_contact = float(fatigue_per_contact)
         self.segment_index = {s.name: i for i, s in enumerate(spec.segments)}
         self._validate_names()
-        n = len(self.arms)
         self.is_hold = np.array([a.hold for a in self.arms])
         self.arm_timing = np.array([self.timing_index[a.timing] if not a.hold else 0 for a in self.arms])
-        channels = sorted({a.channel for a in self.arms if not a.hold})
-        self.channels = channels
-        self.arm_channel = np.array([channels.index(a.channel) if not a.hold else -1 for a in self.arms])
 
         def hazard_mask(h: Hazard) -> np.ndarray:
             return np.array([(not a.hold) and (h.channels is None or a.channel in h.channels) for a in self.arms],
@@ -323,7 +319,7 @@ class Truth:
         self.unsub_mask = hazard_mask(spec.unsubscribe)
         self.complaint_mask = hazard_mask(spec.complaint)
         # epochs: (start offset in seconds, [SegmentTruth per segment])
-        base = [self._segment_truth(s, s) for s in spec.segments]
+        base = [self._segment_truth(s) for s in spec.segments]
         self.epochs: list[tuple[float, list[SegmentTruth]]] = [(0.0, base)]
         current = {s.name: s for s in spec.segments}
         for d in sorted(spec.drift, key=lambda d: d.at):
@@ -333,10 +329,9 @@ class Truth:
                 seg.model_dump(include=set(Preferences.model_fields)) | changes)
             current[d.segment] = seg.model_copy(update=dict(changed))
             prev = list(self.epochs[-1][1])
-            prev[self.segment_index[d.segment]] = self._segment_truth(current[d.segment], current[d.segment])
+            prev[self.segment_index[d.segment]] = self._segment_truth(current[d.segment])
             self.epochs.append((d.at, prev))
         self.start = spec.start.timestamp()
-        assert n == len(self.is_hold)
 
     # names in the scenario must be names of the policy ------------------------------------
 
@@ -372,7 +367,7 @@ class Truth:
                 check(f"{k}.channel", [it.channel] if it.channel else [], channels, "channel")
                 check(f"{k}.timing", [it.timing] if it.timing else [], timings, "timing")
 
-    def _segment_truth(self, p: Preferences, seg: Preferences) -> SegmentTruth:
+    def _segment_truth(self, p: Preferences) -> SegmentTruth:
         n = len(self.arms)
         pref = np.zeros(n)
         conv = np.zeros(n)
