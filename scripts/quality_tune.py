@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.simulation.world import load_scenario  # noqa: E402
+from service.simulation.scenario import load_scenario  # noqa: E402
 from service.simulation.run import build_world, run_maker  # noqa: E402
 
 

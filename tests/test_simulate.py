@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import POLICIES_DIR, REPO_ROOT
-from service.simulation.world import ScenarioError, load_scenario
+from service.simulation.scenario import ScenarioError, load_scenario
 from serving import serve  # noqa: F401  (fixture)
 from service.cli import main
 from service.decision.explain import MODES

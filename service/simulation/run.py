@@ -44,8 +44,9 @@ import numpy as np
 
 from models.baselines import Ask, Feedback, Oracle, SegmentThompson, StaticBest, Uniform
 from models.reward import RewardSpec, shaped_reward
-from service.simulation.world import (OUTCOME_TYPES, ArmInfo, Population, Scenario, ScenarioError, TimingInfo, Truth,
-                             load_scenario, make_asks, make_population)
+from service.simulation.scenario import Scenario, ScenarioError, load_scenario
+from service.simulation.truth import OUTCOME_TYPES, ArmInfo, TimingInfo, Truth
+from service.simulation.world import Population, make_asks, make_population
 from service.clock import ManualClock
 from service.decision.engine import DecideInput, OutcomeInput
 from service.decision.explain import MODES
