@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from service.cli import data, serve
-from service.simulation.run import simulate_command
+from service.cli.simulate import simulate_command
 
 
 @click.group()

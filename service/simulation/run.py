@@ -19,8 +19,8 @@ Decision makers ("--run"):
                   decision log
 Every send is re-checked against the simulator's own record of the person (service/sim_checks.py).
 
-Library first: `simulate(...)` does the work and returns the results; the click command is a
-thin layer over it.
+Library first: `simulate(...)` does the work and returns the results; the click command
+(service/cli/simulate.py) is a thin layer over it.
 """
 from __future__ import annotations
 
@@ -39,12 +39,11 @@ from typing import Sequence
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
-import click
 import numpy as np
 
 from models.baselines import Ask, Feedback, Oracle, SegmentThompson, StaticBest, Uniform
 from models.reward import RewardSpec, shaped_reward
-from service.simulation.scenario import Scenario, ScenarioError, load_scenario
+from service.simulation.scenario import Scenario, load_scenario
 from service.simulation.truth import OUTCOME_TYPES, ArmInfo, TimingInfo, Truth
 from service.simulation.world import Population, make_asks, make_population
 from service.clock import ManualClock
@@ -52,16 +51,13 @@ from service.decision.engine import DecideInput, OutcomeInput
 from service.decision.explain import MODES
 from service.decision.modelcache import ModelCache
 from service.runtime import build_engine, build_learner, numbered_ids
+from service.simulation.errors import SimulationError
 from service.simulation.referee import Checker, PersonRecord, rules_for
 from service.store import Store
 from service.times import parse_time, to_rfc3339
 
 MAKERS = ("tactful", "fatigue-blind", "thompson", "static-best", "uniform", "oracle")
 N_UNIFORMS = 9  # common random numbers per ask: open, click, convert, unsubscribe, complaint, 4 delays
-
-
-class SimulationError(click.ClickException):
-    """A simulation that cannot run as asked (bad option, server mismatch)."""
 
 
 # -- the policy, and its fatigue-blind twin ------------------------------------------------------
@@ -662,7 +658,7 @@ def sample_outcomes(p: dict[str, float], u: np.ndarray, send_at: float, resp) ->
     return sorted(got, key=lambda x: x[1])
 
 
-# -- the library entry point and the command ------------------------------------------------
+# -- the library entry point ------------------------------------------------------
 
 def simulate(scenario: str | Path, *, policy: str | Path | None = None, decisions: int | None = None,
              seed: int | None = None, url: str | None = None, db: str | None = None, out: str | Path | None = None,
@@ -693,43 +689,3 @@ def simulate(scenario: str | Path, *, policy: str | Path | None = None, decision
     if out and (compare or len(runs) > 1):
         results["comparison"] = compare_report(runs, results["runs"], out)
     return results
-
-
-@click.command("simulate")
-@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
-@click.option("--policy", type=click.Path(exists=True, dir_okay=False), help="Policy file (default: the scenario's).")
-@click.option("--decisions", type=click.IntRange(1), help="Number of decisions (default: the scenario's); the "
-              "population scales with it.")
-@click.option("--seed", type=int, help="Random seed (default: the scenario's).")
-@click.option("--url", help="Run against `tactful serve --clock request` at this address instead of in process.")
-@click.option("--db", type=click.Path(dir_okay=False), help="Keep the decision log in this SQLite store "
-              "(with --compare, one file per decision maker: NAME-MAKER.db).")
-@click.option("--out", type=click.Path(file_okay=False), default="out/simulation", show_default=True,
-              help="Directory for metrics.json, plots and report.md.")
-@click.option("--run", "makers", multiple=True, type=click.Choice(MAKERS),
-              help="Decision maker to run (repeatable). Default: tactful; with --compare: all of them.")
-@click.option("--compare", is_flag=True, help="Run several decision makers on the same population and seed "
-              "and write one comparison table and plot.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate_command(scenario, policy, decisions, seed, url, db, out, makers, compare, quiet):
-    """Simulate SCENARIO (a TOML file) against the real decision code and report what happened."""
-    from service.policy import PolicyError
-
-    if not makers:
-        makers = MAKERS if compare else ("tactful",)
-    if url and compare:
-        raise SimulationError("--compare runs baselines in process; it cannot be combined with --url")
-    try:
-        results = simulate(scenario, policy=policy, decisions=decisions, seed=seed, url=url, db=db, out=out,
-                           makers=makers, compare=compare, progress=not quiet)
-    except ScenarioError as exc:
-        raise click.ClickException(f"invalid scenario: {exc}") from None
-    except PolicyError as exc:
-        raise click.ClickException(f"invalid policy: {exc}") from None
-    for name, m in results["runs"].items():
-        t = m["totals"]
-        click.echo(f"{name:>14}: shaped reward {t['shaped_reward']:.1f} ({t['shaped_reward_per_decision']:.4f}/decision), "
-                   f"clicks {t['clicks']}, unsubscribes {t['unsubscribes']}, complaints {t['complaints']}, "
-                   f"contacts/person-week {t['contacts_per_person_week']:.2f}, "
-                   f"violations {m['guardrail_violations']['total']}, {m['decisions_per_second']:.0f} decisions/s")
-    click.echo(f"wrote {out}/", err=True)
