@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service.simulation.scenario import load_scenario  # noqa: E402
-from service.simulation.run import build_world, run_maker  # noqa: E402
+from service.simulation.run import run_maker  # noqa: E402
+from service.simulation.world import build_world  # noqa: E402
 
 
 def totals(run) -> dict:

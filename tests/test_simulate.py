@@ -13,13 +13,14 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import POLICIES_DIR, REPO_ROOT
-from service.simulation.scenario import ScenarioError, load_scenario
 from serving import serve  # noqa: F401  (fixture)
 from service.cli import main
 from service.decision.explain import MODES
 from service.simulation.referee import (CapRule, Checker, ConsentRule, CooldownRule, MinGapRule, PersonRecord,
-                                QuietHoursRule, rules_for)
-from service.simulation.run import build_world, run_maker, simulate
+                                        QuietHoursRule, rules_for)
+from service.simulation.run import run_maker, simulate
+from service.simulation.scenario import ScenarioError, load_scenario
+from service.simulation.world import build_world
 from service.store import Store
 
 SCENARIOS = REPO_ROOT / "examples" / "scenarios"

@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote, urlsplit
@@ -42,10 +42,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from models.baselines import Ask, Feedback, Oracle, SegmentThompson, StaticBest, Uniform
-from models.reward import RewardSpec, shaped_reward
-from service.simulation.scenario import Scenario, load_scenario
-from service.simulation.truth import OUTCOME_TYPES, ArmInfo, TimingInfo, Truth
-from service.simulation.world import Population, make_asks, make_population
+from models.reward import shaped_reward
 from service.clock import ManualClock
 from service.decision.engine import DecideInput, OutcomeInput
 from service.decision.explain import MODES
@@ -53,22 +50,15 @@ from service.decision.modelcache import ModelCache
 from service.runtime import build_engine, build_learner, numbered_ids
 from service.simulation.errors import SimulationError
 from service.simulation.referee import Checker, PersonRecord, rules_for
+from service.simulation.truth import OUTCOME_TYPES
+from service.simulation.world import World, build_world, resolve_send_at
 from service.store import Store
 from service.times import parse_time, to_rfc3339
 
 MAKERS = ("tactful", "fatigue-blind", "thompson", "static-best", "uniform", "oracle")
-N_UNIFORMS = 9  # common random numbers per ask: open, click, convert, unsubscribe, complaint, 4 delays
 
 
 # -- the policy, and its fatigue-blind twin ------------------------------------------------------
-
-def load_policy_data(path: Path) -> tuple[dict, "object"]:
-    from models.specfile import read_toml
-    from service.policy import PolicyError, parse_policy
-
-    data = read_toml(path, PolicyError)
-    return data, parse_policy(data, str(path), default_name=path.stem)
-
 
 def fatigue_blind(data: dict, path: str):
     """The same policy, rewarded for clicks only: no fatigue term, no penalty for leaving."""
@@ -82,99 +72,6 @@ def fatigue_blind(data: dict, path: str):
     reward["min"], reward["max"] = 0.0, 1.0
     d["reward"] = reward
     return parse_policy(d, f"{path} (fatigue-blind)", default_name=Path(path).stem)
-
-
-# -- the simulated world, shared by every decision maker of one comparison ---------------------
-
-@dataclass
-class World:
-    scenario: Scenario
-    policy: object            # service.policy.Policy
-    policy_data: dict
-    truth: Truth
-    population: Population
-    ask_t: np.ndarray
-    ask_person: np.ndarray
-    uniforms: np.ndarray      # (decisions, N_UNIFORMS): the same draws for every decision maker
-    warm_t: np.ndarray        # the warm-up's asks, before the start: business as usual, not measured
-    warm_person: np.ndarray
-    warm_uniforms: np.ndarray
-    seed: int
-    people: int
-    decisions: int
-    reward: RewardSpec        # the policy's own reward: every run is scored with it
-    static_ranking: list[int] = field(default_factory=list)
-
-    @property
-    def days(self) -> float:
-        return self.scenario.spec.days
-
-
-def build_world(scenario: Scenario | str | Path, policy: str | Path | None = None, decisions: int | None = None,
-                seed: int | None = None) -> World:
-    """The population, its asks and the truth, all from the scenario and the seed.
-
-    `decisions` other than the scenario's own scales the population with it, so each person is
-    asked as often over the same number of days (a small run is a small town, not a short one)."""
-    from service.policy.bandit import reward_spec
-
-    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-    spec = sc.spec
-    policy_path = Path(policy) if policy else sc.policy_path
-    data, pol = load_policy_data(policy_path)
-    arms = [ArmInfo(a.id) if a.hold else ArmInfo(a.id, a.content.id, a.content.topic, a.channel, a.timing.name)
-            for a in pol.arms]
-    timings = [TimingInfo(t.name, t.delay_minutes, t.at) for t in pol.spec.timing]
-    r = pol.spec.reward
-    truth = Truth(sc, arms, timings, r.weights, r.default, r.fatigue.per_contact)
-    n = decisions or spec.decisions
-    seed = spec.seed if seed is None else seed
-    people = max(1, round(spec.people * n / spec.decisions))
-    rng = np.random.default_rng(seed)
-    population = make_population(sc, people, pol.spec.channels, rng)
-    ask_t, ask_person = make_asks(sc, population, n, rng)
-    uniforms = rng.random((n, N_UNIFORMS))
-    n_warm = round(n * spec.warmup_days / spec.days)
-    warm_t, warm_person = make_asks(sc, population, n_warm, rng, warmup=True)
-    warm_uniforms = rng.random((n_warm, N_UNIFORMS))
-    world = World(sc, pol, data, truth, population, ask_t, ask_person, uniforms, warm_t, warm_person, warm_uniforms,
-                  seed, people, n, reward_spec(pol))
-    world.static_ranking = static_ranking(world, np.random.default_rng(seed + 1))
-    return world
-
-
-def static_ranking(world: World, rng: np.random.Generator, sample: int = 3000) -> list[int]:
-    """Arms by their true expected shaped reward averaged over a sample of the run's asks, as if
-    every arm were allowed and nobody had been contacted: the best single arm in hindsight."""
-    truth, pol = world.truth, world.policy
-    idx = rng.integers(world.decisions, size=min(sample, world.decisions))
-    sends = np.flatnonzero(~truth.is_hold)
-    total = np.zeros(len(pol.arms))
-    for i in idx:
-        person = int(world.ask_person[i])
-        t = float(world.ask_t[i])
-        tz = ZoneInfo(world.population.timezone[person])
-        at = [resolve_send_at(tm, t, tz) for tm in truth.timings]  # the service knows the person's zone
-        hours = np.array([datetime.fromtimestamp(s, tz).hour for s in at])
-        probs = truth.probabilities(int(world.population.segment[person]), t, sends,
-                                    hours[truth.arm_timing[sends]], np.zeros(len(sends)))
-        total[sends] += truth.expected_reward(probs, 0)
-        total[truth.is_hold] += truth.default
-    return [int(a) for a in np.argsort(-total, kind="stable")]
-
-
-def resolve_send_at(timing: TimingInfo, now: float, tz: ZoneInfo) -> float:
-    """When a timing slot sends (the simulator's own reading of the policy format)."""
-    if timing.delay_minutes is not None:
-        return now + timing.delay_minutes * 60.0
-    hh, mm = (int(x) for x in timing.at.split(":")[:2])
-    local = datetime.fromtimestamp(now, tz)
-    for days in range(3):
-        day = local.date() + timedelta(days=days)
-        candidate = datetime(day.year, day.month, day.day, hh, mm, tzinfo=tz).timestamp()
-        if candidate > now:
-            return candidate
-    raise AssertionError("a local time recurs within two days")  # pragma: no cover
 
 
 # -- targets: where the decision code runs ----------------------------------------------------
