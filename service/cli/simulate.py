@@ -8,7 +8,8 @@ import click
 
 from service.policy import PolicyError
 from service.simulation.errors import SimulationError
-from service.simulation.run import MAKERS, simulate
+from service.simulation.makers import MAKERS
+from service.simulation.run import simulate
 from service.simulation.scenario import ScenarioError
 
 

@@ -25,9 +25,7 @@ Library first: `simulate(...)` does the work and returns the results; the click 
 from __future__ import annotations
 
 import heapq
-import http.client
 import itertools
-import json
 import math
 import tempfile
 import time
@@ -36,247 +34,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
-from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from models.baselines import Ask, Feedback, Oracle, SegmentThompson, StaticBest, Uniform
+from models.baselines import Ask, Feedback
 from models.reward import shaped_reward
-from service.clock import ManualClock
-from service.decision.engine import DecideInput, OutcomeInput
 from service.decision.explain import MODES
-from service.decision.modelcache import ModelCache
-from service.runtime import build_engine, build_learner, numbered_ids
 from service.simulation.errors import SimulationError
+from service.simulation.makers import check_maker
 from service.simulation.referee import Checker, PersonRecord, rules_for
+from service.simulation.targets import InProcess, OverHTTP
 from service.simulation.truth import OUTCOME_TYPES
 from service.simulation.world import World, build_world, resolve_send_at
-from service.store import Store
-from service.times import parse_time, to_rfc3339
-
-MAKERS = ("tactful", "fatigue-blind", "thompson", "static-best", "uniform", "oracle")
-
-
-# -- the policy, and its fatigue-blind twin ------------------------------------------------------
-
-def fatigue_blind(data: dict, path: str):
-    """The same policy, rewarded for clicks only: no fatigue term, no penalty for leaving."""
-    from service.policy import parse_policy
-
-    d = json.loads(json.dumps(data, default=str))
-    reward = dict(d.get("reward", {}))
-    reward["weights"] = {k: (1.0 if k == "click" else 0.0) for k in reward.get("weights", {"click": 1.0})}
-    reward["fatigue"] = {"per_contact": 0.0}
-    reward["default"] = 0.0
-    reward["min"], reward["max"] = 0.0, 1.0
-    d["reward"] = reward
-    return parse_policy(d, f"{path} (fatigue-blind)", default_name=Path(path).stem)
-
-
-# -- targets: where the decision code runs ----------------------------------------------------
-
-class _Scorer:
-    """A baseline in the place of the engine's VW model: `predict(shared, allowed) -> pmf`."""
-
-    def __init__(self, maker):
-        self.maker = maker
-        self.ask: Ask | None = None
-
-    def predict(self, shared: str, allowed: Sequence[int]) -> np.ndarray:
-        return self.maker.pmf(list(allowed), self.ask)
-
-
-class _ScorerCache:
-    """Stands where the engine's ModelCache stands and always hands out the baseline."""
-
-    def __init__(self, scorer: _Scorer):
-        self.scorer = scorer
-
-    def get(self, policy: str):
-        return None, self.scorer
-
-
-class _Phase:
-    """Business as usual (uniform random among the allowed arms) during the warm-up, then the
-    decision maker: the same engine, store and learner throughout."""
-
-    def __init__(self, warm, main):
-        self.warm, self.main, self.warming = warm, main, False
-
-    def get(self, policy: str):
-        return (self.warm if self.warming else self.main).get(policy)
-
-
-class _AfterLearning:
-    """The engine's ModelCache, asked for the active version only after a learning step rather
-    than on every decision: a new version is served from the next decision on, deterministically
-    (in virtual time a wall-clock refresh interval would be hours, and would vary run to run)."""
-
-    def __init__(self, cache):
-        self.cache = cache
-        self.stale = True
-        self.current: dict[str, tuple] = {}
-
-    def get(self, policy: str):
-        if self.stale or policy not in self.current:
-            self.current[policy] = self.cache.get(policy)
-            self.stale = False
-        return self.current[policy]
-
-
-
-
-class InProcess:
-    """The real engine, store and learner in this process, on a ManualClock."""
-
-    mode = "in-process"
-
-    def __init__(self, world: World, maker: str, db: str, seed: int):
-        self.world = world
-        policy = fatigue_blind(world.policy_data, world.policy.path) if maker == "fatigue-blind" else world.policy
-        self.policy = policy
-        self.policies = {policy.name: policy}
-        self.store = Store(db, secret=f"tactful-simulation-{seed}")  # same keys, same holdout group, every run
-        if self.store.query("SELECT count(*) FROM decisions")[0][0]:
-            raise SimulationError(f"--db {db} already holds decisions: give a new file")
-        self.clock = ManualClock(float(min(world.ask_t[0], *world.warm_t[:1])) - 1.0)
-        new_id = numbered_ids(f"{maker[:6]}{seed:x}-", 8)  # reproducible event ids
-        self.scorer: _Scorer | None = None
-        self.learner = None
-        self.ready = self.learned = 0
-        if maker in ("tactful", "fatigue-blind"):
-            cache = _AfterLearning(ModelCache(self.store, self.policies, 0.0, time.monotonic))
-            self.learner = build_learner(self.store, self.policies, self.clock)
-        else:
-            self.scorer = _Scorer(make_baseline(maker, world, seed))
-            cache = _ScorerCache(self.scorer)
-        self.phase = _Phase(_ScorerCache(_Scorer(Uniform())), cache)
-        self.engine = build_engine(self.store, self.policies, self.clock, new_id=new_id, models=self.phase)
-        self.engine.ensure_models()
-
-    def grant(self, user: str, channels: dict[str, bool], t: float) -> None:
-        self.engine.people.set_consent(user, channels, "simulation", t)
-
-    def register(self, user: str, timezone: str, t: float) -> None:
-        """The person's time zone, as a campaign tool registers it (PUT /v1/users/{id}/preferences)."""
-        self.engine.people.set_preferences(user, {"timezone": timezone}, t)
-
-    def decide(self, user: str, context: dict, t: float, ask: Ask) -> tuple[str, str, float | None, str]:
-        if self.scorer is not None:
-            self.scorer.ask = ask
-        out = self.engine.decide(self.policy.name, DecideInput(user, context, None, t))
-        a = out["action"]
-        return out["event_id"], a["arm"], parse_time(a["send_at"]), out["mode"]
-
-    def outcome(self, event_id: str, kind: str, at: float, outcome_id: str) -> None:
-        self.engine.record_outcome(event_id, OutcomeInput(kind, 1.0, outcome_id, at))
-
-    def learn(self, t: float, feedback: list[Feedback]) -> None:
-        self.clock.observe(t)
-        if self.learner is not None:
-            self.phase.main.stale = True
-            # Exactly the decisions whose window has closed (the simulator knows how many): the
-            # learner then reads each logged decision once, instead of re-reading every decision
-            # still inside its window at every step.
-            self.ready += len(feedback)
-            if self.ready > self.learned:
-                self.learner.batch = self.ready - self.learned
-                self.learned += self.learner.step(self.policy.name)
-        else:
-            self.scorer.maker.learn(feedback)
-
-    def close(self) -> None:
-        self.store.close()
-
-
-class OverHTTP:
-    """A running `tactful serve --clock request`: its engine, guardrails, store and learner."""
-
-    mode = "http"
-
-    def __init__(self, world: World, url: str):
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise SimulationError(f"--url {url!r}: give an http:// address such as http://127.0.0.1:8000")
-        self.world = world
-        self.conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=60)
-        self.prefix = parts.path.rstrip("/")
-        policy = world.policy
-        try:
-            health = self._call("GET", "/healthz")
-        except OSError as exc:
-            raise SimulationError(f"--url {url}: cannot reach the server ({exc})") from None
-        if health.get("clock") != "request":
-            raise SimulationError(f"--url {url}: the server must run with --clock request "
-                                  f"(it runs with the {health.get('clock')} clock)")
-        served = self._call("GET", f"/v1/policies/{quote(policy.name)}", ok=(200, 404))
-        if "arms" not in served:
-            raise SimulationError(f"--url {url}: the server has no policy {policy.name!r}")
-        mine = policy.summary()
-        for key, what in (("arms", "arms"), ("reward", "reward"), ("reward_window_seconds", "reward window"),
-                          ("guardrails", "guardrails")):
-            if served.get(key) != json.loads(json.dumps(mine[key])):
-                raise SimulationError(f"--url {url}: the server's policy {policy.name!r} has other {what} than "
-                                      f"{policy.path}: simulate with the policy file the server loaded (--policy)")
-        self.policy = policy
-
-    def _call(self, method: str, path: str, body: dict | None = None, ok=(200, 202)) -> dict:
-        payload = None if body is None else json.dumps(body)
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        for attempt in range(2):
-            try:
-                self.conn.request(method, self.prefix + path, payload, headers)
-                resp = self.conn.getresponse()
-                data = resp.read()
-                break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.conn.close()
-                if attempt:
-                    raise
-        if resp.status not in ok:
-            raise SimulationError(f"{method} {path}: HTTP {resp.status}: {data[:500].decode(errors='replace')}")
-        return json.loads(data)
-
-    @staticmethod
-    def _ts(t: float) -> str:
-        return to_rfc3339(t)
-
-    def grant(self, user: str, channels: dict[str, bool], t: float) -> None:
-        self._call("PUT", f"/v1/users/{quote(user)}/consent",
-                   {"channels": channels, "source": "simulation", "timestamp": self._ts(t)})
-
-    def register(self, user: str, timezone: str, t: float) -> None:
-        self._call("PUT", f"/v1/users/{quote(user)}/preferences", {"timezone": timezone, "timestamp": self._ts(t)})
-
-    def decide(self, user: str, context: dict, t: float, ask: Ask) -> tuple[str, str, float | None, str]:
-        out = self._call("POST", f"/v1/policies/{quote(self.policy.name)}/decide",
-                         {"user_id": user, "context": context, "timestamp": self._ts(t)})
-        a = out["action"]
-        return out["event_id"], a["arm"], parse_time(a["send_at"]), out["mode"]
-
-    def outcome(self, event_id: str, kind: str, at: float, outcome_id: str) -> None:
-        self._call("POST", f"/v1/events/{event_id}/outcomes",
-                   {"type": kind, "outcome_id": outcome_id, "timestamp": self._ts(at)})
-
-    def learn(self, t: float, feedback: list[Feedback]) -> None:
-        pass  # the server's own learner learns, on its own cadence
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def make_baseline(name: str, world: World, seed: int):
-    if name == "uniform":
-        return Uniform()
-    if name == "static-best":
-        return StaticBest(world.static_ranking)
-    if name == "thompson":
-        return SegmentThompson(len(world.scenario.spec.segments), len(world.policy.arms), world.truth.is_hold,
-                               np.random.default_rng(seed + 2))
-    if name == "oracle":
-        return Oracle()
-    raise SimulationError(f"unknown decision maker {name!r} (known: {', '.join(MAKERS)})")
+from service.times import to_rfc3339
 
 
 # -- one run -------------------------------------------------------------------------------
@@ -321,8 +92,7 @@ def run_maker(world: World, maker: str, *, url: str | None = None, db: str | Non
     person's own zone. Without it the service falls back to the policy's zone, while the
     independent check still judges quiet hours in the person's true zone: the test suite uses
     that to show the check catches sends at the wrong local time."""
-    if maker not in MAKERS:
-        raise SimulationError(f"unknown decision maker {maker!r} (known: {', '.join(MAKERS)})")
+    check_maker(maker)
     tmp = None
     if url:
         if maker != "tactful":
@@ -384,7 +154,6 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
     all_t = np.concatenate([world.warm_t, world.ask_t])
     all_person = np.concatenate([world.warm_person, world.ask_person]).astype(int)
     all_u = np.concatenate([world.warm_uniforms, world.uniforms])
-    phase = getattr(target, "phase", None)
     n = n_warm + n  # every ask; the measured ones are the last world.decisions
     arm = np.full(n, -1, dtype=np.int32)
     send = np.zeros(n, dtype=bool)
@@ -436,11 +205,10 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
 
     bar = tqdm(total=n, desc=f"{sc.name}:{maker}", unit="dec", disable=not progress, mininterval=1.0,
                smoothing=0.1)
-    if phase is not None:
-        phase.warming = n_warm > 0
+    target.warm_up(n_warm > 0)
     for i in range(n):
-        if i == n_warm and phase is not None:
-            phase.warming = False
+        if i == n_warm:
+            target.warm_up(False)
         t = float(all_t[i])
         p = int(all_person[i])
         seg = int(pop.segment[p])
@@ -488,7 +256,7 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
                 for name, why in found:
                     reasons[name] = reasons.get(name, 0) + 1
                     if len(examples) < 20:
-                        examples.append(f"decision {i} ({event_id}) {arm_id} at {OverHTTP._ts(send_at)}: {name}: {why}")
+                        examples.append(f"decision {i} ({event_id}) {arm_id} at {to_rfc3339(send_at)}: {name}: {why}")
             # what the person does, from the truth at the real send time, with this ask's draws
             ti = int(truth.arm_timing[a])
             if send_at != slot_at[ti]:  # the service resolved the slot otherwise: judge the real send
@@ -566,8 +334,7 @@ def simulate(scenario: str | Path, *, policy: str | Path | None = None, decision
 
     makers = list(makers)
     for m in makers:
-        if m not in MAKERS:
-            raise SimulationError(f"unknown decision maker {m!r} (known: {', '.join(MAKERS)})")
+        check_maker(m)
     world = build_world(scenario, policy, decisions, seed)
     runs = []
     for m in makers:
