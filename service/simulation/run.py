@@ -45,7 +45,7 @@ from service.simulation.errors import SimulationError
 from service.simulation.makers import check_maker
 from service.simulation.referee import Checker, PersonRecord, rules_for
 from service.simulation.targets import InProcess, OverHTTP
-from service.simulation.truth import OUTCOME_TYPES
+from service.simulation.truth import OUTCOME_TYPES, pressure, sample_outcomes
 from service.simulation.world import World, build_world, resolve_send_at
 from service.times import to_rfc3339
 
@@ -295,32 +295,6 @@ def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence
 def daypart(hour: int) -> str:
     return ("night" if hour < 6 else "morning" if hour < 12 else "afternoon" if hour < 17
             else "evening" if hour < 21 else "late")
-
-
-def pressure(sends: list[tuple[str, float]], at: float, half_life: float) -> float:
-    """Contact pressure at `at`: every earlier send, decaying with the half-life."""
-    return sum(0.5 ** ((at - s) / half_life) for _, s in sends if s < at)
-
-
-def sample_outcomes(p: dict[str, float], u: np.ndarray, send_at: float, resp) -> list[tuple[str, float]]:
-    """Sample what one person does after one send, with this ask's uniform draws `u`.
-    Returns [(outcome type, time)], in the order they happen."""
-    got = []
-    if u[0] < p["open"]:
-        opened = send_at - resp.open_delay * math.log(1 - u[5])
-        got.append(("open", opened))
-        if u[1] < p["click"] / p["open"]:
-            clicked = opened - resp.click_delay * math.log(1 - u[6])
-            got.append(("click", clicked))
-            if p["click"] > 0 and u[2] < p["convert"] / p["click"]:
-                got.append(("convert", clicked - resp.convert_delay * math.log(1 - u[7])))
-    complaint = u[4] < p["complaint"]
-    if complaint or u[3] < p["unsubscribe"]:
-        at = send_at - resp.unsubscribe_delay * math.log(1 - u[8])
-        if complaint:
-            got.append(("complaint", at))
-        got.append(("unsubscribe", at))  # a complaint unsubscribes too
-    return sorted(got, key=lambda x: x[1])
 
 
 # -- the library entry point ------------------------------------------------------

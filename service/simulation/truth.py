@@ -13,17 +13,20 @@ segment g, delivered at local hour h, with contact pressure P:
                        a complaint also unsubscribes the person from the channel
     P = sum over the person's earlier sends of 0.5 ** (age / fatigue.half_life)
 
-Drift replaces some of a segment's parameters from a given time on. Nothing here imports Flask
-or the store: the same truth drives the simulator, the oracle and notebooks.
+Drift replaces some of a segment's parameters from a given time on. `sample_outcomes` draws
+what one person does after one send (and when) from these probabilities and the ask's uniform
+draws. Nothing here imports Flask or the store: the same truth drives the simulator, the oracle
+and notebooks.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from service.simulation.scenario import Hazard, Preferences, Scenario
+from service.simulation.scenario import Hazard, Preferences, Response, Scenario
 
 OUTCOME_TYPES = ("open", "click", "convert", "unsubscribe", "complaint")
 
@@ -204,3 +207,29 @@ class Truth:
         return (w["open"] * probs["open"] + w["click"] * probs["click"] + w["convert"] * probs["convert"]
                 + w["unsubscribe"] * leave + w["complaint"] * probs["complaint"] + self.default * nothing
                 - self.fatigue_per_contact * fatigue_contacts)
+
+
+def pressure(sends: list[tuple[str, float]], at: float, half_life: float) -> float:
+    """Contact pressure at `at`: every earlier send, decaying with the half-life."""
+    return sum(0.5 ** ((at - s) / half_life) for _, s in sends if s < at)
+
+
+def sample_outcomes(p: dict[str, float], u: np.ndarray, send_at: float, resp: Response) -> list[tuple[str, float]]:
+    """Sample what one person does after one send, with this ask's uniform draws `u`.
+    Returns [(outcome type, time)], in the order they happen."""
+    got = []
+    if u[0] < p["open"]:
+        opened = send_at - resp.open_delay * math.log(1 - u[5])
+        got.append(("open", opened))
+        if u[1] < p["click"] / p["open"]:
+            clicked = opened - resp.click_delay * math.log(1 - u[6])
+            got.append(("click", clicked))
+            if p["click"] > 0 and u[2] < p["convert"] / p["click"]:
+                got.append(("convert", clicked - resp.convert_delay * math.log(1 - u[7])))
+    complaint = u[4] < p["complaint"]
+    if complaint or u[3] < p["unsubscribe"]:
+        at = send_at - resp.unsubscribe_delay * math.log(1 - u[8])
+        if complaint:
+            got.append(("complaint", at))
+        got.append(("unsubscribe", at))  # a complaint unsubscribes too
+    return sorted(got, key=lambda x: x[1])
