@@ -16,6 +16,7 @@ from conftest import POLICIES_DIR, REPO_ROOT
 from serving import serve  # noqa: F401  (fixture)
 from service.cli import main
 from service.decision.explain import MODES
+from service.policy import load_policy
 from service.simulation.referee import (CapRule, Checker, ConsentRule, CooldownRule, MinGapRule, PersonRecord,
                                         QuietHoursRule, rules_for)
 from service.simulation.run import run_maker, simulate
@@ -103,8 +104,6 @@ def test_independent_rules():
 
 
 def test_rules_come_from_the_policy_file():
-    from service.policy import load_policy
-
     rules, unchecked = rules_for(load_policy(LIFECYCLE))
     assert [r.name for r in rules] == ["consent", "frequency_cap", "frequency_cap", "frequency_cap", "min_gap",
                                        "quiet_hours", "cooldown_unsubscribe", "cooldown_complaint"]

@@ -200,6 +200,8 @@ def drift_recovery(run, oracle, threshold: float = 0.8, smooth: int = 3) -> list
 # -- plots ------------------------------------------------------------------------------------
 
 def _plt():
+    # imported when a plot is drawn, not with the package: matplotlib takes most of a second to import,
+    # and the command line, the tests and the metrics need none of it
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

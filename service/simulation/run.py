@@ -32,6 +32,7 @@ from typing import Sequence
 from service.simulation.errors import SimulationError
 from service.simulation.loop import Loop, Run
 from service.simulation.makers import check_maker
+from service.simulation.report import compare_report, run_metrics, write_run
 from service.simulation.targets import InProcess, OverHTTP
 from service.simulation.world import World, build_world
 
@@ -76,8 +77,6 @@ def simulate(scenario: str | Path, *, policy: str | Path | None = None, decision
              makers: Sequence[str] = ("tactful",), compare: bool = False, progress: bool = True) -> dict:
     """Run each decision maker on the same population, asks and random draws; write metrics.json,
     plots and report.md to `out` (one sub-directory per maker when comparing). Returns the metrics."""
-    from service.simulation.report import compare_report, run_metrics, write_run
-
     makers = list(makers)
     for m in makers:
         check_maker(m)
