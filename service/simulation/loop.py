@@ -150,7 +150,8 @@ class Loop:
         self.ask_person = np.concatenate([world.warm_person, world.ask_person]).astype(int)
         self.uniforms = np.concatenate([world.warm_uniforms, world.uniforms])
         self.rows = _Rows(len(self.ask_t))
-        self.queue: list[tuple[float, int, str, str, int, str | None]] = []  # (at, tie, event_id, type, person, channel)
+        # outcomes to report, in time order: (at, tie, event_id, type, person, channel)
+        self.queue: list[tuple[float, int, str, str, int, str | None]] = []
         self.tie = itertools.count()
         self.pending: deque[tuple[float, Feedback]] = deque()
         self.spent = {"decide": 0.0, "outcomes": 0.0, "learn": 0.0}
@@ -292,12 +293,14 @@ class Loop:
             for name, why in found:
                 rows.reasons[name] = rows.reasons.get(name, 0) + 1
                 if len(rows.examples) < 20:
-                    rows.examples.append(f"decision {m.i} ({event_id}) {arm_id} at {to_rfc3339(send_at)}: {name}: {why}")
+                    rows.examples.append(f"decision {m.i} ({event_id}) {arm_id} at {to_rfc3339(send_at)}: "
+                                         f"{name}: {why}")
 
     def result(self, wall: float) -> Run:
         r, n_warm = self.rows, self.n_warm
         m = slice(n_warm, len(self.ask_t))  # what is measured: the run after the warm-up
-        seconds = {k: round(v, 2) for k, v in self.spent.items()} | {"simulator": round(wall - sum(self.spent.values()), 2)}
+        seconds = {k: round(v, 2) for k, v in self.spent.items()}
+        seconds["simulator"] = round(wall - sum(self.spent.values()), 2)
         return Run(self.maker, self.target.mode, self.world, r.arm[m], r.send[m], r.expected[m], r.best[m],
                    r.realized[m], {k: v[m] for k, v in r.outcomes.items()}, r.violations[m], r.reasons,
                    r.mode_code[m], r.fcontacts[m], self.unchecked, wall, r.examples, seconds,
