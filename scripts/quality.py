@@ -51,8 +51,8 @@ def run(small: bool, out: Path, progress: bool) -> dict:
         n = SMALL if small else n
         t0 = time.time()
         loads = [load()]
-        results[name] = simulate(SCENARIOS / f"{name}.toml", decisions=n, out=out / name, makers=makers,
-                                 compare=True, progress=progress)
+        results[name] = simulate(SCENARIOS / f"{name}.toml", monotonic=time.monotonic, decisions=n,
+                                 out=out / name, makers=makers, compare=True, progress=progress)
         loads.append(load())
         timings[name] = {"decisions": n, "seconds": round(time.time() - t0, 1), "load_average": loads}
     return {"results": results, "timings": timings}

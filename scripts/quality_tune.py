@@ -16,6 +16,7 @@ import json
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,7 @@ def main() -> int:
         policy = Path(tmp) / "policy.toml"
         policy.write_text(text)
         world = build_world(scenario, policy=policy, decisions=args.decisions)
-        runs = {m: totals(run_maker(world, m, progress=False))
+        runs = {m: totals(run_maker(world, m, monotonic=time.monotonic, progress=False))
                 for m in ["tactful", "oracle"] + (["fatigue-blind"] if args.scenario == "fatigue-heavy" else [])}
     t, o = runs["tactful"], runs["oracle"]
     out = {"scenario": args.scenario, "decisions": args.decisions, "vw_args": args.vw_args,

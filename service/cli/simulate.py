@@ -4,6 +4,8 @@ does not validate, a run that cannot go as asked -- is a click error with its me
 traceback."""
 from __future__ import annotations
 
+import time
+
 import click
 
 from service.policy import PolicyError
@@ -36,8 +38,8 @@ def simulate_command(scenario, policy, decisions, seed, url, db, out, makers, co
     if url and compare:
         raise click.ClickException("--compare runs baselines in process; it cannot be combined with --url")
     try:
-        results = simulate(scenario, policy=policy, decisions=decisions, seed=seed, url=url, db=db, out=out,
-                           makers=makers, compare=compare, progress=not quiet)
+        results = simulate(scenario, monotonic=time.monotonic, policy=policy, decisions=decisions, seed=seed,
+                           url=url, db=db, out=out, makers=makers, compare=compare, progress=not quiet)
     except ScenarioError as exc:
         raise click.ClickException(f"invalid scenario: {exc}") from None
     except PolicyError as exc:

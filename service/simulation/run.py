@@ -25,13 +25,13 @@ Library first: `simulate(...)` does the work and returns the results; the click 
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from service.simulation.errors import SimulationError
 from service.simulation.loop import Loop, Run
 from service.simulation.makers import check_maker
+from service.simulation.referee import Rule
 from service.simulation.report import compare_report, run_metrics, write_run
 from service.simulation.targets import InProcess, OverHTTP
 from service.simulation.world import World, build_world
@@ -39,10 +39,13 @@ from service.simulation.world import World, build_world
 
 # -- one run -------------------------------------------------------------------------------
 
-def run_maker(world: World, maker: str, *, url: str | None = None, db: str | None = None,
-              progress: bool = True, extra_rules: Sequence = (), register_timezones: bool = True) -> Run:
-    """One decision maker's run. `extra_rules` are checked on top of the policy's own (to try
-    out rules the policy does not declare, e.g. referee.QuietHoursRule).
+def run_maker(world: World, maker: str, *, monotonic: Callable[[], float], url: str | None = None,
+              db: str | None = None, progress: bool = True, extra_rules: Sequence[Rule] = (),
+              register_timezones: bool = True) -> Run:
+    """One decision maker's run. `monotonic` is the caller's wall clock (time.monotonic): it times
+    the run's parts for the report and paces the engine's model caches; no decision depends on
+    it. `extra_rules` are checked on top of the policy's own (to try out rules the policy does
+    not declare, e.g. referee.QuietHoursRule).
 
     `register_timezones`: tell the service each person's time zone before the run (their
     preferences, as a campaign tool would), so that timing slots and quiet hours resolve in the
@@ -60,9 +63,9 @@ def run_maker(world: World, maker: str, *, url: str | None = None, db: str | Non
             shm = Path("/dev/shm")  # a RAM-backed file when there is one: the real store, without disk I/O
             tmp = tempfile.TemporaryDirectory(prefix="tactful-sim-", dir=shm if shm.is_dir() else None)
             db = str(Path(tmp.name) / "simulation.db")
-        target = InProcess(world, maker, db, world.seed)
+        target = InProcess(world, maker, db, world.seed, monotonic)
     try:
-        return Loop(world, maker, target, time.perf_counter, extra_rules=extra_rules,
+        return Loop(world, maker, target, monotonic, extra_rules=extra_rules,
                     register_timezones=register_timezones).run(progress)
     finally:
         target.close()
@@ -72,11 +75,13 @@ def run_maker(world: World, maker: str, *, url: str | None = None, db: str | Non
 
 # -- the library entry point ------------------------------------------------------
 
-def simulate(scenario: str | Path, *, policy: str | Path | None = None, decisions: int | None = None,
-             seed: int | None = None, url: str | None = None, db: str | None = None, out: str | Path | None = None,
-             makers: Sequence[str] = ("tactful",), compare: bool = False, progress: bool = True) -> dict:
+def simulate(scenario: str | Path, *, monotonic: Callable[[], float], policy: str | Path | None = None,
+             decisions: int | None = None, seed: int | None = None, url: str | None = None, db: str | None = None,
+             out: str | Path | None = None, makers: Sequence[str] = ("tactful",), compare: bool = False,
+             progress: bool = True) -> dict:
     """Run each decision maker on the same population, asks and random draws; write metrics.json,
-    plots and report.md to `out` (one sub-directory per maker when comparing). Returns the metrics."""
+    plots and report.md to `out` (one sub-directory per maker when comparing). Returns the metrics.
+    `monotonic`: the caller's wall clock, as for `run_maker`."""
     makers = list(makers)
     for m in makers:
         check_maker(m)
@@ -86,7 +91,7 @@ def simulate(scenario: str | Path, *, policy: str | Path | None = None, decision
         path = None
         if db:
             path = db if len(makers) == 1 else str(Path(db).with_name(f"{Path(db).stem}-{m}{Path(db).suffix or '.db'}"))
-        runs.append(run_maker(world, m, url=url, db=path, progress=progress))
+        runs.append(run_maker(world, m, monotonic=monotonic, url=url, db=path, progress=progress))
     oracle = next((r for r in runs if r.maker == "oracle"), None)
     results = {"scenario": world.scenario.name, "runs": {}}
     out = Path(out) if out else None

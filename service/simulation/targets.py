@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
-from typing import Protocol
+from typing import Callable, Protocol
 from urllib.parse import quote, urlsplit
 
 from models.baselines import Ask, Feedback, Uniform
@@ -47,11 +46,14 @@ class Target(Protocol):
 
 
 class InProcess:
-    """The real engine, store and learner in this process, on a ManualClock."""
+    """The real engine, store and learner in this process, on a ManualClock. `monotonic` (the
+    caller's wall clock, e.g. time.monotonic) is what the engine's model caches are paced by: the
+    active version is looked up after each learning step whatever it says (AfterLearning), the
+    shadow candidate's at most once a second of it."""
 
     mode = "in-process"
 
-    def __init__(self, world: World, maker: str, db: str, seed: int):
+    def __init__(self, world: World, maker: str, db: str, seed: int, monotonic: Callable[[], float]):
         self.world = world
         policy = fatigue_blind(world.policy_data, world.policy.path) if maker == "fatigue-blind" else world.policy
         self.policy = policy
@@ -65,13 +67,14 @@ class InProcess:
         self.learner = None
         self.ready = self.learned = 0
         if maker in LEARNERS:
-            cache = AfterLearning(ModelCache(self.store, self.policies, 0.0, time.monotonic))
+            cache = AfterLearning(ModelCache(self.store, self.policies, 0.0, monotonic))
             self.learner = build_learner(self.store, self.policies, self.clock)
         else:
             self.scorer = Scorer(make_baseline(maker, world, seed))
             cache = ScorerCache(self.scorer)
         self.phase = Phase(ScorerCache(Scorer(Uniform())), cache)
-        self.engine = build_engine(self.store, self.policies, self.clock, new_id=new_id, models=self.phase)
+        self.engine = build_engine(self.store, self.policies, self.clock, new_id=new_id, models=self.phase,
+                                   monotonic=monotonic)
         self.engine.ensure_models()
 
     def warm_up(self, on: bool) -> None:
