@@ -327,7 +327,7 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "included.",
         "- *Share of oracle*: realized shaped reward of the run over the oracle run's, same people and draws.",
         "- *Unsubscribes per person*: unsubscribe events over the population, for the whole run.",
-        "- *Violations*: sends that the simulator's own check (service/sim_checks.py, independent of the "
+        "- *Violations*: sends that the simulator's own check (service/simulation/referee.py, independent of the "
         "guardrail code) finds against consent or a frequency cap, given each person's true state.",
         "",
     ]

@@ -3,21 +3,14 @@
     tactful simulate SCENARIO.toml [--policy FILE] [--decisions N] [--seed S] [--url URL]
                      [--db PATH] [--out DIR] [--run NAME ...] [--compare]
 
-A scenario (models/scenario.py, docs/simulation.md) declares the population and the truth about
-how it responds. The simulator asks the decision code about one person at a time, in virtual
+A scenario (scenario.py, docs/simulation.md) declares the population and the truth about how it
+responds (truth.py). The simulator asks the decision code about one person at a time, in virtual
 time, samples what the person does from the truth, and reports it back as outcomes with their
-timestamps, in time order. The decision code is the real one: `DecisionEngine.decide` with its
-guardrails, store and VW model, and `OnlineLearner.step` whenever `learn_every` of virtual time
-has passed -- in process with a `ManualClock`, or over HTTP against `tactful serve --clock
-request` (`--url`).
-
-Decision makers ("--run"):
-  tactful         the policy as written: the real engine and the real online learner
-  fatigue-blind   the same, with the reward reduced to clicks (no fatigue term, no penalties)
-  thompson, static-best, uniform, oracle   baselines (models/baselines.py), plugged in where the
-                  engine's VW model scores the allowed arms: same engine, same guardrails, same
-                  decision log
-Every send is re-checked against the simulator's own record of the person (service/sim_checks.py).
+timestamps, in time order (loop.py). The decision code is the real one: `DecisionEngine.decide`
+with its guardrails, store and VW model, and `OnlineLearner.step` whenever `learn_every` of
+virtual time has passed -- in process with a `ManualClock`, or over HTTP against `tactful serve
+--clock request` (`--url`) (targets.py). The decision makers ("--run") are in makers.py. Every
+send is re-checked against the simulator's own record of the person (referee.py).
 
 Library first: `simulate(...)` does the work and returns the results; the click command
 (service/cli/simulate.py) is a thin layer over it.
