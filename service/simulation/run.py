@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 from service.simulation.errors import SimulationError
 from service.simulation.loop import Loop, Run
 from service.simulation.makers import check_maker
-from service.simulation.referee import Rule
 from service.simulation.metrics import run_metrics
+from service.simulation.referee import Rule
 from service.simulation.report import compare_report, write_run
 from service.simulation.targets import InProcess, OverHTTP
 from service.simulation.world import World, build_world

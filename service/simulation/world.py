@@ -26,6 +26,7 @@ N_UNIFORMS = 9  # common random numbers per ask: open, click, convert, unsubscri
 
 @dataclass
 class Population:
+    """Who the people are, one entry per person."""
     segment: np.ndarray          # segment index per person
     timezone: list[str]          # IANA zone per person
     country: list[str | None]
