@@ -51,8 +51,8 @@ def run(small: bool, out: Path, progress: bool) -> dict:
         n = SMALL if small else n
         t0 = time.time()
         loads = [load()]
-        results[name] = simulate(SCENARIOS / f"{name}.toml", decisions=n, out=out / name, makers=makers,
-                                 compare=True, progress=progress)
+        results[name] = simulate(SCENARIOS / f"{name}.toml", monotonic=time.monotonic, decisions=n,
+                                 out=out / name, makers=makers, compare=True, progress=progress)
         loads.append(load())
         timings[name] = {"decisions": n, "seconds": round(time.time() - t0, 1), "load_average": loads}
     return {"results": results, "timings": timings}
@@ -327,7 +327,7 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "included.",
         "- *Share of oracle*: realized shaped reward of the run over the oracle run's, same people and draws.",
         "- *Unsubscribes per person*: unsubscribe events over the population, for the whole run.",
-        "- *Violations*: sends that the simulator's own check (service/sim_checks.py, independent of the "
+        "- *Violations*: sends that the simulator's own check (service/simulation/referee.py, independent of the "
         "guardrail code) finds against consent or a frequency cap, given each person's true state.",
         "",
     ]

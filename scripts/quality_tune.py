@@ -16,13 +16,15 @@ import json
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.simulation.world import load_scenario  # noqa: E402
-from service.simulation.run import build_world, run_maker  # noqa: E402
+from service.simulation.scenario import load_scenario  # noqa: E402
+from service.simulation.run import run_maker  # noqa: E402
+from service.simulation.world import build_world  # noqa: E402
 
 
 def totals(run) -> dict:
@@ -52,7 +54,7 @@ def main() -> int:
         policy = Path(tmp) / "policy.toml"
         policy.write_text(text)
         world = build_world(scenario, policy=policy, decisions=args.decisions)
-        runs = {m: totals(run_maker(world, m, progress=False))
+        runs = {m: totals(run_maker(world, m, monotonic=time.monotonic, progress=False))
                 for m in ["tactful", "oracle"] + (["fatigue-blind"] if args.scenario == "fatigue-heavy" else [])}
     t, o = runs["tactful"], runs["oracle"]
     out = {"scenario": args.scenario, "decisions": args.decisions, "vw_args": args.vw_args,

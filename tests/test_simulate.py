@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -13,12 +14,15 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import POLICIES_DIR, REPO_ROOT
-from service.simulation.world import ScenarioError, load_scenario
 from serving import serve  # noqa: F401  (fixture)
 from service.cli import main
+from service.decision.explain import MODES
+from service.policy import load_policy
 from service.simulation.referee import (CapRule, Checker, ConsentRule, CooldownRule, MinGapRule, PersonRecord,
-                                QuietHoursRule, rules_for)
-from service.simulation.run import build_world, run_maker, simulate
+                                        QuietHoursRule, rules_for)
+from service.simulation.run import run_maker, simulate
+from service.simulation.scenario import ScenarioError, load_scenario
+from service.simulation.world import build_world
 from service.store import Store
 
 SCENARIOS = REPO_ROOT / "examples" / "scenarios"
@@ -101,8 +105,6 @@ def test_independent_rules():
 
 
 def test_rules_come_from_the_policy_file():
-    from service.policy import load_policy
-
     rules, unchecked = rules_for(load_policy(LIFECYCLE))
     assert [r.name for r in rules] == ["consent", "frequency_cap", "frequency_cap", "frequency_cap", "min_gap",
                                        "quiet_hours", "cooldown_unsubscribe", "cooldown_complaint"]
@@ -122,10 +124,10 @@ def test_the_check_catches_sends_a_rule_forbids():
     to check them, the simulator finds the sends that fall inside them, and still finds none
     against the policy's own rules."""
     world = build_world(STANDARD, decisions=1500, seed=3)
-    run = run_maker(world, "uniform", progress=False, extra_rules=[QuietHoursRule(21, 8)])
+    run = run_maker(world, "uniform", monotonic=time.monotonic, progress=False, extra_rules=[QuietHoursRule(21, 8)])
     assert set(run.violation_reasons) == {"quiet_hours"}
     assert run.violations.sum() > 0
-    clean = run_maker(world, "uniform", progress=False)
+    clean = run_maker(world, "uniform", monotonic=time.monotonic, progress=False)
     assert clean.violations.sum() == 0
 
 
@@ -137,10 +139,10 @@ def test_quiet_hours_hold_in_each_persons_own_zone():
     world = build_world(STANDARD, policy=LIFECYCLE, decisions=1500, seed=4)
     zones = set(world.population.timezone)
     assert {"Europe/Paris", "America/New_York"} <= zones
-    run = run_maker(world, "uniform", progress=False)
+    run = run_maker(world, "uniform", monotonic=time.monotonic, progress=False)
     assert "quiet_hours" in run.rules_checked
     assert run.violations.sum() == 0 and run.warmup_violations == 0
-    wrong_zone = run_maker(world, "uniform", progress=False, register_timezones=False)
+    wrong_zone = run_maker(world, "uniform", monotonic=time.monotonic, progress=False, register_timezones=False)
     assert set(wrong_zone.violation_reasons) == {"quiet_hours"}
     assert wrong_zone.violations.sum() > 0
     # the sends caught are at night outside Paris' zone (Paris' 08:00 is 02:00 in New York,
@@ -154,7 +156,7 @@ def test_quiet_hours_hold_in_each_persons_own_zone():
 
 def test_small_comparison_in_process(tmp_path):
     out = tmp_path / "out"
-    results = simulate(STANDARD, decisions=3000, seed=5, out=out, db=str(tmp_path / "log.db"),
+    results = simulate(STANDARD, monotonic=time.monotonic, decisions=3000, seed=5, out=out, db=str(tmp_path / "log.db"),
                        makers=["tactful", "uniform", "oracle"], compare=True, progress=False)
     runs = results["runs"]
     for name, m in runs.items():
@@ -186,8 +188,8 @@ def test_small_comparison_in_process(tmp_path):
 
 def test_runs_are_reproducible():
     world = build_world(STANDARD, decisions=800, seed=11)
-    a = run_maker(world, "tactful", progress=False)
-    b = run_maker(world, "tactful", progress=False)
+    a = run_maker(world, "tactful", monotonic=time.monotonic, progress=False)
+    b = run_maker(world, "tactful", monotonic=time.monotonic, progress=False)
     assert np.array_equal(a.arm, b.arm)
     assert a.realized.sum() == b.realized.sum()
 
@@ -196,7 +198,8 @@ def test_runs_are_reproducible():
 def test_simulation_against_a_real_server(serve, tmp_path):
     http, base = serve(clock="request")
     out = tmp_path / "http"
-    results = simulate(STANDARD, policy=LIFECYCLE, decisions=600, seed=2, url=base, out=out, progress=False)
+    results = simulate(STANDARD, monotonic=time.monotonic, policy=LIFECYCLE, decisions=600, seed=2, url=base,
+                       out=out, progress=False)
     m = results["runs"]["tactful"]
     assert m["mode"] == "http"
     assert m["guardrail_violations"]["total"] == 0
@@ -209,7 +212,8 @@ def test_simulation_against_a_real_server(serve, tmp_path):
 def test_url_refuses_a_server_with_another_policy(serve):
     http, base = serve(clock="request")
     with pytest.raises(Exception, match="other reward window"):
-        simulate(STANDARD, decisions=50, url=base, progress=False)  # the scenario's policy: a 2-day window
+        # the scenario's policy: a 2-day window
+        simulate(STANDARD, monotonic=time.monotonic, decisions=50, url=base, progress=False)
 
 
 def test_quality_script_small(tmp_path):
@@ -227,10 +231,8 @@ def test_outside_the_holdout_the_oracle_takes_the_best_arm_the_independent_rules
     """The engine's allowed sets match the simulator's own rules: wherever the oracle decides
     (everyone but the policy's holdout group, who get uniform choice), it gets the best arm that
     the independent check allows."""
-    from service.simulation.run import MODES
-
     world = build_world(STANDARD, decisions=1500, seed=5)
-    run = run_maker(world, "oracle", progress=False)
+    run = run_maker(world, "oracle", monotonic=time.monotonic, progress=False)
     holdout = run.mode_code == MODES.index("holdout")
     assert holdout.any() and (~holdout).sum() > 1000
     assert np.allclose(run.expected[~holdout], run.best[~holdout])

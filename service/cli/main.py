@@ -21,7 +21,7 @@ COMMANDS = {
     "retrain": "service.cli.offline:retrain_cmd",
     "import-obd": "service.cli.offline:import_obd_cmd",
     "models": "service.cli.versions:models_group",
-    "simulate": "service.simulation.run:simulate_command",
+    "simulate": "service.cli.simulate:simulate_command",
 }
 
 

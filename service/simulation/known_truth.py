@@ -1,7 +1,7 @@
 """Known-truth logs: the REAL decision engine driven by a synthetic population whose expected reward
 for every (segment, arm) is known, so the true value of any target policy can be computed exactly.
 
-This is the stand-in for the simulator of issue 4 (`tactful simulate`, service/simulate.py):
+This is the stand-in for the simulator of issue 4 (`tactful simulate`, service/simulation/run.py):
 everything that needs logs with a known truth goes through `generate_log(world, ...)` and
 `true_value(world, ...)`, and can be pointed at the simulator once it exists.
 

@@ -1,4 +1,4 @@
-"""The simulator's own guardrail check, independent of service/guardrails.py.
+"""The simulator's own guardrail check, independent of service/decision/guardrails.py.
 
 The simulator keeps its own record of every simulated person (true consent, unsubscribes and
 complaints, every send) and re-checks each send the decision code made against it. A send that

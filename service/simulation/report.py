@@ -1,11 +1,5 @@
-"""Metrics, plots and reports of simulation runs (service/simulate.py).
-
-Shaped reward is always the scenario policy's own reward (weights, fatigue term, default),
-applied to everything the simulated person did, whenever it happened: the true consequences of
-the decisions, not what the learner was told within its reward window. "Expected" figures are
-the truth's expected shaped reward of the chosen arm (the same quantity without the sampling
-noise); "oracle in place" is the expected shaped reward of the best arm the simulator's own rules
-allowed at that moment, for this run's own person states.
+"""How a simulation run is shown: plots, report.md, and the comparison of several decision
+makers (comparison.md, comparison.json, comparison.png). The figures come from metrics.py.
 """
 from __future__ import annotations
 
@@ -15,202 +9,38 @@ from typing import Sequence
 
 import numpy as np
 
-DAY = 86400.0
-
-
-def _rel(path: str) -> str:
-    """A path relative to the working directory when it is below it (reports move with the repo)."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _day_index(run) -> np.ndarray:
-    w = run.world
-    return ((w.ask_t - w.scenario.spec.start.timestamp()) // DAY).astype(int).clip(0)
-
-
-def _checkpoints(n: int, k: int = 50) -> np.ndarray:
-    return np.unique(np.linspace(0, n, k + 1).astype(int)[1:]) - 1
-
-
-def _cum_at(values: np.ndarray, points: np.ndarray) -> list[float]:
-    return [round(float(x), 4) for x in np.cumsum(values)[points]]
-
-
-def run_metrics(run, oracle=None) -> dict:
-    w = run.world
-    n = len(run.arm)
-    weeks = w.days / 7.0
-    o = run.outcomes
-    sends = int(run.send.sum())
-    holdout = run.mode_code == 2
-    totals = {
-        "decisions": n,
-        "shaped_reward": round(float(run.realized.sum()), 4),
-        "shaped_reward_per_decision": round(float(run.realized.mean()), 6),
-        "expected_shaped_reward": round(float(run.expected.sum()), 4),
-        "oracle_in_place_expected_reward": round(float(run.best.sum()), 4),
-        "shaped_reward_outside_holdout": round(float(run.realized[~holdout].sum()), 4),
-        "sends": sends,
-        "holds": n - sends,
-        "opens": int(o["open"].sum()),
-        "clicks": int(o["click"].sum()),
-        "conversions": int(o["convert"].sum()),
-        "unsubscribes": int(o["unsubscribe"].sum()),
-        "complaints": int(o["complaint"].sum()),
-        "unsubscribe_rate": round(float(o["unsubscribe"].sum()) / w.people, 6),
-        "unsubscribes_per_1000_sends": round(1000.0 * float(o["unsubscribe"].sum()) / max(sends, 1), 4),
-        "contacts_per_person_week": round(sends / w.people / weeks, 4),
-    }
-    points = _checkpoints(n)
-    regret = {
-        "decision": [int(p) + 1 for p in points],
-        "day": [round(float((w.ask_t[p] - w.ask_t[0]) / DAY), 3) for p in points],
-        "cumulative_shaped_reward": _cum_at(run.realized, points),
-        "cumulative_expected_reward": _cum_at(run.expected, points),
-        "cumulative_oracle_in_place": _cum_at(run.best, points),
-        "cumulative_regret_in_place": _cum_at(run.best - run.expected, points),
-    }
-    if oracle is not None and oracle is not run:
-        regret["cumulative_oracle_run_reward"] = _cum_at(oracle.realized, points)
-        regret["cumulative_regret_vs_oracle_run"] = _cum_at(oracle.realized - run.realized, points)
-        totals["share_of_oracle_shaped_reward"] = round(float(run.realized.sum() / oracle.realized.sum()), 4)
-        totals["share_of_oracle_expected_reward"] = round(float(run.expected.sum() / oracle.expected.sum()), 4)
-    days = _day_index(run)
-    nd = int(days.max()) + 1
-    per_day = {
-        "decisions": np.bincount(days, minlength=nd).tolist(),
-        "shaped_reward": [round(float(x), 3) for x in np.bincount(days, run.realized, nd)],
-        "expected_reward": [round(float(x), 3) for x in np.bincount(days, run.expected, nd)],
-        "sends": np.bincount(days, run.send.astype(float), nd).astype(int).tolist(),
-        "clicks": np.bincount(days, o["click"].astype(float), nd).astype(int).tolist(),
-        "unsubscribes": np.bincount(days, o["unsubscribe"].astype(float), nd).astype(int).tolist(),
-    }
-    segs = [s.name for s in w.scenario.spec.segments]
-    seg_of = w.population.segment[w.ask_person]
-    last = np.arange(n) >= int(n * 0.75)
-    per_segment = {}
-    for g, name in enumerate(segs):
-        m = seg_of == g
-        arms, counts = np.unique(run.arm[m & last], return_counts=True)
-        top = sorted(zip(counts, arms), reverse=True)[:3]
-        per_segment[name] = {
-            "decisions": int(m.sum()),
-            "shaped_reward_per_decision": round(float(run.realized[m].mean()) if m.any() else 0.0, 6),
-            "top_arms_last_quarter": [{"arm": w.policy.arms[a].id, "share": round(c / max((m & last).sum(), 1), 4)}
-                                      for c, a in top],
-        }
-    modes = {}
-    from service.simulation.run import MODES
-    for code, name in enumerate(MODES):
-        c = int((run.mode_code == code).sum())
-        if c:
-            modes[name] = c
-    metrics = {
-        "scenario": w.scenario.name,
-        "scenario_file": _rel(w.scenario.path),
-        "policy_file": _rel(w.policy.path),
-        "decision_maker": run.maker,
-        "mode": run.mode,
-        "seed": w.seed,
-        "people": w.people,
-        "days": w.days,
-        "warmup_days": w.scenario.spec.warmup_days,
-        "warmup_decisions": run.warmup_decisions,
-        "wall_seconds": round(run.wall_seconds, 2),
-        "decisions_per_second": round(run.decisions_per_second, 1),
-        "seconds_by_part": run.seconds,
-        "totals": totals,
-        "guardrail_violations": {
-            "total": int((run.violations > 0).sum()) + run.warmup_violations,
-            "during_warmup": run.warmup_violations,
-            "by_rule": run.violation_reasons,
-            "examples": run.violation_examples,
-            "rules_checked": run.rules_checked,
-            "guardrails_not_checked": run.unchecked,
-        },
-        "modes": modes,
-        "regret": regret,
-        "per_day": per_day,
-        "segments": per_segment,
-    }
-    if w.scenario.spec.drift and oracle is not None and oracle is not run:
-        metrics["drift"] = drift_recovery(run, oracle)
-    return metrics
-
-
-def drift_recovery(run, oracle, threshold: float = 0.8, smooth: int = 3) -> list[dict]:
-    """For each drift: the drifted segment's expected shaped reward per day, as a share of the
-    oracle's on the same asks, and how many decisions after the change it takes until the share
-    over the trailing `smooth` days is at least `threshold` and stays so to the end of the run."""
-    w = run.world
-    start = w.scenario.spec.start.timestamp()
-    days = _day_index(run)
-    seg_of = w.population.segment[w.ask_person]
-    out = []
-    for d in w.scenario.spec.drift:
-        g = w.truth.segment_index[d.segment]
-        m = seg_of == g
-        nd = int(days.max()) + 1
-        mine = np.bincount(days[m], run.expected[m], nd)
-        best = np.bincount(days[m], oracle.expected[m], nd)
-        ratio = np.where(best > 0, mine / np.where(best > 0, best, 1), np.nan)
-        change_day = int(d.at // DAY)
-        at = start + d.at
-        first_after = int(np.searchsorted(w.ask_t, at))
-        # a trailing window of `smooth` days (not reaching back before the change), so that one
-        # day's sampling noise neither hides a recovery nor fakes one
-        trailing = np.full(nd, np.nan)
-        for day in range(change_day, nd):
-            lo = max(change_day, day - smooth + 1)
-            b = best[lo:day + 1].sum()
-            trailing[day] = mine[lo:day + 1].sum() / b if b > 0 else np.nan
-        recovered_day = None
-        for day in range(change_day, nd):
-            if np.all(np.nan_to_num(trailing[day:], nan=1.0) >= threshold):
-                recovered_day = day
-                break
-        if recovered_day is None:
-            decisions = None
-        else:
-            end_of_day = start + (recovered_day + 1) * DAY  # the whole day must have reached it
-            decisions = int(np.searchsorted(w.ask_t, end_of_day)) - first_after
-        before = slice(max(0, change_day - 3), change_day)
-        out.append({
-            "segment": d.segment,
-            "at_day": d.at / DAY,
-            "threshold": threshold,
-            "daily_share_of_oracle": [None if np.isnan(x) else round(float(x), 4) for x in ratio],
-            "trailing_share_of_oracle": [None if np.isnan(x) else round(float(x), 4) for x in trailing],
-            "trailing_days": smooth,
-            "share_before_change_last_3_days": round(float(mine[before].sum() / best[before].sum()), 4),
-            "share_day_after_change": None if np.isnan(ratio[change_day]) else round(float(ratio[change_day]), 4),
-            "recovered_by_end_of_day": recovered_day,
-            "decisions_to_recover": decisions,
-            "segment_decisions_to_recover": None if recovered_day is None else
-            int((m & (w.ask_t >= at) & (w.ask_t < start + (recovered_day + 1) * DAY)).sum()),
-        })
-    return out
+from service.simulation.loop import Run
+from service.simulation.metrics import DAY, day_index
 
 
 # -- plots ------------------------------------------------------------------------------------
 
 def _plt():
+    # imported when a plot is drawn, not with the package: matplotlib takes most of a second to import,
+    # and the command line, the tests and the metrics need none of it
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def plot_run(run, metrics: dict, out: Path, oracle=None) -> list[str]:
+def _save(plt, fig, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
+def plot_run(run: Run, metrics: dict, out: Path, oracle: Run | None = None) -> list[str]:
+    """The run's plots, written to `out`; returns their file names."""
     plt = _plt()
+    return [_plot_reward(plt, run, out, oracle), _plot_unsubscribes(plt, run, out),
+            _plot_contacts(plt, run, metrics, out), _plot_arm_share(plt, run, out)]
+
+
+def _plot_reward(plt, run: Run, out: Path, oracle: Run | None) -> str:
     w = run.world
     days_x = (w.ask_t - w.ask_t[0]) / DAY
-    files = []
-
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(days_x, np.cumsum(run.realized), label=f"{run.maker} (realized)")
     ax.plot(days_x, np.cumsum(run.best), "--", label="oracle in place (expected)")
@@ -222,11 +52,12 @@ def plot_run(run, metrics: dict, out: Path, oracle=None) -> list[str]:
     ax.set_ylabel("cumulative shaped reward")
     ax.set_title(f"{w.scenario.name}: cumulative shaped reward")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "cumulative_reward.png", dpi=100)
-    plt.close(fig)
-    files.append("cumulative_reward.png")
+    return _save(plt, fig, out, "cumulative_reward.png")
 
+
+def _plot_unsubscribes(plt, run: Run, out: Path) -> str:
+    w = run.world
+    days_x = (w.ask_t - w.ask_t[0]) / DAY
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(days_x, 1000 * np.cumsum(run.outcomes["unsubscribe"]) / w.people, label="unsubscribes")
     ax.plot(days_x, 1000 * np.cumsum(run.outcomes["complaint"]) / w.people, label="complaints")
@@ -234,11 +65,11 @@ def plot_run(run, metrics: dict, out: Path, oracle=None) -> list[str]:
     ax.set_ylabel("per 1,000 people (cumulative)")
     ax.set_title(f"{w.scenario.name}: unsubscribe rate ({run.maker})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "unsubscribe_rate.png", dpi=100)
-    plt.close(fig)
-    files.append("unsubscribe_rate.png")
+    return _save(plt, fig, out, "unsubscribe_rate.png")
 
+
+def _plot_contacts(plt, run: Run, metrics: dict, out: Path) -> str:
+    w = run.world
     fig, ax = plt.subplots(figsize=(7, 4))
     per_day = np.array(metrics["per_day"]["sends"], dtype=float)
     weekly = np.convolve(per_day, np.ones(7), mode="full")[:len(per_day)] / w.people
@@ -250,14 +81,15 @@ def plot_run(run, metrics: dict, out: Path, oracle=None) -> list[str]:
     ax.set_ylabel("contacts per person")
     ax.set_title(f"{w.scenario.name}: contact pressure ({run.maker})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "contacts_per_person.png", dpi=100)
-    plt.close(fig)
-    files.append("contacts_per_person.png")
+    return _save(plt, fig, out, "contacts_per_person.png")
 
+
+def _plot_arm_share(plt, run: Run, out: Path) -> str:
+    """Per segment, the daily share of its six most chosen arms."""
+    w = run.world
     segs = [s.name for s in w.scenario.spec.segments]
     seg_of = w.population.segment[w.ask_person]
-    days = _day_index(run)
+    days = day_index(run)
     nd = int(days.max()) + 1
     fig, axes = plt.subplots(len(segs), 1, figsize=(8, 2.6 * len(segs)), sharex=True, squeeze=False)
     for g, name in enumerate(segs):
@@ -281,14 +113,11 @@ def plot_run(run, metrics: dict, out: Path, oracle=None) -> list[str]:
         ax.set_title(f"{name}: arm share per day ({run.maker})", fontsize=9)
         ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     axes[-1][0].set_xlabel("day")
-    fig.tight_layout()
-    fig.savefig(out / "arm_share.png", dpi=100)
-    plt.close(fig)
-    files.append("arm_share.png")
-    return files
+    return _save(plt, fig, out, "arm_share.png")
 
 
-def write_run(run, metrics: dict, out: Path, oracle=None) -> None:
+def write_run(run: Run, metrics: dict, out: Path, oracle: Run | None = None) -> None:
+    """metrics.json, the plots and report.md of one run, in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots = plot_run(run, metrics, out, oracle)
@@ -351,7 +180,8 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
-def compare_report(runs: Sequence, metrics: dict, out: Path) -> dict:
+def compare_report(runs: Sequence[Run], metrics: dict, out: Path) -> dict:
+    """comparison.md, comparison.json and comparison.png of the runs of one comparison."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     oracle = metrics.get("oracle")

@@ -3,432 +3,50 @@
     tactful simulate SCENARIO.toml [--policy FILE] [--decisions N] [--seed S] [--url URL]
                      [--db PATH] [--out DIR] [--run NAME ...] [--compare]
 
-A scenario (models/scenario.py, docs/simulation.md) declares the population and the truth about
-how it responds. The simulator asks the decision code about one person at a time, in virtual
+A scenario (scenario.py, docs/simulation.md) declares the population and the truth about how it
+responds (truth.py). The simulator asks the decision code about one person at a time, in virtual
 time, samples what the person does from the truth, and reports it back as outcomes with their
-timestamps, in time order. The decision code is the real one: `DecisionEngine.decide` with its
-guardrails, store and VW model, and `OnlineLearner.step` whenever `learn_every` of virtual time
-has passed -- in process with a `ManualClock`, or over HTTP against `tactful serve --clock
-request` (`--url`).
+timestamps, in time order (loop.py). The decision code is the real one: `DecisionEngine.decide`
+with its guardrails, store and VW model, and `OnlineLearner.step` whenever `learn_every` of
+virtual time has passed -- in process with a `ManualClock`, or over HTTP against `tactful serve
+--clock request` (`--url`) (targets.py). The decision makers ("--run") are in makers.py. Every
+send is re-checked against the simulator's own record of the person (referee.py).
 
-Decision makers ("--run"):
-  tactful         the policy as written: the real engine and the real online learner
-  fatigue-blind   the same, with the reward reduced to clicks (no fatigue term, no penalties)
-  thompson, static-best, uniform, oracle   baselines (models/baselines.py), plugged in where the
-                  engine's VW model scores the allowed arms: same engine, same guardrails, same
-                  decision log
-Every send is re-checked against the simulator's own record of the person (service/sim_checks.py).
-
-Library first: `simulate(...)` does the work and returns the results; the click command is a
-thin layer over it.
+Library first: `simulate(...)` does the work and returns the results; the click command
+(service/cli/simulate.py) is a thin layer over it.
 """
 from __future__ import annotations
 
-import heapq
-import http.client
-import itertools
-import json
-import math
 import tempfile
-import time
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Sequence
-from urllib.parse import quote, urlsplit
-from zoneinfo import ZoneInfo
-
-import click
-import numpy as np
-
-from models.baselines import Ask, Feedback, Oracle, SegmentThompson, StaticBest, Uniform
-from models.reward import RewardSpec, shaped_reward
-from service.simulation.world import (OUTCOME_TYPES, ArmInfo, Population, Scenario, ScenarioError, TimingInfo, Truth,
-                             load_scenario, make_asks, make_population)
-from service.clock import ManualClock
-from service.decision.engine import DecideInput, OutcomeInput
-from service.decision.modelcache import ModelCache
-from service.runtime import build_engine, build_learner, numbered_ids
-from service.simulation.referee import Checker, PersonRecord, rules_for
-from service.store import Store
-from service.times import parse_time, to_rfc3339
-
-MAKERS = ("tactful", "fatigue-blind", "thompson", "static-best", "uniform", "oracle")
-MODES = ("explore", "exploit", "holdout", "fallback", "consistent")
-N_UNIFORMS = 9  # common random numbers per ask: open, click, convert, unsubscribe, complaint, 4 delays
-
-
-class SimulationError(click.ClickException):
-    """A simulation that cannot run as asked (bad option, server mismatch)."""
-
-
-# -- the policy, and its fatigue-blind twin ------------------------------------------------------
-
-def load_policy_data(path: Path) -> tuple[dict, "object"]:
-    from models.specfile import read_toml
-    from service.policy import PolicyError, parse_policy
-
-    data = read_toml(path, PolicyError)
-    return data, parse_policy(data, str(path), default_name=path.stem)
-
-
-def fatigue_blind(data: dict, path: str):
-    """The same policy, rewarded for clicks only: no fatigue term, no penalty for leaving."""
-    from service.policy import parse_policy
-
-    d = json.loads(json.dumps(data, default=str))
-    reward = dict(d.get("reward", {}))
-    reward["weights"] = {k: (1.0 if k == "click" else 0.0) for k in reward.get("weights", {"click": 1.0})}
-    reward["fatigue"] = {"per_contact": 0.0}
-    reward["default"] = 0.0
-    reward["min"], reward["max"] = 0.0, 1.0
-    d["reward"] = reward
-    return parse_policy(d, f"{path} (fatigue-blind)", default_name=Path(path).stem)
-
-
-# -- the simulated world, shared by every decision maker of one comparison ---------------------
-
-@dataclass
-class World:
-    scenario: Scenario
-    policy: object            # service.policy.Policy
-    policy_data: dict
-    truth: Truth
-    population: Population
-    ask_t: np.ndarray
-    ask_person: np.ndarray
-    uniforms: np.ndarray      # (decisions, N_UNIFORMS): the same draws for every decision maker
-    warm_t: np.ndarray        # the warm-up's asks, before the start: business as usual, not measured
-    warm_person: np.ndarray
-    warm_uniforms: np.ndarray
-    seed: int
-    people: int
-    decisions: int
-    reward: RewardSpec        # the policy's own reward: every run is scored with it
-    static_ranking: list[int] = field(default_factory=list)
-
-    @property
-    def days(self) -> float:
-        return self.scenario.spec.days
-
-
-def build_world(scenario: Scenario | str | Path, policy: str | Path | None = None, decisions: int | None = None,
-                seed: int | None = None) -> World:
-    """The population, its asks and the truth, all from the scenario and the seed.
-
-    `decisions` other than the scenario's own scales the population with it, so each person is
-    asked as often over the same number of days (a small run is a small town, not a short one)."""
-    from service.policy.bandit import reward_spec
-
-    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-    spec = sc.spec
-    policy_path = Path(policy) if policy else sc.policy_path
-    data, pol = load_policy_data(policy_path)
-    arms = [ArmInfo(a.id) if a.hold else ArmInfo(a.id, a.content.id, a.content.topic, a.channel, a.timing.name)
-            for a in pol.arms]
-    timings = [TimingInfo(t.name, t.delay_minutes, t.at) for t in pol.spec.timing]
-    r = pol.spec.reward
-    truth = Truth(sc, arms, timings, r.weights, r.default, r.fatigue.per_contact)
-    n = decisions or spec.decisions
-    seed = spec.seed if seed is None else seed
-    people = max(1, round(spec.people * n / spec.decisions))
-    rng = np.random.default_rng(seed)
-    population = make_population(sc, people, pol.spec.channels, rng)
-    ask_t, ask_person = make_asks(sc, population, n, rng)
-    uniforms = rng.random((n, N_UNIFORMS))
-    n_warm = round(n * spec.warmup_days / spec.days)
-    warm_t, warm_person = make_asks(sc, population, n_warm, rng, warmup=True)
-    warm_uniforms = rng.random((n_warm, N_UNIFORMS))
-    world = World(sc, pol, data, truth, population, ask_t, ask_person, uniforms, warm_t, warm_person, warm_uniforms,
-                  seed, people, n, reward_spec(pol))
-    world.static_ranking = static_ranking(world, np.random.default_rng(seed + 1))
-    return world
-
-
-def static_ranking(world: World, rng: np.random.Generator, sample: int = 3000) -> list[int]:
-    """Arms by their true expected shaped reward averaged over a sample of the run's asks, as if
-    every arm were allowed and nobody had been contacted: the best single arm in hindsight."""
-    truth, pol = world.truth, world.policy
-    idx = rng.integers(world.decisions, size=min(sample, world.decisions))
-    sends = np.flatnonzero(~truth.is_hold)
-    total = np.zeros(len(pol.arms))
-    for i in idx:
-        person = int(world.ask_person[i])
-        t = float(world.ask_t[i])
-        tz = ZoneInfo(world.population.timezone[person])
-        at = [resolve_send_at(tm, t, tz) for tm in truth.timings]  # the service knows the person's zone
-        hours = np.array([datetime.fromtimestamp(s, tz).hour for s in at])
-        probs = truth.probabilities(int(world.population.segment[person]), t, sends,
-                                    hours[truth.arm_timing[sends]], np.zeros(len(sends)))
-        total[sends] += truth.expected_reward(probs, 0)
-        total[truth.is_hold] += truth.default
-    return [int(a) for a in np.argsort(-total, kind="stable")]
-
-
-def resolve_send_at(timing: TimingInfo, now: float, tz: ZoneInfo) -> float:
-    """When a timing slot sends (the simulator's own reading of the policy format)."""
-    if timing.delay_minutes is not None:
-        return now + timing.delay_minutes * 60.0
-    hh, mm = (int(x) for x in timing.at.split(":")[:2])
-    local = datetime.fromtimestamp(now, tz)
-    for days in range(3):
-        day = local.date() + timedelta(days=days)
-        candidate = datetime(day.year, day.month, day.day, hh, mm, tzinfo=tz).timestamp()
-        if candidate > now:
-            return candidate
-    raise AssertionError("a local time recurs within two days")  # pragma: no cover
-
-
-# -- targets: where the decision code runs ----------------------------------------------------
-
-class _Scorer:
-    """A baseline in the place of the engine's VW model: `predict(shared, allowed) -> pmf`."""
-
-    def __init__(self, maker):
-        self.maker = maker
-        self.ask: Ask | None = None
-
-    def predict(self, shared: str, allowed: Sequence[int]) -> np.ndarray:
-        return self.maker.pmf(list(allowed), self.ask)
-
-
-class _ScorerCache:
-    """Stands where the engine's ModelCache stands and always hands out the baseline."""
-
-    def __init__(self, scorer: _Scorer):
-        self.scorer = scorer
-
-    def get(self, policy: str):
-        return None, self.scorer
-
-
-class _Phase:
-    """Business as usual (uniform random among the allowed arms) during the warm-up, then the
-    decision maker: the same engine, store and learner throughout."""
-
-    def __init__(self, warm, main):
-        self.warm, self.main, self.warming = warm, main, False
-
-    def get(self, policy: str):
-        return (self.warm if self.warming else self.main).get(policy)
-
-
-class _AfterLearning:
-    """The engine's ModelCache, asked for the active version only after a learning step rather
-    than on every decision: a new version is served from the next decision on, deterministically
-    (in virtual time a wall-clock refresh interval would be hours, and would vary run to run)."""
-
-    def __init__(self, cache):
-        self.cache = cache
-        self.stale = True
-        self.current: dict[str, tuple] = {}
-
-    def get(self, policy: str):
-        if self.stale or policy not in self.current:
-            self.current[policy] = self.cache.get(policy)
-            self.stale = False
-        return self.current[policy]
-
-
-
-
-class InProcess:
-    """The real engine, store and learner in this process, on a ManualClock."""
-
-    mode = "in-process"
-
-    def __init__(self, world: World, maker: str, db: str, seed: int):
-        self.world = world
-        policy = fatigue_blind(world.policy_data, world.policy.path) if maker == "fatigue-blind" else world.policy
-        self.policy = policy
-        self.policies = {policy.name: policy}
-        self.store = Store(db, secret=f"tactful-simulation-{seed}")  # same keys, same holdout group, every run
-        if self.store.query("SELECT count(*) FROM decisions")[0][0]:
-            raise SimulationError(f"--db {db} already holds decisions: give a new file")
-        self.clock = ManualClock(float(min(world.ask_t[0], *world.warm_t[:1])) - 1.0)
-        new_id = numbered_ids(f"{maker[:6]}{seed:x}-", 8)  # reproducible event ids
-        self.scorer: _Scorer | None = None
-        self.learner = None
-        self.ready = self.learned = 0
-        if maker in ("tactful", "fatigue-blind"):
-            cache = _AfterLearning(ModelCache(self.store, self.policies, 0.0, time.monotonic))
-            self.learner = build_learner(self.store, self.policies, self.clock)
-        else:
-            self.scorer = _Scorer(make_baseline(maker, world, seed))
-            cache = _ScorerCache(self.scorer)
-        self.phase = _Phase(_ScorerCache(_Scorer(Uniform())), cache)
-        self.engine = build_engine(self.store, self.policies, self.clock, new_id=new_id, models=self.phase)
-        self.engine.ensure_models()
-
-    def grant(self, user: str, channels: dict[str, bool], t: float) -> None:
-        self.engine.people.set_consent(user, channels, "simulation", t)
-
-    def register(self, user: str, timezone: str, t: float) -> None:
-        """The person's time zone, as a campaign tool registers it (PUT /v1/users/{id}/preferences)."""
-        self.engine.people.set_preferences(user, {"timezone": timezone}, t)
-
-    def decide(self, user: str, context: dict, t: float, ask: Ask) -> tuple[str, str, float | None, str]:
-        if self.scorer is not None:
-            self.scorer.ask = ask
-        out = self.engine.decide(self.policy.name, DecideInput(user, context, None, t))
-        a = out["action"]
-        return out["event_id"], a["arm"], parse_time(a["send_at"]), out["mode"]
-
-    def outcome(self, event_id: str, kind: str, at: float, outcome_id: str) -> None:
-        self.engine.record_outcome(event_id, OutcomeInput(kind, 1.0, outcome_id, at))
-
-    def learn(self, t: float, feedback: list[Feedback]) -> None:
-        self.clock.observe(t)
-        if self.learner is not None:
-            self.phase.main.stale = True
-            # Exactly the decisions whose window has closed (the simulator knows how many): the
-            # learner then reads each logged decision once, instead of re-reading every decision
-            # still inside its window at every step.
-            self.ready += len(feedback)
-            if self.ready > self.learned:
-                self.learner.batch = self.ready - self.learned
-                self.learned += self.learner.step(self.policy.name)
-        else:
-            self.scorer.maker.learn(feedback)
-
-    def close(self) -> None:
-        self.store.close()
-
-
-class OverHTTP:
-    """A running `tactful serve --clock request`: its engine, guardrails, store and learner."""
-
-    mode = "http"
-
-    def __init__(self, world: World, url: str):
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise SimulationError(f"--url {url!r}: give an http:// address such as http://127.0.0.1:8000")
-        self.world = world
-        self.conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=60)
-        self.prefix = parts.path.rstrip("/")
-        policy = world.policy
-        try:
-            health = self._call("GET", "/healthz")
-        except OSError as exc:
-            raise SimulationError(f"--url {url}: cannot reach the server ({exc})") from None
-        if health.get("clock") != "request":
-            raise SimulationError(f"--url {url}: the server must run with --clock request "
-                                  f"(it runs with the {health.get('clock')} clock)")
-        served = self._call("GET", f"/v1/policies/{quote(policy.name)}", ok=(200, 404))
-        if "arms" not in served:
-            raise SimulationError(f"--url {url}: the server has no policy {policy.name!r}")
-        mine = policy.summary()
-        for key, what in (("arms", "arms"), ("reward", "reward"), ("reward_window_seconds", "reward window"),
-                          ("guardrails", "guardrails")):
-            if served.get(key) != json.loads(json.dumps(mine[key])):
-                raise SimulationError(f"--url {url}: the server's policy {policy.name!r} has other {what} than "
-                                      f"{policy.path}: simulate with the policy file the server loaded (--policy)")
-        self.policy = policy
-
-    def _call(self, method: str, path: str, body: dict | None = None, ok=(200, 202)) -> dict:
-        payload = None if body is None else json.dumps(body)
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        for attempt in range(2):
-            try:
-                self.conn.request(method, self.prefix + path, payload, headers)
-                resp = self.conn.getresponse()
-                data = resp.read()
-                break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.conn.close()
-                if attempt:
-                    raise
-        if resp.status not in ok:
-            raise SimulationError(f"{method} {path}: HTTP {resp.status}: {data[:500].decode(errors='replace')}")
-        return json.loads(data)
-
-    @staticmethod
-    def _ts(t: float) -> str:
-        return to_rfc3339(t)
-
-    def grant(self, user: str, channels: dict[str, bool], t: float) -> None:
-        self._call("PUT", f"/v1/users/{quote(user)}/consent",
-                   {"channels": channels, "source": "simulation", "timestamp": self._ts(t)})
-
-    def register(self, user: str, timezone: str, t: float) -> None:
-        self._call("PUT", f"/v1/users/{quote(user)}/preferences", {"timezone": timezone, "timestamp": self._ts(t)})
-
-    def decide(self, user: str, context: dict, t: float, ask: Ask) -> tuple[str, str, float | None, str]:
-        out = self._call("POST", f"/v1/policies/{quote(self.policy.name)}/decide",
-                         {"user_id": user, "context": context, "timestamp": self._ts(t)})
-        a = out["action"]
-        return out["event_id"], a["arm"], parse_time(a["send_at"]), out["mode"]
-
-    def outcome(self, event_id: str, kind: str, at: float, outcome_id: str) -> None:
-        self._call("POST", f"/v1/events/{event_id}/outcomes",
-                   {"type": kind, "outcome_id": outcome_id, "timestamp": self._ts(at)})
-
-    def learn(self, t: float, feedback: list[Feedback]) -> None:
-        pass  # the server's own learner learns, on its own cadence
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def make_baseline(name: str, world: World, seed: int):
-    if name == "uniform":
-        return Uniform()
-    if name == "static-best":
-        return StaticBest(world.static_ranking)
-    if name == "thompson":
-        return SegmentThompson(len(world.scenario.spec.segments), len(world.policy.arms), world.truth.is_hold,
-                               np.random.default_rng(seed + 2))
-    if name == "oracle":
-        return Oracle()
-    raise SimulationError(f"unknown decision maker {name!r} (known: {', '.join(MAKERS)})")
+from typing import Callable, Sequence
+
+from service.simulation.errors import SimulationError
+from service.simulation.loop import Loop, Run
+from service.simulation.makers import check_maker
+from service.simulation.metrics import run_metrics
+from service.simulation.referee import Rule
+from service.simulation.report import compare_report, write_run
+from service.simulation.targets import InProcess, OverHTTP
+from service.simulation.world import World, build_world
 
 
 # -- one run -------------------------------------------------------------------------------
 
-@dataclass
-class Run:
-    """Everything recorded about one decision maker's run, one row per ask."""
-    maker: str
-    mode: str
-    world: World
-    arm: np.ndarray
-    send: np.ndarray
-    expected: np.ndarray       # true expected shaped reward of the chosen arm
-    best: np.ndarray           # ... of the best arm the simulator's own rules allowed (oracle in place)
-    realized: np.ndarray       # shaped reward of what the person really did (every outcome counted)
-    outcomes: dict[str, np.ndarray]
-    violations: np.ndarray
-    violation_reasons: dict[str, int]
-    mode_code: np.ndarray
-    fatigue_contacts: np.ndarray
-    unchecked: list[str]
-    wall_seconds: float
-    violation_examples: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time by part: decide, outcomes, learn, simulator
-    rules_checked: list[str] = field(default_factory=list)
-    warmup_decisions: int = 0
-    warmup_violations: int = 0
-
-    @property
-    def decisions_per_second(self) -> float:
-        """Every decision made, the warm-up's included, per second of wall time."""
-        return (len(self.arm) + self.warmup_decisions) / self.wall_seconds if self.wall_seconds > 0 else float("nan")
-
-
-def run_maker(world: World, maker: str, *, url: str | None = None, db: str | None = None,
-              progress: bool = True, extra_rules: Sequence = (), register_timezones: bool = True) -> Run:
-    """One decision maker's run. `extra_rules` are checked on top of the policy's own (to try
-    out rules the policy does not declare, e.g. sim_checks.QuietHoursRule).
+def run_maker(world: World, maker: str, *, monotonic: Callable[[], float], url: str | None = None,
+              db: str | None = None, progress: bool = True, extra_rules: Sequence[Rule] = (),
+              register_timezones: bool = True) -> Run:
+    """One decision maker's run. `monotonic` is the caller's wall clock (time.monotonic): it times
+    the run's parts for the report and paces the engine's model caches; no decision depends on
+    it. `extra_rules` are checked on top of the policy's own (to try out rules the policy does
+    not declare, e.g. referee.QuietHoursRule).
 
     `register_timezones`: tell the service each person's time zone before the run (their
     preferences, as a campaign tool would), so that timing slots and quiet hours resolve in the
     person's own zone. Without it the service falls back to the policy's zone, while the
     independent check still judges quiet hours in the person's true zone: the test suite uses
     that to show the check catches sends at the wrong local time."""
-    if maker not in MAKERS:
-        raise SimulationError(f"unknown decision maker {maker!r} (known: {', '.join(MAKERS)})")
+    check_maker(maker)
     tmp = None
     if url:
         if maker != "tactful":
@@ -439,248 +57,35 @@ def run_maker(world: World, maker: str, *, url: str | None = None, db: str | Non
             shm = Path("/dev/shm")  # a RAM-backed file when there is one: the real store, without disk I/O
             tmp = tempfile.TemporaryDirectory(prefix="tactful-sim-", dir=shm if shm.is_dir() else None)
             db = str(Path(tmp.name) / "simulation.db")
-        target = InProcess(world, maker, db, world.seed)
+        target = InProcess(world, maker, db, world.seed, monotonic)
     try:
-        return _run(world, maker, target, progress, extra_rules, register_timezones)
+        return Loop(world, maker, target, monotonic, extra_rules=extra_rules,
+                    register_timezones=register_timezones).run(progress)
     finally:
         target.close()
         if tmp is not None:
             tmp.cleanup()
 
 
-def _run(world: World, maker: str, target, progress: bool, extra_rules: Sequence = (),
-         register_timezones: bool = True) -> Run:
-    from tqdm import tqdm
+# -- the library entry point ------------------------------------------------------
 
-    sc, pol, truth, pop = world.scenario, world.policy, world.truth, world.population
-    spec = sc.spec
-    n, people = world.decisions, world.people
-    rules, unchecked = rules_for(pol)
-    checker = Checker(list(rules) + list(extra_rules))
-    # the simulator's own allowed set (for the oracle-in-place figure) follows the policy's rules only
-    policy_checker = Checker(rules)
-    zones = {z: ZoneInfo(z) for z in set(pop.timezone)}
-    features = pol.spec.features
-    segments = [s.name for s in spec.segments]
-    accepted = set(pol.outcome_types)
-    window = pol.spec.reward.window
-    fatigue_window = pol.spec.reward.fatigue.window
-    half_life = spec.fatigue.half_life
-    keep = max([c.window for c in pol.spec.guardrails.caps] + [fatigue_window, 10 * half_life])
-    sends_idx = np.flatnonzero(~truth.is_hold)
-    hold_idx = int(np.flatnonzero(truth.is_hold)[0]) if truth.is_hold.any() else None
-    arm_index = pol.arm_index
-    # arms grouped by (channel, timing), the unit every guardrail rule decides on
-    groups: dict[tuple[str, int], np.ndarray] = {}
-    for a in sends_idx:
-        groups.setdefault((pol.arms[a].channel, int(truth.arm_timing[a])), []).append(int(a))
-    groups = {k: np.array(v) for k, v in groups.items()}
-    resp = spec.response
-
-    # the simulator's own record of everybody
-    records = [PersonRecord(zones[pop.timezone[p]], dict(pop.consent[p])) for p in range(people)]
-    users = [f"{sc.name}-{p:06d}" for p in range(people)]
-    contexts = []
-    for p in range(people):
-        ctx = {"segment": segments[pop.segment[p]], "country": pop.country[p], "tenure_days": float(pop.tenure_days[p])}
-        contexts.append({k: v for k, v in ctx.items() if k in features and v is not None})
-
-    # the warm-up's asks first (business as usual, not measured), then the run's
-    n_warm = len(world.warm_t)
-    all_t = np.concatenate([world.warm_t, world.ask_t])
-    all_person = np.concatenate([world.warm_person, world.ask_person]).astype(int)
-    all_u = np.concatenate([world.warm_uniforms, world.uniforms])
-    phase = getattr(target, "phase", None)
-    n = n_warm + n  # every ask; the measured ones are the last world.decisions
-    arm = np.full(n, -1, dtype=np.int32)
-    send = np.zeros(n, dtype=bool)
-    expected = np.zeros(n)
-    best = np.zeros(n)
-    realized = np.zeros(n)
-    outcomes = {k: np.zeros(n, dtype=bool) for k in OUTCOME_TYPES}
-    violations = np.zeros(n, dtype=np.int16)
-    mode_code = np.zeros(n, dtype=np.int8)
-    fcontacts = np.zeros(n, dtype=np.int16)
-    reasons: dict[str, int] = {}
-    examples: list[str] = []
-
-    queue: list[tuple[float, int, str, str, int, str | None]] = []  # (at, tie, event_id, type, person, channel)
-    tie = itertools.count()
-    pending: deque[tuple[float, Feedback]] = deque()
-    next_learn = float(all_t[0]) + spec.learn_every
-
-    t0 = time.perf_counter()
-    start = float(all_t[0]) - 1.0
-    for p in range(people):
-        target.grant(users[p], pop.consent[p], start)
-        if register_timezones:
-            target.register(users[p], pop.timezone[p], start)
-
-    clock = time.perf_counter
-    spent = {"decide": 0.0, "outcomes": 0.0, "learn": 0.0}
-
-    def deliver(until: float) -> None:
-        t_in = clock()
-        while queue and queue[0][0] <= until:
-            at, _, event_id, kind, p, channel = heapq.heappop(queue)
-            if kind in accepted:
-                target.outcome(event_id, kind, at, f"sim-{kind}")
-            if kind in ("unsubscribe", "complaint") and channel is not None:
-                rec = records[p]
-                if kind == "unsubscribe":
-                    rec.consent[channel] = False
-                rec.left[channel] = (kind, at)
-        spent["outcomes"] += clock() - t_in
-
-    def learn(now: float) -> None:
-        feedback = []
-        while pending and pending[0][0] <= now:
-            feedback.append(pending.popleft()[1])
-        t_in = clock()
-        target.learn(now, feedback)
-        spent["learn"] += clock() - t_in
-
-    bar = tqdm(total=n, desc=f"{sc.name}:{maker}", unit="dec", disable=not progress, mininterval=1.0,
-               smoothing=0.1)
-    if phase is not None:
-        phase.warming = n_warm > 0
-    for i in range(n):
-        if i == n_warm and phase is not None:
-            phase.warming = False
-        t = float(all_t[i])
-        p = int(all_person[i])
-        seg = int(pop.segment[p])
-        rec = records[p]
-        deliver(t)
-        if t >= next_learn:
-            learn(t)
-            while next_learn <= t:
-                next_learn += spec.learn_every
-        # the person as the simulator knows them now
-        if rec.sends and rec.sends[0][1] < t - keep:
-            rec.sends = [s for s in rec.sends if s[1] >= t - keep]
-        fc = sum(1 for _, at in rec.sends if at > t - fatigue_window)
-        # where the service resolves timing slots: the person's zone once it was told, else the policy's
-        slot_at = [resolve_send_at(tm, t, rec.timezone if register_timezones else pol.tz) for tm in truth.timings]
-        slot_hour = np.array([datetime.fromtimestamp(s, rec.timezone).hour for s in slot_at])
-        slot_pressure = np.array([pressure(rec.sends, s, half_life) for s in slot_at])
-        probs = truth.probabilities(seg, t, sends_idx, slot_hour[truth.arm_timing[sends_idx]],
-                                    slot_pressure[truth.arm_timing[sends_idx]])
-        values = np.full(len(pol.arms), truth.default)
-        values[sends_idx] = truth.expected_reward(probs, fc)
-        allowed_sends = [g for (ch, ti), g in groups.items() if policy_checker.allows(rec, ch, slot_at[ti], t)]
-        best_value = max([values[hold_idx]] if hold_idx is not None else [-math.inf])
-        if allowed_sends:
-            best_value = max(best_value, float(values[np.concatenate(allowed_sends)].max()))
-
-        ask = Ask(seg, expected=lambda allowed, v=values: v[np.asarray(allowed)])
-        t_in = clock()
-        context = contexts[p]
-        if "daypart" in features:  # what a campaign tool knows of the moment: the person's local daypart
-            context = context | {"daypart": daypart(datetime.fromtimestamp(t, rec.timezone).hour)}
-        event_id, arm_id, send_at, mode = target.decide(users[p], context, t, ask)
-        spent["decide"] += clock() - t_in
-        a = arm_index[arm_id]
-        arm[i], expected[i], best[i] = a, values[a], best_value
-        mode_code[i] = MODES.index(mode)
-        fcontacts[i] = fc
-        got: list[tuple[str, float]] = []
-        if not truth.is_hold[a]:
-            channel = pol.arms[a].channel
-            send[i] = True
-            found = checker.reasons(rec, channel, send_at, t)
-            if found:
-                violations[i] = len(found)
-                for name, why in found:
-                    reasons[name] = reasons.get(name, 0) + 1
-                    if len(examples) < 20:
-                        examples.append(f"decision {i} ({event_id}) {arm_id} at {OverHTTP._ts(send_at)}: {name}: {why}")
-            # what the person does, from the truth at the real send time, with this ask's draws
-            ti = int(truth.arm_timing[a])
-            if send_at != slot_at[ti]:  # the service resolved the slot otherwise: judge the real send
-                hour = datetime.fromtimestamp(send_at, rec.timezone).hour
-                pr = truth.probabilities(seg, t, np.array([a]), np.array([hour]),
-                                         np.array([pressure(rec.sends, send_at, half_life)]))
-            else:
-                k = int(np.searchsorted(sends_idx, a))
-                pr = {key: v[k:k + 1] for key, v in probs.items()}
-            got = sample_outcomes({k: float(v[0]) for k, v in pr.items()}, all_u[i], send_at, resp)
-            rec.sends.append((channel, send_at))
-            for kind, at in got:
-                outcomes[kind][i] = True
-                heapq.heappush(queue, (at, next(tie), event_id, kind, p, channel))
-        realized[i] = shaped_reward(world.reward, [(k, 1.0) for k, _ in got if k in world.reward.weights],
-                                    is_send=bool(send[i]), recent_contacts=fc)
-        clicked = any(k == "click" and at <= t + window for k, at in got)
-        pending.append((t + window, Feedback(seg, a, clicked)))
-        bar.update(1)
-    bar.close()
-    # the rest of the outcomes, then one last learning step: the log ends complete
-    end = float(all_t[-1]) + window + 1.0
-    deliver(end)
-    learn(end)
-    deliver(math.inf)  # stored, but too late to count
-    wall = time.perf_counter() - t0
-    m = slice(n_warm, n)  # what is measured: the run after the warm-up
-    warm_violations = int((violations[:n_warm] > 0).sum())
-    return Run(maker, target.mode, world, arm[m], send[m], expected[m], best[m], realized[m],
-               {k: v[m] for k, v in outcomes.items()}, violations[m], reasons,
-               mode_code[m], fcontacts[m], unchecked, wall, examples,
-               {k: round(v, 2) for k, v in spent.items()} | {"simulator": round(wall - sum(spent.values()), 2)},
-               sorted({r.name for r in checker.rules}), n_warm, warm_violations)
-
-
-def daypart(hour: int) -> str:
-    return ("night" if hour < 6 else "morning" if hour < 12 else "afternoon" if hour < 17
-            else "evening" if hour < 21 else "late")
-
-
-def pressure(sends: list[tuple[str, float]], at: float, half_life: float) -> float:
-    """Contact pressure at `at`: every earlier send, decaying with the half-life."""
-    return sum(0.5 ** ((at - s) / half_life) for _, s in sends if s < at)
-
-
-def sample_outcomes(p: dict[str, float], u: np.ndarray, send_at: float, resp) -> list[tuple[str, float]]:
-    """Sample what one person does after one send, with this ask's uniform draws `u`.
-    Returns [(outcome type, time)], in the order they happen."""
-    got = []
-    if u[0] < p["open"]:
-        opened = send_at - resp.open_delay * math.log(1 - u[5])
-        got.append(("open", opened))
-        if u[1] < p["click"] / p["open"]:
-            clicked = opened - resp.click_delay * math.log(1 - u[6])
-            got.append(("click", clicked))
-            if p["click"] > 0 and u[2] < p["convert"] / p["click"]:
-                got.append(("convert", clicked - resp.convert_delay * math.log(1 - u[7])))
-    complaint = u[4] < p["complaint"]
-    if complaint or u[3] < p["unsubscribe"]:
-        at = send_at - resp.unsubscribe_delay * math.log(1 - u[8])
-        if complaint:
-            got.append(("complaint", at))
-        got.append(("unsubscribe", at))  # a complaint unsubscribes too
-    return sorted(got, key=lambda x: x[1])
-
-
-# -- the library entry point and the command ------------------------------------------------
-
-def simulate(scenario: str | Path, *, policy: str | Path | None = None, decisions: int | None = None,
-             seed: int | None = None, url: str | None = None, db: str | None = None, out: str | Path | None = None,
-             makers: Sequence[str] = ("tactful",), compare: bool = False, progress: bool = True) -> dict:
+def simulate(scenario: str | Path, *, monotonic: Callable[[], float], policy: str | Path | None = None,
+             decisions: int | None = None, seed: int | None = None, url: str | None = None, db: str | None = None,
+             out: str | Path | None = None, makers: Sequence[str] = ("tactful",), compare: bool = False,
+             progress: bool = True) -> dict:
     """Run each decision maker on the same population, asks and random draws; write metrics.json,
-    plots and report.md to `out` (one sub-directory per maker when comparing). Returns the metrics."""
-    from service.simulation.report import compare_report, run_metrics, write_run
-
+    plots and report.md to `out` (one sub-directory per maker when comparing). Returns the metrics.
+    `monotonic`: the caller's wall clock, as for `run_maker`."""
     makers = list(makers)
     for m in makers:
-        if m not in MAKERS:
-            raise SimulationError(f"unknown decision maker {m!r} (known: {', '.join(MAKERS)})")
+        check_maker(m)
     world = build_world(scenario, policy, decisions, seed)
     runs = []
     for m in makers:
         path = None
         if db:
             path = db if len(makers) == 1 else str(Path(db).with_name(f"{Path(db).stem}-{m}{Path(db).suffix or '.db'}"))
-        runs.append(run_maker(world, m, url=url, db=path, progress=progress))
+        runs.append(run_maker(world, m, monotonic=monotonic, url=url, db=path, progress=progress))
     oracle = next((r for r in runs if r.maker == "oracle"), None)
     results = {"scenario": world.scenario.name, "runs": {}}
     out = Path(out) if out else None
@@ -692,43 +97,3 @@ def simulate(scenario: str | Path, *, policy: str | Path | None = None, decision
     if out and (compare or len(runs) > 1):
         results["comparison"] = compare_report(runs, results["runs"], out)
     return results
-
-
-@click.command("simulate")
-@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
-@click.option("--policy", type=click.Path(exists=True, dir_okay=False), help="Policy file (default: the scenario's).")
-@click.option("--decisions", type=click.IntRange(1), help="Number of decisions (default: the scenario's); the "
-              "population scales with it.")
-@click.option("--seed", type=int, help="Random seed (default: the scenario's).")
-@click.option("--url", help="Run against `tactful serve --clock request` at this address instead of in process.")
-@click.option("--db", type=click.Path(dir_okay=False), help="Keep the decision log in this SQLite store "
-              "(with --compare, one file per decision maker: NAME-MAKER.db).")
-@click.option("--out", type=click.Path(file_okay=False), default="out/simulation", show_default=True,
-              help="Directory for metrics.json, plots and report.md.")
-@click.option("--run", "makers", multiple=True, type=click.Choice(MAKERS),
-              help="Decision maker to run (repeatable). Default: tactful; with --compare: all of them.")
-@click.option("--compare", is_flag=True, help="Run several decision makers on the same population and seed "
-              "and write one comparison table and plot.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate_command(scenario, policy, decisions, seed, url, db, out, makers, compare, quiet):
-    """Simulate SCENARIO (a TOML file) against the real decision code and report what happened."""
-    from service.policy import PolicyError
-
-    if not makers:
-        makers = MAKERS if compare else ("tactful",)
-    if url and compare:
-        raise SimulationError("--compare runs baselines in process; it cannot be combined with --url")
-    try:
-        results = simulate(scenario, policy=policy, decisions=decisions, seed=seed, url=url, db=db, out=out,
-                           makers=makers, compare=compare, progress=not quiet)
-    except ScenarioError as exc:
-        raise click.ClickException(f"invalid scenario: {exc}") from None
-    except PolicyError as exc:
-        raise click.ClickException(f"invalid policy: {exc}") from None
-    for name, m in results["runs"].items():
-        t = m["totals"]
-        click.echo(f"{name:>14}: shaped reward {t['shaped_reward']:.1f} ({t['shaped_reward_per_decision']:.4f}/decision), "
-                   f"clicks {t['clicks']}, unsubscribes {t['unsubscribes']}, complaints {t['complaints']}, "
-                   f"contacts/person-week {t['contacts_per_person_week']:.2f}, "
-                   f"violations {m['guardrail_violations']['total']}, {m['decisions_per_second']:.0f} decisions/s")
-    click.echo(f"wrote {out}/", err=True)
