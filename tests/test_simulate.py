@@ -154,6 +154,7 @@ def test_quiet_hours_hold_in_each_persons_own_zone():
 
 # -- small runs of the real decision code -------------------------------------------------------
 
+@pytest.mark.slow
 def test_small_comparison_in_process(tmp_path):
     out = tmp_path / "out"
     results = simulate(STANDARD, monotonic=time.monotonic, decisions=3000, seed=5, out=out, db=str(tmp_path / "log.db"),
@@ -186,6 +187,7 @@ def test_small_comparison_in_process(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 def test_runs_are_reproducible():
     world = build_world(STANDARD, decisions=800, seed=11)
     a = run_maker(world, "tactful", monotonic=time.monotonic, progress=False)
@@ -216,6 +218,7 @@ def test_url_refuses_a_server_with_another_policy(serve):
         simulate(STANDARD, monotonic=time.monotonic, decisions=50, url=base, progress=False)
 
 
+@pytest.mark.slow
 def test_quality_script_small(tmp_path):
     """What CI runs: the quality script's small mode, end to end."""
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "quality.py"), "--small",
