@@ -21,7 +21,7 @@ from service.decision.engine import DecisionEngine
 from service.decision.modelcache import ModelCache, VersionCache
 from service.learning.guard import RevertGuard
 from service.learning.learner import OnlineLearner
-from service.learning.registry import ModelOps
+from service.learning.registry import VersionRegistry
 from service.learning.shadow import ShadowScorer
 from service.policy import Policy
 from service.store import Store
@@ -48,7 +48,7 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
     versions with other scorers (the simulator's baselines); `shadow` scores the shadow candidate
     beside every decision (on unless a caller must leave the store's shadow tables untouched)."""
     models = models if models is not None else ModelCache(store, policies, refresh_seconds, monotonic)
-    observers = [ShadowScorer(ModelOps(store), policies, refresh_seconds, monotonic)] if shadow else []
+    observers = [ShadowScorer(VersionRegistry(store), policies, refresh_seconds, monotonic)] if shadow else []
     return DecisionEngine(store, policies, clock, models, new_id or random_ids(), observers)
 
 
@@ -56,5 +56,5 @@ def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
                   wall_clock: Callable[[], float] = time.time) -> OnlineLearner:
     """The online learner, with the revert guard judging a newly activated version before each
     step. `wall_clock` times its lease (real seconds, whatever `clock` says)."""
-    guard = RevertGuard(ModelOps(store))
+    guard = RevertGuard(VersionRegistry(store))
     return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step])

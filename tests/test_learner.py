@@ -218,7 +218,7 @@ def test_learner_continues_a_retrained_candidate_with_its_own_vw_args(tmp_path):
     from models.reward import to_cost
     from service.policy.bandit import reward_spec
     from service.offline.export import final_decisions
-    from service.learning.registry import ModelOps
+    from service.learning.registry import VersionRegistry
     from service.learning.retrain import train
 
     policy, engine, clock, learner, more = _truth_log(tmp_path, 400, seed=3)
@@ -227,7 +227,7 @@ def test_learner_continues_a_retrained_candidate_with_its_own_vw_args(tmp_path):
     args = "--epsilon 0.1 -q UA -q HA -l 0.5 --l2 1e-4 --clip_p 0.1 -b 20"
     assert args != policy.spec.learner.vw_args
     reference = train(policy, list(final_decisions(store, policy, now=clock.now())), args)
-    ops = ModelOps(store)
+    ops = VersionRegistry(store)
     candidate = ops.add_version(policy.name, reference.to_bytes(), args, "retrain", clock.now())
     ops.activate(policy.name, candidate, "retrained candidate looked better", clock.now())
     spec = reward_spec(policy)
@@ -258,14 +258,14 @@ def test_learner_does_not_trust_recorded_args_that_contradict_the_model(tmp_path
     options the model file carries, and records those."""
     from models.vw_policy import VWPolicy, resume_conflicts, stored_options
     from service.policy.bandit import arm_lines
-    from service.learning.registry import ModelOps
+    from service.learning.registry import VersionRegistry
 
     policy, engine, clock, learner, more = _truth_log(tmp_path, 200, seed=6)
     store = engine.store
     model = VWPolicy(arm_lines(policy), "--epsilon 0.2 -q UA -q HA -b 20")
     stale = policy.spec.learner.vw_args  # -q UA -b 18 --squarecb ...
     assert resume_conflicts(model.to_bytes(), stale)
-    ops = ModelOps(store)
+    ops = VersionRegistry(store)
     v = ops.add_version(policy.name, model.to_bytes(), stale, "import", clock.now())
     model.close()
     ops.activate(policy.name, v, "imported", clock.now())

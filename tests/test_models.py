@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from serving import serve  # noqa: F401  (fixture)
 from service.cli import main
 from service.policy.bandit import new_model
-from service.learning.registry import ModelOps
+from service.learning.registry import VersionRegistry
 from service.clock import SystemClock
 from service.policy import load_policies
 from service.runtime import build_engine
@@ -28,7 +28,7 @@ def add_candidate(store: Store, policy_name: str = "lifecycle", source: str = "i
     policies = load_policies(POLICIES)
     model = new_model(policies[policy_name])
     try:
-        return ModelOps(store).add_version(policy_name, model.to_bytes(), model.vw_args, source, time.time(),
+        return VersionRegistry(store).add_version(policy_name, model.to_bytes(), model.vw_args, source, time.time(),
                                            {"what": "test candidate"})
     finally:
         model.close()
@@ -78,7 +78,7 @@ def test_promote_refuses_a_candidate_that_misses_a_criterion_and_says_which(db):
     r = cli("models", "promote", *base, "2")
     assert r.exit_code == 1 and "no evaluation is stored" in r.output
     store = Store(str(db))
-    ops = ModelOps(store)
+    ops = VersionRegistry(store)
     ops.store_evaluation("lifecycle", 2, {"n": 300, "reference": "active (v1)",
                                           "lift": {"value": 0.02, "lo": -0.01, "hi": 0.05},
                                           "unsubscribe": {"rise": 0.01}}, time.time())

@@ -18,7 +18,7 @@ from service.policy.bandit import arm_lines
 from service.offline.evaluate import bandit_data, evaluate
 from service.offline.targets import logged_target, uniform_target
 from service.offline.export import final_decisions
-from service.learning.registry import ModelOps
+from service.learning.registry import VersionRegistry
 from service.learning.shadow_report import shadow_report
 from service.offline.obd import bts_action_dist
 from service.learning.retrain import grid, retrain
@@ -199,7 +199,7 @@ def test_retrain_writes_an_inactive_candidate_with_its_evaluation(tmp_path):
     r = retrain(store, policy, now=run.clock.now(), configs=configs, n_boot=200)
     assert r["train"] == 1200 and r["held_out"] == 300
     assert store.active_version(policy.name) == before  # a candidate, not active
-    ops = ModelOps(store)
+    ops = VersionRegistry(store)
     v = ops.version(policy.name, r["version"])
     assert v["source"] == "retrain" and v["parent"] == before and not v["active"]
     assert v["note"]["chosen"] in configs and len(v["note"]["search"]) == 2
@@ -230,7 +230,7 @@ def test_shadow_candidate_is_logged_never_served(tmp_path):
     policy = world_policy(logging="engine")
     world = default_world(policy, seed=4)
     engine, clock = make_engine(tmp_path / "s.db", {policy.name: policy})
-    ops = ModelOps(engine.store)
+    ops = VersionRegistry(engine.store)
     bad = ops.add_version(policy.name, _bad_model(policy, "sale:email:now"), policy.spec.learner.vw_args,
                           "import", clock.now())
     ops.set_shadow(policy.name, bad, clock.now())
@@ -241,7 +241,7 @@ def test_shadow_candidate_is_logged_never_served(tmp_path):
     shadows = engine.store.query("SELECT arm, version FROM shadow_decisions")
     assert len(shadows) == 400 and {s[1] for s in shadows} == {bad}
     assert sum(s[0] == "sale:email:now" for s in shadows) > 300  # it would have sent that arm
-    report = shadow_report(ops, policy, run.clock.now())
+    report = shadow_report(ops.store, policy, run.clock.now())
     assert report["n"] == 400 and 0 <= report["agreement"] < 0.5
     assert "agreement with the served arm" in report["text"]
 
@@ -255,7 +255,7 @@ def test_guard_reverts_a_planted_bad_version_without_anyone_acting(tmp_path):
     for s in world.segments:
         world.unsub[(s, "sale:email:now")] = 0.3
     engine, clock = make_engine(tmp_path / "g.db", {policy.name: policy})
-    ops = ModelOps(engine.store)
+    ops = VersionRegistry(engine.store)
     generate_log(world, policy, None, 300, seed=5, learn_every=100, engine=engine, clock=clock)
     good = engine.store.active_version(policy.name)
     bad = ops.add_version(policy.name, _bad_model(policy, "sale:email:now"), policy.spec.learner.vw_args,

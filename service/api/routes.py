@@ -150,7 +150,7 @@ def patch_arm(policy: str, arm: str):
 @meta.get("/healthz")
 def healthz():
     eng = engine()
-    eng.store.query("SELECT 1")
+    eng.store.ping()
     return jsonify({"status": "ok", "policies": sorted(eng.policies),
                     "clock": "request" if eng.clock.accepts_timestamps else "system"})
 

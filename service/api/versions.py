@@ -13,13 +13,13 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from service.decision.engine import DecisionEngine
 from service.errors import BadRequest
-from service.learning.registry import ModelOps
+from service.learning.registry import VersionRegistry
 
 models_bp = Blueprint("models", __name__)
 
 
 def init_app(app: Flask, engine: DecisionEngine) -> None:
-    app.extensions["tactful_models"] = ModelOps(engine.store)
+    app.extensions["tactful_versions"] = VersionRegistry(engine.store)
     app.register_blueprint(models_bp)
 
 
@@ -27,8 +27,8 @@ def _engine() -> DecisionEngine:
     return current_app.extensions["tactful"]
 
 
-def _ops() -> ModelOps:
-    return current_app.extensions["tactful_models"]
+def _registry() -> VersionRegistry:
+    return current_app.extensions["tactful_versions"]
 
 
 def _public(v: dict) -> dict:
@@ -40,7 +40,7 @@ def _public(v: dict) -> dict:
 @models_bp.get("/v1/policies/<policy>/models")
 def list_models(policy: str):
     p = _engine().policy(policy)
-    ops = _ops()
+    ops = _registry()
     return jsonify({"policy": p.name, "active_version": ops.store.active_version(p.name),
                     "shadow_version": ops.shadow_version(p.name),
                     "versions": [_public(v) for v in ops.versions(p.name)],
@@ -60,5 +60,5 @@ def activate(policy: str, version: str):
     reason = data.get("reason", "activated over HTTP")
     if not isinstance(reason, str) or not reason.strip():
         raise BadRequest("reason must be a non-empty string", "reason")
-    result = _ops().activate(p.name, int(version), reason, eng.clock.now())
+    result = _registry().activate(p.name, int(version), reason, eng.clock.now())
     return jsonify(result)

@@ -16,7 +16,7 @@ import click
 
 from service.cli.options import (db_option, now_option, now_value, open_store, policies_option, policy_named,
                                  policy_option, since_option, time_value, until_option)
-from service.learning.registry import ModelOps
+from service.learning.registry import VersionRegistry
 from service.learning.retrain import retrain
 from service.learning.shadow_report import shadow_report
 from service.offline.errors import EvaluationError
@@ -92,7 +92,7 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
     click.echo(result.table())
     report = write_report(result, out, command)
     if result.candidate_version is not None and not no_store:
-        ModelOps(store).store_evaluation(policy.name, result.candidate_version, result.as_dict(), at)
+        VersionRegistry(store).store_evaluation(policy.name, result.candidate_version, result.as_dict(), at)
         click.echo(f"stored beside {policy.name} version {result.candidate_version}")
     click.echo(f"report: {report}")
 
@@ -100,7 +100,7 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
 def _shadow(store, policy, now, since, until, seed, out: Path) -> None:
     """`evaluate --shadow`: the shadow report, printed and written to `out`/shadow.json."""
     try:
-        result = shadow_report(ModelOps(store), policy, now, since, until, seed=seed)
+        result = shadow_report(store, policy, now, since, until, seed=seed)
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result["text"])

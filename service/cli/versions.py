@@ -1,8 +1,8 @@
 """The model-version commands: `tactful models list|show|activate|rollback|promote|shadow`.
 
-Thin click commands over ModelOps (service/learning/registry.py), registered on the `tactful`
-group by `register(main)` in service/cli/main.py. A refusal of the library (an unknown version,
-one already active, a promotion criterion missed) is a click error that says why.
+Thin click commands over the VersionRegistry (service/learning/registry.py), named in
+service/cli/main.py. A refusal of the library (an unknown version, one already active, a
+promotion criterion missed) is a click error that says why.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import click
 
 from service.cli.options import db_option, now_value, open_store, policies_option, policy_named, policy_option
 from service.errors import Problem
-from service.learning.registry import ModelOps, PromotionRefused
+from service.learning.registry import VersionRegistry, PromotionRefused
 from service.times import to_rfc3339
 
 
@@ -21,8 +21,8 @@ def models_group():
     """Model versions: list, show, activate, rollback, promote, shadow."""
 
 
-def _ops(db: str) -> ModelOps:
-    return ModelOps(open_store(db))
+def _registry(db: str) -> VersionRegistry:
+    return VersionRegistry(open_store(db))
 
 
 def _version_arg(value: str) -> int:
@@ -39,7 +39,7 @@ def _version_arg(value: str) -> int:
 def models_list(db, policies, policy_name):
     """Every version of a policy: parent, source, what it learned, whether it is active."""
     policy = policy_named(policies, policy_name)
-    ops = _ops(db)
+    ops = _registry(db)
     shadow = ops.shadow_version(policy.name)
     click.echo(f"{'':2}{'version':>7} {'parent':>6}  {'source':<8} {'created':<20} {'learned':>8}  evaluated")
     for v in ops.versions(policy.name):
@@ -58,7 +58,7 @@ def models_show(db, policies, policy_name, version):
     """One version: where it came from, its activations with their reasons, its stored evaluation."""
     policy = policy_named(policies, policy_name)
     try:
-        v = _ops(db).version(policy.name, _version_arg(version))
+        v = _registry(db).version(policy.name, _version_arg(version))
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(json.dumps(v, indent=2, default=str))
@@ -74,7 +74,7 @@ def models_activate(db, policies, policy_name, version, reason):
     """Serve VERSION now (every worker within about a second). The revert guard watches it."""
     policy = policy_named(policies, policy_name)
     try:
-        r = _ops(db).activate(policy.name, _version_arg(version), reason, now_value())
+        r = _registry(db).activate(policy.name, _version_arg(version), reason, now_value())
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"{policy.name}: version {r['version']} active (was {r['previous']}): {reason}")
@@ -90,7 +90,7 @@ def models_rollback(db, policies, policy_name, to, reason):
     """Activate the version that was active before the latest activation."""
     policy = policy_named(policies, policy_name)
     try:
-        r = _ops(db).rollback(policy.name, now_value(), _version_arg(to) if to else None, reason)
+        r = _registry(db).rollback(policy.name, now_value(), _version_arg(to) if to else None, reason)
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"{policy.name}: rolled back to version {r['version']} (was {r['previous']})")
@@ -107,7 +107,7 @@ def models_promote(db, policies, policy_name, version, reason):
     otherwise refuse and say which it misses."""
     policy = policy_named(policies, policy_name)
     try:
-        r = _ops(db).promote(policy, _version_arg(version), now_value(), reason)
+        r = _registry(db).promote(policy, _version_arg(version), now_value(), reason)
     except PromotionRefused as exc:
         raise click.ClickException(f"version {version} of {policy.name} is not promoted; it misses:\n  - "
                                    + "\n  - ".join(exc.misses)) from None
@@ -128,7 +128,7 @@ def models_shadow(db, policies, policy_name, version, off):
     if not off and not version:
         raise click.BadParameter("name the version to shadow, or pass --off", param_hint="VERSION")
     try:
-        _ops(db).set_shadow(policy.name, None if off else _version_arg(version), now_value())
+        _registry(db).set_shadow(policy.name, None if off else _version_arg(version), now_value())
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"{policy.name}: shadow scoring {'off' if off else f'by version {version}'}")

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 
-from service.learning.registry import ModelOps
+from service.learning.registry import VersionRegistry
 from service.policy import Policy
 
 log = logging.getLogger("tactful.models")
 
 
 class RevertGuard:
-    def __init__(self, ops: ModelOps):
-        self.ops = ops
+    def __init__(self, registry: VersionRegistry):
+        self.registry = registry
 
     def check(self, policy: Policy, now: float) -> dict | None:
         """Judge the open watch of a newly activated version: if the unsubscribe or complaint rate of
@@ -24,18 +24,16 @@ class RevertGuard:
         `guard.min_decisions` were made), revert to the version that served before and record
         why. Returns what it did, or None."""
         g = policy.spec.promotion.guard
-        rows = self.ops.store.query("SELECT * FROM guard_watches WHERE policy=? AND status='watching' ORDER BY id DESC "
-                                "LIMIT 1", (policy.name,))
-        if not rows:
+        store = self.registry.store
+        w = store.open_guard_watch(policy.name)
+        if w is None:
             return None
-        w = dict(rows[0])
-        decs = self.ops.store.query("SELECT event_id, closes_at FROM decisions WHERE policy=? AND seq>? ORDER BY seq "
-                                "LIMIT ?", (policy.name, w["started_seq"], g.decisions))
+        decs = store.decisions_after_seq(policy.name, w["started_seq"], g.decisions)
         n = len(decs)
         if n < g.min_decisions:
             return None
-        ids = [r[0] for r in decs]
-        outcomes = self.ops.store.outcomes_for(ids)
+        ids = [e for e, _ in decs]
+        outcomes = store.outcomes_for(ids)
         unsub = sum(1 for e in ids if any(o.type == "unsubscribe" and o.counted for o in outcomes[e])) / n
         compl = sum(1 for e in ids if any(o.type == "complaint" and o.counted for o in outcomes[e])) / n
         breach = None
@@ -45,17 +43,14 @@ class RevertGuard:
             breach = f"complaint rate {compl:.4f} > {g.max_complaint_rate:.4f}"
         if breach:
             reason = f"guard: version {w['version']} reverted: {breach} in its first {n} decisions"
-            with self.ops.store.write() as conn:
-                conn.execute("UPDATE guard_watches SET status='reverted', reason=?, closed_at=? WHERE id=?",
-                             (reason, now, w["id"]))
-            if w["previous"] is not None and self.ops.store.active_version(policy.name) != w["previous"]:
-                self.ops.activate(policy.name, w["previous"], reason, now, watch=False)
+            store.close_guard_watch(w["id"], "reverted", reason, now)
+            if w["previous"] is not None and store.active_version(policy.name) != w["previous"]:
+                self.registry.activate(policy.name, w["previous"], reason, now, watch=False)
             log.warning("policy %s: %s", policy.name, reason)
             return {"version": w["version"], "reverted_to": w["previous"], "reason": reason}
         if n >= g.decisions and decs[-1][1] <= now:
-            with self.ops.store.write() as conn:
-                conn.execute("UPDATE guard_watches SET status='passed', reason=?, closed_at=? WHERE id=?",
-                             (f"unsubscribe {unsub:.4f}, complaint {compl:.4f} in its first {n} decisions", now, w["id"]))
+            store.close_guard_watch(w["id"], "passed",
+                                    f"unsubscribe {unsub:.4f}, complaint {compl:.4f} in its first {n} decisions", now)
         return None
 
     def before_step(self, policy: Policy, now: float) -> None:

@@ -4,7 +4,8 @@ the policy's declared criteria; evaluations stored beside a version; which versi
 active one. The automatic revert guard (`guard.py`) and shadow scoring (`shadow.py`) build on it.
 
 Versions are immutable: rows of `model_versions` are never updated. The registry's own tables
-(created with the rest of the schema, service/store/schema.py):
+(created with the rest of the schema, service/store/schema.py; read and written by
+service/store/versions.py):
 
   model_evaluations  (policy, version, at, evaluation JSON)   append-only
   shadow_config      (policy, version, since)                 which candidate scores beside the active one
@@ -20,7 +21,7 @@ import logging
 
 from service.errors import Conflict, NotFound
 from service.policy import Policy
-from service.store import Store
+from service.store import AlreadyActive, NoSuchVersion, Store
 
 log = logging.getLogger("tactful.models")
 
@@ -33,7 +34,10 @@ class PromotionRefused(Exception):
         self.misses = misses
 
 
-class ModelOps:
+class VersionRegistry:
+    """The model versions of every policy as a data scientist manages them; the store keeps them
+    (service/store/versions.py), this says what is allowed and why."""
+
     def __init__(self, store: Store):
         self.store = store
 
@@ -41,8 +45,7 @@ class ModelOps:
 
     def versions(self, policy: str) -> list[dict]:
         active = self.store.active_version(policy)
-        evaluated = {r[0]: r[1] for r in self.store.query(
-            "SELECT version, count(*) FROM model_evaluations WHERE policy=? GROUP BY version", (policy,))}
+        evaluated = self.store.evaluation_counts(policy)
         out = []
         for v in self.store.versions(policy):
             v = dict(v)
@@ -55,59 +58,30 @@ class ModelOps:
     def version(self, policy: str, version: int) -> dict:
         for v in self.versions(policy):
             if v["version"] == version:
-                v["activations"] = [dict(r) for r in self.store.query(
-                    "SELECT version, previous, reason, at FROM activations WHERE policy=? AND (version=? OR previous=?)"
-                    " ORDER BY id", (policy, version, version))]
+                v["activations"] = self.store.version_activations(policy, version)
                 v["evaluation"] = self.latest_evaluation(policy, version)
                 return v
         raise NotFound(f"policy {policy!r} has no model version {version}", "version")
 
     def activations(self, policy: str, limit: int = 20) -> list[dict]:
-        return [dict(r) for r in self.store.query(
-            "SELECT id, version, previous, reason, at FROM activations WHERE policy=? ORDER BY id DESC LIMIT ?",
-            (policy, limit))]
+        return self.store.activations(policy, limit)
 
     # -- writing versions -------------------------------------------------------------------------
 
     def add_version(self, policy: str, model: bytes, vw_args: str, source: str, at: float, note: dict | None = None,
                     parent: int | None = None) -> int:
         """A new immutable version, not active. Its parent defaults to the version active now."""
-        with self.store.write() as conn:
-            if parent is None:
-                row = conn.execute("SELECT active_version FROM policy_state WHERE policy=?", (policy,)).fetchone()
-                parent = row[0] if row else None
-            version = (conn.execute("SELECT max(version) FROM model_versions WHERE policy=?",
-                                    (policy,)).fetchone()[0] or 0) + 1
-            conn.execute("INSERT INTO model_versions(policy, version, parent, source, created_at, model, vw_args,"
-                         " n_learned, learned_through_seq, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                         (policy, version, parent, source, at, model, vw_args, (note or {}).get("n_learned", 0),
-                          None, json.dumps(note or {})))
-        return version
+        return self.store.add_version(policy, model, vw_args, source, at, note or {}, parent)
 
     def activate(self, policy: str, version: int, reason: str, at: float, watch: bool = True) -> dict:
         """Make `version` the one every worker serves (within their refresh, about a second),
         recording why. With `watch`, the revert guard watches its first decisions."""
-        with self.store.write() as conn:
-            if conn.execute("SELECT 1 FROM model_versions WHERE policy=? AND version=?",
-                            (policy, version)).fetchone() is None:
-                raise NotFound(f"policy {policy!r} has no model version {version}", "version")
-            row = conn.execute("SELECT active_version FROM policy_state WHERE policy=?", (policy,)).fetchone()
-            previous = row[0] if row else None
-            if previous == version:
-                raise Conflict(f"version {version} of {policy!r} is already active", "version")
-            if row is None:
-                conn.execute("INSERT INTO policy_state(policy, active_version, learner_cursor) VALUES (?,?,0)",
-                             (policy, version))
-            else:
-                conn.execute("UPDATE policy_state SET active_version=? WHERE policy=?", (version, policy))
-            conn.execute("INSERT INTO activations(policy, version, previous, reason, at) VALUES (?,?,?,?,?)",
-                         (policy, version, previous, reason, at))
-            conn.execute("UPDATE guard_watches SET status='superseded', closed_at=? WHERE policy=? AND status='watching'",
-                         (at, policy))
-            if watch:
-                seq = conn.execute("SELECT coalesce(max(seq), 0) FROM decisions").fetchone()[0]
-                conn.execute("INSERT INTO guard_watches(policy, version, previous, started_seq, status, at)"
-                             " VALUES (?,?,?,?,'watching',?)", (policy, version, previous, seq, at))
+        try:
+            previous = self.store.activate(policy, version, reason, at, watch)
+        except NoSuchVersion as exc:
+            raise NotFound(str(exc), "version") from None
+        except AlreadyActive as exc:
+            raise Conflict(str(exc), "version") from None
         log.info("policy %s: activated version %s (was %s): %s", policy, version, previous, reason)
         return {"policy": policy, "version": version, "previous": previous, "reason": reason, "at": at}
 
@@ -124,14 +98,10 @@ class ModelOps:
     # -- evaluations and promotion ----------------------------------------------------------------
 
     def store_evaluation(self, policy: str, version: int, evaluation: dict, at: float) -> None:
-        with self.store.write() as conn:
-            conn.execute("INSERT INTO model_evaluations(policy, version, at, evaluation) VALUES (?,?,?,?)",
-                         (policy, version, at, json.dumps(evaluation, default=float)))
+        self.store.add_evaluation(policy, version, evaluation, at)
 
     def latest_evaluation(self, policy: str, version: int) -> dict | None:
-        rows = self.store.query("SELECT evaluation, at FROM model_evaluations WHERE policy=? AND version=? "
-                                "ORDER BY id DESC LIMIT 1", (policy, version))
-        return json.loads(rows[0][0]) | {"stored_at": rows[0][1]} if rows else None
+        return self.store.latest_evaluation(policy, version)
 
     def promotion_misses(self, policy: Policy, version: int) -> list[str]:
         """Which of the policy's promotion criteria the version's latest evaluation misses."""
@@ -171,10 +141,7 @@ class ModelOps:
     def set_shadow(self, policy: str, version: int | None, at: float) -> None:
         if version is not None and self.store.model(policy, version) is None:
             raise NotFound(f"policy {policy!r} has no model version {version}", "version")
-        with self.store.write() as conn:
-            conn.execute("INSERT INTO shadow_config(policy, version, since) VALUES (?,?,?) ON CONFLICT(policy) "
-                         "DO UPDATE SET version=excluded.version, since=excluded.since", (policy, version, at))
+        self.store.set_shadow(policy, version, at)
 
     def shadow_version(self, policy: str) -> int | None:
-        rows = self.store.query("SELECT version FROM shadow_config WHERE policy=?", (policy,))
-        return rows[0][0] if rows else None
+        return self.store.shadow_version(policy)

@@ -28,7 +28,7 @@ from service.offline.errors import EvaluationError
 from service.offline.evaluate import bandit_data, evaluate
 from service.offline.targets import model_target
 from service.offline.export import final_decisions
-from service.learning.registry import ModelOps
+from service.learning.registry import VersionRegistry
 from service.policy import Policy
 from service.store import Store
 
@@ -88,16 +88,16 @@ def retrain(store: Store, policy: Policy, now: float, since: float | None = None
         else:
             model.close()
     _, args, model = best
-    ops = ModelOps(store)
+    registry = VersionRegistry(store)
     note = {"trained_on": {"decisions": len(train_rows), "from": train_rows[0].decision.decided_at,
                            "to": train_rows[-1].decision.decided_at},
             "held_out": {"decisions": len(test_rows), "from": test_rows[0].decision.decided_at,
                          "to": test_rows[-1].decision.decided_at},
             "search": [r.__dict__ for r in results], "chosen": args, "n_learned": len(train_rows)}
-    version = ops.add_version(policy.name, model.to_bytes(), args, "retrain", now, note)
+    version = registry.add_version(policy.name, model.to_bytes(), args, "retrain", now, note)
     model.close()
     evaluation = evaluate(store, policy, str(version), ("active", "uniform"), now=now, rows=test_rows,
                           n_boot=n_boot, seed=seed)
-    ops.store_evaluation(policy.name, version, evaluation.as_dict() | {"held_out": True}, now)
+    registry.store_evaluation(policy.name, version, evaluation.as_dict() | {"held_out": True}, now)
     return {"version": version, "chosen": args, "search": results, "evaluation": evaluation,
             "train": len(train_rows), "held_out": len(test_rows)}

@@ -6,29 +6,25 @@ Apart from the scorer because it needs the off-policy estimators (scipy, scikit-
 serving worker never loads."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from models.ope import OffPolicyEvaluation, RewardModel, default_estimators
-from service.learning.registry import ModelOps
 from service.offline.errors import EvaluationError
 from service.offline.evaluate import bandit_data
 from service.offline.export import final_decisions
 from service.offline.targets import uniform_target
 from service.policy import Policy
+from service.store import Store
 
 
-def shadow_report(ops: ModelOps, policy: Policy, now: float, since: float | None = None, until: float | None = None,
+def shadow_report(store: Store, policy: Policy, now: float, since: float | None = None, until: float | None = None,
                   seed: int = 0) -> dict:
     """Agreement of the shadow candidate with the served decisions and its estimated value."""
-
-    shadows = {r["event_id"]: dict(r) for r in ops.store.query(
-        "SELECT * FROM shadow_decisions WHERE policy=?", (policy.name,))}
+    shadows = store.shadow_decisions(policy.name)
     if not shadows:
         raise EvaluationError(f"policy {policy.name!r} has no shadow decisions: set a shadow candidate with "
                               f"`tactful models shadow --policy {policy.name} VERSION`")
-    rows = [r for r in final_decisions(ops.store, policy, now, since, until) if r.decision.event_id in shadows]
+    rows = [r for r in final_decisions(store, policy, now, since, until) if r.decision.event_id in shadows]
     if not rows:
         raise EvaluationError("no shadow-scored decision is final yet")
     data = bandit_data(policy, rows)
@@ -38,7 +34,7 @@ def shadow_report(ops: ModelOps, policy: Policy, now: float, since: float | None
     for i, row in enumerate(rows):
         s = shadows[row.decision.event_id]
         versions.add(s["version"])
-        probs = json.loads(s["probabilities"])
+        probs = s["probabilities"]
         pi[i, [policy.arm_index[a] for a in row.decision.allowed]] = probs
         agree += s["arm"] == row.decision.arm
         greedy += int(np.argmax(probs)) == int(np.argmax(row.decision.probabilities))

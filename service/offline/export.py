@@ -56,19 +56,11 @@ def final_decisions(store: Store, policy: Policy, now: float, since: float | Non
     (nothing was chosen among alternatives: no policy could have acted otherwise), and decisions
     naming arms the policy no longer has.
     """
-    sql = ("SELECT * FROM decisions WHERE policy=? AND seq>? AND (closes_at<=? OR learned_version IS NOT NULL)"
-           + (" AND decided_at>=?" if since is not None else "")
-           + (" AND decided_at<?" if until is not None else "")
-           + " ORDER BY seq LIMIT ?")
     cursor = 0
     while True:
-        params: list = [policy.name, cursor, now]
-        params += [since] if since is not None else []
-        params += [until] if until is not None else []
-        rows = store.query(sql, tuple(params + [chunk]))
-        if not rows:
+        decisions = store.final_decisions(policy.name, cursor, now, since, until, chunk)
+        if not decisions:
             return
-        decisions = [Decision.from_row(dict(r)) for r in rows]
         cursor = decisions[-1].seq
         outcomes = store.outcomes_for([d.event_id for d in decisions])
         for d in decisions:

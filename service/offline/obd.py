@@ -29,7 +29,6 @@ docs/ope.md.
 from __future__ import annotations
 
 import csv
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -41,7 +40,7 @@ from service.offline.errors import EvaluationError
 from service.offline.export import LoggedDecision
 from service.times import parse_time
 from service.policy import Policy, load_policy
-from service.store import Store
+from service.store import Decision, Outcome, Store
 
 # ZOZOTOWN's Bernoulli TS priors per item (obp/policy/conf/prior_bts.yaml, Apache-2.0).
 ZOZOTOWN_PRIOR = {
@@ -151,22 +150,15 @@ def import_obd(directory: str | Path, store: Store, policies_dir: str | Path, pr
         dist = bts_action_dist(campaign) if logger == "bts" and campaign in ZOZOTOWN_PRIOR else None
         total = sum(1 for _ in path.open()) - 1
         n = clicks = 0
-        batch: list[tuple] = []
-        outcomes: list[tuple] = []
+        batch: list[Decision] = []
+        outcomes: list[Outcome] = []
 
         def flush():
-            with store.write() as conn:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO decisions(event_id, policy, person_key, decided_at, closes_at, model_version,"
-                    " mode, arm, probability, send_at, channel, allowed, probabilities, context, history, removed,"
-                    " consistency_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
-                conn.executemany("INSERT OR IGNORE INTO outcomes(event_id, outcome_id, type, value, at, received_at,"
-                                 " counted) VALUES (?,?,?,?,?,?,1)", outcomes)
+            store.import_logged(batch, outcomes)
             batch.clear()
             outcomes.clear()
 
-        allowed_json = json.dumps(arms)
-        uniform_json = json.dumps([1.0 / n_items] * n_items)
+        uniform = [1.0 / n_items] * n_items
         for row in tqdm(_rows(path), total=total, desc=f"importing {name}", unit="imp", disable=not progress):
             at = parse_time(row["timestamp"])
             item, pos = int(row["item_id"]), int(row["position"])
@@ -175,12 +167,15 @@ def import_obd(directory: str | Path, store: Store, policies_dir: str | Path, pr
             context.update({f"user_feature_{k}": row[f"user_feature_{k}"] for k in range(4)})
             context.update({f"affinity_{k}": float(row[f"user-item_affinity_{k}"]) for k in range(n_aff)
                             if float(row[f"user-item_affinity_{k}"]) != 0.0})
-            probs = uniform_json if dist is None else json.dumps(list(dist[:, pos - 1]))
-            batch.append((event_id, name, None, at, at + policy.spec.reward.window, None, "logged", arms[item],
-                          float(row["propensity_score"]), at, "web", allowed_json, probs, json.dumps(context),
-                          "{}", "{}", None))
+            probs = uniform if dist is None else dist[:, pos - 1].tolist()
+            batch.append(Decision(event_id=event_id, policy=name, person_key=None, decided_at=at,
+                                  closes_at=at + policy.spec.reward.window, model_version=None, mode="logged",
+                                  arm=arms[item], probability=float(row["propensity_score"]), send_at=at,
+                                  channel="web", allowed=arms, probabilities=probs, context=context, history={},
+                                  removed={}))
             if row["click"] == "1":
-                outcomes.append((event_id, "click", "click", 1.0, at, at))
+                outcomes.append(Outcome(event_id=event_id, type="click", value=1.0, at=at, outcome_id="click",
+                                        received_at=at))
                 clicks += 1
             n += 1
             if len(batch) >= 2000:

@@ -87,6 +87,38 @@ class DecisionLog:
 
     # -- outcomes ----------------------------------------------------------------------------
 
+    def final_decisions(self, policy: str, after_seq: int, now: float, since: float | None, until: float | None,
+                        limit: int) -> list[Decision]:
+        """Up to `limit` decisions of the policy after `after_seq` whose reward window has closed by
+        `now` (or that were learned), decided in [since, until), oldest first."""
+        sql = ("SELECT * FROM decisions WHERE policy=? AND seq>? AND (closes_at<=? OR learned_version IS NOT NULL)"
+               + (" AND decided_at>=?" if since is not None else "")
+               + (" AND decided_at<?" if until is not None else "")
+               + " ORDER BY seq LIMIT ?")
+        params: list = [policy, after_seq, now]
+        params += [since] if since is not None else []
+        params += [until] if until is not None else []
+        return [Decision.from_row(dict(r)) for r in self.query(sql, tuple(params + [limit]))]
+
+    def import_logged(self, decisions: list[Decision], outcomes: list[Outcome]) -> None:
+        """Decisions logged elsewhere (an imported data set) and their outcomes, in one transaction;
+        ones already stored (by event id, and outcome id) are left as they are. Nothing is
+        reserved: imported decisions name no person."""
+        with self.write() as conn:
+            conn.executemany(
+                f"INSERT OR IGNORE INTO decisions({_DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})",
+                [(d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode, d.arm,
+                  d.probability, d.send_at, d.channel, dumps(d.allowed), dumps(d.probabilities), dumps(d.context),
+                  dumps(d.history), pack_removed(d.removed), d.consistency_key) for d in decisions])
+            conn.executemany("INSERT OR IGNORE INTO outcomes(event_id, outcome_id, type, value, at, received_at,"
+                             " counted) VALUES (?,?,?,?,?,?,?)",
+                             [(o.event_id, o.outcome_id, o.type, o.value, o.at, o.received_at, int(o.counted))
+                              for o in outcomes])
+
+    def decision_count(self) -> int:
+        """How many decisions the store holds, of every policy."""
+        return self.query("SELECT count(*) FROM decisions")[0][0]
+
     def add_outcome(self, o: Outcome, person_key: str | None = None, signal: tuple[str, str | None] | None = None,
                     engaged: bool = False) -> bool:
         """Store an outcome. Returns False when the same outcome_id was already stored (the repeat

@@ -108,3 +108,17 @@ class Outcome:
 
 class OutcomeConflict(Exception):
     """The same outcome_id was reported with a different type or value."""
+
+
+class NoSuchVersion(LookupError):
+    """The policy has no model version of that number."""
+
+    def __init__(self, policy: str, version: int):
+        super().__init__(f"policy {policy!r} has no model version {version}")
+
+
+class AlreadyActive(Exception):
+    """The version asked to be activated is the active one already."""
+
+    def __init__(self, policy: str, version: int):
+        super().__init__(f"version {version} of {policy!r} is already active")

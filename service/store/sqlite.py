@@ -20,14 +20,16 @@ from typing import Iterator
 import sqlite_utils
 
 from service.store import schema
+from service.store.coordination import CoordinationTables
 from service.store.decisions import DecisionLog
 from service.store.people import PeopleTables
 from service.store.versions import ModelTables
 
 
-class Store(PeopleTables, DecisionLog, ModelTables):
+class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables):
     """The SQLite store: one file, a connection per thread, the queries of people.py,
-    decisions.py and versions.py, which read and write through `query` and `write`."""
+    decisions.py, versions.py and coordination.py, which read and write through `query` and
+    `write`. No SQL lives outside the store package."""
 
     def __init__(self, path: str, secret: str | None = None, timeout: float = 30.0):
         self.path = path
@@ -113,6 +115,10 @@ class Store(PeopleTables, DecisionLog, ModelTables):
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()
+
+    def ping(self) -> None:
+        """Raise if the store cannot answer a query (health checks)."""
+        self.query("SELECT 1")
 
     def migrate(self) -> None:
         db = self.db

@@ -1,27 +1,16 @@
-"""The store's learning state: model versions (immutable rows), which version each policy
-serves, the online learner's cursor, its lease (learner election), and the shared "now" of the
-request clock."""
+"""The store's model versions: immutable rows, which version each policy serves, the online
+learner's cursor; and what the version registry keeps beside them (service/learning/registry.py):
+activations with their reasons, stored evaluations, the shadow candidate and its scores, the
+revert guard's watches."""
 from __future__ import annotations
 
-from service.store.records import dumps
+import json
+
+from service.store.records import AlreadyActive, NoSuchVersion, dumps
 
 
 class ModelTables:
-    """Queries on model versions, the learner's cursor and lease, the request clock; mixed into
-    the SQLite `Store`."""
-
-    # -- the clock (for --clock request) -----------------------------------------------------
-
-    def clock_now(self) -> float | None:
-        rows = self.query("SELECT now FROM clock WHERE id=1")
-        return rows[0][0] if rows else None
-
-    def clock_advance(self, ts: float) -> float:
-        """Move the shared clock to `ts` if it is later; return the clock."""
-        with self.write() as conn:
-            conn.execute("INSERT INTO clock(id, now) VALUES (1, ?) "
-                         "ON CONFLICT(id) DO UPDATE SET now=max(now, excluded.now)", (ts,))
-            return conn.execute("SELECT now FROM clock WHERE id=1").fetchone()[0]
+    """Queries on model versions and the registry's tables; mixed into the SQLite `Store`."""
 
     # -- model versions ----------------------------------------------------------------------
 
@@ -90,20 +79,114 @@ class ModelTables:
             "SELECT policy, version, parent, source, created_at, vw_args, n_learned, learned_through_seq, note "
             "FROM model_versions WHERE policy=? ORDER BY version", (policy,))]
 
-    # -- learner election --------------------------------------------------------------------
+    # -- the registry: activations, evaluations, shadow, guard ----------------------------------
 
-    def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
-        """Take or renew a lease until `now` + `ttl` (wall-clock seconds: a lease is about
-        processes, not about the decisions' clock); True when `holder` has it."""
+    def add_version(self, policy: str, model: bytes, vw_args: str, source: str, at: float, note: dict,
+                    parent: int | None = None) -> int:
+        """A new immutable version, not active; its parent defaults to the version active now."""
         with self.write() as conn:
-            row = conn.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,)).fetchone()
-            if row is not None and row[0] != holder and row[1] > now:
-                return False
-            conn.execute("INSERT INTO leases(name, holder, expires_at) VALUES (?,?,?) ON CONFLICT(name) "
-                         "DO UPDATE SET holder=excluded.holder, expires_at=excluded.expires_at",
-                         (name, holder, now + ttl))
-            return True
+            if parent is None:
+                row = conn.execute("SELECT active_version FROM policy_state WHERE policy=?", (policy,)).fetchone()
+                parent = row[0] if row else None
+            version = (conn.execute("SELECT max(version) FROM model_versions WHERE policy=?",
+                                    (policy,)).fetchone()[0] or 0) + 1
+            conn.execute("INSERT INTO model_versions(policy, version, parent, source, created_at, model, vw_args,"
+                         " n_learned, learned_through_seq, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         (policy, version, parent, source, at, model, vw_args, note.get("n_learned", 0),
+                          None, json.dumps(note)))
+        return version
 
-    def release_lease(self, name: str, holder: str) -> None:
+    def activate(self, policy: str, version: int, reason: str, at: float, watch: bool) -> int | None:
+        """Make `version` active and record why, in one transaction; return the version it
+        replaced. Any open guard watch of the policy is superseded; with `watch`, one opens for
+        this version from the next decision on."""
         with self.write() as conn:
-            conn.execute("DELETE FROM leases WHERE name=? AND holder=?", (name, holder))
+            if conn.execute("SELECT 1 FROM model_versions WHERE policy=? AND version=?",
+                            (policy, version)).fetchone() is None:
+                raise NoSuchVersion(policy, version)
+            row = conn.execute("SELECT active_version FROM policy_state WHERE policy=?", (policy,)).fetchone()
+            previous = row[0] if row else None
+            if previous == version:
+                raise AlreadyActive(policy, version)
+            if row is None:
+                conn.execute("INSERT INTO policy_state(policy, active_version, learner_cursor) VALUES (?,?,0)",
+                             (policy, version))
+            else:
+                conn.execute("UPDATE policy_state SET active_version=? WHERE policy=?", (version, policy))
+            conn.execute("INSERT INTO activations(policy, version, previous, reason, at) VALUES (?,?,?,?,?)",
+                         (policy, version, previous, reason, at))
+            conn.execute("UPDATE guard_watches SET status='superseded', closed_at=? WHERE policy=? AND status='watching'",
+                         (at, policy))
+            if watch:
+                seq = conn.execute("SELECT coalesce(max(seq), 0) FROM decisions").fetchone()[0]
+                conn.execute("INSERT INTO guard_watches(policy, version, previous, started_seq, status, at)"
+                             " VALUES (?,?,?,?,'watching',?)", (policy, version, previous, seq, at))
+        return previous
+
+    def activations(self, policy: str, limit: int = 20) -> list[dict]:
+        """The policy's latest activations, newest first."""
+        return [dict(r) for r in self.query(
+            "SELECT id, version, previous, reason, at FROM activations WHERE policy=? ORDER BY id DESC LIMIT ?",
+            (policy, limit))]
+
+    def version_activations(self, policy: str, version: int) -> list[dict]:
+        """Every activation to or from `version`, oldest first."""
+        return [dict(r) for r in self.query(
+            "SELECT version, previous, reason, at FROM activations WHERE policy=? AND (version=? OR previous=?)"
+            " ORDER BY id", (policy, version, version))]
+
+    def add_evaluation(self, policy: str, version: int, evaluation: dict, at: float) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO model_evaluations(policy, version, at, evaluation) VALUES (?,?,?,?)",
+                         (policy, version, at, json.dumps(evaluation, default=float)))
+
+    def latest_evaluation(self, policy: str, version: int) -> dict | None:
+        rows = self.query("SELECT evaluation, at FROM model_evaluations WHERE policy=? AND version=? "
+                          "ORDER BY id DESC LIMIT 1", (policy, version))
+        return json.loads(rows[0][0]) | {"stored_at": rows[0][1]} if rows else None
+
+    def evaluation_counts(self, policy: str) -> dict[int, int]:
+        """How many evaluations are stored for each version of the policy."""
+        return {r[0]: r[1] for r in self.query(
+            "SELECT version, count(*) FROM model_evaluations WHERE policy=? GROUP BY version", (policy,))}
+
+    def set_shadow(self, policy: str, version: int | None, at: float) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO shadow_config(policy, version, since) VALUES (?,?,?) ON CONFLICT(policy) "
+                         "DO UPDATE SET version=excluded.version, since=excluded.since", (policy, version, at))
+
+    def shadow_version(self, policy: str) -> int | None:
+        rows = self.query("SELECT version FROM shadow_config WHERE policy=?", (policy,))
+        return rows[0][0] if rows else None
+
+    def add_shadow_decision(self, event_id: str, policy: str, version: int, arm: str, probability: float,
+                            probabilities: list[float], at: float) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO shadow_decisions(event_id, policy, version, arm, probability,"
+                         " probabilities, at) VALUES (?,?,?,?,?,?,?)",
+                         (event_id, policy, version, arm, probability, json.dumps(probabilities), at))
+
+    def shadow_decisions(self, policy: str) -> dict[str, dict]:
+        """The shadow candidates' scores of the policy's decisions, by event id."""
+        out = {}
+        for r in self.query("SELECT * FROM shadow_decisions WHERE policy=?", (policy,)):
+            row = dict(r)
+            row["probabilities"] = json.loads(row["probabilities"])
+            out[row["event_id"]] = row
+        return out
+
+    def open_guard_watch(self, policy: str) -> dict | None:
+        rows = self.query("SELECT * FROM guard_watches WHERE policy=? AND status='watching' ORDER BY id DESC LIMIT 1",
+                          (policy,))
+        return dict(rows[0]) if rows else None
+
+    def close_guard_watch(self, watch_id: int, status: str, reason: str, at: float) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE guard_watches SET status=?, reason=?, closed_at=? WHERE id=?",
+                         (status, reason, at, watch_id))
+
+    def decisions_after_seq(self, policy: str, seq: int, limit: int) -> list[tuple[str, float]]:
+        """(event id, closes_at) of the policy's first `limit` decisions after `seq`."""
+        return [(r[0], r[1]) for r in self.query(
+            "SELECT event_id, closes_at FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
+            (policy, seq, limit))]

@@ -1,0 +1,34 @@
+"""What the processes sharing a store coordinate through: the lease that elects one learner, and
+the shared "now" of the request clock (`--clock request`)."""
+from __future__ import annotations
+
+
+class CoordinationTables:
+    """The learner's lease and the request clock; mixed into the SQLite `Store`."""
+
+    def clock_now(self) -> float | None:
+        rows = self.query("SELECT now FROM clock WHERE id=1")
+        return rows[0][0] if rows else None
+
+    def clock_advance(self, ts: float) -> float:
+        """Move the shared clock to `ts` if it is later; return the clock."""
+        with self.write() as conn:
+            conn.execute("INSERT INTO clock(id, now) VALUES (1, ?) "
+                         "ON CONFLICT(id) DO UPDATE SET now=max(now, excluded.now)", (ts,))
+            return conn.execute("SELECT now FROM clock WHERE id=1").fetchone()[0]
+
+    def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        """Take or renew a lease until `now` + `ttl` (wall-clock seconds: a lease is about
+        processes, not about the decisions' clock); True when `holder` has it."""
+        with self.write() as conn:
+            row = conn.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,)).fetchone()
+            if row is not None and row[0] != holder and row[1] > now:
+                return False
+            conn.execute("INSERT INTO leases(name, holder, expires_at) VALUES (?,?,?) ON CONFLICT(name) "
+                         "DO UPDATE SET holder=excluded.holder, expires_at=excluded.expires_at",
+                         (name, holder, now + ttl))
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.write() as conn:
+            conn.execute("DELETE FROM leases WHERE name=? AND holder=?", (name, holder))
