@@ -16,6 +16,8 @@ from service.cli import main
 from service.policy.bandit import new_model
 from service.learning.registry import VersionRegistry
 from service.clock import SystemClock
+from service.decision.engine import DecideInput
+from service.decision.sampling import in_holdout
 from service.policy import load_policies
 from service.runtime import build_engine
 from service.store import Store
@@ -29,7 +31,7 @@ def add_candidate(store: Store, policy_name: str = "lifecycle", source: str = "i
     model = new_model(policies[policy_name])
     try:
         return VersionRegistry(store).add_version(policy_name, model.to_bytes(), model.vw_args, source, time.time(),
-                                           {"what": "test candidate"})
+                                                  {"what": "test candidate"})
     finally:
         model.close()
 
@@ -161,3 +163,44 @@ def test_rollback_on_a_real_server_reaches_every_worker_within_seconds(serve, db
     models = http.get(f"{base}/v1/policies/lifecycle/models").json()
     assert models["active_version"] == 1
     assert [a["reason"] for a in models["activations"][:2]] == ["e2e: roll back", "e2e: new version"]
+
+
+def test_a_version_vw_cannot_load_is_never_scored_with(tmp_path):
+    """Bytes VW refuses, active or shadow: the engine serves the policy's fallback and says which
+    version it could not use, the shadow scores nothing, and neither goes back to the version the
+    broken one replaced while it waits to look again. A loadable version activated again is
+    served from the next look-up on."""
+    store = Store(str(tmp_path / "broken.db"))
+    policies = load_policies(POLICIES)
+    seconds = [0.0]  # the monotonic time that paces the model caches' look-ups (every 10 s)
+    engine = build_engine(store, policies, SystemClock(), refresh_seconds=10, monotonic=lambda: seconds[0])
+    engine.ensure_models()
+    registry = VersionRegistry(store)
+    good = store.active_version("lifecycle")
+    broken = registry.add_version("lifecycle", b"not a VW model", "", "import", time.time())
+    share = policies["lifecycle"].spec.learner.holdout_share
+    users = iter(u for u in (f"p{i}" for i in range(100)) if not in_holdout("lifecycle", store.person_key(u), share))
+
+    def decide() -> dict:
+        user = next(users)
+        engine.people.set_consent(user, {"email": True, "push": True}, "test", None)
+        return engine.decide("lifecycle", DecideInput(user, {"segment": "bargain_hunters", "country": "FR"}))
+
+    registry.set_shadow("lifecycle", broken, time.time())
+    served = decide()
+    assert served["mode"] in ("explore", "exploit") and served["model_version"] == good
+    assert store.shadow_decisions("lifecycle") == {}
+
+    registry.activate("lifecycle", broken, "a broken import", time.time())
+    seconds[0] += 11
+    for _ in range(2):  # the look-up, then the decisions until the next one
+        fallback = decide()
+        assert fallback["mode"] == "fallback" and fallback["model_version"] == broken
+        assert fallback["action"]["arm"] == policies["lifecycle"].spec.learner.fallback_arm
+
+    registry.set_shadow("lifecycle", good, time.time())
+    registry.rollback("lifecycle", time.time())
+    seconds[0] += 11
+    again = decide()
+    assert again["mode"] in ("explore", "exploit") and again["model_version"] == good
+    assert list(store.shadow_decisions("lifecycle")) == [again["event_id"]]

@@ -11,13 +11,13 @@ from service.policy import Policy
 from service.policy.bandit import arm_lines
 from service.store import Store
 
-log = logging.getLogger("tactful.engine")
+log = logging.getLogger("tactful.models")
 
 
 class VersionCache:
     """One model per policy: the version `which(policy)` names, looked up at most every
-    `refresh_seconds` of `monotonic` time and loaded from the store when it changed. Workers only
-    predict: a model here is never trained."""
+    `refresh_seconds` of `monotonic` time and loaded from the store when it changed (or when it
+    could not be loaded before). Workers only predict: a model here is never trained."""
 
     def __init__(self, store: Store, policies: Mapping[str, Policy], which: Callable[[str], int | None],
                  refresh_seconds: float, monotonic: Callable[[], float], label: str = "active"):
@@ -37,16 +37,17 @@ class VersionCache:
             return current
         self._checked[policy] = now
         version = self.which(policy)
-        if current is not None and current[0] == version:
+        if current is not None and current[0] == version and (current[1] is not None or version is None):
             return current
         model = None
         if version is not None:
             try:
                 model = VWPolicy(arm_lines(self.policies[policy]), model_bytes=self.store.model(policy, version)["model"])
-            except RuntimeError as exc:  # VW refuses the bytes: serve without it, say so loudly
+                log.info("policy %s: now using %s model version %s", policy, self.label, version)
+            except RuntimeError as exc:
+                # VW refuses the bytes: no model until a later look-up loads it (the engine serves
+                # the fallback, the shadow scores nothing), never the version it replaced
                 log.error("policy %s: %s model version %s cannot be loaded: %s", policy, self.label, version, exc)
-                return version, None
-            log.info("policy %s: now using %s model version %s", policy, self.label, version)
         if current is not None and current[1] is not None:
             current[1].close()
         self._models[policy] = (version, model)
