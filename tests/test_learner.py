@@ -129,7 +129,6 @@ def test_killed_learner_process_learns_every_decision_once(tmp_path):
     clock = RequestClock(store)
     store.clock_advance(START)
     engine = make_engine(db, clock)
-    engine.clock = clock
 
     class Ticking:  # RequestClock moved by hand: the learner process reads the same clock
         accepts_timestamps = True

@@ -83,8 +83,9 @@ class OnlineLearner:
                     policy, version, recorded, "; ".join(conflicts), args)
         return args
 
-    def step(self, policy_name: str) -> int:
-        """Learn every decision of a policy whose window has closed; return how many."""
+    def step(self, policy_name: str, limit: int | None = None) -> int:
+        """Learn the decisions of a policy whose window has closed, at most `limit` (else the
+        learner's batch) in this version; return how many."""
         policy = self.policies[policy_name]
         for check in self.before_step:
             check(policy, self.clock.now())
@@ -93,7 +94,7 @@ class OnlineLearner:
         cursor = self.store.learner_cursor(policy.name)
         # only the decisions before the first still open are read: every few seconds the learner
         # would otherwise re-read (and parse) every pending decision of the reward window
-        candidates = self.store.decisions_after(policy.name, cursor, self.batch, closed_by=now)
+        candidates = self.store.decisions_after(policy.name, cursor, limit or self.batch, closed_by=now)
         ready = []
         for d in candidates:
             if d.closes_at > now:

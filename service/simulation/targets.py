@@ -107,8 +107,7 @@ class InProcess:
             # still inside its window at every step.
             self.ready += len(feedback)
             if self.ready > self.learned:
-                self.learner.batch = self.ready - self.learned
-                self.learned += self.learner.step(self.policy.name)
+                self.learned += self.learner.step(self.policy.name, limit=self.ready - self.learned)
         else:
             self.scorer.maker.learn(feedback)
 

@@ -6,7 +6,7 @@ policy's arms.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Sequence
@@ -101,7 +101,7 @@ class World:
     people: int
     decisions: int
     reward: RewardSpec        # the policy's own reward: every run is scored with it
-    static_ranking: list[int] = field(default_factory=list)
+    static_ranking: tuple[int, ...] = ()  # the arms by their true value in hindsight (`static_ranking`)
 
     @property
     def days(self) -> float:
@@ -135,8 +135,8 @@ def build_world(scenario: Scenario | str | Path, policy: str | Path | None = Non
     warm_uniforms = rng.random((n_warm, N_UNIFORMS))
     world = World(sc, pol, data, truth, population, ask_t, ask_person, uniforms, warm_t, warm_person, warm_uniforms,
                   seed, people, n, reward_spec(pol))
-    world.static_ranking = static_ranking(world, np.random.default_rng(seed + 1))
-    return world
+    # the ranking reads the world it ranks: the same world, with its ranking, before any run
+    return replace(world, static_ranking=tuple(static_ranking(world, np.random.default_rng(seed + 1))))
 
 
 def static_ranking(world: World, rng: np.random.Generator, sample: int = 3000) -> list[int]:
