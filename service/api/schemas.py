@@ -6,10 +6,12 @@ The same pydantic models validate requests and generate the OpenAPI 3.1 document
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import StrictBool, StrictFloat, StrictInt, AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+                      ValidationError, field_validator)
 
 from service.errors import BadRequest
 from service.times import iana_zone
@@ -67,7 +69,6 @@ class ConsentRequest(_Request):
 
 
 def _hhmm(v: str) -> str:
-    import re
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
         raise ValueError("must be a local time HH:MM, such as 21:00")
     return v
@@ -181,8 +182,6 @@ def parse(model: type[_Request], payload: Any) -> _Request:
     """Validate a JSON body; every problem becomes a BadRequest naming its field."""
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object", "body")
-    from pydantic import ValidationError
-
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
