@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Proof of learning quality: rerun every simulation behind docs/quality.md and rewrite it.
+"""Proof of learning quality: rerun every simulation behind docs/quality.md.
 
-    .venv/bin/python scripts/quality.py            # full run (about half an hour on 2 cores), rewrites
+    .venv/bin/python scripts/quality.py --docs     # full run (about half an hour on 2 cores), rewrites
                                                    # docs/quality.md and docs/quality/*.png
+    .venv/bin/python scripts/quality.py            # the same, written to --out only (out/quality)
     .venv/bin/python scripts/quality.py --small    # the same runs on small populations (CI, about a
-                                                   # minute); writes to --out only
+                                                   # minute); writes to --out only (out/quality-small)
 
 Runs, each on one population, one seed, the same moments and random draws for every decision maker:
   standard       tactful, thompson, static-best, uniform, oracle     (200,000 decisions)
@@ -131,7 +132,7 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "# Learning quality, measured in simulation",
         "",
         "Every figure on this page was written by `scripts/quality.py`" + (" --small" if small else "") + ", which anyone can "
-        "rerun (`.venv/bin/python scripts/quality.py`; CI runs `--small` through `tests/test_simulate.py`). "
+        "rerun (`.venv/bin/python scripts/quality.py --docs`; CI runs `--small` through `tests/test_simulate.py`). "
         "The simulator and the scenarios are described in [simulation.md](simulation.md). Each scenario runs "
         "every decision maker on the same population, at the same moments, with the same random draws, "
         "behind the same guardrails, through the real engine; shaped reward is the scenario policy's own "
@@ -340,13 +341,17 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="directory for the runs' outputs (default out/quality[-small])")
     ap.add_argument("--progress", action="store_true", help="show progress bars")
     ap.add_argument("--render-only", action="store_true", help="rewrite the document from the outputs in --out")
+    ap.add_argument("--docs", action="store_true", help="rewrite docs/quality.md and docs/quality/*.png "
+                                                        "(a full run only); else everything goes to --out")
     args = ap.parse_args()
+    if args.docs and args.small:
+        ap.error("--docs rewrites the documented figures, which come from the full run: leave out --small")
     out = Path(args.out or ROOT / "out" / ("quality-small" if args.small else "quality"))
     data = reload(out) if args.render_only else run(args.small, out, args.progress)
     s = summarize(data)
     (out / "quality.json").write_text(json.dumps(s | {"timings": data["timings"]}, indent=2) + "\n")
-    if args.small:
-        (out / "quality.md").write_text(document(data, s, True, "."))
+    if not args.docs:
+        (out / "quality.md").write_text(document(data, s, args.small, "."))
         for name in PLAN:
             shutil.copy(out / name / "comparison.png", out / f"{name}.png")
     else:
