@@ -1,5 +1,6 @@
-"""Learning parts of Tactful: featurization, the VW policy, reward shaping.
+"""Learning parts of Tactful: featurization, the VW policy, reward shaping, the baselines the
+simulator compares against, and off-policy estimation (`ope/`).
 
-Plain Python and numpy: nothing here imports Flask or the store, so every piece can be used from
-a notebook or a script.
+Plain Python, numpy, scipy and scikit-learn: nothing here imports Flask or anything of `service/`,
+so every piece can be used from a notebook or a script.
 """

@@ -30,7 +30,7 @@ from models.ope import DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardMo
 from service.offline.evaluate import bandit_data  # noqa: E402
 from service.offline.export import final_decisions  # noqa: E402
 from service.offline.obd import bts_target, import_obd  # noqa: E402
-from service.offline.targets import uniform_target  # noqa: E402
+from service.offline.target_policies import uniform_target  # noqa: E402
 from service.policy import load_policies  # noqa: E402
 from service.store import Store  # noqa: E402
 

@@ -16,7 +16,7 @@ from service.cli import main
 from service.policy import load_policies
 from service.policy.bandit import arm_lines
 from service.offline.evaluate import bandit_data, evaluate
-from service.offline.targets import logged_target, uniform_target
+from service.offline.target_policies import logged_target, uniform_target
 from service.offline.export import final_decisions
 from service.learning.registry import VersionRegistry
 from service.learning.shadow_report import shadow_report

@@ -24,6 +24,7 @@ from service.decision import guardrails
 from service.decision.arms import ArmSwitches
 from service.decision.context import validate_context
 from service.decision.explain import render
+from service.decision.localtime import budget_day
 from service.decision.modelcache import VersionCache
 from service.decision.people import People
 from service.decision.sampling import in_holdout, sample, uniform_draw
@@ -91,7 +92,7 @@ class DecisionEngine:
         now = request_time(self.clock, req.timestamp)
         key = self.store.person_key(req.user_id)
         budget = policy.spec.guardrails.daily_budget
-        day = guardrails.budget_day(policy, now) if budget is not None else None
+        day = budget_day(policy, now) if budget is not None else None
         consistent = None
         if req.consistency_key is not None:
             consistent = self.store.consistent_arm(key, policy.name, req.consistency_key,
@@ -228,7 +229,6 @@ class DecisionEngine:
             "removed_arms": {a: [{"reason": r[0], "detail": r[1]} for r in rs] for a, rs in d.removed.items()},
         })
         return body
-
 
     def ensure_models(self) -> None:
         """Give every policy an initial (untrained) model version if it has none."""

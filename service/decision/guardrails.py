@@ -31,12 +31,12 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from service.decision.localtime import budget_day, out_of_quiet, person_tz, resolve_send_at
+from service.decision.localtime import out_of_quiet, person_tz, resolve_send_at
 from service.policy import Cap, Policy
 from service.store import PersonState
 from service.times import to_rfc3339
 
-__all__ = ["RuleTables", "Verdict", "budget_day", "evaluate", "exceeds_cap", "lookback", "signal_lookback"]
+__all__ = ["RuleTables", "Verdict", "evaluate", "exceeds_cap", "lookback", "signal_lookback"]
 
 Reason = tuple[str, str]  # (code, human detail)
 Slot = tuple[str, str]    # (channel, timing name)
@@ -134,7 +134,8 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
 
     Each group of rules is computed once for what it depends on (a channel, a slot, a content)
     and the arms combine them. `rules` are the policy's tables (`RuleTables.of(policy)`), kept
-    by a caller that evaluates often.
+    by a caller that evaluates often: without them the tables are built for this call, and the
+    send times it resolves are not remembered for the next.
     """
     tz = tz or person_tz(policy, person)
     rules = rules or RuleTables.of(policy)

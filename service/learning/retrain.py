@@ -26,7 +26,7 @@ from models.vw_policy import VWPolicy
 from service.policy.bandit import arm_lines, reward_spec
 from service.offline.errors import EvaluationError
 from service.offline.evaluate import bandit_data, evaluate
-from service.offline.targets import model_target
+from service.offline.target_policies import model_target
 from service.offline.export import final_decisions
 from service.learning.registry import VersionRegistry
 from service.policy import Policy

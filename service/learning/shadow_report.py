@@ -12,7 +12,7 @@ from models.ope import OffPolicyEvaluation, RewardModel, default_estimators
 from service.offline.errors import EvaluationError
 from service.offline.evaluate import bandit_data
 from service.offline.export import final_decisions
-from service.offline.targets import uniform_target
+from service.offline.target_policies import uniform_target
 from service.policy import Policy
 from service.store import Store
 

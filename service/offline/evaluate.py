@@ -3,7 +3,7 @@ baselines, from a policy's decision log, with intervals and effective sample siz
 of the candidate over the reference and the rise of its unsubscribe and complaint rates.
 
 The log becomes BanditData here (`bandit_data`); the targets it is scored against are in
-service/offline/targets.py, the report in service/offline/report.py.
+service/offline/target_policies.py, the report in service/offline/report.py.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from models.ope import (SNIPS, BanditData, OffPolicyEvaluation, RewardModel, def
                         estimate_differences, weights)
 from service.offline.errors import EvaluationError
 from service.offline.export import LoggedDecision, final_decisions
-from service.offline.targets import resolve_target
+from service.offline.target_policies import resolve_target
 from service.policy import Policy
 from service.store import Store
 from service.times import to_rfc3339
@@ -135,7 +135,7 @@ def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[s
              now: float, since: float | None = None, until: float | None = None,
              estimators: Sequence | None = None, alpha: float = 0.05, n_boot: int = 1000,
              seed: int = 0, progress: bool = False, rows: Sequence[LoggedDecision] | None = None) -> Evaluation:
-    """Evaluate `candidate` and `baselines` (service/offline/targets.py) on the decisions of `policy`
+    """Evaluate `candidate` and `baselines` (service/offline/target_policies.py) on the decisions of `policy`
     decided in [since, until) and final at `now` (their reward window closed), or on `rows` when
     given (retrain's held-out slice). The first baseline is the reference of the lift."""
     if rows is None:

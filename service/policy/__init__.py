@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from models.specfile import read_toml, validate
+from service.specfile import read_toml, validate
 from service.policy.spec import (HOLD_ARM, Cap, Content, FeatureSpec, PolicyError, PolicySpec, Timing)
 
 __all__ = ["HOLD_ARM", "Arm", "Cap", "Content", "FeatureSpec", "Policy", "PolicyError", "PolicySpec", "Timing",

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.specfile import KeyedError, SpecError, parse_duration
+from service.specfile import KeyedError, SpecError, parse_duration
 from service.times import iana_zone
 
 NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"

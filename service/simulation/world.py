@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from models.reward import RewardSpec
-from models.specfile import read_toml
+from service.specfile import read_toml
 from service.policy import Policy, PolicyError, parse_policy
 from service.policy.bandit import reward_spec
 from service.simulation.scenario import Scenario, load_scenario
