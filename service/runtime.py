@@ -41,15 +41,15 @@ def numbered_ids(prefix: str, width: int = 7) -> Callable[[], str]:
 
 def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
                  new_id: Callable[[], str] | None = None, refresh_seconds: float = 1.0,
-                 monotonic: Callable[[], float] = time.monotonic, models: VersionCache | None = None,
-                 shadow: bool = True) -> DecisionEngine:
-    """The decision engine. `refresh_seconds` paces how often each policy's active (and shadow)
-    version is looked up (0: on every decision, as replays want); `models` replaces the active
-    versions with other scorers (the simulator's baselines); `shadow` scores the shadow candidate
-    beside every decision (on unless a caller must leave the store's shadow tables untouched)."""
+                 monotonic: Callable[[], float] = time.monotonic, models: VersionCache | None = None
+                 ) -> DecisionEngine:
+    """The decision engine, with the shadow candidate scoring beside every decision.
+    `refresh_seconds` of `monotonic` time pace how often each policy's active and shadow versions
+    are looked up (0: on every decision, as replays want); `models` replaces the active versions
+    with other scorers (the simulator's baselines)."""
     models = models if models is not None else ModelCache(store, policies, refresh_seconds, monotonic)
-    observers = [ShadowScorer(VersionRegistry(store), policies, refresh_seconds, monotonic)] if shadow else []
-    return DecisionEngine(store, policies, clock, models, new_id or random_ids(), observers)
+    shadow = ShadowScorer(VersionRegistry(store), policies, refresh_seconds, monotonic)
+    return DecisionEngine(store, policies, clock, models, new_id or random_ids(), [shadow])
 
 
 def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 20000,

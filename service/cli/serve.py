@@ -16,7 +16,8 @@ from service.api.app import create_app
 from service.clock import make_clock
 from service.learning.learner import run_forever
 from service.policy import PolicyError, load_policies
-from service.runtime import build_engine, build_learner
+from service.policy.bandit import ensure_active_version
+from service.runtime import build_learner
 from service.store import Store
 
 
@@ -35,7 +36,9 @@ def _prepare_store(db: str, policies_dir: str, clock_kind: str, secret: str | No
     """Create the schema and every policy's first model version once, before any worker starts."""
     policies = _load(policies_dir)
     store = Store(db, secret=secret)
-    build_engine(store, policies, make_clock(clock_kind, store), shadow=False).ensure_models()
+    now = make_clock(clock_kind, store).now()
+    for policy in policies.values():
+        ensure_active_version(store, policy, now)
     store.close()
     return policies
 

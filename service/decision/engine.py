@@ -30,7 +30,7 @@ from service.decision.people import People
 from service.decision.sampling import in_holdout, sample, uniform_draw
 from service.errors import BadRequest, Conflict, NotFound
 from service.policy import HOLD_ARM, Policy
-from service.policy.bandit import decision_reward, new_model
+from service.policy.bandit import decision_reward, ensure_active_version
 from service.store import Decision, Outcome, OutcomeConflict, PersonState, Store
 from service.times import to_rfc3339
 
@@ -233,11 +233,7 @@ class DecisionEngine:
     def ensure_models(self) -> None:
         """Give every policy an initial (untrained) model version if it has none."""
         for policy in self.policies.values():
-            if self.store.active_version(policy.name) is None:
-                model = new_model(policy)
-                self.store.ensure_initial_version(policy.name, model.to_bytes(), policy.spec.learner.vw_args,
-                                                  self.clock.now())
-                model.close()
+            ensure_active_version(self.store, policy, self.clock.now())
 
 
 def _kept_content(policy: Policy, allowed: list[int], consistent: tuple[str, str] | None,

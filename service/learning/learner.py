@@ -29,8 +29,8 @@ from models.featurize import shared_line
 from models.reward import to_cost
 from models.vw_policy import VWPolicy, options_args, resume_conflicts, stored_options
 from service.clock import Clock
-from service.policy.bandit import arm_lines, decision_reward, new_model, reward_spec
 from service.policy import Policy
+from service.policy.bandit import arm_lines, decision_reward, ensure_active_version, reward_spec
 from service.store import Store
 
 log = logging.getLogger("tactful.learner")
@@ -54,12 +54,7 @@ class OnlineLearner:
         self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
 
     def _model(self, policy: Policy) -> tuple[int, VWPolicy, str]:
-        active = self.store.active_version(policy.name)
-        if active is None:
-            model = new_model(policy)
-            active = self.store.ensure_initial_version(policy.name, model.to_bytes(),
-                                                       policy.spec.learner.vw_args, self.clock.now())
-            model.close()
+        active = ensure_active_version(self.store, policy, self.clock.now())
         current = self._models.get(policy.name)
         if current is None or current[0] != active:
             if current is not None:

@@ -1,13 +1,13 @@
 """A policy as the learning parts in `models/` see it: its arms as VW action lines, its reward
-specification, a fresh model, and a decision's final shaped reward. The decision engine, the
-learner and the offline tools all build their models from here."""
+specification, a fresh model and a policy's first version, and a decision's final shaped reward.
+The decision engine, the learner and the offline tools all build their models from here."""
 from __future__ import annotations
 
 from models.featurize import arm_line
 from models.reward import RewardSpec, shaped_reward
 from models.vw_policy import VWPolicy
 from service.policy import Policy
-from service.store.records import Decision, Outcome
+from service.store import Decision, Outcome, Store
 
 
 def arm_lines(policy: Policy) -> list[str]:
@@ -30,6 +30,19 @@ def reward_spec(policy: Policy) -> RewardSpec:
 
 def new_model(policy: Policy) -> VWPolicy:
     return VWPolicy(arm_lines(policy), policy.spec.learner.vw_args, seed=policy.spec.learner.seed)
+
+
+def ensure_active_version(store: Store, policy: Policy, now: float) -> int:
+    """The policy's active model version; when it has none, a fresh (untrained) model published
+    as its first version. The engine, the learner and `tactful serve` all start from here."""
+    active = store.active_version(policy.name)
+    if active is None:
+        model = new_model(policy)
+        try:
+            active = store.ensure_initial_version(policy.name, model.to_bytes(), policy.spec.learner.vw_args, now)
+        finally:
+            model.close()
+    return active
 
 
 def decision_reward(policy: Policy, d: Decision, outcomes: list[Outcome]) -> float:
