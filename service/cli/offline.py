@@ -1,9 +1,8 @@
 """The offline commands: export, evaluate, retrain and import-obd.
 
 Thin click commands over library functions (service/offline/export.py, evaluate.py, report.py,
-obd.py; service/learning/retrain.py and shadow.py), registered on the `tactful` group by
-`register(main)` in service/cli/main.py. Bad input is a click error naming the option, never a
-traceback.
+obd.py; service/learning/retrain.py and shadow_report.py), named in service/cli/main.py. Bad
+input is a click error naming the option, never a traceback.
 """
 from __future__ import annotations
 

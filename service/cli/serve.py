@@ -13,6 +13,7 @@ import click
 from gunicorn.app.base import BaseApplication
 
 from service.api.app import create_app
+from service.cli.options import db_option, policies_option
 from service.clock import make_clock
 from service.learning.learner import run_forever
 from service.policy import PolicyError, load_policies
@@ -44,8 +45,8 @@ def _prepare_store(db: str, policies_dir: str, clock_kind: str, secret: str | No
 
 
 common = [
-    click.option("--db", default="tactful.db", show_default=True, help="SQLite file of the store."),
-    click.option("--policies", default="examples/policies", show_default=True, help="Directory of policy TOML files."),
+    db_option,
+    policies_option,
     click.option("--clock", type=click.Choice(["system", "request"]), default="system", show_default=True,
                  help="'request': requests carry timestamps and now is the latest seen (simulation, replay)."),
 ]
