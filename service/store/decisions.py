@@ -9,6 +9,8 @@ from service.store.records import Decision, Outcome, OutcomeConflict, dumps, pac
 _DECISION_COLUMNS = ("event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
                      " send_at, channel, allowed, probabilities, context, history, removed, consistency_key")
 _INSERT_DECISION = f"INSERT INTO decisions({_DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})"
+_INSERT_OUTCOME = ("INSERT INTO outcomes(event_id, outcome_id, type, value, at, received_at, counted)"
+                   " VALUES (?,?,?,?,?,?,?)")
 # ... only if the person's state still matches the marker it was decided on (person_state)
 _INSERT_DECISION_IF_UNCHANGED = (
     f"INSERT INTO decisions({_DECISION_COLUMNS}) SELECT {','.join('?' * 17)} WHERE"
@@ -16,6 +18,17 @@ _INSERT_DECISION_IF_UNCHANGED = (
     " AND (SELECT coalesce(max(id), 0) FROM consent WHERE person_key=?)=?"
     " AND (SELECT coalesce(max(id), 0) FROM signals WHERE person_key=? AND at>=?)=?"
     " AND (SELECT coalesce(max(rev), 0) FROM people WHERE person_key=?)=?")
+
+
+def _decision_values(d: Decision) -> tuple:
+    """A decision as the values of `_DECISION_COLUMNS`."""
+    return (d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode,
+            d.arm, d.probability, d.send_at, d.channel, dumps(d.allowed), dumps(d.probabilities),
+            dumps(d.context), dumps(d.history), pack_removed(d.removed), d.consistency_key)
+
+
+def _outcome_values(o: Outcome) -> tuple:
+    return (o.event_id, o.outcome_id, o.type, o.value, o.at, o.received_at, int(o.counted))
 
 
 class _Stale(Exception):
@@ -38,9 +51,7 @@ class DecisionLog:
         WHERE), and the `decision_reserves_contact` trigger adds the contact and counts it
         towards suppression in the same statement: a decision is one write.
         """
-        values = (d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode,
-                  d.arm, d.probability, d.send_at, d.channel, dumps(d.allowed), dumps(d.probabilities),
-                  dumps(d.context), dumps(d.history), pack_removed(d.removed), d.consistency_key)
+        values = _decision_values(d)
         try:
             with self.write() as conn:
                 if budget is not None and d.channel is not None:
@@ -105,15 +116,10 @@ class DecisionLog:
         ones already stored (by event id, and outcome id) are left as they are. Nothing is
         reserved: imported decisions name no person."""
         with self.write() as conn:
-            conn.executemany(
-                f"INSERT OR IGNORE INTO decisions({_DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})",
-                [(d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode, d.arm,
-                  d.probability, d.send_at, d.channel, dumps(d.allowed), dumps(d.probabilities), dumps(d.context),
-                  dumps(d.history), pack_removed(d.removed), d.consistency_key) for d in decisions])
-            conn.executemany("INSERT OR IGNORE INTO outcomes(event_id, outcome_id, type, value, at, received_at,"
-                             " counted) VALUES (?,?,?,?,?,?,?)",
-                             [(o.event_id, o.outcome_id, o.type, o.value, o.at, o.received_at, int(o.counted))
-                              for o in outcomes])
+            conn.executemany(_INSERT_DECISION.replace("INSERT", "INSERT OR IGNORE", 1),
+                             [_decision_values(d) for d in decisions])
+            conn.executemany(_INSERT_OUTCOME.replace("INSERT", "INSERT OR IGNORE", 1),
+                             [_outcome_values(o) for o in outcomes])
 
     def decision_count(self) -> int:
         """How many decisions the store holds, of every policy."""
@@ -137,9 +143,7 @@ class DecisionLog:
                         raise OutcomeConflict(
                             f"outcome {o.outcome_id!r} was already reported as {row[0]!r} with value {row[1]}")
                     return False
-            conn.execute("INSERT INTO outcomes(event_id, outcome_id, type, value, at, received_at, counted)"
-                         " VALUES (?,?,?,?,?,?,?)",
-                         (o.event_id, o.outcome_id, o.type, o.value, o.at, o.received_at, int(o.counted)))
+            conn.execute(_INSERT_OUTCOME, _outcome_values(o))
             if person_key is not None and signal is not None:
                 kind, channel = signal
                 conn.execute("INSERT INTO signals(person_key, kind, channel, at, event_id) VALUES (?,?,?,?,?)",
