@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from service.simulation.report import comparison_table  # noqa: E402
 from service.simulation.run import simulate  # noqa: E402
 
 SCENARIOS = ROOT / "examples" / "scenarios"
@@ -110,17 +111,7 @@ def summarize(data: dict) -> dict:
 
 
 def table(scenario: dict) -> list[str]:
-    rows = scenario["comparison"]["rows"]
-    lines = ["| decision maker | shaped reward | share of oracle | clicks | conversions | unsubscribes | "
-             "complaints | unsubscribes per person | contacts per person-week | violations | decisions/s |",
-             "| " + " | ".join(["---"] * 11) + " |"]
-    for row in rows:
-        share = "" if row["share_of_oracle"] is None else f"{100 * row['share_of_oracle']:.1f}%"
-        lines.append(f"| {row['decision_maker']} | {row['shaped_reward']:,.0f} | {share} | {row['clicks']:,} | "
-                     f"{row['conversions']:,} | {row['unsubscribes']:,} | {row['complaints']:,} | "
-                     f"{row['unsubscribe_rate']:.4f} | {row['contacts_per_person_week']:.2f} | "
-                     f"{row['violations']} | {row['decisions_per_second']:,.0f} |")
-    return lines
+    return comparison_table(scenario["comparison"]["rows"], whole=True)
 
 
 def document(data: dict, s: dict, small: bool, images: str) -> str:

@@ -214,21 +214,29 @@ def compare_report(runs: Sequence[Run], metrics: dict, out: Path) -> dict:
     fig.tight_layout()
     fig.savefig(out / "comparison.png", dpi=100)
     plt.close(fig)
-    head = ("| decision maker | shaped reward | share of oracle | clicks | conversions | unsubscribes | "
-            "complaints | unsubscribes per person | contacts per person-week | violations | decisions/s |")
     lines = [f"# Comparison: {w.scenario.name}", "",
              f"{w.people:,} people, {len(runs[0].arm):,} decisions, seed {w.seed}; every decision maker faces "
-             "the same people, at the same moments, with the same random draws, behind the same guardrails.", "",
-             head, "| " + " | ".join(["---"] * 11) + " |"]
-    for row in rows:
-        share = "" if row["share_of_oracle"] is None else f"{100 * row['share_of_oracle']:.1f}%"
-        lines.append(f"| {row['decision_maker']} | {row['shaped_reward']:.1f} | {share} | {row['clicks']:,} | "
-                     f"{row['conversions']:,} | {row['unsubscribes']:,} | {row['complaints']:,} | "
-                     f"{row['unsubscribe_rate']:.4f} | {row['contacts_per_person_week']:.2f} | {row['violations']} | "
-                     f"{row['decisions_per_second']:.0f} |")
+             "the same people, at the same moments, with the same random draws, behind the same guardrails.", ""]
+    lines += comparison_table(rows)
     lines += ["", "![comparison](comparison.png)", ""]
     lines += [f"Per decision maker: [{r.maker}]({r.maker}/report.md)" for r in runs]
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
     table = {"scenario": w.scenario.name, "rows": rows}
     (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
     return table
+
+
+def comparison_table(rows: list[dict], whole: bool = False) -> list[str]:
+    """The comparison's rows as a Markdown table; `whole` rounds shaped reward and decisions per
+    second to whole numbers with thousands separators (the long runs of docs/quality.md)."""
+    lines = ["| decision maker | shaped reward | share of oracle | clicks | conversions | unsubscribes | "
+             "complaints | unsubscribes per person | contacts per person-week | violations | decisions/s |",
+             "| " + " | ".join(["---"] * 11) + " |"]
+    reward, speed = (",.0f", ",.0f") if whole else (".1f", ".0f")
+    for row in rows:
+        share = "" if row["share_of_oracle"] is None else f"{100 * row['share_of_oracle']:.1f}%"
+        lines.append(f"| {row['decision_maker']} | {row['shaped_reward']:{reward}} | {share} | {row['clicks']:,} | "
+                     f"{row['conversions']:,} | {row['unsubscribes']:,} | {row['complaints']:,} | "
+                     f"{row['unsubscribe_rate']:.4f} | {row['contacts_per_person_week']:.2f} | "
+                     f"{row['violations']} | {row['decisions_per_second']:{speed}} |")
+    return lines
