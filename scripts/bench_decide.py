@@ -62,7 +62,7 @@ from service.decision.explain import render  # noqa: E402
 from service.decision.engine import DecideInput, OutcomeInput  # noqa: E402
 from service.policy import Policy, parse_policy  # noqa: E402
 from service.runtime import build_engine, build_learner  # noqa: E402
-from service.store import Store  # noqa: E402
+from service.store import Store, open_store# noqa: E402
 
 LIFECYCLE = ROOT / "examples" / "policies" / "lifecycle.toml"
 POLICY = "lifecycle"
@@ -139,7 +139,7 @@ def bench_inprocess(n_contents: int | None, n_train: int, n_timed: int, workdir:
     policies = {policy.name: policy}
     n_arms = len(policy.arms)
     rng = random.Random(seed)
-    store = Store(str(workdir / f"inproc_{n_arms}.db"))
+    store = open_store(str(workdir / f"inproc_{n_arms}.db"))
     clock = ManualClock(START)
     engine = build_engine(store, policies, clock)
     engine.ensure_models()

@@ -26,7 +26,7 @@ from service.clock import ManualClock  # noqa: E402
 from service.decision.engine import DecideInput, OutcomeInput  # noqa: E402
 from service.policy import load_policies  # noqa: E402
 from service.runtime import build_engine, build_learner, numbered_ids  # noqa: E402
-from service.store import Store  # noqa: E402
+from service.store import open_store# noqa: E402
 from synthetic import BEST, CHANNELS, best_arm, click_probability  # noqa: E402
 
 START = 1772438400.0  # 2026-03-02 08:00 UTC, as in the e2e test
@@ -35,7 +35,7 @@ USERS, DECISIONS, SPAN, CONVERT_GIVEN_CLICK = 2000, 12000, 14 * 86400.0, 0.5  # 
 
 def run(seed: int, policies_dir: Path, learn_every: int, workdir: Path, decisions: int = DECISIONS) -> dict:
     policies = load_policies(policies_dir)
-    store = Store(str(workdir / f"run-{seed}.db"))
+    store = open_store(str(workdir / f"run-{seed}.db"))
     clock = ManualClock(START)
     # the engine's draws derive from event ids: numbered ones make a run reproducible
     engine = build_engine(store, policies, clock, new_id=numbered_ids(f"s{seed}-"), refresh_seconds=0)

@@ -32,7 +32,7 @@ from service.offline.export import final_decisions  # noqa: E402
 from service.offline.obd import bts_target, import_obd  # noqa: E402
 from service.offline.target_policies import uniform_target  # noqa: E402
 from service.policy import load_policies  # noqa: E402
-from service.store import Store  # noqa: E402
+from service.store import open_store# noqa: E402
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"{tmp}/obd.db")
+        store = open_store(f"{tmp}/obd.db")
         summaries = {s["logger"]: s for s in import_obd(args.data, store, f"{tmp}/policies")}
         policies = load_policies(f"{tmp}/policies")
         policy = policies["obd-men-random"]

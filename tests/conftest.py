@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from backends import BACKENDS, store_address
 from service.api.app import create_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,3 +53,10 @@ def request_app(tmp_path):
 @pytest.fixture
 def request_client(request_app):
     return request_app.test_client()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request, tmp_path):
+    """Where a store lives, once per backend: a SQLite file and a fresh PostgreSQL schema."""
+    with store_address(request.param, tmp_path) as url:
+        yield url

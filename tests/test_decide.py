@@ -12,7 +12,7 @@ from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
 from service.decision.sampling import in_holdout
 from service.policy import load_policies, parse_policy
 from service.runtime import build_engine
-from service.store import Store
+from service.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 START = 1_780_000_000.0
@@ -25,7 +25,7 @@ def make(tmp_path, policy_overrides=None) -> tuple[DecisionEngine, ManualClock]:
         data = tomllib.loads((ROOT / "examples/policies/lifecycle.toml").read_text())
         policy_overrides(data)
         policies = {"lifecycle": parse_policy(data)}
-    store = Store(str(tmp_path / "d.db"))
+    store = open_store(str(tmp_path / "d.db"))
     clock = ManualClock(START)
     engine = build_engine(store, policies, clock, refresh_seconds=0)
     engine.ensure_models()

@@ -22,7 +22,7 @@ from service.decision.engine import DecideInput
 from service.decision.localtime import resolve_send_at
 from service.policy import parse_policy
 from service.runtime import build_engine
-from service.store import Store
+from service.store import Store, open_store
 
 CHANNELS = ["email", "push", "sms", "in_app"]
 TOPICS = ["onboarding", "promotion", "loyalty"]
@@ -254,7 +254,7 @@ def arrange(store: Store, policy_name: str, key: str, person: dict, policy) -> N
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    s = Store(str(tmp_path_factory.mktemp("prop") / "prop.db"))
+    s = open_store(str(tmp_path_factory.mktemp("prop") / "prop.db"))
     yield s
     s.close()
 

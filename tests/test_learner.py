@@ -17,7 +17,7 @@ from service.clock import ManualClock, RequestClock
 from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
 from service.policy import load_policies
 from service.runtime import build_engine, build_learner, numbered_ids
-from service.store import Store
+from service.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "examples" / "policies"
@@ -27,7 +27,7 @@ DAY = 86400.0
 
 def make_engine(db: Path, clock) -> DecisionEngine:
     policies = load_policies(POLICIES)
-    store = Store(str(db))
+    store = open_store(str(db))
     engine = build_engine(store, policies, clock, new_id=numbered_ids("ev", 6), refresh_seconds=0)
     engine.ensure_models()
     return engine
@@ -105,7 +105,7 @@ def test_restarted_learner_resumes_exactly_where_it_stopped(tmp_path):
     clock.advance(2 * DAY)
     with sqlite3.connect(tmp_path / "b.db") as copy:  # a consistent copy, WAL included
         engine.store.conn.backup(copy)
-    store_b = Store(str(tmp_path / "b.db"))
+    store_b = open_store(str(tmp_path / "b.db"))
 
     # a: learns in three chunks, with a brand-new learner (a restart) for each chunk
     for _ in range(3):
@@ -125,7 +125,7 @@ def test_killed_learner_process_learns_every_decision_once(tmp_path):
     """SIGKILL the real `tactful learn` process mid-run, start it again: every decision ends up
     learned by exactly one version, and the versions' ranges tile the log without overlap."""
     db = tmp_path / "k.db"
-    store = Store(str(db))
+    store = open_store(str(db))
     clock = RequestClock(store)
     store.clock_advance(START)
     engine = make_engine(db, clock)

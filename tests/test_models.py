@@ -20,7 +20,7 @@ from service.decision.engine import DecideInput
 from service.decision.sampling import in_holdout
 from service.policy import load_policies
 from service.runtime import build_engine
-from service.store import Store
+from service.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "examples" / "policies"
@@ -39,7 +39,7 @@ def add_candidate(store: Store, policy_name: str = "lifecycle", source: str = "i
 @pytest.fixture
 def db(tmp_path):
     path = tmp_path / "m.db"
-    store = Store(str(path))
+    store = open_store(str(path))
     build_engine(store, load_policies(POLICIES), SystemClock()).ensure_models()
     add_candidate(store)
     store.close()
@@ -79,7 +79,7 @@ def test_promote_refuses_a_candidate_that_misses_a_criterion_and_says_which(db):
     base = ["--db", str(db), "--policies", str(POLICIES), "--policy", "lifecycle"]
     r = cli("models", "promote", *base, "2")
     assert r.exit_code == 1 and "no evaluation is stored" in r.output
-    store = Store(str(db))
+    store = open_store(str(db))
     ops = VersionRegistry(store)
     ops.store_evaluation("lifecycle", 2, {"n": 300, "reference": "active (v1)",
                                           "lift": {"value": 0.02, "lo": -0.01, "hi": 0.05},
@@ -170,7 +170,7 @@ def test_a_version_vw_cannot_load_is_never_scored_with(tmp_path):
     version it could not use, the shadow scores nothing, and neither goes back to the version the
     broken one replaced while it waits to look again. A loadable version activated again is
     served from the next look-up on."""
-    store = Store(str(tmp_path / "broken.db"))
+    store = open_store(str(tmp_path / "broken.db"))
     policies = load_policies(POLICIES)
     seconds = [0.0]  # the monotonic time that paces the model caches' look-ups (every 10 s)
     engine = build_engine(store, policies, SystemClock(), refresh_seconds=10, monotonic=lambda: seconds[0])

@@ -22,7 +22,7 @@ from service.learning.registry import VersionRegistry
 from service.learning.shadow_report import shadow_report
 from service.offline.obd import bts_action_dist
 from service.learning.retrain import grid, retrain
-from service.store import Store
+from service.store import open_store
 from service.simulation.known_truth import best_arm_target, default_world, generate_log, make_engine, true_value, world_policy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_obd_protocol_random_logs(tmp_path):
     assert "obd-men-bts: 10000 impressions, 69 clicks" in r.output
     again = runner.invoke(main, ["import-obd", str(OBD), "--db", str(db), "--policies", str(pol)])
     assert again.exit_code == 0  # idempotent
-    store = Store(str(db))
+    store = open_store(str(db))
     assert store.query("SELECT count(*) FROM decisions")[0][0] == 20000
     policies = load_policies(pol)
     result = evaluate(store, policies["obd-men-random"], "bts-zozotown", ("uniform",), now=2e9, n_boot=500)

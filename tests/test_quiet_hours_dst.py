@@ -17,7 +17,7 @@ from service.decision.engine import DecideInput
 from service.decision.localtime import is_quiet, quiet_end, resolve_send_at
 from service.policy import Timing, parse_policy
 from service.runtime import build_engine
-from service.store import Store
+from service.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 PARIS, NEW_YORK = ZoneInfo("Europe/Paris"), ZoneInfo("America/New_York")
@@ -85,7 +85,7 @@ def _engine(tmp_path, action: str):
     data["guardrails"]["quiet_hours"]["action"] = action
     data["learner"]["holdout_share"] = 0.0
     policies = {"lifecycle": parse_policy(data)}
-    store = Store(str(tmp_path / "q.db"))
+    store = open_store(str(tmp_path / "q.db"))
     clock = ManualClock(utc(2026, 3, 29, 3, 0))  # 05:00 in Paris, the morning clocks went forward
     engine = build_engine(store, policies, clock, refresh_seconds=0)
     engine.ensure_models()

@@ -23,7 +23,7 @@ from service.simulation.referee import (CapRule, Checker, ConsentRule, CooldownR
 from service.simulation.run import run_maker, simulate
 from service.simulation.scenario import ScenarioError, load_scenario
 from service.simulation.world import build_world
-from service.store import Store
+from service.store import open_store
 
 SCENARIOS = REPO_ROOT / "examples" / "scenarios"
 STANDARD = SCENARIOS / "standard.toml"
@@ -179,7 +179,7 @@ def test_small_comparison_in_process(tmp_path):
     assert metrics["regret"]["cumulative_regret_vs_oracle_run"]
     assert 0 < metrics["totals"]["contacts_per_person_week"] <= 5  # the overall cap is 5 a week
     # the decision log is the real one, and the learner learned from it
-    store = Store(str(tmp_path / "log-tactful.db"))
+    store = open_store(str(tmp_path / "log-tactful.db"))
     warmup = metrics["warmup_decisions"]
     assert warmup == 3000 * 7 // 28  # a week of business as usual before the 28 measured days
     assert store.policy_counts("lifecycle", 1e12)["decisions"] == 3000 + warmup

@@ -16,7 +16,7 @@ from service.clock import make_clock
 from service.errors import Problem
 from service.policy import Policy, load_policies
 from service.runtime import build_engine
-from service.store import Store
+from service.store import open_store
 
 DEFAULTS = {
     "DB": "tactful.db",
@@ -37,7 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.json.sort_keys = False
 
-    store = Store(str(app.config["DB"]), secret=app.config["SECRET"])
+    store = open_store(str(app.config["DB"]), secret=app.config["SECRET"])
     policies = app.config["POLICIES"]
     if isinstance(policies, (str, Path)):
         policies = load_policies(policies)

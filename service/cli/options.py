@@ -10,10 +10,12 @@ import click
 
 from service.clock import SystemClock
 from service.policy import Policy, PolicyError, load_policies
-from service.store import Store
+from service.store import Store, StoreError, is_postgres
+from service.store import open_store as connect
 from service.times import parse_time
 
-db_option = click.option("--db", default="tactful.db", show_default=True, help="SQLite file of the store.")
+db_option = click.option("--db", envvar="TACTFUL_DB", default="tactful.db", show_default=True,
+                         help="The store: a SQLite file or a postgresql:// URL (or set TACTFUL_DB).")
 policies_option = click.option("--policies", default="examples/policies", show_default=True,
                                help="Directory of policy TOML files.")
 policy_option = click.option("--policy", "policy_name", required=True, help="The policy's name.")
@@ -35,9 +37,14 @@ def policy_named(policies_dir: str, name: str) -> Policy:
 
 
 def open_store(db: str, must_exist: bool = True) -> Store:
-    if must_exist and not Path(db).is_file():
+    """The store `--db` names, its schema brought up to date; a click error naming `--db` when it
+    cannot be opened."""
+    if must_exist and not is_postgres(db) and not Path(db).is_file():
         raise click.BadParameter(f"{db!r} does not exist", param_hint="--db")
-    return Store(db, secret=os.environ.get("TACTFUL_SECRET"))
+    try:
+        return connect(db, secret=os.environ.get("TACTFUL_SECRET"))
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="--db") from None
 
 
 def time_value(value: str | None, hint: str) -> float | None:

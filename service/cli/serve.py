@@ -13,13 +13,12 @@ import click
 from gunicorn.app.base import BaseApplication
 
 from service.api.app import create_app
-from service.cli.options import db_option, policies_option
+from service.cli.options import db_option, open_store, policies_option
 from service.clock import make_clock
 from service.learning.learner import run_forever
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
 from service.runtime import build_learner
-from service.store import Store
 
 
 def _setup_logging(level: str = "INFO") -> None:
@@ -33,10 +32,10 @@ def _load(policies: str):
         raise click.ClickException(f"invalid policy: {exc}") from None
 
 
-def _prepare_store(db: str, policies_dir: str, clock_kind: str, secret: str | None):
+def _prepare_store(db: str, policies_dir: str, clock_kind: str):
     """Create the schema and every policy's first model version once, before any worker starts."""
     policies = _load(policies_dir)
-    store = Store(db, secret=secret)
+    store = open_store(db, must_exist=False)
     now = make_clock(clock_kind, store).now()
     for policy in policies.values():
         ensure_active_version(store, policy, now)
@@ -67,7 +66,7 @@ def serve(host: str, port: int, workers: int, db: str, policies: str, clock: str
     """Serve the HTTP API (gunicorn) with exactly one learner process. Ctrl-C stops both."""
     _setup_logging()
     secret = os.environ.get("TACTFUL_SECRET")
-    loaded = _prepare_store(db, policies, clock, secret)
+    loaded = _prepare_store(db, policies, clock)
     base = [sys.executable, "-m", "service.cli"]
     args = ["--db", db, "--policies", policies, "--clock", clock]
     web = subprocess.Popen(base + ["web", "--host", host, "--port", str(port), "--workers", str(workers)] + args)
@@ -139,7 +138,7 @@ def learn(interval: float | None, batch: int, db: str, policies: str, clock: str
     """Run the online learner alone (`serve` starts one for you)."""
     _setup_logging()
     loaded = _load(policies)
-    store = Store(db, secret=os.environ.get("TACTFUL_SECRET"))
+    store = open_store(db, must_exist=False)
     run_forever(build_learner(store, loaded, make_clock(clock, store), batch=batch), interval)
 
 

@@ -35,7 +35,7 @@ from service.clock import ManualClock
 from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
 from service.runtime import build_engine, build_learner, numbered_ids
 from service.policy import Policy, parse_policy
-from service.store import Store
+from service.store import open_store
 
 START = 1_780_000_000.0  # 2026-05-28: a fixed virtual start
 CONTENTS = ("tips", "sale", "bundle", "loyalty")
@@ -122,7 +122,7 @@ def make_engine(db: str | Path, policies: dict[str, Policy], start: float = STAR
     draws every choice from a hash of the event id, so logs meant to be independent replications
     need different `id_prefix`es (generate_log uses the seed)."""
     clock = ManualClock(start)
-    store = Store(str(db))
+    store = open_store(str(db))
     engine = build_engine(store, policies, clock, new_id=numbered_ids(id_prefix), refresh_seconds=0)
     engine.ensure_models()
     return engine, clock

@@ -22,7 +22,7 @@ from service.simulation.errors import SimulationError
 from service.simulation.makers import (LEARNERS, AfterLearning, Phase, Scorer, ScorerCache, fatigue_blind,
                                        make_baseline)
 from service.simulation.world import World
-from service.store import Store
+from service.store import open_store
 from service.times import parse_time, to_rfc3339
 
 
@@ -58,7 +58,7 @@ class InProcess:
         policy = fatigue_blind(world.policy_data, world.policy.path) if maker == "fatigue-blind" else world.policy
         self.policy = policy
         self.policies = {policy.name: policy}
-        self.store = Store(db, secret=f"tactful-simulation-{seed}")  # same keys, same holdout group, every run
+        self.store = open_store(db, secret=f"tactful-simulation-{seed}")  # same keys, same holdout group, every run
         if self.store.decision_count():
             raise SimulationError(f"--db {db} already holds decisions: give a new file")
         self.clock = ManualClock(float(min(world.ask_t[0], *world.warm_t[:1])) - 1.0)

@@ -1,10 +1,28 @@
 """The store: every piece of state Tactful keeps (people, decisions, outcomes, model versions and
 what the registry keeps beside them, the learner's lease, the request clock), behind one
-interface. Only this package holds SQL. SQLite is the embedded default (`sqlite.py`, composed of
-the queries in `people.py`, `decisions.py`, `versions.py` and `coordination.py`); `records.py`
-and `schema.py` are what every backend shares."""
+interface (`base.Store`, whose queries live in `people.py`, `decisions.py`, `versions.py` and
+`coordination.py`). Two backends: SQLite, the embedded default (`sqlite.py`), and PostgreSQL for
+several replicas (`postgres.py`). Only this package holds SQL; `records.py` is what every backend
+reads and writes. `open_store` picks the backend from the address."""
+from service.store.base import SchemaTooNew, Store
 from service.store.records import (AlreadyActive, Decision, NoSuchVersion, Outcome, OutcomeConflict,
-                                   PersonState)
-from service.store.sqlite import Store
+                                   PersonState, StoreError)
+from service.store.postgres import PostgresStore
+from service.store.sqlite import SQLiteStore
 
-__all__ = ["AlreadyActive", "Decision", "NoSuchVersion", "Outcome", "OutcomeConflict", "PersonState", "Store"]
+__all__ = ["AlreadyActive", "Decision", "NoSuchVersion", "Outcome", "OutcomeConflict", "PersonState",
+           "PostgresStore", "SQLiteStore", "SchemaTooNew", "Store", "StoreError", "is_postgres", "open_store"]
+
+
+def is_postgres(db: str) -> bool:
+    """Whether `db` names a PostgreSQL database (a postgresql:// or postgres:// URL)."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(db: str, secret: str | None = None, migrate: bool = True) -> Store:
+    """The store at `db`: a PostgreSQL URL, or else the path of a SQLite file (created if
+    missing). With `migrate`, the schema migrations it lacks are applied (SchemaTooNew when its
+    schema is newer than this code)."""
+    if is_postgres(db):
+        return PostgresStore(db, secret=secret, migrate=migrate)
+    return SQLiteStore(db, secret=secret, migrate=migrate)

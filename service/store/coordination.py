@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class CoordinationTables:
-    """The learner's lease and the request clock; mixed into the SQLite `Store`."""
+    """The learner's lease and the request clock; mixed into `Store`."""
 
     def clock_now(self) -> float | None:
         rows = self.query("SELECT now FROM clock WHERE id=1")
@@ -12,9 +12,9 @@ class CoordinationTables:
 
     def clock_advance(self, ts: float) -> float:
         """Move the shared clock to `ts` if it is later; return the clock."""
-        with self.write() as conn:
-            conn.execute("INSERT INTO clock(id, now) VALUES (1, ?) "
-                         "ON CONFLICT(id) DO UPDATE SET now=max(now, excluded.now)", (ts,))
+        with self.write(lock=None) as conn:
+            conn.execute("INSERT INTO clock(id, now) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET "
+                         "now=CASE WHEN excluded.now > clock.now THEN excluded.now ELSE clock.now END", (ts,))
             return conn.execute("SELECT now FROM clock WHERE id=1").fetchone()[0]
 
     def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:

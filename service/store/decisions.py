@@ -1,79 +1,42 @@
-"""The store's decision log: a decision logged and its contact reserved in one statement that
-holds only if the person's state did not change since it was read (check-and-reserve); the
-learner's reads of closed decisions; outcomes, idempotent by their own key, with the explicit
-signals they carry; counts per policy."""
+"""The store's decision log: a decision logged and its contact reserved only if the person's state
+did not change since it was read (check-and-reserve, each backend's own); the learner's reads of
+closed decisions; outcomes, idempotent by their own key, with the explicit signals they carry;
+counts per policy."""
 from __future__ import annotations
 
 from service.store.records import Decision, Outcome, OutcomeConflict, dumps, pack_removed
 
-_DECISION_COLUMNS = ("event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
-                     " send_at, channel, allowed, probabilities, context, history, removed, consistency_key")
-_INSERT_DECISION = f"INSERT INTO decisions({_DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})"
-_INSERT_OUTCOME = ("INSERT INTO outcomes(event_id, outcome_id, type, value, at, received_at, counted)"
+DECISION_COLUMNS = ("event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
+                    " send_at, channel, allowed, probabilities, context, history, removed, consistency_key")
+INSERT_DECISION = f"INSERT INTO decisions({DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})"
+INSERT_OUTCOME = ("INSERT INTO outcomes(event_id, outcome_id, type, value, at, received_at, counted)"
                    " VALUES (?,?,?,?,?,?,?)")
-# ... only if the person's state still matches the marker it was decided on (person_state)
-_INSERT_DECISION_IF_UNCHANGED = (
-    f"INSERT INTO decisions({_DECISION_COLUMNS}) SELECT {','.join('?' * 17)} WHERE"
-    " (SELECT coalesce(max(id), 0) FROM contacts WHERE person_key=? AND at>=?)=?"
-    " AND (SELECT coalesce(max(id), 0) FROM consent WHERE person_key=?)=?"
-    " AND (SELECT coalesce(max(id), 0) FROM signals WHERE person_key=? AND at>=?)=?"
-    " AND (SELECT coalesce(max(rev), 0) FROM people WHERE person_key=?)=?")
 
 
-def _decision_values(d: Decision) -> tuple:
-    """A decision as the values of `_DECISION_COLUMNS`."""
+def decision_values(d: Decision) -> tuple:
+    """A decision as the values of `DECISION_COLUMNS`."""
     return (d.event_id, d.policy, d.person_key, d.decided_at, d.closes_at, d.model_version, d.mode,
             d.arm, d.probability, d.send_at, d.channel, dumps(d.allowed), dumps(d.probabilities),
             dumps(d.context), dumps(d.history), pack_removed(d.removed), d.consistency_key)
 
 
-def _outcome_values(o: Outcome) -> tuple:
+def outcome_values(o: Outcome) -> tuple:
     return (o.event_id, o.outcome_id, o.type, o.value, o.at, o.received_at, int(o.counted))
 
 
-class _Stale(Exception):
-    """The person's state changed between reading it and reserving a contact."""
-
-
 class DecisionLog:
-    """Queries on decisions and outcomes; mixed into the SQLite `Store`."""
+    """Queries on decisions and outcomes; mixed into `Store`."""
 
     def commit_decision(self, d: Decision, expected_marker: tuple | None,
                         budget: tuple[str, int] | None = None) -> bool:
         """Log a decision and reserve its contact in one transaction.
 
         Returns False, writing nothing, when the person's contacts, consent, signals or
-        preferences changed since `expected_marker` was read, or when the send would overspend
-        the policy's daily `budget` (day, limit): the caller re-evaluates its guardrails and tries
-        again. This is what makes check-and-reserve atomic across workers.
-
-        The decision row is inserted only if the marker still holds (one INSERT ... SELECT ...
-        WHERE), and the `decision_reserves_contact` trigger adds the contact and counts it
-        towards suppression in the same statement: a decision is one write.
-        """
-        values = _decision_values(d)
-        try:
-            with self.write() as conn:
-                if budget is not None and d.channel is not None:
-                    day, limit = budget
-                    row = conn.execute("SELECT used FROM budget WHERE policy=? AND day=?", (d.policy, day)).fetchone()
-                    if (row[0] if row else 0) >= limit:
-                        raise _Stale
-                    conn.execute("INSERT INTO budget(policy, day, used) VALUES (?,?,1) "
-                                 "ON CONFLICT(policy, day) DO UPDATE SET used=used+1", (d.policy, day))
-                if d.person_key is not None and expected_marker:
-                    since, ssince, contact, consent, signal, rev = expected_marker
-                    key = d.person_key
-                    cur = conn.execute(_INSERT_DECISION_IF_UNCHANGED, values + (
-                        key, since, contact, key, consent, key, ssince, signal, key, rev))
-                    if cur.rowcount != 1:
-                        raise _Stale
-                else:
-                    cur = conn.execute(_INSERT_DECISION, values)
-                d.seq = cur.lastrowid
-        except _Stale:
-            return False
-        return True
+        preferences changed since `expected_marker` was read (`person_state`), or when the send
+        would overspend the policy's daily `budget` (day, limit): the caller re-evaluates its
+        guardrails and tries again. This is what makes check-and-reserve atomic across workers
+        and replicas. Each backend does it in as few round trips as it can (sqlite.py, postgres.py)."""
+        raise NotImplementedError
 
     def decision(self, event_id: str) -> Decision | None:
         rows = self.query("SELECT * FROM decisions WHERE event_id=?", (event_id,))
@@ -83,11 +46,14 @@ class DecisionLog:
         """Decisions after `cursor`, in order; with `closed_by`, only those before the first one
         whose reward window is still open at that time (the rows after it are not read at all)."""
         upper = None
+        horizon = self.learning_horizon(policy)
         if closed_by is not None:
-            row = self.conn.execute(
+            rows = self.query(
                 "SELECT seq FROM decisions WHERE policy=? AND seq>? AND closes_at>? ORDER BY seq LIMIT 1",
-                (policy, cursor, closed_by)).fetchone()
-            upper = row[0] if row else None
+                (policy, cursor, closed_by))
+            upper = rows[0][0] if rows else None
+        if horizon is not None:
+            upper = horizon + 1 if upper is None else min(upper, horizon + 1)
         if upper is None:
             rows = self.query("SELECT * FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
                               (policy, cursor, limit))
@@ -116,10 +82,8 @@ class DecisionLog:
         ones already stored (by event id, and outcome id) are left as they are. Nothing is
         reserved: imported decisions name no person."""
         with self.write() as conn:
-            conn.executemany(_INSERT_DECISION.replace("INSERT", "INSERT OR IGNORE", 1),
-                             [_decision_values(d) for d in decisions])
-            conn.executemany(_INSERT_OUTCOME.replace("INSERT", "INSERT OR IGNORE", 1),
-                             [_outcome_values(o) for o in outcomes])
+            conn.executemany(INSERT_DECISION + " ON CONFLICT DO NOTHING", [decision_values(d) for d in decisions])
+            conn.executemany(INSERT_OUTCOME + " ON CONFLICT DO NOTHING", [outcome_values(o) for o in outcomes])
 
     def decision_count(self) -> int:
         """How many decisions the store holds, of every policy."""
@@ -134,7 +98,8 @@ class DecisionLog:
         is recorded, and an unsubscribe also withdraws that channel's consent; an engagement
         ends the run of contacts without engagement (suppression).
         """
-        with self.write() as conn:
+        # one person's writes are serialised (their marker's ids then grow in commit order)
+        with self.write(lock=f"person:{person_key}" if person_key else f"event:{o.event_id}") as conn:
             if o.outcome_id is not None:
                 row = conn.execute("SELECT type, value FROM outcomes WHERE event_id=? AND outcome_id=?",
                                    (o.event_id, o.outcome_id)).fetchone()
@@ -143,7 +108,7 @@ class DecisionLog:
                         raise OutcomeConflict(
                             f"outcome {o.outcome_id!r} was already reported as {row[0]!r} with value {row[1]}")
                     return False
-            conn.execute(_INSERT_OUTCOME, _outcome_values(o))
+            conn.execute(INSERT_OUTCOME, outcome_values(o))
             if person_key is not None and signal is not None:
                 kind, channel = signal
                 conn.execute("INSERT INTO signals(person_key, kind, channel, at, event_id) VALUES (?,?,?,?,?)",
@@ -154,7 +119,8 @@ class DecisionLog:
             if person_key is not None and engaged:
                 conn.execute("INSERT INTO people(person_key, unengaged, last_engaged_at, rev) VALUES (?,0,?,0) "
                              "ON CONFLICT(person_key) DO UPDATE SET unengaged=0, "
-                             "last_engaged_at=max(coalesce(last_engaged_at, 0), excluded.last_engaged_at)",
+                             "last_engaged_at=CASE WHEN people.last_engaged_at > excluded.last_engaged_at "
+                             "THEN people.last_engaged_at ELSE excluded.last_engaged_at END",
                              (person_key, o.at))
         return True
 
@@ -176,7 +142,8 @@ class DecisionLog:
 
     def policy_counts(self, policy: str, now: float) -> dict:
         row = self.query(
-            "SELECT count(*), sum(learned_version IS NOT NULL), sum(closes_at > ?), sum(arm = 'hold') "
+            "SELECT count(*), count(learned_version), sum(CASE WHEN closes_at > ? THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN arm = 'hold' THEN 1 ELSE 0 END) "
             "FROM decisions WHERE policy=?", (now, policy))[0]
         outcomes = self.query("SELECT count(*) FROM outcomes o JOIN decisions d ON d.event_id=o.event_id "
                               "WHERE d.policy=?", (policy,))[0][0]

@@ -6,22 +6,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from contextlib import nullcontext
 
 from service.store.records import Decision, PersonState, dumps, loads
 
-# A person's state in one statement: each part tagged by its first column (see person_state).
+# A person's state in one statement: each part tagged by its first column (see person_state). The
+# first part types the columns (PostgreSQL resolves a UNION's types from left to right).
 _PERSON_STATE = (
-    "SELECT 0, id, channel, at, NULL, NULL FROM contacts WHERE person_key=:k AND at>=:since"
+    "SELECT 0, id, channel, at, CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION) FROM contacts"
+    " WHERE person_key=:k AND at>=:since"
     " UNION ALL SELECT 1, id, channel, granted, NULL, NULL FROM consent WHERE id IN"
     " (SELECT max(id) FROM consent WHERE person_key=:k GROUP BY channel)"
-    " UNION ALL SELECT 2, rev, unengaged, NULL, preferences, NULL FROM people WHERE person_key=:k"
+    " UNION ALL SELECT 2, rev, NULL, unengaged, preferences, NULL FROM people WHERE person_key=:k"
     " UNION ALL SELECT 3, id, channel, at, kind, NULL FROM signals WHERE person_key=:k AND at>=:ssince"
     " UNION ALL SELECT 4, NULL, target, valid_from, status, valid_until FROM arm_state WHERE policy=:policy"
     " UNION ALL SELECT 5, used, NULL, NULL, NULL, NULL FROM budget WHERE policy=:policy AND day=:day")
 
 
 class PeopleTables:
-    """Queries on people; mixed into the SQLite `Store`, whose `query`, `write` and `_secret` they use."""
+    """Queries on people; mixed into `Store`, whose `query`, `write` and `_secret` they use."""
+
+    def erasing(self):
+        """A context in which erased rows are overwritten where the backend can."""
+        return nullcontext()
 
     def person_key(self, user_id: str) -> str:
         return hmac.new(self._secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
@@ -38,7 +45,7 @@ class PeopleTables:
         prefs, unengaged, rev = {}, 0, 0
         signals, last_signal = [], 0
         arm_state, budget_used = {}, 0
-        for part, a, b, c, d, e in self.conn.execute(_PERSON_STATE, {
+        for part, a, b, c, d, e in self.query(_PERSON_STATE, {
                 "k": key, "since": since, "ssince": signals_since, "policy": policy, "day": budget_day}):
             if part == 0:    # contact: id, channel, at
                 contacts.append((b, c))
@@ -47,7 +54,7 @@ class PeopleTables:
                 consent[b] = bool(c)
                 last_consent = max(last_consent, a)
             elif part == 2:  # the person's row: rev, unengaged, preferences
-                rev, unengaged, prefs = a, b, loads(d) if d else {}
+                rev, unengaged, prefs = a, int(c), loads(d) if d else {}
             elif part == 3:  # signal: id, channel, at, kind
                 signals.append((d, b, c))
                 last_signal = max(last_signal, a)
@@ -60,16 +67,16 @@ class PeopleTables:
         return PersonState(key, consent, contacts, marker, prefs, unengaged, signals, arm_state, budget_used)
 
     def set_consent(self, key: str, channels: dict[str, bool], source: str | None, at: float) -> None:
-        with self.write() as conn:
+        with self.write(lock=f"person:{key}") as conn:
             conn.executemany(
                 "INSERT INTO consent(person_key, channel, granted, source, at) VALUES (?,?,?,?,?)",
                 [(key, ch, int(granted), source, at) for ch, granted in channels.items()])
 
     def set_preferences(self, key: str, preferences: dict, at: float) -> None:
-        with self.write() as conn:
+        with self.write(lock=f"person:{key}") as conn:
             conn.execute("INSERT INTO people(person_key, preferences, preferences_at, unengaged, rev) "
                          "VALUES (?,?,?,0,1) ON CONFLICT(person_key) DO UPDATE SET "
-                         "preferences=excluded.preferences, preferences_at=excluded.preferences_at, rev=rev+1",
+                         "preferences=excluded.preferences, preferences_at=excluded.preferences_at, rev=people.rev+1",
                          (key, dumps(preferences), at))
 
     def person_row(self, key: str) -> dict | None:
@@ -91,25 +98,20 @@ class PeopleTables:
 
     def consistent_arm(self, key: str, policy: str, consistency_key: str, since: float) -> tuple[str, str] | None:
         """(event id, arm) of the latest decision for this person and key since `since`."""
-        row = self.conn.execute(
+        rows = self.query(
             "SELECT event_id, arm FROM decisions WHERE person_key=? AND consistency_key=? AND policy=? "
-            "AND decided_at>=? ORDER BY seq DESC LIMIT 1", (key, consistency_key, policy, since)).fetchone()
-        return (row[0], row[1]) if row else None
+            "AND decided_at>=? ORDER BY seq DESC LIMIT 1", (key, consistency_key, policy, since))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def erase_person(self, key: str) -> dict:
         """Erase a person: their consent, preferences, signals and contacts are deleted; their
         decisions stay, unlinked (no person key, no consistency key), for learning. Deleted rows
-        are overwritten on disk (secure_delete)."""
-        conn = self.wconn
-        conn.execute("PRAGMA secure_delete=ON")
-        try:
-            with self.write() as c:
-                counts = {t: c.execute(f"DELETE FROM {t} WHERE person_key=?", (key,)).rowcount
-                          for t in ("consent", "contacts", "signals", "people")}
-                counts["decisions_unlinked"] = c.execute(
-                    "UPDATE decisions SET person_key=NULL, consistency_key=NULL WHERE person_key=?", (key,)).rowcount
-        finally:
-            conn.execute("PRAGMA secure_delete=OFF")
+        are overwritten where the backend can (`erasing`)."""
+        with self.erasing(), self.write(lock=f"person:{key}") as c:
+            counts = {t: c.execute(f"DELETE FROM {t} WHERE person_key=?", (key,)).rowcount
+                      for t in ("consent", "contacts", "signals", "people")}
+            counts["decisions_unlinked"] = c.execute(
+                "UPDATE decisions SET person_key=NULL, consistency_key=NULL WHERE person_key=?", (key,)).rowcount
         return counts
 
     # -- runtime arm state -------------------------------------------------------------------

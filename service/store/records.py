@@ -106,6 +106,10 @@ class Outcome:
     counted: bool = True
 
 
+class StoreError(Exception):
+    """The store cannot be used as asked (a schema newer than the code, an unknown address)."""
+
+
 class OutcomeConflict(Exception):
     """The same outcome_id was reported with a different type or value."""
 

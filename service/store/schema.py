@@ -1,15 +1,27 @@
-"""The store's schema, created (or completed) when a store opens: every table, index and trigger,
-those of the model-version registry included (service/learning/registry.py). Changes are additive:
-a new table or index, never a changed column, so an older file opens and is brought up to date."""
+"""The SQLite store's schema and its versioned migrations, applied in order when a store opens
+(or by `tactful db upgrade`): every table, index and trigger, those of the model-version registry
+included (service/learning/registry.py). The PostgreSQL backend has the same versions
+(pg_schema.py). Changes are additive: a new table or index, never a changed column.
+
+Version 2 is the baseline: `create` makes every table of that version and completes a file an
+earlier Tactful wrote (version 1 or none recorded), so it is safe on any older file."""
 from __future__ import annotations
+
+from typing import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+
+def _v3(db: sqlite_utils.Database) -> None:
+    """`tactful prune` finds old decisions and contacts by time."""
+    db.execute("CREATE INDEX IF NOT EXISTS decisions_decided ON decisions(decided_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS contacts_at ON contacts(at)")
 
 
 def create(db: sqlite_utils.Database) -> None:
-    """Every table, index and trigger, inside the caller's write transaction."""
+    """Every table, index and trigger of version 2, inside the caller's write transaction."""
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
     db["clock"].create({"id": int, "now": float}, pk="id", if_not_exists=True)
     db["decisions"].create({
@@ -79,3 +91,6 @@ def create(db: sqlite_utils.Database) -> None:
                " version INTEGER NOT NULL, previous INTEGER, started_seq INTEGER NOT NULL,"
                " status TEXT NOT NULL, reason TEXT, at REAL NOT NULL, closed_at REAL)")
     db.execute("CREATE INDEX IF NOT EXISTS model_evaluations_version ON model_evaluations(policy, version)")
+
+
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3)]

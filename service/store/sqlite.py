@@ -1,9 +1,8 @@
-"""The store: every decision, outcome, contact, consent change and model version.
-
-One interface; this is its SQLite backend (sqlite-utils, WAL mode), the embedded default that
-serves every gunicorn worker and the learner of one machine through one file. Each thread gets
-its own connection. Writes that must be atomic (check-and-reserve of a contact, publishing a
-model version with the learner's cursor) run in `BEGIN IMMEDIATE` transactions.
+"""The SQLite backend of the store (sqlite-utils, WAL mode): the embedded default that serves every
+gunicorn worker and the learner of one machine through one file. Each thread gets its own
+connection. Every write transaction takes SQLite's one write lock at once (`BEGIN IMMEDIATE`),
+so check-and-reserve of a contact and publishing a model version with the learner's cursor are
+atomic whatever `lock` a caller names.
 
 People are stored under a key, HMAC-SHA256(server secret, user_id), never under their user id.
 The secret is created on first use and kept in the `meta` table unless the operator supplies one.
@@ -20,23 +19,35 @@ from typing import Iterator
 import sqlite_utils
 
 from service.store import schema
-from service.store.coordination import CoordinationTables
-from service.store.decisions import DecisionLog
-from service.store.people import PeopleTables
-from service.store.versions import ModelTables
+from service.store.base import GLOBAL, SchemaTooNew, Store
+from service.store.decisions import DECISION_COLUMNS, INSERT_DECISION, decision_values
+from service.store.records import Decision
+
+# ... only if the person's state still matches the marker it was decided on (person_state)
+INSERT_DECISION_IF_UNCHANGED = (
+    f"INSERT INTO decisions({DECISION_COLUMNS}) SELECT {','.join('?' * 17)} WHERE"
+    " (SELECT coalesce(max(id), 0) FROM contacts WHERE person_key=? AND at>=?)=?"
+    " AND (SELECT coalesce(max(id), 0) FROM consent WHERE person_key=?)=?"
+    " AND (SELECT coalesce(max(id), 0) FROM signals WHERE person_key=? AND at>=?)=?"
+    " AND (SELECT coalesce(max(rev), 0) FROM people WHERE person_key=?)=?")
 
 
-class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables):
-    """The SQLite store: one file, a connection per thread, the queries of people.py,
-    decisions.py, versions.py and coordination.py, which read and write through `query` and
-    `write`. No SQL lives outside the store package."""
+class _Stale(Exception):
+    """The person's state changed between reading it and reserving a contact."""
 
-    def __init__(self, path: str, secret: str | None = None, timeout: float = 30.0):
-        self.path = path
+
+class SQLiteStore(Store):
+    """The SQLite store: one file, a connection per thread."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, secret: str | None = None, timeout: float = 30.0, migrate: bool = True):
+        self.path = self.location = path
         self.timeout = timeout
         self._local = threading.local()
         self._secret = secret.encode() if secret else None
-        self.migrate()
+        if migrate:
+            self.migrate()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -81,7 +92,7 @@ class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables):
                 setattr(self._local, name, None)
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, lock: str | None = GLOBAL) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the database's write lock at once.
 
         SQLite's own busy handler sleeps in steps of 1, 2, 5, 10... ms while another connection
@@ -116,18 +127,80 @@ class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables):
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()
 
-    def ping(self) -> None:
-        """Raise if the store cannot answer a query (health checks)."""
-        self.query("SELECT 1")
-
-    def migrate(self) -> None:
+    def migrate(self) -> tuple[int, int]:
+        """Apply the schema migrations this file lacks, in one transaction; refuse a file whose
+        schema is newer than the code. Returns (version found, version now)."""
         db = self.db
-        with self.write():
-            schema.create(db)
+        with self.write() as conn:
+            found = 0
+            if "meta" in db.table_names():
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                found = int(row[0]) if row else 1
+            if found > schema.SCHEMA_VERSION:
+                raise SchemaTooNew(self.path, found, schema.SCHEMA_VERSION)
+            for version, step in schema.MIGRATIONS:
+                if version > found:
+                    step(db)
             db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(schema.SCHEMA_VERSION),))
             if self._secret is None:
-                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('secret', ?)",
+                db.execute("INSERT INTO meta(key, value) VALUES ('secret', ?) ON CONFLICT DO NOTHING",
                            (secrets.token_hex(32),))
         if self._secret is None:
             self._secret = self.query("SELECT value FROM meta WHERE key='secret'")[0][0].encode()
+        return found, schema.SCHEMA_VERSION
+
+    def commit_decision(self, d: Decision, expected_marker: tuple | None,
+                        budget: tuple[str, int] | None = None) -> bool:
+        """Log a decision and reserve its contact in one transaction (see `DecisionLog`).
+
+        The decision row is inserted only if the marker still holds (one INSERT ... SELECT ...
+        WHERE), and the `decision_reserves_contact` trigger adds the contact and counts it
+        towards suppression in the same statement: a decision is one write.
+        """
+        values = decision_values(d)
+        try:
+            with self.write() as conn:
+                if budget is not None and d.channel is not None:
+                    day, limit = budget
+                    row = conn.execute("SELECT used FROM budget WHERE policy=? AND day=?", (d.policy, day)).fetchone()
+                    if (row[0] if row else 0) >= limit:
+                        raise _Stale
+                    conn.execute("INSERT INTO budget(policy, day, used) VALUES (?,?,1) "
+                                 "ON CONFLICT(policy, day) DO UPDATE SET used=budget.used+1", (d.policy, day))
+                if d.person_key is not None and expected_marker:
+                    since, ssince, contact, consent, signal, rev = expected_marker
+                    key = d.person_key
+                    cur = conn.execute(INSERT_DECISION_IF_UNCHANGED, values + (
+                        key, since, contact, key, consent, key, ssince, signal, key, rev))
+                    if cur.rowcount != 1:
+                        raise _Stale
+                else:
+                    cur = conn.execute(INSERT_DECISION, values)
+                d.seq = cur.lastrowid
+        except _Stale:
+            return False
+        return True
+
+    def erasing(self):
+        """Deleted rows are overwritten on disk while a person is erased (secure_delete)."""
+        return _SecureDelete(self.wconn)
+
+    def backup(self, out: str) -> None:
+        """A consistent copy of the live store in `out` (SQLite's online backup: writers go on)."""
+        target = sqlite3.connect(out)
+        try:
+            self.conn.backup(target)
+        finally:
+            target.close()
+
+
+class _SecureDelete:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("PRAGMA secure_delete=ON")
+
+    def __exit__(self, *exc):
+        self.conn.execute("PRAGMA secure_delete=OFF")

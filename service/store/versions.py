@@ -10,7 +10,7 @@ from service.store.records import AlreadyActive, NoSuchVersion, dumps
 
 
 class ModelTables:
-    """Queries on model versions and the registry's tables; mixed into the SQLite `Store`."""
+    """Queries on model versions and the registry's tables; mixed into `Store`."""
 
     # -- model versions ----------------------------------------------------------------------
 
@@ -63,11 +63,12 @@ class ModelTables:
                          " n_learned, learned_through_seq, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (policy, version, parent, "online", at, model, vw_args, len(learned), cursor,
                           dumps(note)))
-            for seq, reward in learned:
-                updated = conn.execute("UPDATE decisions SET reward=?, learned_version=? "
-                                       "WHERE seq=? AND learned_version IS NULL", (reward, version, seq))
-                if updated.rowcount != 1:
-                    raise RuntimeError(f"decision {seq} was already learned")
+            updated = conn.executemany("UPDATE decisions SET reward=?, learned_version=? "
+                                       "WHERE seq=? AND learned_version IS NULL",
+                                       [(reward, version, seq) for seq, reward in learned])
+            if updated.rowcount != len(learned):  # the rollback leaves every decision as it was
+                raise RuntimeError(f"{len(learned) - updated.rowcount} of the decisions up to seq {cursor} "
+                                   f"were already learned")
             conn.execute("UPDATE policy_state SET active_version=?, learner_cursor=? WHERE policy=?",
                          (version, cursor, policy))
             conn.execute("INSERT INTO activations(policy, version, previous, reason, at) VALUES (?,?,?,?,?)",
@@ -161,9 +162,9 @@ class ModelTables:
 
     def add_shadow_decision(self, event_id: str, policy: str, version: int, arm: str, probability: float,
                             probabilities: list[float], at: float) -> None:
-        with self.write() as conn:
-            conn.execute("INSERT OR IGNORE INTO shadow_decisions(event_id, policy, version, arm, probability,"
-                         " probabilities, at) VALUES (?,?,?,?,?,?,?)",
+        with self.write(lock=None) as conn:
+            conn.execute("INSERT INTO shadow_decisions(event_id, policy, version, arm, probability,"
+                         " probabilities, at) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                          (event_id, policy, version, arm, probability, json.dumps(probabilities), at))
 
     def shadow_decisions(self, policy: str) -> dict[str, dict]:

@@ -1,0 +1,200 @@
+"""The PostgreSQL backend of the store: psycopg 3 and one `psycopg_pool` pool per process, opened
+when the store is (so in each gunicorn worker, after the fork). Connections are in autocommit;
+a write transaction takes the advisory lock its caller names (`Store.write`), so what SQLite
+makes atomic with its one writer is atomic here across every worker of every replica:
+
+- a decision for a person re-checks what it was decided on and reserves its contact under that
+  person's lock, in one round trip (`tactful_commit_decision`, pg_schema.py): caps, the minimum
+  gap and the daily budget hold across replicas, while decisions for other people go on;
+- publishing a model version, activating one and the learner's lease serialise on one lock, as
+  they do on SQLite;
+- the learner reads only decisions below the learning horizon (`learning_horizon`): identities
+  are handed out before commit, so without it a decision committed late could fall behind the
+  learner's cursor and never be learned.
+
+The shared queries use SQLite's placeholders (`?`, `:name`); they are translated once per text.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Iterator, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from psycopg_pool import ConnectionPool
+
+from service.store import pg_schema, schema
+from service.store.base import GLOBAL, SchemaTooNew, Store
+from service.store.decisions import INSERT_DECISION, INSERT_OUTCOME, decision_values, outcome_values
+from service.store.records import Decision, Outcome, StoreError
+
+_PLACEHOLDER = re.compile(r"\?|:(\w+)|%")
+
+
+@lru_cache(maxsize=512)
+def translate(sql: str) -> str:
+    """SQLite's placeholders as psycopg's (`?` -> `%s`, `:name` -> `%(name)s`, `%` -> `%%`)."""
+    return _PLACEHOLDER.sub(lambda m: "%s" if m[0] == "?" else "%%" if m[0] == "%" else f"%({m[1]})s", sql)
+
+
+def safe_location(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Row:
+    """A row that answers `row[0]`, `row["column"]` and `dict(row)`, as sqlite3.Row does."""
+
+    __slots__ = ("_values", "_index")
+
+    def __init__(self, values: Sequence, index: dict[str, int]):
+        self._values = tuple(values)
+        self._index = index
+
+    def __getitem__(self, key):
+        return self._values[self._index[key]] if isinstance(key, str) else self._values[key]
+
+    def keys(self):
+        return self._index.keys()
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._index, self._values))!r})"
+
+
+def _rows(cursor):
+    index = {c.name: i for i, c in enumerate(cursor.description or ())}
+    return lambda values: Row(values, index)
+
+
+class _Conn:
+    """A connection inside a write transaction, taking the shared (SQLite-placeholder) SQL."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence | dict = ()):
+        return self._conn.execute(translate(sql), params)
+
+    def executemany(self, sql: str, seq):
+        cur = self._conn.cursor()
+        cur.executemany(translate(sql), list(seq))
+        return cur
+
+
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+_COMMIT = ("SELECT tactful_commit_decision(%s::text, %s::text, %s::text, %s::float8, %s::float8, %s::bigint,"
+           " %s::text, %s::text, %s::float8, %s::float8, %s::text, %s::text, %s::text, %s::text, %s::text,"
+           " %s::text, %s::text, %s::boolean, %s::float8, %s::float8, %s::bigint, %s::bigint, %s::bigint,"
+           " %s::bigint, %s::text, %s::bigint)")
+
+
+class PostgresStore(Store):
+    """The store in a PostgreSQL database (or the schema its URL's search_path names)."""
+
+    kind = "postgresql"
+
+    def __init__(self, url: str, secret: str | None = None, migrate: bool = True, max_connections: int = 4,
+                 timeout: float = 30.0):
+        self.url = url
+        self.location = safe_location(url)
+        self._secret = secret.encode() if secret else None
+        self.pool = ConnectionPool(url, min_size=1, max_size=max_connections, timeout=timeout, open=False,
+                                   kwargs={"autocommit": True, "row_factory": _rows}, name="tactful")
+        try:
+            self.pool.open(wait=True, timeout=timeout)
+        except Exception as exc:
+            self.pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {exc}") from None
+        if migrate:
+            self.migrate()
+        elif self._secret is None:
+            self._secret = self._stored_secret()
+
+    def query(self, sql: str, params: Sequence | dict = ()) -> list[Row]:
+        with self.pool.connection() as conn:
+            return conn.execute(translate(sql), params).fetchall()
+
+    @contextmanager
+    def write(self, lock: str | None = GLOBAL) -> Iterator[_Conn]:
+        with self.pool.connection() as conn, conn.transaction():
+            if lock is not None:
+                conn.execute(_LOCK, (lock,))
+            yield _Conn(conn)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- what PostgreSQL does its own way ------------------------------------------------------
+
+    def commit_decision(self, d: Decision, expected_marker: tuple | None,
+                        budget: tuple[str, int] | None = None) -> bool:
+        check = bool(d.person_key is not None and expected_marker)
+        marker = tuple(expected_marker) if check else (None,) * 6
+        day, limit = budget if budget is not None else (None, None)
+        with self.pool.connection() as conn:
+            seq = conn.execute(_COMMIT, decision_values(d) + (check,) + marker + (day, limit)).fetchone()[0]
+        if seq is None:
+            return False
+        d.seq = seq
+        return True
+
+    def learning_horizon(self, policy: str) -> int | None:
+        """The highest seq of the store once every transaction that could still add a decision
+        below it has ended: the barrier is taken exclusively for as long as one read takes."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", pg_schema.BARRIER)
+            return conn.execute("SELECT coalesce(max(seq), 0) FROM decisions").fetchone()[0]
+
+    def import_logged(self, decisions: list[Decision], outcomes: list[Outcome]) -> None:
+        with self.write(lock=None) as conn:
+            conn._conn.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", pg_schema.BARRIER)
+            conn.executemany(INSERT_DECISION + " ON CONFLICT DO NOTHING", [decision_values(d) for d in decisions])
+            conn.executemany(INSERT_OUTCOME + " ON CONFLICT DO NOTHING", [outcome_values(o) for o in outcomes])
+
+    def backup(self, out: str) -> None:
+        raise StoreError("a PostgreSQL store is backed up with PostgreSQL's own tools: "
+                         f"pg_dump --format=custom --file {out} '{self.location}' (docs/deploy.md)")
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def _stored_secret(self) -> bytes:
+        rows = self.query("SELECT value FROM meta WHERE key='secret'")
+        if not rows:
+            raise StoreError(f"the store at {self.location} has no schema yet: run `tactful db upgrade`")
+        return rows[0][0].encode()
+
+    def migrate(self) -> tuple[int, int]:
+        """Apply the migrations the database lacks, in one transaction, while replicas starting
+        at the same moment wait; refuse a schema newer than the code."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", pg_schema.MIGRATE_LOCK)
+            found = 0
+            if conn.execute("SELECT to_regclass('meta')").fetchone()[0] is not None:
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                found = int(row[0]) if row else 0
+            if found > schema.SCHEMA_VERSION:
+                raise SchemaTooNew(self.location, found, schema.SCHEMA_VERSION)
+            for version, statements in pg_schema.MIGRATIONS:
+                if version > found:
+                    for statement in statements:
+                        conn.execute(statement)
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', %s) "
+                         "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(schema.SCHEMA_VERSION),))
+            if self._secret is None:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('secret', %s) ON CONFLICT DO NOTHING",
+                             (secrets.token_hex(32),))
+        if self._secret is None:
+            self._secret = self._stored_secret()
+        return found, schema.SCHEMA_VERSION
