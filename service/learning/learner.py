@@ -7,7 +7,14 @@ immutable model version. The version, each decision's reward and the new cursor 
 one transaction, so a learner killed at any moment resumes exactly where it stopped: no decision
 learned twice, none skipped.
 
-Only one learner learns at a time: it holds a lease in the store, renewed as it works.
+Only one learner learns at a time, whichever replica it runs on: it holds a lease row in the
+store, renewed every couple of seconds. A lease row rather than a PostgreSQL advisory lock held
+on a dedicated connection: a lease ends on its own clock when its holder stops renewing (a
+process killed, a machine gone, a network cut), where a session lock lasts until the server
+notices the connection is dead (TCP keepalives: minutes to hours by default); and it works the
+same on SQLite. Exactly-once never rests on the lease alone: publishing re-checks, under the
+store's write lock, that the version learned from is still active and that no decision in it was
+learned before, so a deposed leader that publishes late writes nothing.
 
 The learner continues from whatever version is active (an online one, a retrained or imported
 candidate, a rolled-back one) with that version's own recorded `vw_args`, and records those args
@@ -36,6 +43,8 @@ from service.store import Store
 log = logging.getLogger("tactful.learner")
 
 LEASE = "learner"
+LEASE_TTL = 10.0  # seconds a leader's lease outlives its last renewal
+TICK = 2.0        # seconds between renewals (and looks for work)
 
 
 class OnlineLearner:
@@ -97,6 +106,25 @@ class OnlineLearner:
             ready.append(d)
         if not ready:
             return 0
+        try:
+            version = self._learn_and_publish(policy, parent, model, vw_args, ready, now)
+        except BaseException:
+            # the model in memory learned decisions the store did not record: never reuse it
+            self._models.pop(policy.name)[1].close()
+            raise
+        if version is None:
+            # somebody activated another version meanwhile: start again from it, same decisions
+            log.info("policy %s: active version changed under the learner; reloading", policy.name)
+            self._models.pop(policy.name)[1].close()
+            return 0
+        self._models[policy.name] = (version, model, vw_args)
+        log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(ready), version)
+        return len(ready)
+
+    def _learn_and_publish(self, policy: Policy, parent: int, model: VWPolicy, vw_args: str,
+                           ready: list, now: float) -> int | None:
+        """Learn `ready` into `model` and publish it with their rewards and the cursor, in one
+        transaction; the new version, or None when the active version changed meanwhile."""
         outcomes = self.store.outcomes_for([d.event_id for d in ready])
         spec = reward_spec(policy)
         learned: list[tuple[int, float]] = []
@@ -113,32 +141,52 @@ class OnlineLearner:
         note = {"decisions": len(ready), "skipped": skipped, "first_seq": ready[0].seq,
                 "last_seq": ready[-1].seq,
                 "mean_reward": sum(r for _, r in learned) / len(learned)}
-        version = self.store.publish_learned(policy.name, parent, model.to_bytes(), vw_args,
-                                             now, learned, ready[-1].seq, note)
-        if version is None:
-            # somebody activated another version meanwhile: start again from it, same decisions
-            log.info("policy %s: active version changed under the learner; reloading", policy.name)
-            self._models.pop(policy.name)[1].close()
-            return 0
-        self._models[policy.name] = (version, model, vw_args)
-        log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(ready), version)
-        return len(ready)
+        return self.store.publish_learned(policy.name, parent, model.to_bytes(), vw_args,
+                                          now, learned, ready[-1].seq, note)
 
     def step_all(self) -> int:
         return sum(self.step(name) for name in self.policies)
 
-    def run(self, stop: threading.Event, interval: float | None = None, lease_ttl: float = 30.0) -> None:
+    def run(self, stop: threading.Event, interval: float | None = None, lease_ttl: float = LEASE_TTL) -> None:
+        """Learn until `stop` is set, while holding the lease; another candidate waits and takes over
+        within `lease_ttl` plus a tick of the leader dying.
+
+        A policy is learned at most once per its `learn_every_seconds` (or `interval`) of real
+        time, so versions do not pile up under steady traffic; while a backlog remains (the last
+        step learned a whole batch) it is learned again at the next tick. A step that fails (the
+        store unreachable) is logged and tried again later: exactly-once does not depend on it,
+        since a version, its decisions' rewards and the cursor are one transaction."""
         holder = f"{socket.gethostname()}:{os.getpid()}"
-        interval = interval or min(p.spec.learner.learn_every_seconds for p in self.policies.values())
+        every = {name: interval or p.spec.learner.learn_every_seconds for name, p in self.policies.items()}
+        tick = min(TICK, lease_ttl / 3, *every.values())
+        last: dict[str, float] = {}
+        backlog: dict[str, bool] = {}
+        leading = False
         try:
             while not stop.is_set():
-                if self.store.acquire_lease(LEASE, holder, lease_ttl, self.wall_clock()):
-                    self.step_all()
-                else:
-                    log.debug("another learner holds the lease")
-                stop.wait(interval)
+                try:
+                    leading = self._lead(holder, lease_ttl, leading)
+                    for name in self.policies if leading else ():
+                        now = self.wall_clock()
+                        if backlog.get(name) or now - last.get(name, -1e18) >= every[name]:
+                            last[name] = now
+                            backlog[name] = self.step(name) >= self.batch
+                            leading = self._lead(holder, lease_ttl, leading)
+                except Exception:  # noqa: BLE001 -- the learner outlives a store that is briefly away
+                    log.exception("learning round failed; trying again in %.1fs", tick)
+                stop.wait(tick)
         finally:
-            self.store.release_lease(LEASE, holder)
+            try:
+                self.store.release_lease(LEASE, holder)
+            except Exception:  # noqa: BLE001
+                log.warning("could not release the learner lease; it expires in %.0fs", lease_ttl)
+
+    def _lead(self, holder: str, ttl: float, leading: bool) -> bool:
+        """Take or renew the lease; log when leadership changes."""
+        now = self.store.acquire_lease(LEASE, holder, ttl, self.wall_clock())
+        if now != leading:
+            log.info("learner %s %s the lease", holder, "holds" if now else "lost")
+        return now
 
 
 def run_forever(learner: OnlineLearner, interval: float | None = None) -> None:

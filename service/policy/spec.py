@@ -241,7 +241,7 @@ class Learner(_Frozen):
     holdout_share: float = Field(default=0.0, ge=0, lt=1)
     holdout_policy: Literal["uniform", "fallback"] = "uniform"
     fallback_arm: str = HOLD_ARM
-    learn_every_seconds: float = Field(default=2.0, gt=0)
+    learn_every_seconds: float = Field(default=300.0, gt=0)  # at most one new version per this, real time
     seed: int = 0
 
     @field_validator("vw_args")
