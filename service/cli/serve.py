@@ -19,6 +19,7 @@ from service.learning.learner import run_forever
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
 from service.runtime import build_learner
+from service.store.postgres import safe_location
 
 
 def _setup_logging(level: str = "INFO") -> None:
@@ -61,18 +62,23 @@ def with_common(f):
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--learner/--no-learner", default=True, show_default=True,
+              help="Run a learner candidate beside the web workers (one learner leads per store, "
+                   "whichever replica it runs on); --no-learner serves only.")
 @with_common
-def serve(host: str, port: int, workers: int, db: str, policies: str, clock: str) -> None:
-    """Serve the HTTP API (gunicorn) with exactly one learner process. Ctrl-C stops both."""
+def serve(host: str, port: int, workers: int, learner: bool, db: str, policies: str, clock: str) -> None:
+    """Serve the HTTP API (gunicorn) with a learner candidate. Ctrl-C stops both."""
     _setup_logging()
-    secret = os.environ.get("TACTFUL_SECRET")
     loaded = _prepare_store(db, policies, clock)
     base = [sys.executable, "-m", "service.cli"]
     args = ["--db", db, "--policies", policies, "--clock", clock]
-    web = subprocess.Popen(base + ["web", "--host", host, "--port", str(port), "--workers", str(workers)] + args)
-    learner = subprocess.Popen(base + ["learn"] + args)
-    click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} "
-               f"(db {db}, clock {clock}, {workers} workers, learner pid {learner.pid}); Ctrl-C stops", err=True)
+    children = {"web": subprocess.Popen(base + ["web", "--host", host, "--port", str(port),
+                                                "--workers", str(workers)] + args)}
+    if learner:
+        children["learner"] = subprocess.Popen(base + ["learn"] + args)
+    click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} (db {safe_location(db)}, clock {clock}, "
+               f"{workers} workers, " + (f"learner candidate pid {children['learner'].pid}" if learner else
+                                         "no learner") + "); Ctrl-C stops", err=True)
     stopping = False
 
     def _stop(signum, frame):
@@ -81,7 +87,6 @@ def serve(host: str, port: int, workers: int, db: str, policies: str, clock: str
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    children = {"web": web, "learner": learner}
     code = 0
     while not stopping:
         dead = [name for name, p in children.items() if p.poll() is not None]
@@ -135,7 +140,7 @@ def web(host: str, port: int, workers: int, db: str, policies: str, clock: str) 
               help="At most this many decisions per published model version.")
 @with_common
 def learn(interval: float | None, batch: int, db: str, policies: str, clock: str) -> None:
-    """Run the online learner alone (`serve` starts one for you)."""
+    """Run a learner candidate alone (`serve` starts one): it learns while it holds the store's lease."""
     _setup_logging()
     loaded = _load(policies)
     store = open_store(db, must_exist=False)

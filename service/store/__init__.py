@@ -21,8 +21,8 @@ def is_postgres(db: str) -> bool:
 
 def open_store(db: str, secret: str | None = None, migrate: bool = True) -> Store:
     """The store at `db`: a PostgreSQL URL, or else the path of a SQLite file (created if
-    missing). With `migrate`, the schema migrations it lacks are applied (SchemaTooNew when its
-    schema is newer than this code)."""
+    missing). The schema migrations it lacks are applied (SchemaTooNew when its schema is newer
+    than this code); with `migrate=False` the caller calls `migrate()` before using it."""
     if is_postgres(db):
         return PostgresStore(db, secret=secret, migrate=migrate)
     return SQLiteStore(db, secret=secret, migrate=migrate)

@@ -1,5 +1,5 @@
-"""What every store backend is: the queries of people.py, decisions.py, versions.py and
-coordination.py (written once, in SQL both SQLite and PostgreSQL accept), over the few primitives
+"""What every store backend is: the queries of people.py, decisions.py, versions.py,
+coordination.py and retention.py (written once, in SQL both SQLite and PostgreSQL accept), over the few primitives
 a backend supplies: `query`, `write`, `close`, `ping`, its schema migrations and a backup.
 
 A backend's rows answer both `row[0]` and `row["column"]`, and `dict(row)` gives the columns by
@@ -14,6 +14,7 @@ from service.store.coordination import CoordinationTables
 from service.store.decisions import DecisionLog
 from service.store.people import PeopleTables
 from service.store.records import StoreError
+from service.store.retention import RetentionTables
 from service.store.versions import ModelTables
 
 # The lock a write transaction takes unless it names a narrower one (see `Store.write`).
@@ -29,7 +30,7 @@ class SchemaTooNew(StoreError):
                          f"Tactful could corrupt data a newer one wrote)")
 
 
-class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables):
+class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables, RetentionTables):
     """One store, whatever its backend. Build one with `service.store.open_store(db)`."""
 
     kind: str = ""       # "sqlite" or "postgresql"
@@ -57,6 +58,10 @@ class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables):
     def schema_version(self) -> int:
         rows = self.query("SELECT value FROM meta WHERE key='schema_version'")
         return int(rows[0][0]) if rows else 0
+
+    def backup(self, out: str) -> None:
+        """A consistent copy of the live store (where the backend can make one itself)."""
+        raise NotImplementedError
 
     def learning_horizon(self, policy: str) -> int | None:
         """The highest seq below which every decision of the store is committed, or None when

@@ -119,8 +119,6 @@ class PostgresStore(Store):
             raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {exc}") from None
         if migrate:
             self.migrate()
-        elif self._secret is None:
-            self._secret = self._stored_secret()
 
     def query(self, sql: str, params: Sequence | dict = ()) -> list[Row]:
         with self.pool.connection() as conn:

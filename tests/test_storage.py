@@ -1,0 +1,101 @@
+"""Bounded storage and upkeep on both backends: pruning never removes what serving, rollback or
+learning needs; `tactful db upgrade`, `tactful prune` and `tactful backup` from the command line."""
+from __future__ import annotations
+
+import sqlite3
+
+from click.testing import CliRunner
+
+from backends import pg_schema
+from service.cli.main import main
+from service.store import open_store
+from service.store.schema import SCHEMA_VERSION
+from test_store import T, decision, outcome
+
+DAY = 86400.0
+
+
+def _log(store, event_id: str, at: float, policy: str = "p"):
+    d = decision(None, event_id, at=at)
+    d.policy, d.closes_at = policy, at + DAY
+    assert store.commit_decision(d, None)
+    return store.decision(event_id).seq
+
+
+def test_pruning_versions_keeps_the_active_the_shadow_and_the_way_back(store_url):
+    store = open_store(store_url)
+    store.ensure_initial_version("p", b"v1", "", T)
+    seqs = [_log(store, f"e{i}", T - 10 * DAY + i) for i in range(6)]
+    for i, seq in enumerate(seqs[:5]):  # five online versions, 2..6
+        assert store.publish_learned("p", i + 1, b"m", "", T, [(seq, 0.0)], seq, {}) == i + 2
+    store.set_shadow("p", 3, T)
+    assert store.add_version("p", b"c", "", "import", T, {}) == 7
+    assert store.protected_versions("p") == {6, 3, 5}  # active, shadow, the latest activation's previous
+    assert store.prune_versions(keep=1) == {"p": [1, 2, 4]}
+    assert [v["version"] for v in store.versions("p")] == [3, 5, 6, 7]
+    assert store.prune_versions(keep=1) == {}
+    store.close()
+
+
+def test_pruning_decisions_spares_open_windows_unlearned_ones_and_the_newest(store_url):
+    store = open_store(store_url)
+    store.ensure_initial_version("p", b"v1", "", T)
+    old = [_log(store, f"old{i}", T - 200 * DAY + i) for i in range(4)]
+    store.add_outcome(outcome("old0"), None)
+    store.publish_learned("p", 1, b"m", "", T, [(s, 0.0) for s in old[:2]], old[1], {})
+    _log(store, "imported", T - 300 * DAY, policy="obd")  # a policy nobody serves: no learner waits
+    _log(store, "recent", T - DAY)
+    late = decision(None, "open", at=T - 200 * DAY)
+    late.policy, late.closes_at = "p", T + DAY  # a window still open, however old the decision
+    assert store.commit_decision(late, None)
+    counts = store.prune_decisions(before=T - 180 * DAY, now=T)
+    assert counts == {"outcomes": 1, "shadow_decisions": 0, "decisions": 3}
+    left = {r[0] for r in store.query("SELECT event_id FROM decisions")}
+    assert left == {"old2", "old3", "recent", "open"}  # old2, old3: not learned yet
+    store.close()
+
+
+def test_db_upgrade_migrates_an_older_sqlite_file_and_refuses_a_newer(tmp_path):
+    db = str(tmp_path / "old.db")
+    open_store(db).close()
+    with sqlite3.connect(db) as conn:  # as a Tactful of schema version 2 left it
+        conn.execute("DROP INDEX decisions_decided")
+        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    run = CliRunner().invoke(main, ["db", "upgrade", "--db", db])
+    assert run.exit_code == 0 and f"schema version {SCHEMA_VERSION} (was 2)" in run.output
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name='decisions_decided'").fetchone()[0] == 1
+        conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    run = CliRunner().invoke(main, ["db", "upgrade", "--db", db])
+    assert run.exit_code == 1 and "newer than this Tactful knows" in run.output
+    run = CliRunner().invoke(main, ["export", "--db", db, "--policy", "lifecycle", "--format", "csv", "--out", str(tmp_path / "x")])
+    assert run.exit_code == 2 and "newer than this Tactful knows" in run.output
+
+
+def test_db_upgrade_creates_a_postgresql_schema_and_commands_take_a_url(tmp_path):
+    with pg_schema() as url:
+        run = CliRunner().invoke(main, ["db", "upgrade", "--db", url])
+        assert run.exit_code == 0 and f"schema version {SCHEMA_VERSION} (was 0)" in run.output, run.output
+        run = CliRunner().invoke(main, ["db", "upgrade"], env={"TACTFUL_DB": url})
+        assert run.exit_code == 0 and "(up to date)" in run.output
+        run = CliRunner().invoke(main, ["prune", "--db", url, "--keep-versions", "3"])
+        assert run.exit_code == 0 and "no model version to remove" in run.output
+        run = CliRunner().invoke(main, ["backup", "--db", url, str(tmp_path / "b.dump")])
+        assert run.exit_code == 1 and "pg_dump" in run.output
+
+
+def test_backup_copies_a_live_sqlite_store(tmp_path):
+    db = str(tmp_path / "live.db")
+    store = open_store(db)
+    for i in range(50):
+        _log(store, f"e{i}", T + i)
+    run = CliRunner().invoke(main, ["backup", "--db", db, str(tmp_path / "copy.db")])
+    assert run.exit_code == 0, run.output
+    copy = open_store(str(tmp_path / "copy.db"))
+    assert copy.decision_count() == 50 and copy.person_key("u") == store.person_key("u")
+    run = CliRunner().invoke(main, ["backup", "--db", db, str(tmp_path / "copy.db")])
+    assert run.exit_code == 2 and "exists" in run.output
+    run = CliRunner().invoke(main, ["prune", "--db", db])
+    assert run.exit_code == 2 and "say what to prune" in run.output
+    run = CliRunner().invoke(main, ["prune", "--db", db, "--decisions-older-than", "soon"])
+    assert run.exit_code == 2 and "not an age" in run.output
