@@ -21,6 +21,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_serve(args: list[str], log_path: Path, new_session: bool = False) -> tuple[subprocess.Popen, str]:
+    """Start `tactful serve ARGS --port <free>` and wait until /healthz answers: (process, base URL).
+    With `new_session`, it leads a process group of its own (so a test can kill it whole)."""
+    port = free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), *args], cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            start_new_session=new_session)
+    log.close()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return proc, base
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError("tactful serve did not start:\n" + log_path.read_text())
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def serve(tmp_path):
     """`serve(clock=..., workers=..., policies=...)` -> (requests session, base URL)."""
