@@ -20,9 +20,18 @@ from typing import Iterable, Mapping
 _UNSAFE = re.compile(r"[\s|:]+")
 
 
+_TOKENS: dict[str, str] = {}  # names and values repeat: the learner featurizes thousands a second
+
+
 def _tok(value: object) -> str:
     """A VW-safe token: no whitespace, no '|' and no ':'."""
-    return _UNSAFE.sub("_", str(value)) or "_"
+    text = str(value)
+    token = _TOKENS.get(text)
+    if token is None:
+        token = _UNSAFE.sub("_", text) or "_"
+        if len(_TOKENS) < 65536:
+            _TOKENS[text] = token
+    return token
 
 
 HISTORY_FEATURES = ("contacts_7d", "recency")

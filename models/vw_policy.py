@@ -87,7 +87,7 @@ class VWPolicy:
         for pos, arm in enumerate(allowed):
             examples.append(pyvw.Example(self.ws, label_action(self.arm_lines[arm], cost, probability), _CB)
                             if pos == chosen else actions[arm])
-        self.ws.learn(examples)
+        pylibvw.vw.learn_multi(self.ws, examples)  # Workspace.learn without its per-call type checks
 
     def learn_text(self, shared: str, allowed: Sequence[int], chosen: int, cost: float, probability: float) -> None:
         """The same as `learn`, parsing every line: the reference `learn` is checked against."""

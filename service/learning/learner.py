@@ -129,11 +129,12 @@ class OnlineLearner:
         spec = reward_spec(policy)
         learned: list[tuple[int, float]] = []
         skipped = 0
+        arm_index = policy.arm_index
         for d in ready:
-            reward = decision_reward(policy, d, outcomes[d.event_id])
+            reward = decision_reward(policy, d, outcomes[d.event_id], spec)
             learned.append((d.seq, reward))
-            allowed = [policy.arm_index.get(a) for a in d.allowed]
-            if d.arm not in policy.arm_index or any(i is None for i in allowed):
+            allowed = [arm_index.get(a) for a in d.allowed]
+            if d.arm not in arm_index or None in allowed:
                 skipped += 1  # the policy's arms changed since: nothing to map this decision to
                 continue
             model.learn(shared_line(d.context, d.history), allowed, d.allowed.index(d.arm),

@@ -45,8 +45,9 @@ def ensure_active_version(store: Store, policy: Policy, now: float) -> int:
     return active
 
 
-def decision_reward(policy: Policy, d: Decision, outcomes: list[Outcome]) -> float:
-    """The final shaped reward of a decision: outcomes counted are those inside its window."""
+def decision_reward(policy: Policy, d: Decision, outcomes: list[Outcome], spec: RewardSpec | None = None) -> float:
+    """The final shaped reward of a decision: outcomes counted are those inside its window.
+    `spec`: the policy's `reward_spec`, when the caller rewards many decisions."""
     counted = [(o.type, o.value) for o in outcomes if o.counted and o.at <= d.closes_at]
-    return shaped_reward(reward_spec(policy), counted, is_send=d.channel is not None,
+    return shaped_reward(spec or reward_spec(policy), counted, is_send=d.channel is not None,
                          recent_contacts=int(d.history.get("fatigue_contacts", 0)))

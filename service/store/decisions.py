@@ -9,6 +9,9 @@ from service.store.records import Decision, Outcome, OutcomeConflict, dumps, pac
 DECISION_COLUMNS = ("event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
                     " send_at, channel, allowed, probabilities, context, history, removed, consistency_key")
 INSERT_DECISION = f"INSERT INTO decisions({DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})"
+# every column but `removed` and `probabilities`
+_LEARNED_COLUMNS = ("seq, event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
+                    " send_at, channel, allowed, context, history, consistency_key, reward, learned_version")
 INSERT_OUTCOME = ("INSERT INTO outcomes(event_id, outcome_id, type, value, at, received_at, counted)"
                    " VALUES (?,?,?,?,?,?,?)")
 
@@ -43,8 +46,10 @@ class DecisionLog:
         return Decision.from_row(dict(rows[0])) if rows else None
 
     def decisions_after(self, policy: str, cursor: int, limit: int, closed_by: float | None = None) -> list[Decision]:
-        """Decisions after `cursor`, in order; with `closed_by`, only those before the first one
-        whose reward window is still open at that time (the rows after it are not read at all)."""
+        """Decisions after `cursor`, in order, as learning reads them: without their `removed`
+        and `probabilities` (the two largest columns, which learning does not use). With
+        `closed_by`, only those before the first one whose reward window is still open at that
+        time (the rows after it are not read at all)."""
         upper = None
         horizon = self.learning_horizon(policy)
         if closed_by is not None:
@@ -55,10 +60,10 @@ class DecisionLog:
         if horizon is not None:
             upper = horizon + 1 if upper is None else min(upper, horizon + 1)
         if upper is None:
-            rows = self.query("SELECT * FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
+            rows = self.query(f"SELECT {_LEARNED_COLUMNS} FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
                               (policy, cursor, limit))
         else:
-            rows = self.query("SELECT * FROM decisions WHERE policy=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
+            rows = self.query(f"SELECT {_LEARNED_COLUMNS} FROM decisions WHERE policy=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
                               (policy, cursor, upper, limit))
         return [Decision.from_row(dict(r)) for r in rows]
 

@@ -58,13 +58,16 @@ class Decision:
 
     @classmethod
     def from_row(cls, row: dict) -> "Decision":
+        """A decision from its row; a row read without `probabilities` or `removed` (the learner's
+        reads, see DecisionLog.decisions_after) gives them empty."""
         return cls(
             seq=row["seq"], event_id=row["event_id"], policy=row["policy"], person_key=row["person_key"],
             decided_at=row["decided_at"], closes_at=row["closes_at"], model_version=row["model_version"],
             mode=row["mode"], arm=row["arm"], probability=row["probability"], send_at=row["send_at"],
             channel=row["channel"], allowed=loads(row["allowed"]),
-            probabilities=loads(row["probabilities"]), context=loads(row["context"]),
-            history=loads(row["history"]), removed=unpack_removed(row["removed"]),
+            probabilities=loads(row["probabilities"]) if "probabilities" in row else [],
+            context=loads(row["context"]), history=loads(row["history"]),
+            removed=unpack_removed(row["removed"]) if "removed" in row else {},
             consistency_key=row["consistency_key"], reward=row["reward"],
             learned_version=row["learned_version"],
         )
