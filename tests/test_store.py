@@ -4,12 +4,17 @@ state in the store, and logging it reserves its contact), and what every backend
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 
 from backends import store_address
+from conftest import POLICIES_DIR
+from service.decision.modelcache import VersionCache
+from service.policy import load_policy
+from service.policy.bandit import new_model
 from service.store import (AlreadyActive, Decision, NoSuchVersion, Outcome, OutcomeConflict, SchemaTooNew, Store,
                            open_store)
 from service.store.decisions import decision_values
@@ -275,3 +280,29 @@ def test_the_learner_waits_for_a_decision_still_being_written(tmp_path):
         assert [d.event_id for d in got] == ["late", "early"]
         slow.close()
         store.close()
+
+
+def test_a_new_active_version_is_pushed_to_every_process(tmp_path):
+    """PostgreSQL announces a change of active (or shadow) version: a worker's model cache that
+    would look only once an hour serves the new version within moments of another replica
+    activating it."""
+    policy = load_policy(POLICIES_DIR / "lifecycle.toml")
+    with store_address("postgresql", tmp_path) as url:
+        elsewhere, here = open_store(url), open_store(url)
+        model = new_model(policy)
+        elsewhere.ensure_initial_version("lifecycle", model.to_bytes(), "", T)
+        cache = VersionCache(here, {"lifecycle": policy}, here.active_version, 3600.0, time.monotonic)
+        deadline = time.monotonic() + 10
+        while here.model_generation("lifecycle") is None:  # the listening connection is up
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert cache.get("lifecycle")[0] == 1
+        two = elsewhere.add_version("lifecycle", model.to_bytes(), "", "import", T, {})
+        elsewhere.activate("lifecycle", two, "test", T, watch=False)
+        activated = time.monotonic()
+        while cache.get("lifecycle")[0] != two:
+            assert time.monotonic() - activated < 2.0, "the activation was not pushed"
+            time.sleep(0.01)
+        model.close()
+        elsewhere.close()
+        here.close()

@@ -13,11 +13,14 @@ from service.store import Store
 
 log = logging.getLogger("tactful.models")
 
+PUSHED_REFRESH = 30.0  # seconds between look-ups when the store pushes changes (a safety net)
+
 
 class VersionCache:
     """One model per policy: the version `which(policy)` names, looked up at most every
-    `refresh_seconds` of `monotonic` time and loaded from the store when it changed (or when it
-    could not be loaded before). Workers only predict: a model here is never trained."""
+    `refresh_seconds` of `monotonic` time, or as soon as the store announces a change (PostgreSQL
+    pushes them), and loaded from the store when it changed (or when it could not be loaded
+    before). Workers only predict: a model here is never trained."""
 
     def __init__(self, store: Store, policies: Mapping[str, Policy], which: Callable[[str], int | None],
                  refresh_seconds: float, monotonic: Callable[[], float], label: str = "active"):
@@ -29,13 +32,21 @@ class VersionCache:
         self.label = label
         self._models: dict[str, tuple[int | None, VWPolicy | None]] = {}
         self._checked: dict[str, float] = {}
+        self._generations: dict[str, int | None] = {}
 
     def get(self, policy: str) -> tuple[int | None, VWPolicy | None]:
         now = self.monotonic()
         current = self._models.get(policy)
-        if current is not None and now - self._checked.get(policy, 0.0) < self.refresh_seconds:
+        generation = self.store.model_generation(policy)
+        # a backend that pushes changes (PostgreSQL) is looked up at once when one arrives and
+        # polled only rarely otherwise; without pushes (SQLite, or the push connection down),
+        # every `refresh_seconds`. 0 always looks (replays need the version just published).
+        every = self.refresh_seconds if generation is None or not self.refresh_seconds else PUSHED_REFRESH
+        if (current is not None and now - self._checked.get(policy, 0.0) < every
+                and generation == self._generations.get(policy)):
             return current
         self._checked[policy] = now
+        self._generations[policy] = generation
         version = self.which(policy)
         if current is not None and current[0] == version and (current[1] is not None or version is None):
             return current

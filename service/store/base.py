@@ -63,6 +63,11 @@ class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables, Retentio
         """A consistent copy of the live store (where the backend can make one itself)."""
         raise NotImplementedError
 
+    def model_generation(self, policy: str) -> int | None:
+        """A number that changes whenever the policy's active or shadow version may have changed,
+        pushed by the backend; None when the backend cannot push changes (then callers poll)."""
+        return None
+
     def learning_horizon(self, policy: str) -> int | None:
         """The highest seq below which every decision of the store is committed, or None when
         the backend commits in seq order anyway (SQLite's one writer). The learner reads no

@@ -116,9 +116,26 @@ BEGIN
     RETURN v_seq;
 END $$"""
 
+# Which version a policy serves, and its shadow, are announced to every replica's workers the
+# moment they change (NOTIFY; `PostgresStore.model_generation`), whoever changed them.
+NOTIFY_CHANNEL = "tactful_models"
+_NOTIFY_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION tactful_notify_models() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{NOTIFY_CHANNEL}', NEW.policy);
+    RETURN NULL;
+END $$"""
+
 _V3 = [
     "CREATE INDEX IF NOT EXISTS decisions_decided ON decisions(decided_at)",
     "CREATE INDEX IF NOT EXISTS contacts_at ON contacts(at)",
+    _NOTIFY_FUNCTION,
+    "DROP TRIGGER IF EXISTS policy_state_notify ON policy_state",
+    "CREATE TRIGGER policy_state_notify AFTER INSERT OR UPDATE ON policy_state"
+    " FOR EACH ROW EXECUTE FUNCTION tactful_notify_models()",
+    "DROP TRIGGER IF EXISTS shadow_config_notify ON shadow_config",
+    "CREATE TRIGGER shadow_config_notify AFTER INSERT OR UPDATE ON shadow_config"
+    " FOR EACH ROW EXECUTE FUNCTION tactful_notify_models()",
 ]
 
 # (version, statements), applied in order inside one transaction

@@ -16,19 +16,25 @@ The shared queries use SQLite's placeholders (`?`, `:name`); they are translated
 """
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+import threading
+from collections import defaultdict
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from service.store import pg_schema, schema
 from service.store.base import GLOBAL, SchemaTooNew, Store
 from service.store.decisions import INSERT_DECISION, INSERT_OUTCOME, decision_values, outcome_values
 from service.store.records import Decision, Outcome, StoreError
+
+log = logging.getLogger("tactful.store")
 
 _PLACEHOLDER = re.compile(r"\?|:(\w+)|%")
 
@@ -117,6 +123,10 @@ class PostgresStore(Store):
         except Exception as exc:
             self.pool.close()
             raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {exc}") from None
+        self._generations: defaultdict[str, int] = defaultdict(int)
+        self._listening = False
+        self._listener: threading.Thread | None = None
+        self._closed = threading.Event()
         if migrate:
             self.migrate()
 
@@ -132,7 +142,37 @@ class PostgresStore(Store):
             yield _Conn(conn)
 
     def close(self) -> None:
+        self._closed.set()  # the listener, if any, ends within a second
         self.pool.close()
+
+    # -- changes pushed to every worker --------------------------------------------------------
+
+    def model_generation(self, policy: str) -> int | None:
+        """Counts the notifications about the policy's versions this process received (LISTEN on
+        a connection of its own, started on first use: in a gunicorn worker, after the fork);
+        None while that connection is down, so that callers fall back to polling."""
+        if self._listener is None:
+            self._listener = threading.Thread(target=self._listen, name="tactful-listen", daemon=True)
+            self._listener.start()
+        return self._generations[policy] if self._listening else None
+
+    def _listen(self) -> None:
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {pg_schema.NOTIFY_CHANNEL}")
+                    self._listening = True
+                    while not self._closed.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self._generations[note.payload] += 1
+            except psycopg.Error as exc:
+                if not self._closed.is_set():
+                    log.warning("listening for model changes failed (%s); polling until it is back", exc)
+            finally:
+                self._listening = False
+                for policy in list(self._generations):  # what was missed meanwhile: look again
+                    self._generations[policy] += 1
+            self._closed.wait(2.0)
 
     # -- what PostgreSQL does its own way ------------------------------------------------------
 
