@@ -99,3 +99,33 @@ def test_backup_copies_a_live_sqlite_store(tmp_path):
     assert run.exit_code == 2 and "say what to prune" in run.output
     run = CliRunner().invoke(main, ["prune", "--db", db, "--decisions-older-than", "soon"])
     assert run.exit_code == 2 and "not an age" in run.output
+
+
+def test_db_copy_moves_a_sqlite_store_to_postgresql_as_it_was(tmp_path):
+    db = str(tmp_path / "one-machine.db")
+    source = open_store(db)
+    key = source.person_key("u1")
+    source.set_consent(key, {"email": True}, "form", T)
+    source.ensure_initial_version("p", b"v1", "--x", T)
+    seqs = [_log(source, f"e{i}", T - 3 * DAY + i) for i in range(5)]
+    assert source.commit_decision(decision(key, "sent"), source.person_state(key, T - 7 * DAY).marker)
+    source.add_outcome(outcome("e0"), None)
+    source.publish_learned("p", 1, b"v2", "--x", T, [(s, 0.5) for s in seqs[:3]], seqs[2], {"n": 3})
+    source.close()
+    with pg_schema() as url:
+        run = CliRunner().invoke(main, ["db", "copy", "--from", db, "--to", url])
+        assert run.exit_code == 0, run.output
+        copied = open_store(url)
+        assert copied.person_key("u1") == key  # the same secret: people keep their keys
+        assert copied.decision_count() == 6 and copied.active_version("p") == 2 and copied.learner_cursor("p") == seqs[2]
+        assert copied.model("p", 2)["model"] == b"v2" and [o.type for o in copied.outcomes("e0")] == ["click"]
+        state = copied.person_state(key, T - 7 * DAY)
+        assert state.consent == {"email": True} and state.contacts == [("email", T + 60)]
+        # new rows go on after the copied ones
+        new = _log(copied, "after", T + 1)
+        assert new > max(seqs) and copied.decision("after").seq == new
+        copied.close()
+        run = CliRunner().invoke(main, ["db", "copy", "--from", db, "--to", url])
+        assert run.exit_code == 1 and "copy into an empty store" in run.output
+    run = CliRunner().invoke(main, ["db", "copy", "--from", db, "--to", str(tmp_path / "x.db")])
+    assert run.exit_code == 2 and "must be a PostgreSQL URL" in run.output

@@ -10,6 +10,7 @@ import click
 from service.cli.options import db_option, now_value, open_store
 from service.store import StoreError, is_postgres
 from service.store import open_store as connect
+from service.store.copy import copy_store
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -40,6 +41,26 @@ def db_upgrade(db: str) -> None:
         raise click.ClickException(str(exc)) from None
     store.close()
     click.echo(f"{store.location}: schema version {now}" + (f" (was {found})" if found != now else " (up to date)"))
+
+
+@db_group.command("copy")
+@click.option("--from", "source", required=True, help="The store to copy: a SQLite file (or a PostgreSQL URL).")
+@click.option("--to", "target", required=True, help="An empty PostgreSQL store (postgresql://...).")
+def db_copy(source: str, target: str) -> None:
+    """Copy every decision, outcome, person, model version and setting into an empty PostgreSQL
+    store: how one machine moves to several. Stop serving from --from first."""
+    if not is_postgres(target):
+        raise click.BadParameter("the target must be a PostgreSQL URL (postgresql://...)", param_hint="--to")
+    src = open_store(source)
+    try:
+        dst = connect(target, secret=os.environ.get("TACTFUL_SECRET"))
+        counts = copy_store(src, dst, lambda table, n: click.echo(f"  {table}: {n:,} rows", err=True)
+                            if n % 50000 == 0 else None)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    dst.close()
+    src.close()
+    click.echo(f"copied {src.location} to {dst.location}: " + ", ".join(f"{n:,} {t}" for t, n in counts.items() if n))
 
 
 @click.command("prune")
