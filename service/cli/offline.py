@@ -141,7 +141,9 @@ def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, s
 
 @click.command("import-obd")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option("--db", default="obd.db", show_default=True, help="SQLite file of the store (created if missing).")
+@click.option("--db", default="obd.db", show_default=True,
+              help="The store to import into: a SQLite file (created if missing) or a PostgreSQL URL. TACTFUL_DB "
+                   "is not read: an import never lands in the service's store by accident.")
 @click.option("--policies", default=f"{OUT}/obd-policies", show_default=True,
               help="Directory where each imported logging policy's TOML file is written.")
 def import_obd_cmd(directory, db, policies):

@@ -13,6 +13,7 @@ from service.simulation.errors import SimulationError
 from service.simulation.makers import MAKERS
 from service.simulation.run import simulate
 from service.simulation.scenario import ScenarioError
+from service.store import is_postgres
 
 
 @click.command("simulate")
@@ -22,8 +23,9 @@ from service.simulation.scenario import ScenarioError
               "population scales with it.")
 @click.option("--seed", type=int, help="Random seed (default: the scenario's).")
 @click.option("--url", help="Run against `tactful serve --clock request` at this address instead of in process.")
-@click.option("--db", type=click.Path(dir_okay=False), help="Keep the decision log in this SQLite store "
-              "(with --compare, one file per decision maker: NAME-MAKER.db).")
+@click.option("--db", help="Keep the decision log in this store: a SQLite file (with --compare, one file per "
+              "decision maker: NAME-MAKER.db) or an empty PostgreSQL database (one decision maker). "
+              "TACTFUL_DB is not read: a simulation never writes into the service's store by accident.")
 @click.option("--out", type=click.Path(file_okay=False), default="out/simulation", show_default=True,
               help="Directory for metrics.json, plots and report.md.")
 @click.option("--run", "makers", multiple=True, type=click.Choice(MAKERS),
@@ -37,6 +39,9 @@ def simulate_command(scenario, policy, decisions, seed, url, db, out, makers, co
         makers = MAKERS if compare else ("tactful",)
     if url and compare:
         raise click.ClickException("--compare runs baselines in process; it cannot be combined with --url")
+    if db and is_postgres(db) and len(makers) > 1:
+        raise click.BadParameter("a PostgreSQL store holds one decision maker's log; with --compare or several "
+                                 "--run, give a SQLite file (one per maker is written beside it)", param_hint="--db")
     try:
         results = simulate(scenario, monotonic=time.monotonic, policy=policy, decisions=decisions, seed=seed,
                            url=url, db=db, out=out, makers=makers, compare=compare, progress=not quiet)
