@@ -209,8 +209,9 @@ def scenario_policy():
 
 
 def read_log(path: Path) -> tuple[list, list]:
-    """Every decision of the log, in order, and every outcome of theirs."""
-    log = open_store(str(path))
+    """Every decision of the log, in order, and every outcome of theirs (read only: the log is
+    measured as the simulator left it)."""
+    log = open_store(str(path), migrate=False)
     try:
         decisions = [Decision.from_row(dict(r)) for r in log.query("SELECT * FROM decisions ORDER BY seq")]
         by_event = log.outcomes_for([d.event_id for d in decisions])
@@ -262,16 +263,21 @@ def bench_learner(args, workdir: Path, log_path: Path) -> dict:
 # -- part 2: storage ------------------------------------------------------------------------
 
 def sqlite_sizes(path: Path) -> dict[str, dict]:
-    """Bytes (pages in use, the table's indexes included; dbstat) and rows of every table."""
+    """Bytes of every table (pages in use, dbstat), its indexes' share, and its rows."""
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index')"))
-        sizes: dict[str, int] = {}
+        sizes: dict[str, dict] = {}
         for name, size in conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
             table = owner.get(name)  # sqlite_schema itself has no row of its own
-            if table is not None and not table.startswith("sqlite_"):
-                sizes[table] = sizes.get(table, 0) + size
-        return {t: {"bytes": b, "rows": conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]}
-                for t, b in sorted(sizes.items())}
+            if table is None or table.startswith("sqlite_"):
+                continue
+            entry = sizes.setdefault(table, {"bytes": 0, "index_bytes": 0})
+            entry["bytes"] += size
+            if name != table:
+                entry["index_bytes"] += size
+        for t, entry in sizes.items():
+            entry["rows"] = conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
+        return dict(sorted(sizes.items()))
 
 
 def copy_to_postgres(log_path: Path, url: str) -> list[str]:
@@ -298,12 +304,17 @@ def copy_to_postgres(log_path: Path, url: str) -> list[str]:
 
 
 def postgres_sizes(url: str) -> dict[str, dict]:
-    """pg_total_relation_size (heap, TOAST, indexes) and rows of every table of the schema."""
+    """pg_total_relation_size (heap, TOAST, indexes) of every table of the schema, its indexes'
+    share, and its rows."""
+    sql = "SELECT pg_total_relation_size(%s::regclass), pg_indexes_size(%s::regclass)"
+    sizes: dict[str, dict] = {}
     with psycopg.connect(url) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")]
-        return {t: {"bytes": conn.execute("SELECT pg_total_relation_size(%s::regclass)", (f'"{t}"',)).fetchone()[0],
-                    "rows": conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]} for t in tables}
+        for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                                 "ORDER BY tablename").fetchall():
+            total, indexes = conn.execute(sql, (f'"{t}"', f'"{t}"')).fetchone()
+            rows = conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
+            sizes[t] = {"bytes": total, "index_bytes": indexes, "rows": rows}
+    return sizes
 
 
 def ratios(sizes: dict[str, dict]) -> dict:
@@ -597,10 +608,12 @@ def md_storage(r: dict) -> list[str]:
     for key, label in (("bytes_per_decision", "bytes per decision (" + " + ".join(PER_DECISION_TABLES)
                         + ", with their indexes)"), ("bytes_per_version", "bytes per model version")):
         lines.append(f"| {label} | {lite[key]:,.0f} | {pg[key]:,.0f} | {pg[key] / lite[key]:.2f} |")
-    lines += ["", "| table | rows | SQLite bytes | PostgreSQL bytes |", "|---|---:|---:|---:|"]
+    lines += ["", "| table | rows | SQLite bytes | of which indexes | PostgreSQL bytes | of which indexes |",
+              "|---|---:|---:|---:|---:|---:|"]
     for t in sorted(set(lite["tables"]) | set(pg["tables"])):
         a, b = lite["tables"].get(t, {}), pg["tables"].get(t, {})
-        lines.append(f"| {t} | {a.get('rows', b.get('rows', 0)):,} | {a.get('bytes', 0):,} | {b.get('bytes', 0):,} |")
+        lines.append(f"| {t} | {a.get('rows', b.get('rows', 0)):,} | {a.get('bytes', 0):,} "
+                     f"| {a.get('index_bytes', 0):,} | {b.get('bytes', 0):,} | {b.get('index_bytes', 0):,} |")
     return lines + [""]
 
 
@@ -641,7 +654,8 @@ def md_failover(r: dict) -> list[str]:
              "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for i, x in enumerate(r["runs"], 1):
         lines.append(f"| {i} | replica {x['killed_replica']} | {x['lease_seconds']:.1f} s "
-                     f"| {x['learned_seconds']:.1f} s | {x['closed']} | {x['learned']} | {x['sum_n_learned']} | {x['online_versions']} "
+                     f"| {x['learned_seconds']:.1f} s | {x['closed']} | {x['learned']} | {x['sum_n_learned']} "
+                     f"| {x['online_versions']} "
                      f"| {'yes' if x['exactly_once'] else '**NO**'} |")
     return lines + [""]
 
