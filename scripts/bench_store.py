@@ -3,8 +3,8 @@
 "Beyond one machine: a PostgreSQL store, many replicas, one elected learner, bounded storage"),
 and print a Markdown report.
 
-    PYTHONPATH=. .venv/bin/python scripts/bench_store.py --quick      # smoke run of every part (~2 min)
-    PYTHONPATH=. .venv/bin/python scripts/bench_store.py --json out/bench_store.json   # full run
+    PYTHONPATH=. .venv/bin/python scripts/bench_store.py --quick     # smoke run of every part (1-2 min)
+    PYTHONPATH=. .venv/bin/python scripts/bench_store.py --json out/bench_store.json  # full (~10 min)
     PYTHONPATH=. .venv/bin/python scripts/bench_store.py --parts http --rounds 5 --seconds 15
 
 PostgreSQL is the server TACTFUL_TEST_PG names (default postgresql://postgres@127.0.0.1:5432/test);
@@ -23,7 +23,8 @@ storage   Bytes per decision (the decisions, contacts and outcomes tables with t
           divided by the decisions) and per model version (model_versions / versions), of that
           simulated log: SQLite from the dbstat virtual table (pages in use, as the simulator left
           the file), PostgreSQL from pg_total_relation_size (heap, TOAST and indexes) after copying
-          every table of the log into a fresh schema and VACUUM ANALYZE.
+          every table of the log into a fresh schema and VACUUM ANALYZE. (PostgreSQL compresses
+          the long JSON columns of a decision row, allowed, probabilities and removed; SQLite not.)
 http      Decide throughput and latency under wrk (POST /v1/policies/lifecycle/decide for a
           consented person drawn at random; examples/policies, --clock system) for SQLite with one
           replica (`tactful serve --workers 2`), PostgreSQL with one replica (--workers 2) and
