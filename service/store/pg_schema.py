@@ -67,6 +67,13 @@ _V2_TABLES = [
 
 # One round trip for a decision: the marker re-checked under the person's lock, the daily budget
 # spent only if it holds, the decision logged and its contact reserved. NULL: nothing was written.
+# Two statements: the locks, then one that does the rest (each statement of a function costs a
+# trip through the executor; the checks as IFs and separate INSERTs cost twice as much). Under
+# READ COMMITTED the second statement's snapshot is taken after the locks were granted, so it
+# sees every write committed before them. `max(id + 0)`: PostgreSQL answers a plain
+# `max(id) ... WHERE person_key = $1` by walking the primary key backwards until a row of that
+# person turns up, which for a person with no row reads the whole table; `+ 0` makes it read the
+# person's rows through their index instead.
 _COMMIT_DECISION = f"""
 CREATE OR REPLACE FUNCTION tactful_commit_decision(
     p_event_id text, p_policy text, p_person_key text, p_decided_at double precision,
@@ -79,40 +86,39 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_seq bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared({BARRIER[0]}, {BARRIER[1]});
-    IF p_person_key IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(hashtextextended('person:' || p_person_key, 0));
-        -- under READ COMMITTED each statement below sees every write committed before the lock
-        IF p_check AND (
-            (SELECT coalesce(max(id), 0) FROM contacts WHERE person_key = p_person_key AND at >= p_since) <> p_contact
-            OR (SELECT coalesce(max(id), 0) FROM consent WHERE person_key = p_person_key) <> p_consent
-            OR (SELECT coalesce(max(id), 0) FROM signals WHERE person_key = p_person_key AND at >= p_ssince) <> p_signal
-            OR (SELECT coalesce(max(rev), 0) FROM people WHERE person_key = p_person_key) <> p_rev) THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    IF p_budget_day IS NOT NULL AND p_channel IS NOT NULL THEN
-        IF p_budget_limit <= 0 THEN
-            RETURN NULL;
-        END IF;
-        INSERT INTO budget AS b (policy, day, used) VALUES (p_policy, p_budget_day, 1)
-            ON CONFLICT (policy, day) DO UPDATE SET used = b.used + 1 WHERE b.used < p_budget_limit;
-        IF NOT FOUND THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    INSERT INTO decisions (event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm,
-        probability, send_at, channel, allowed, probabilities, context, history, removed, consistency_key)
-    VALUES (p_event_id, p_policy, p_person_key, p_decided_at, p_closes_at, p_model_version, p_mode, p_arm,
-        p_probability, p_send_at, p_channel, p_allowed, p_probabilities, p_context, p_history, p_removed,
-        p_consistency_key)
-    RETURNING seq INTO v_seq;
-    IF p_channel IS NOT NULL AND p_person_key IS NOT NULL THEN
+    PERFORM pg_advisory_xact_lock_shared({BARRIER[0]}, {BARRIER[1]}),
+        CASE WHEN p_person_key IS NOT NULL
+             THEN pg_advisory_xact_lock(hashtextextended('person:' || p_person_key, 0)) END;
+    WITH ok AS (
+        SELECT p_person_key IS NULL OR NOT p_check OR (
+            (SELECT coalesce(max(id + 0), 0) FROM contacts WHERE person_key = p_person_key AND at >= p_since) = p_contact
+            AND (SELECT coalesce(max(id + 0), 0) FROM consent WHERE person_key = p_person_key) = p_consent
+            AND (SELECT coalesce(max(id + 0), 0) FROM signals WHERE person_key = p_person_key AND at >= p_ssince) = p_signal
+            AND (SELECT coalesce(max(rev), 0) FROM people WHERE person_key = p_person_key) = p_rev) AS holds
+    ), spent AS (  -- the day's budget, only for a send whose marker holds, only while some is left
+        INSERT INTO budget AS b (policy, day, used)
+            SELECT p_policy, p_budget_day, 1 FROM ok
+            WHERE ok.holds AND p_budget_day IS NOT NULL AND p_channel IS NOT NULL AND p_budget_limit > 0
+        ON CONFLICT (policy, day) DO UPDATE SET used = b.used + 1 WHERE b.used < p_budget_limit
+        RETURNING 1
+    ), logged AS (
+        INSERT INTO decisions (event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm,
+            probability, send_at, channel, allowed, probabilities, context, history, removed, consistency_key)
+        SELECT p_event_id, p_policy, p_person_key, p_decided_at, p_closes_at, p_model_version, p_mode, p_arm,
+            p_probability, p_send_at, p_channel, p_allowed, p_probabilities, p_context, p_history, p_removed,
+            p_consistency_key
+        FROM ok WHERE ok.holds AND (p_budget_day IS NULL OR p_channel IS NULL OR EXISTS (SELECT 1 FROM spent))
+        RETURNING seq
+    ), reserved AS (
         INSERT INTO contacts (person_key, channel, at, event_id, policy)
-            VALUES (p_person_key, p_channel, p_send_at, p_event_id, p_policy);
-        INSERT INTO people AS pp (person_key, unengaged, rev) VALUES (p_person_key, 1, 0)
-            ON CONFLICT (person_key) DO UPDATE SET unengaged = pp.unengaged + 1;
-    END IF;
+            SELECT p_person_key, p_channel, p_send_at, p_event_id, p_policy FROM logged
+            WHERE p_channel IS NOT NULL AND p_person_key IS NOT NULL
+    ), counted AS (  -- a send counts towards suppression (contacts without engagement)
+        INSERT INTO people AS pp (person_key, unengaged, rev)
+            SELECT p_person_key, 1, 0 FROM logged WHERE p_channel IS NOT NULL AND p_person_key IS NOT NULL
+        ON CONFLICT (person_key) DO UPDATE SET unengaged = pp.unengaged + 1
+    )
+    SELECT seq INTO v_seq FROM logged;
     RETURN v_seq;
 END $$"""
 

@@ -26,9 +26,9 @@ from service.store.records import Decision
 # ... only if the person's state still matches the marker it was decided on (person_state)
 INSERT_DECISION_IF_UNCHANGED = (
     f"INSERT INTO decisions({DECISION_COLUMNS}) SELECT {','.join('?' * 17)} WHERE"
-    " (SELECT coalesce(max(id), 0) FROM contacts WHERE person_key=? AND at>=?)=?"
-    " AND (SELECT coalesce(max(id), 0) FROM consent WHERE person_key=?)=?"
-    " AND (SELECT coalesce(max(id), 0) FROM signals WHERE person_key=? AND at>=?)=?"
+    " (SELECT coalesce(max(id + 0), 0) FROM contacts WHERE person_key=? AND at>=?)=?"
+    " AND (SELECT coalesce(max(id + 0), 0) FROM consent WHERE person_key=?)=?"
+    " AND (SELECT coalesce(max(id + 0), 0) FROM signals WHERE person_key=? AND at>=?)=?"
     " AND (SELECT coalesce(max(rev), 0) FROM people WHERE person_key=?)=?")
 
 
