@@ -92,7 +92,11 @@ HTTP_CONFIGS = {         # key -> (backend, replicas, gunicorn workers per repli
     "sqlite_1x2": ("sqlite", 1, 2, "SQLite, 1 replica x 2 workers"),
     "postgresql_1x2": ("postgresql", 1, 2, "PostgreSQL, 1 replica x 2 workers"),
     "postgresql_2x1": ("postgresql", 2, 1, "PostgreSQL, 2 replicas x 1 worker"),
+    "postgresql_1x4": ("postgresql", 1, 4, "PostgreSQL, 1 replica x 4 workers"),
+    "sqlite_1x4": ("sqlite", 1, 4, "SQLite, 1 replica x 4 workers"),
+    "postgresql-async_1x2": ("postgresql-async", 1, 2, "PostgreSQL (synchronous_commit off), 1 replica x 2 workers"),
 }
+DEFAULT_HTTP = "sqlite_1x2,postgresql_1x2,postgresql_2x1"
 PER_DECISION_TABLES = ("decisions", "contacts", "outcomes")
 START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)  # the failover part's request clock
 ALL_CHANNELS = {"email": True, "push": True, "sms": True, "in_app": True}
@@ -127,9 +131,11 @@ def pg_schema():
 @contextlib.contextmanager
 def store_address(backend: str, workdir: Path):
     """Where a fresh store of `backend` lives: a new SQLite file, or a new schema."""
-    if backend == "postgresql":
+    if backend.startswith("postgresql"):
         with pg_schema() as url:
-            yield url
+            # postgresql-async: commits return before the WAL is flushed, as SQLite's WAL mode
+            # with synchronous=NORMAL (the SQLite store's setting) does
+            yield url.replace("options=", "options=-csynchronous_commit%3Doff%20") if backend.endswith("async") else url
         return
     path = workdir / f"store-{uuid.uuid4().hex[:8]}.db"
     try:
@@ -407,7 +413,7 @@ def bench_http(args, workdir: Path, log_path: Path | None = None) -> dict:
         raise Refused("the http part needs wrk, which is not installed: apt-get install wrk")
     script = workdir / "decide.lua"
     script.write_text(bench_decide.WRK_LUA.replace("POOL", str(args.users)))
-    keys = list(HTTP_CONFIGS)
+    keys = args.configs
     runs: dict[str, list] = {k: [] for k in keys}
     for rnd in range(args.rounds):
         for key in keys[rnd % len(keys):] + keys[:rnd % len(keys)]:
@@ -687,11 +693,16 @@ def parse_args(argv):
     ap.add_argument("--users", type=int, help="consented users of the http part (default 5000; quick 200)")
     ap.add_argument("--warmup", type=int, help="wrk warm-up seconds before each run (default 3; quick 1)")
     ap.add_argument("--repeats", type=int, help="failover runs (default 3; quick 1)")
+    ap.add_argument("--configs", default=DEFAULT_HTTP,
+                    help=f"http configurations, of {', '.join(HTTP_CONFIGS)} (default {DEFAULT_HTTP})")
     args = ap.parse_args(argv)
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(args.parts) - set(PARTS)
     if unknown:
         ap.error(f"unknown parts: {', '.join(sorted(unknown))} (known: {', '.join(PARTS)})")
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if set(args.configs) - set(HTTP_CONFIGS):
+        ap.error(f"unknown configurations: {', '.join(sorted(set(args.configs) - set(HTTP_CONFIGS)))}")
     q = args.quick
     for name, full, quick in (("decisions", 20000, 2000), ("rounds", 3, 1), ("seconds", 10, 3),
                               ("users", 5000, 200), ("warmup", 3, 1), ("repeats", 3, 1)):
