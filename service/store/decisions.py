@@ -130,9 +130,8 @@ class DecisionLog:
         return True
 
     def outcomes(self, event_id: str) -> list[Outcome]:
-        return [Outcome(event_id=r["event_id"], type=r["type"], value=r["value"], at=r["at"],
-                        outcome_id=r["outcome_id"], received_at=r["received_at"], counted=bool(r["counted"]))
-                for r in self.query("SELECT * FROM outcomes WHERE event_id=? ORDER BY id", (event_id,))]
+        return [Outcome.from_row(r) for r in self.query("SELECT * FROM outcomes WHERE event_id=? ORDER BY id",
+                                                        (event_id,))]
 
     def outcomes_for(self, event_ids: list[str]) -> dict[str, list[Outcome]]:
         out: dict[str, list[Outcome]] = {e: [] for e in event_ids}
@@ -140,9 +139,7 @@ class DecisionLog:
             chunk = event_ids[i:i + 500]
             marks = ",".join("?" * len(chunk))
             for r in self.query(f"SELECT * FROM outcomes WHERE event_id IN ({marks}) ORDER BY id", tuple(chunk)):
-                out[r["event_id"]].append(Outcome(event_id=r["event_id"], type=r["type"], value=r["value"],
-                                                  at=r["at"], outcome_id=r["outcome_id"],
-                                                  received_at=r["received_at"], counted=bool(r["counted"])))
+                out[r["event_id"]].append(Outcome.from_row(r))
         return out
 
     def policy_counts(self, policy: str, now: float) -> dict:

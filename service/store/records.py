@@ -108,6 +108,11 @@ class Outcome:
     received_at: float | None = None
     counted: bool = True
 
+    @classmethod
+    def from_row(cls, r) -> "Outcome":
+        return cls(event_id=r["event_id"], type=r["type"], value=r["value"], at=r["at"], outcome_id=r["outcome_id"],
+                   received_at=r["received_at"], counted=bool(r["counted"]))
+
 
 class StoreError(Exception):
     """The store cannot be used as asked (a schema newer than the code, an unknown address)."""

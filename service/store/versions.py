@@ -63,17 +63,21 @@ class ModelTables:
                          " n_learned, learned_through_seq, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (policy, version, parent, "online", at, model, vw_args, len(learned), cursor,
                           dumps(note)))
-            updated = conn.executemany("UPDATE decisions SET reward=?, learned_version=? "
-                                       "WHERE seq=? AND learned_version IS NULL",
-                                       [(reward, version, seq) for seq, reward in learned])
-            if updated.rowcount != len(learned):  # the rollback leaves every decision as it was
-                raise RuntimeError(f"{len(learned) - updated.rowcount} of the decisions up to seq {cursor} "
+            updated = self._mark_learned(conn, version, learned)
+            if updated != len(learned):  # the rollback leaves every decision as it was
+                raise RuntimeError(f"{len(learned) - updated} of the decisions up to seq {cursor} "
                                    f"were already learned")
             conn.execute("UPDATE policy_state SET active_version=?, learner_cursor=? WHERE policy=?",
                          (version, cursor, policy))
             conn.execute("INSERT INTO activations(policy, version, previous, reason, at) VALUES (?,?,?,?,?)",
                          (policy, version, parent, f"online learner: {len(learned)} decisions", at))
             return version
+
+    def _mark_learned(self, conn, version: int, learned: list[tuple[int, float]]) -> int:
+        """Record each (seq, reward) as learned by `version`, inside the caller's transaction, if
+        it was not learned before; how many decisions were marked."""
+        return conn.executemany("UPDATE decisions SET reward=?, learned_version=? WHERE seq=? AND learned_version IS NULL",
+                                [(reward, version, seq) for seq, reward in learned]).rowcount
 
     def versions(self, policy: str) -> list[dict]:
         return [dict(r) for r in self.query(
