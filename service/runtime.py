@@ -52,7 +52,7 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
     return DecisionEngine(store, policies, clock, models, new_id or random_ids(), [shadow])
 
 
-def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 20000,
+def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 100_000,
                   wall_clock: Callable[[], float] = time.time) -> OnlineLearner:
     """The online learner, with the revert guard judging a newly activated version before each
     step. `wall_clock` times its lease (real seconds, whatever `clock` says)."""

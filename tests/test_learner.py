@@ -6,6 +6,7 @@ import sqlite3
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -287,3 +288,41 @@ def test_learning_reliability_script_runs():
     assert lines[0].startswith(load_policies(POLICIES)["lifecycle"].spec.learner.vw_args)  # the example's
     assert lines[1].startswith("seed 1: reward over the last third ")
     assert lines[-1].split(" runs learned a wrong favourite")[0] in ("0 of 1", "1 of 1")
+
+
+def test_the_learner_publishes_at_most_once_per_interval_unless_a_version_is_full(tmp_path):
+    """Run as `tactful learn` runs it (lease, ticks): a backlog larger than a version holds is
+    learned a version per tick; then nothing more until the interval has passed, however many
+    decisions close meanwhile; a step that fails is retried at the next tick, not after the
+    interval."""
+    clock = ManualClock(START)
+    engine = make_engine(tmp_path / "t.db", clock)
+    drive(engine, clock, 25, step=60.0)
+    clock.advance(2 * DAY)
+    store = engine.store
+    learner = build_learner(store, engine.policies, clock, batch=10)
+    failures = []
+
+    def flaky(policy, now):  # the first step fails, as with the store briefly away
+        if not failures:
+            failures.append(now)
+            raise ConnectionError("store away")
+
+    learner.before_step = (flaky,) + learner.before_step
+    stop = threading.Event()
+    runner = threading.Thread(target=learner.run, args=(stop, 3600.0, 0.3))  # tick 0.1 s
+    runner.start()
+    try:
+        deadline = time.time() + 30
+        while store.learner_cursor("lifecycle") < store.decision_count() and time.time() < deadline:
+            time.sleep(0.05)
+        assert [v["n_learned"] for v in store.versions("lifecycle")] == [0, 10, 10, 5]
+        drive(engine, clock, 5, step=60.0)  # five more decisions close
+        clock.advance(2 * DAY)
+        time.sleep(1.0)  # ten ticks: the interval (an hour) has not passed
+        assert len(store.versions("lifecycle")) == 4
+    finally:
+        stop.set()
+        runner.join(10)
+    assert failures and not runner.is_alive()
+    assert store.query("SELECT count(*) FROM leases")[0][0] == 0  # released on the way out

@@ -25,6 +25,7 @@ are not used: the learner continues with the options the file carries and record
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ log = logging.getLogger("tactful.learner")
 LEASE = "learner"
 LEASE_TTL = 10.0  # seconds a leader's lease outlives its last renewal
 TICK = 2.0        # seconds between renewals (and looks for work)
+CHUNK = 20000     # decisions read at a time
 
 
 class OnlineLearner:
@@ -53,7 +55,7 @@ class OnlineLearner:
     `before_step` check."""
 
     def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, wall_clock: Callable[[], float],
-                 batch: int = 20000, before_step: Sequence[Callable[[Policy, float], None]] = ()):
+                 batch: int = 100_000, before_step: Sequence[Callable[[Policy, float], None]] = ()):
         self.store = store
         self.policies = policies
         self.clock = clock
@@ -89,25 +91,36 @@ class OnlineLearner:
 
     def step(self, policy_name: str, limit: int | None = None) -> int:
         """Learn the decisions of a policy whose window has closed, at most `limit` (else the
-        learner's batch) in this version; return how many."""
+        learner's batch) into one new version; return how many. They are read `CHUNK` at a time,
+        so a large version does not hold every decision in memory at once."""
         policy = self.policies[policy_name]
         for check in self.before_step:
             check(policy, self.clock.now())
         now = self.clock.now()
+        limit = limit or self.batch
         parent, model, vw_args = self._model(policy)
         cursor = self.store.learner_cursor(policy.name)
-        # only the decisions before the first still open are read: every few seconds the learner
-        # would otherwise re-read (and parse) every pending decision of the reward window
-        candidates = self.store.decisions_after(policy.name, cursor, limit or self.batch, closed_by=now)
-        ready = []
-        for d in candidates:
-            if d.closes_at > now:
-                break
-            ready.append(d)
-        if not ready:
-            return 0
+        learned: list[tuple[int, float]] = []
+        skipped = 0
         try:
-            version = self._learn_and_publish(policy, parent, model, vw_args, ready, now)
+            while len(learned) < limit:
+                # only the decisions before the first still open are read: every few seconds the
+                # learner would otherwise re-read (and parse) every pending decision of the window
+                want = min(CHUNK, limit - len(learned))
+                candidates = self.store.decisions_after(policy.name, cursor, want, closed_by=now)
+                ready = list(itertools.takewhile(lambda d: d.closes_at <= now, candidates))
+                if not ready:
+                    break
+                skipped += self._learn(policy, model, ready, learned)
+                cursor = ready[-1].seq
+                if len(ready) < want:  # an open window or the end of the log
+                    break
+            if not learned:
+                return 0
+            note = {"decisions": len(learned), "skipped": skipped, "first_seq": learned[0][0],
+                    "last_seq": learned[-1][0], "mean_reward": sum(r for _, r in learned) / len(learned)}
+            version = self.store.publish_learned(policy.name, parent, model.to_bytes(), vw_args, now, learned,
+                                                 cursor, note)
         except BaseException:
             # the model in memory learned decisions the store did not record: never reuse it
             self._models.pop(policy.name)[1].close()
@@ -118,18 +131,16 @@ class OnlineLearner:
             self._models.pop(policy.name)[1].close()
             return 0
         self._models[policy.name] = (version, model, vw_args)
-        log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(ready), version)
-        return len(ready)
+        log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(learned), version)
+        return len(learned)
 
-    def _learn_and_publish(self, policy: Policy, parent: int, model: VWPolicy, vw_args: str,
-                           ready: list, now: float) -> int | None:
-        """Learn `ready` into `model` and publish it with their rewards and the cursor, in one
-        transaction; the new version, or None when the active version changed meanwhile."""
+    def _learn(self, policy: Policy, model: VWPolicy, ready: list, learned: list[tuple[int, float]]) -> int:
+        """Learn `ready` into `model`, appending each one's (seq, reward) to `learned`; how many
+        were skipped (their arms are no longer the policy's)."""
         outcomes = self.store.outcomes_for([d.event_id for d in ready])
         spec = reward_spec(policy)
-        learned: list[tuple[int, float]] = []
-        skipped = 0
         arm_index = policy.arm_index
+        skipped = 0
         for d in ready:
             reward = decision_reward(policy, d, outcomes[d.event_id], spec)
             learned.append((d.seq, reward))
@@ -139,55 +150,71 @@ class OnlineLearner:
                 continue
             model.learn(shared_line(d.context, d.history), allowed, d.allowed.index(d.arm),
                         to_cost(spec, reward), d.probability)
-        note = {"decisions": len(ready), "skipped": skipped, "first_seq": ready[0].seq,
-                "last_seq": ready[-1].seq,
-                "mean_reward": sum(r for _, r in learned) / len(learned)}
-        return self.store.publish_learned(policy.name, parent, model.to_bytes(), vw_args,
-                                          now, learned, ready[-1].seq, note)
+        return skipped
 
     def step_all(self) -> int:
         return sum(self.step(name) for name in self.policies)
 
     def run(self, stop: threading.Event, interval: float | None = None, lease_ttl: float = LEASE_TTL) -> None:
         """Learn until `stop` is set, while holding the lease; another candidate waits and takes over
-        within `lease_ttl` plus a tick of the leader dying.
+        within `lease_ttl` plus a tick of the leader dying. The lease is renewed every tick by a
+        thread of its own, also while a long step runs.
 
         A policy is learned at most once per its `learn_every_seconds` (or `interval`) of real
-        time, so versions do not pile up under steady traffic; while a backlog remains (the last
-        step learned a whole batch) it is learned again at the next tick. A step that fails (the
-        store unreachable) is logged and tried again later: exactly-once does not depend on it,
-        since a version, its decisions' rewards and the cursor are one transaction."""
-        holder = f"{socket.gethostname()}:{os.getpid()}"
+        time, into one version of up to `batch` decisions; only when more than that closed
+        meanwhile does the next version follow at the next tick. A step that fails (the store
+        unreachable) is logged and tried again at the next tick: exactly-once does not depend on
+        it, since a version, its decisions' rewards and the cursor are one transaction."""
         every = {name: interval or p.spec.learner.learn_every_seconds for name, p in self.policies.items()}
         tick = min(TICK, lease_ttl / 3, *every.values())
+        lease = _Lease(self.store, f"{socket.gethostname()}:{os.getpid()}", lease_ttl, tick, stop)
         last: dict[str, float] = {}
         backlog: dict[str, bool] = {}
-        leading = False
+        lease.start()
         try:
             while not stop.is_set():
-                try:
-                    leading = self._lead(holder, lease_ttl, leading)
-                    for name in self.policies if leading else ():
-                        now = self.wall_clock()
-                        if backlog.get(name) or now - last.get(name, -1e18) >= every[name]:
-                            last[name] = now
-                            backlog[name] = self.step(name) >= self.batch
-                            leading = self._lead(holder, lease_ttl, leading)
-                except Exception:  # noqa: BLE001 -- the learner outlives a store that is briefly away
-                    log.exception("learning round failed; trying again in %.1fs", tick)
+                for name in self.policies:
+                    if stop.is_set() or not lease.held:
+                        break
+                    now = self.wall_clock()
+                    if not backlog.get(name) and now - last.get(name, -1e18) < every[name]:
+                        continue
+                    try:
+                        backlog[name] = self.step(name) >= self.batch
+                        last[name] = now
+                    except Exception:  # noqa: BLE001 -- the learner outlives a store briefly away
+                        log.exception("policy %s: learning failed; trying again in %.1fs", name, tick)
                 stop.wait(tick)
         finally:
-            try:
-                self.store.release_lease(LEASE, holder)
-            except Exception:  # noqa: BLE001
-                log.warning("could not release the learner lease; it expires in %.0fs", lease_ttl)
+            stop.set()
+            lease.join()
 
-    def _lead(self, holder: str, ttl: float, leading: bool) -> bool:
-        """Take or renew the lease; log when leadership changes."""
-        now = self.store.acquire_lease(LEASE, holder, ttl, self.wall_clock())
-        if now != leading:
-            log.info("learner %s %s the lease", holder, "holds" if now else "lost")
-        return now
+
+class _Lease(threading.Thread):
+    """Takes and renews the learner's lease every `tick` until `stop`, then releases it; `held`
+    says whether this process leads."""
+
+    def __init__(self, store: Store, holder: str, ttl: float, tick: float, stop: threading.Event):
+        super().__init__(name="tactful-lease", daemon=True)
+        self.store, self.holder, self.ttl, self.tick, self.stop = store, holder, ttl, tick, stop
+        self.held = False
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                held = self.store.acquire_lease(LEASE, self.holder, self.ttl)  # the store's clock
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not renew the learner lease: %s", exc)
+                held = False
+            if held != self.held:
+                log.info("learner %s %s the lease", self.holder, "holds" if held else "lost")
+            self.held = held
+            self.stop.wait(self.tick)
+        self.held = False
+        try:
+            self.store.release_lease(LEASE, self.holder)
+        except Exception:  # noqa: BLE001
+            log.warning("could not release the learner lease; it expires in %.0fs", self.ttl)
 
 
 def run_forever(learner: OnlineLearner, interval: float | None = None) -> None:

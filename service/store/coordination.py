@@ -2,6 +2,8 @@
 the shared "now" of the request clock (`--clock request`)."""
 from __future__ import annotations
 
+import time
+
 
 class CoordinationTables:
     """The learner's lease and the request clock; mixed into `Store`."""
@@ -17,10 +19,12 @@ class CoordinationTables:
                          "now=CASE WHEN excluded.now > clock.now THEN excluded.now ELSE clock.now END", (ts,))
             return conn.execute("SELECT now FROM clock WHERE id=1").fetchone()[0]
 
-    def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
-        """Take or renew a lease until `now` + `ttl` (wall-clock seconds: a lease is about
-        processes, not about the decisions' clock); True when `holder` has it."""
+    def acquire_lease(self, name: str, holder: str, ttl: float, now: float | None = None) -> bool:
+        """Take or renew a lease until now + `ttl`; True when `holder` has it. Real seconds: a
+        lease is about processes, not about the decisions' clock. `now` None: the store's own
+        clock (`lease_now`), the same for every process that shares the store."""
         with self.write() as conn:
+            now = self.lease_now(conn) if now is None else now
             row = conn.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,)).fetchone()
             if row is not None and row[0] != holder and row[1] > now:
                 return False
@@ -28,6 +32,10 @@ class CoordinationTables:
                          "DO UPDATE SET holder=excluded.holder, expires_at=excluded.expires_at",
                          (name, holder, now + ttl))
             return True
+
+    def lease_now(self, conn) -> float:
+        """The time leases are measured by: SQLite's store is one machine, whose clock it is."""
+        return time.time()
 
     def release_lease(self, name: str, holder: str) -> None:
         with self.write() as conn:
