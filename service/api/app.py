@@ -11,12 +11,12 @@ from werkzeug.exceptions import HTTPException
 
 from service.api import routes, versions
 from service.api.fastpath import DecideFastPath
-from service.api.problems import OrjsonProvider, internal_problem, problem_response
+from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
 from service.clock import make_clock
 from service.errors import Problem
 from service.policy import Policy, load_policies
 from service.runtime import build_engine
-from service.store import open_store
+from service.store import StoreUnavailable, open_store
 
 DEFAULTS = {
     "DB": "tactful.db",
@@ -74,6 +74,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         for name, value in e.get_headers():  # e.g. Allow, which a 405 must carry
             if name.lower() != "content-type":
                 resp.headers[name] = value
+        return resp
+
+    @app.errorhandler(StoreUnavailable)
+    def _unavailable(e: StoreUnavailable):
+        logging.getLogger("tactful").warning("%s %s: %s", request.method, request.path, e)
+        resp = problem_response(unavailable_problem(e))
+        resp.headers["Retry-After"] = "1"
         return resp
 
     @app.errorhandler(Exception)

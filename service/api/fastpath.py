@@ -9,10 +9,11 @@ import orjson
 from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES
 
-from service.api.problems import OrjsonProvider, internal_problem
+from service.api.problems import OrjsonProvider, internal_problem, unavailable_problem
 from service.api.routes import decide_input
 from service.decision.engine import DecisionEngine
 from service.errors import Problem
+from service.store import StoreUnavailable
 
 
 class DecideFastPath:
@@ -52,14 +53,18 @@ class DecideFastPath:
             result = self.engine.decide(name, req)
         except Problem as p:
             return self._send(start_response, p.status, "application/problem+json", p.to_dict())
+        except StoreUnavailable as exc:
+            logging.getLogger("tactful").warning("POST %s: %s", path, exc)
+            return self._send(start_response, 503, "application/problem+json", unavailable_problem(exc).to_dict(),
+                              [("Retry-After", "1")])
         except Exception:
             # logged and answered as the Flask app's handler does for any other endpoint
             logging.getLogger("tactful").exception("unexpected error on POST %s", path)
             return self._send(start_response, 500, "application/problem+json", internal_problem().to_dict())
         return self._send(start_response, 200, "application/json", result)
 
-    def _send(self, start_response, status: int, mimetype: str, obj) -> list[bytes]:
+    def _send(self, start_response, status: int, mimetype: str, obj, headers=()) -> list[bytes]:
         data = orjson.dumps(obj, option=self.options)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, '').upper()}",  # as werkzeug writes it
-                       [("Content-Type", mimetype), ("Content-Length", str(len(data)))])
+                       [("Content-Type", mimetype), ("Content-Length", str(len(data))), *headers])
         return [data]

@@ -38,3 +38,10 @@ def internal_problem() -> Problem:
     p = Problem("an unexpected error occurred; it has been logged")
     p.status, p.title, p.slug = 500, "Internal server error", "internal"
     return p
+
+
+def unavailable_problem(exc: Exception) -> Problem:
+    """The store could not answer (down, restarting, a lock not granted in time): 503, try again."""
+    p = Problem(f"the store is unavailable; try again shortly ({exc})")
+    p.status, p.title, p.slug = 503, "Service unavailable", "unavailable"
+    return p

@@ -19,6 +19,7 @@ from service.learning.learner import run_forever
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
 from service.runtime import build_learner
+from service.store import StoreUnavailable
 from service.store.postgres import safe_location
 
 
@@ -71,11 +72,12 @@ def serve(host: str, port: int, workers: int, learner: bool, db: str, policies: 
     _setup_logging()
     loaded = _prepare_store(db, policies, clock)
     base = [sys.executable, "-m", "service.cli"]
-    args = ["--db", db, "--policies", policies, "--clock", clock]
+    args = ["--policies", policies, "--clock", clock]
+    env = dict(os.environ, TACTFUL_DB=db)  # not on the command line, where `ps` would show a password
     children = {"web": subprocess.Popen(base + ["web", "--host", host, "--port", str(port),
-                                                "--workers", str(workers)] + args)}
+                                                "--workers", str(workers)] + args, env=env)}
     if learner:
-        children["learner"] = subprocess.Popen(base + ["learn"] + args)
+        children["learner"] = subprocess.Popen(base + ["learn"] + args, env=env)
     click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} (db {safe_location(db)}, clock {clock}, "
                f"{workers} workers, " + (f"learner candidate pid {children['learner'].pid}" if learner else
                                          "no learner") + "); Ctrl-C stops", err=True)
@@ -129,14 +131,22 @@ def web(host: str, port: int, workers: int, db: str, policies: str, clock: str) 
             self.cfg.set("control_socket_disable", True)
 
         def load(self):
-            return create_app(config)  # in each worker, after the fork: its own store and models
+            # in each worker, after the fork: its own store and models. A store that is away
+            # (PostgreSQL restarting) is waited for: a worker that failed to boot would stop
+            # gunicorn, and with it the replica; gunicorn restarts one that waits too long.
+            while True:
+                try:
+                    return create_app(config)
+                except StoreUnavailable as exc:
+                    logging.getLogger("tactful").warning("waiting for the store: %s", exc)
+                    time.sleep(2.0)
 
     Server().run()
 
 
 @click.command()
 @click.option("--interval", type=float, default=None, help="Seconds between learning rounds (policy default).")
-@click.option("--batch", type=click.IntRange(1), default=20000, show_default=True,
+@click.option("--batch", type=click.IntRange(1), default=100_000, show_default=True,
               help="At most this many decisions per published model version.")
 @with_common
 def learn(interval: float | None, batch: int, db: str, policies: str, clock: str) -> None:

@@ -6,12 +6,13 @@ several replicas (`postgres.py`). Only this package holds SQL; `records.py` is w
 reads and writes. `open_store` picks the backend from the address."""
 from service.store.base import SchemaTooNew, Store
 from service.store.records import (AlreadyActive, Decision, NoSuchVersion, Outcome, OutcomeConflict,
-                                   PersonState, StoreError)
+                                   PersonState, StoreError, StoreUnavailable)
 from service.store.postgres import PostgresStore
 from service.store.sqlite import SQLiteStore
 
 __all__ = ["AlreadyActive", "Decision", "NoSuchVersion", "Outcome", "OutcomeConflict", "PersonState",
-           "PostgresStore", "SQLiteStore", "SchemaTooNew", "Store", "StoreError", "is_postgres", "open_store"]
+           "PostgresStore", "SQLiteStore", "SchemaTooNew", "Store", "StoreError", "StoreUnavailable", "is_postgres",
+           "open_store"]
 
 
 def is_postgres(db: str) -> bool:

@@ -20,6 +20,8 @@ import logging
 import re
 import secrets
 import threading
+import time
+import weakref
 from collections import defaultdict
 from contextlib import contextmanager
 from functools import lru_cache
@@ -27,12 +29,13 @@ from typing import Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.store import pg_schema, schema
 from service.store.base import GLOBAL, SchemaTooNew, Store
 from service.store.decisions import INSERT_DECISION, INSERT_OUTCOME, decision_values, outcome_values
-from service.store.records import Decision, Outcome, StoreError
+from service.store.records import Decision, Outcome, StoreError, StoreUnavailable
 
 log = logging.getLogger("tactful.store")
 
@@ -84,13 +87,41 @@ def _rows(cursor):
     return lambda values: Row(values, index)
 
 
+# A dead peer is noticed within about 25 s on both sides of a connection (a replica's machine
+# gone in the middle of a transaction releases its locks; a half-open connection fails).
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+IDLE_CHECK = 10.0  # seconds a pooled connection may sit unused before it is checked on the way out
+
+
 def _configure(conn) -> None:
-    """Each connection plans a statement once and keeps the plan (psycopg prepares a statement
-    on its fifth use). PostgreSQL would otherwise go on planning every execution whenever the
-    generic plan's estimate looks dearer than the custom ones', as it does for the person's state
-    (a six-part UNION: 2 ms to plan, 0.1 ms to run) while the tables are small or unanalysed.
-    Every statement of the store is an index lookup whose plan does not depend on its values."""
+    """Settings of every connection of the store.
+
+    plan_cache_mode: each connection plans a statement once and keeps the plan (psycopg prepares
+    a statement on its fifth use). PostgreSQL would otherwise go on planning every execution
+    whenever the generic plan's estimate looks dearer than the custom ones', as it does for the
+    person's state (a six-part UNION: 2 ms to plan, 0.1 ms to run) while the tables are small or
+    unanalysed. Every statement of the store is an index lookup whose plan does not depend on its
+    values.
+
+    lock_timeout: a lock not granted within 5 s fails the statement (the API answers 503) rather
+    than a worker hanging behind a stuck transaction; idle_in_transaction_session_timeout ends a
+    transaction whose client stopped in the middle (a machine gone), releasing its locks;
+    tcp_keepalives_*: the server notices a vanished client."""
     conn.execute("SET plan_cache_mode = force_generic_plan")
+    conn.execute("SET lock_timeout = '5s'")
+    conn.execute("SET idle_in_transaction_session_timeout = '30s'")
+    conn.execute("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")
+
+
+_LAST_USED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _check(conn) -> None:
+    """A connection unused for a while (the server may have restarted since) answers a round
+    trip before it is handed out; the pool replaces it if not. Busy ones are not checked: that
+    would cost a round trip per query."""
+    if time.monotonic() - _LAST_USED.get(conn, 0.0) > IDLE_CHECK:
+        conn.execute("")
 
 
 class _Conn:
@@ -121,18 +152,20 @@ class PostgresStore(Store):
     kind = "postgresql"
 
     def __init__(self, url: str, secret: str | None = None, migrate: bool = True, max_connections: int = 4,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, wait: bool = True):
         self.url = url
         self.location = safe_location(url)
         self._secret = secret.encode() if secret else None
+        given = conninfo_to_dict(url)
+        self._connect_args = {k: v for k, v in (KEEPALIVES | {"application_name": "tactful"}).items() if k not in given}
         self.pool = ConnectionPool(url, min_size=1, max_size=max_connections, timeout=timeout, open=False,
-                                   kwargs={"autocommit": True, "row_factory": _rows}, configure=_configure,
-                                   name="tactful")
+                                   kwargs={"autocommit": True, "row_factory": _rows, **self._connect_args},
+                                   configure=_configure, check=_check, name="tactful")
         try:
-            self.pool.open(wait=True, timeout=timeout)
+            self.pool.open(wait=wait, timeout=timeout)
         except Exception as exc:
             self.pool.close()
-            raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {exc}") from None
+            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.location}: {exc}") from None
         self._generations: defaultdict[str, int] = defaultdict(int)
         self._listening = False
         self._listener: threading.Thread | None = None
@@ -140,13 +173,24 @@ class PostgresStore(Store):
         if migrate:
             self.migrate()
 
+    @contextmanager
+    def connection(self):
+        """A pooled connection; the database being away (down, restarting, a lock not granted in
+        time) is StoreUnavailable."""
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+                _LAST_USED[conn] = time.monotonic()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"the store at {self.location} is unavailable: {str(exc).strip()}") from exc
+
     def query(self, sql: str, params: Sequence | dict = ()) -> list[Row]:
-        with self.pool.connection() as conn:
+        with self.connection() as conn:
             return conn.execute(translate(sql), params).fetchall()
 
     @contextmanager
     def write(self, lock: str | None = GLOBAL) -> Iterator[_Conn]:
-        with self.pool.connection() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
             if lock is not None:
                 conn.execute(_LOCK, (lock,))
             yield _Conn(conn)
@@ -169,13 +213,14 @@ class PostgresStore(Store):
     def _listen(self) -> None:
         while not self._closed.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True) as conn:
+                with psycopg.connect(self.url, autocommit=True, **self._connect_args) as conn:
                     conn.execute(f"LISTEN {pg_schema.NOTIFY_CHANNEL}")
                     self._listening = True
                     while not self._closed.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        for note in conn.notifies(timeout=2.0):
                             self._generations[note.payload] += 1
-            except psycopg.Error as exc:
+                        conn.execute("SELECT 1")  # a connection that went half-open fails here
+            except (psycopg.Error, OSError) as exc:
                 if not self._closed.is_set():
                     log.warning("listening for model changes failed (%s); polling until it is back", exc)
             finally:
@@ -191,7 +236,7 @@ class PostgresStore(Store):
         check = bool(d.person_key is not None and expected_marker)
         marker = tuple(expected_marker) if check else (None,) * 6
         day, limit = budget if budget is not None else (None, None)
-        with self.pool.connection() as conn:
+        with self.connection() as conn:
             seq = conn.execute(_COMMIT, decision_values(d) + (check,) + marker + (day, limit)).fetchone()[0]
         if seq is None:
             return False
@@ -201,7 +246,10 @@ class PostgresStore(Store):
     def learning_horizon(self, policy: str) -> int | None:
         """The highest seq of the store once every transaction that could still add a decision
         below it has ended: the barrier is taken exclusively for as long as one read takes."""
-        with self.pool.connection() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
+            # decisions queue behind a waiting exclusive request: never for more than a moment
+            # (a stuck transaction holding the barrier fails this read, which is tried again)
+            conn.execute("SET LOCAL lock_timeout = '1s'")
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", pg_schema.BARRIER)
             return conn.execute("SELECT coalesce(max(seq), 0) FROM decisions").fetchone()[0]
 
@@ -221,10 +269,15 @@ class PostgresStore(Store):
     def outcomes_for(self, event_ids: list[str]) -> dict[str, list[Outcome]]:
         """One query over an array of event ids (the base class sends lists of 500)."""
         out: dict[str, list[Outcome]] = {e: [] for e in event_ids}
-        with self.pool.connection() as conn:
+        with self.connection() as conn:
             for r in conn.execute("SELECT * FROM outcomes WHERE event_id = ANY(%s) ORDER BY id", (event_ids,)):
                 out[r["event_id"]].append(Outcome.from_row(r))
         return out
+
+    def lease_now(self, conn) -> float:
+        """The database server's clock: replicas on several machines measure every lease by the
+        same clock, however far apart their own are."""
+        return conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
 
     def backup(self, out: str) -> None:
         raise StoreError("a PostgreSQL store is backed up with PostgreSQL's own tools: "
@@ -241,7 +294,8 @@ class PostgresStore(Store):
     def migrate(self) -> tuple[int, int]:
         """Apply the migrations the database lacks, in one transaction, while replicas starting
         at the same moment wait; refuse a schema newer than the code."""
-        with self.pool.connection() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = 0")  # a replica migrating a large table takes its time
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", pg_schema.MIGRATE_LOCK)
             found = 0
             if conn.execute("SELECT to_regclass('meta')").fetchone()[0] is not None:

@@ -118,6 +118,11 @@ class StoreError(Exception):
     """The store cannot be used as asked (a schema newer than the code, an unknown address)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot answer now (the database down or restarting, a lock not granted in
+    time): try again shortly. The HTTP API answers 503."""
+
+
 class OutcomeConflict(Exception):
     """The same outcome_id was reported with a different type or value."""
 

@@ -21,7 +21,7 @@ import sqlite_utils
 from service.store import schema
 from service.store.base import GLOBAL, SchemaTooNew, Store
 from service.store.decisions import DECISION_COLUMNS, INSERT_DECISION, decision_values
-from service.store.records import Decision
+from service.store.records import Decision, StoreUnavailable
 
 # ... only if the person's state still matches the marker it was decided on (person_state)
 INSERT_DECISION_IF_UNCHANGED = (
@@ -113,7 +113,8 @@ class SQLiteStore(Store):
                 now = time.monotonic()
                 deadline = deadline or now + self.timeout
                 if now > deadline:
-                    raise
+                    raise StoreUnavailable(f"{self.path}: the write lock was not granted within "
+                                           f"{self.timeout:g}s") from exc
                 time.sleep(pause)
                 pause = min(pause * 2, 0.002)
         try:
