@@ -48,7 +48,7 @@ def test_pruning_decisions_spares_open_windows_unlearned_ones_and_the_newest(sto
     late = decision(None, "open", at=T - 200 * DAY)
     late.policy, late.closes_at = "p", T + DAY  # a window still open, however old the decision
     assert store.commit_decision(late, None)
-    counts = store.prune_decisions(before=T - 180 * DAY, now=T)
+    counts = store.prune_decisions(before=T - 180 * DAY, now=T, chunk=2)  # two transactions
     assert counts == {"outcomes": 1, "shadow_decisions": 0, "decisions": 3}
     left = {r[0] for r in store.query("SELECT event_id FROM decisions")}
     assert left == {"old2", "old3", "recent", "open"}  # old2, old3: not learned yet

@@ -24,8 +24,9 @@ def copy_store(source: Store, target: Store, progress: Callable[[str, int], None
     serving first): rows written during the copy may be missed. The learner's lease is not copied."""
     if target.kind != "postgresql":
         raise StoreError("the target of a copy must be a PostgreSQL store (SQLite has a `tactful backup`)")
-    if target.decision_count() or target.query("SELECT count(*) FROM model_versions")[0][0]:
-        raise StoreError(f"{target.location} already holds decisions or model versions: copy into an empty store")
+    held = [table for table, _ in TABLES if target.query(f"SELECT count(*) FROM {table}")[0][0]]
+    if held:
+        raise StoreError(f"{target.location} is not empty (it holds {', '.join(held)}): copy into an empty store")
     counts = {}
     with target.write() as out:
         for key, value in source.query("SELECT key, value FROM meta WHERE key <> 'schema_version'"):

@@ -134,7 +134,6 @@ END $$"""
 
 _V3 = [
     "CREATE INDEX IF NOT EXISTS decisions_decided ON decisions(decided_at)",
-    "CREATE INDEX IF NOT EXISTS contacts_at ON contacts(at)",
     _NOTIFY_FUNCTION,
     "DROP TRIGGER IF EXISTS policy_state_notify ON policy_state",
     "CREATE TRIGGER policy_state_notify AFTER INSERT OR UPDATE ON policy_state"

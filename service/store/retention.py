@@ -42,13 +42,19 @@ class RetentionTables:
                     removed[policy] = sorted(gone)
         return removed
 
-    def prune_decisions(self, before: float, now: float) -> dict[str, int]:
+    def prune_decisions(self, before: float, now: float, chunk: int = 5000) -> dict[str, int]:
         """Remove the decisions made before `before` that nothing needs any more (see
-        `_PRUNABLE`), with their outcomes and shadow scores; how many rows of each."""
-        params = (before, now, 2 ** 62)
-        with self.write() as conn:
-            counts = {t: conn.execute(f"DELETE FROM {t} WHERE event_id IN (SELECT event_id FROM decisions"
-                                      f" WHERE {_PRUNABLE})", params).rowcount
-                      for t in ("outcomes", "shadow_decisions")}
-            counts["decisions"] = conn.execute(f"DELETE FROM decisions WHERE {_PRUNABLE}", params).rowcount
-        return counts
+        `_PRUNABLE`), with their outcomes and shadow scores; how many rows of each. `chunk`
+        decisions per transaction, so that serving waits for none of them long."""
+        counts = {"outcomes": 0, "shadow_decisions": 0, "decisions": 0}
+        while True:
+            with self.write() as conn:
+                rows = conn.execute(f"SELECT seq, event_id FROM decisions WHERE {_PRUNABLE} ORDER BY seq LIMIT ?",
+                                    (before, now, 2 ** 62, chunk)).fetchall()
+                if not rows:
+                    return counts
+                events = [(r[1],) for r in rows]
+                for table in ("outcomes", "shadow_decisions"):
+                    counts[table] += conn.executemany(f"DELETE FROM {table} WHERE event_id=?", events).rowcount
+                counts["decisions"] += conn.executemany("DELETE FROM decisions WHERE seq=?",
+                                                        [(r[0],) for r in rows]).rowcount

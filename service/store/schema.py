@@ -15,9 +15,8 @@ SCHEMA_VERSION = 3
 
 
 def _v3(db: sqlite_utils.Database) -> None:
-    """`tactful prune` finds old decisions and contacts by time."""
+    """`tactful prune` finds old decisions by time."""
     db.execute("CREATE INDEX IF NOT EXISTS decisions_decided ON decisions(decided_at)")
-    db.execute("CREATE INDEX IF NOT EXISTS contacts_at ON contacts(at)")
 
 
 def create(db: sqlite_utils.Database) -> None:
@@ -63,7 +62,8 @@ def create(db: sqlite_utils.Database) -> None:
                             "valid_until": float, "reason": str, "updated_at": float},
                            pk=("policy", "target"), if_not_exists=True)
     db["budget"].create({"policy": str, "day": str, "used": int}, pk=("policy", "day"), if_not_exists=True)
-    # Decisions are never deleted (erasure unlinks them), so seq only grows: the learner cursor is sound.
+    # Erasure unlinks decisions and pruning keeps the newest one, so seq only grows: the learner
+    # cursor is sound.
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS decisions_event ON decisions(event_id)")
     db.execute("CREATE INDEX IF NOT EXISTS decisions_policy_seq ON decisions(policy, seq)")
     db.execute("CREATE INDEX IF NOT EXISTS decisions_person ON decisions(person_key, decided_at)")
