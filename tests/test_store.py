@@ -306,3 +306,24 @@ def test_a_new_active_version_is_pushed_to_every_process(tmp_path):
         model.close()
         elsewhere.close()
         here.close()
+
+
+def test_concurrent_sends_never_overspend_the_daily_budget(store_url):
+    """Ten stores (connections) sending at once for different people, under a budget of three
+    sends a day: exactly three are logged, whichever wins."""
+    stores = [open_store(store_url) for _ in range(10)]
+    barrier = threading.Barrier(len(stores))
+
+    def send(i: int) -> bool:
+        s = stores[i]
+        key = s.person_key(f"p{i}")
+        state = read(s, key)
+        barrier.wait()
+        return s.commit_decision(decision(key, f"b{i}"), state.marker, ("2026-06-01", 3))
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        sent = list(pool.map(send, range(len(stores))))
+    assert sum(sent) == 3 and stores[0].query("SELECT used FROM budget")[0][0] == 3
+    assert stores[0].decision_count() == 3 and count(stores[0], "contacts") == 3
+    for s in stores:
+        s.close()
