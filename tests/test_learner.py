@@ -326,3 +326,21 @@ def test_the_learner_publishes_at_most_once_per_interval_unless_a_version_is_ful
         runner.join(10)
     assert failures and not runner.is_alive()
     assert store.query("SELECT count(*) FROM leases")[0][0] == 0  # released on the way out
+
+
+def test_decisions_the_model_cannot_learn_publish_no_version(tmp_path):
+    """Decisions whose arms the policy no longer has (renamed since) are passed over: their
+    rewards and the cursor are recorded, but no new version is published for an unchanged model."""
+    clock = ManualClock(START)
+    engine = make_engine(tmp_path / "t.db", clock)
+    drive(engine, clock, 5, step=60.0)
+    with engine.store.write() as conn:  # as if every arm had been renamed since
+        conn.execute("UPDATE decisions SET arm='gone', allowed='[\"gone\"]'")
+    clock.advance(2 * DAY)
+    learner = build_learner(engine.store, engine.policies, clock)
+    assert learner.step("lifecycle") == 5
+    store = engine.store
+    assert [v["version"] for v in store.versions("lifecycle")] == [1] and store.active_version("lifecycle") == 1
+    assert store.learner_cursor("lifecycle") == store.decision_count()
+    assert store.query("SELECT count(*) FROM decisions WHERE reward IS NOT NULL AND learned_version IS NULL")[0][0] == 5
+    assert learner.step("lifecycle") == 0

@@ -119,8 +119,9 @@ class OnlineLearner:
                 return 0
             note = {"decisions": len(learned), "skipped": skipped, "first_seq": learned[0][0],
                     "last_seq": learned[-1][0], "mean_reward": sum(r for _, r in learned) / len(learned)}
-            version = self.store.publish_learned(policy.name, parent, model.to_bytes(), vw_args, now, learned,
-                                                 cursor, note)
+            changed = skipped < len(learned)  # a version only when the model learned something
+            version = self.store.publish_learned(policy.name, parent, model.to_bytes() if changed else None, vw_args,
+                                                 now, learned, cursor, note)
         except BaseException:
             # the model in memory learned decisions the store did not record: never reuse it
             self._models.pop(policy.name)[1].close()
@@ -131,7 +132,11 @@ class OnlineLearner:
             self._models.pop(policy.name)[1].close()
             return 0
         self._models[policy.name] = (version, model, vw_args)
-        log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(learned), version)
+        if version == parent:
+            log.warning("policy %s: none of %d closed decisions maps to the policy's arms; no new version",
+                        policy.name, len(learned))
+        else:
+            log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(learned), version)
         return len(learned)
 
     def _learn(self, policy: Policy, model: VWPolicy, ready: list, learned: list[tuple[int, float]]) -> int:

@@ -41,9 +41,12 @@ class ModelTables:
                          (policy, 1, None, "initial untrained model", at))
             return 1
 
-    def publish_learned(self, policy: str, parent: int, model: bytes, vw_args: str, at: float,
+    def publish_learned(self, policy: str, parent: int, model: bytes | None, vw_args: str, at: float,
                         learned: list[tuple[int, float]], cursor: int, note: dict) -> int | None:
         """Publish a version learned online and advance the learner's cursor, atomically.
+        `model` None: nothing was learned into the model, so no version is published; the
+        decisions' rewards and the cursor are recorded (the decisions stay final, not learned)
+        and `parent` is returned.
 
         `learned` holds (seq, reward) of every decision the new version learned from. The new
         version becomes active only if `parent` is still the active one; if somebody activated
@@ -57,6 +60,13 @@ class ModelTables:
                 return None
             if stored_cursor >= cursor:
                 raise RuntimeError(f"learner cursor for {policy!r} would move back from {stored_cursor} to {cursor}")
+            if model is None:  # the model learned nothing (no decision maps to the policy's arms now)
+                marked = conn.executemany("UPDATE decisions SET reward=? WHERE seq=? AND learned_version IS NULL",
+                                          [(reward, seq) for seq, reward in learned]).rowcount
+                if marked != len(learned):
+                    raise RuntimeError(f"{len(learned) - marked} of the decisions up to seq {cursor} were already learned")
+                conn.execute("UPDATE policy_state SET learner_cursor=? WHERE policy=?", (cursor, policy))
+                return parent
             version = conn.execute("SELECT max(version) FROM model_versions WHERE policy=?",
                                    (policy,)).fetchone()[0] + 1
             conn.execute("INSERT INTO model_versions(policy, version, parent, source, created_at, model, vw_args,"
