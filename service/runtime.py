@@ -55,6 +55,7 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
 def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 100_000,
                   wall_clock: Callable[[], float] = time.time) -> OnlineLearner:
     """The online learner, with the revert guard judging a newly activated version before each
-    step. `wall_clock` times its lease (real seconds, whatever `clock` says)."""
+    step. `wall_clock` paces how often each policy is learned (real seconds, whatever `clock` says);
+    the lease goes by the store's own clock."""
     guard = RevertGuard(VersionRegistry(store))
     return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step])

@@ -59,7 +59,7 @@ class OnlineLearner:
         self.store = store
         self.policies = policies
         self.clock = clock
-        self.wall_clock = wall_clock  # real seconds, for the lease (`clock` may be a replay's virtual time)
+        self.wall_clock = wall_clock  # real seconds, pacing the rounds (`clock` may be a replay's virtual time)
         self.batch = batch
         self.before_step = tuple(before_step)  # checks run before each step (the revert guard)
         self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
