@@ -132,12 +132,55 @@ BEGIN
     RETURN NULL;
 END $$"""
 
+# An outcome in one round trip, under the lock of its person (or of its event, for a decision
+# that names no one): a repeat of a stored outcome id is acknowledged ('repeat'), a different one
+# refused ('conflict', with what was stored); an explicit signal is recorded, an unsubscribe also
+# withdraws that channel's consent; an engagement ends the run of contacts without one.
+_ADD_OUTCOME = """
+CREATE OR REPLACE FUNCTION tactful_add_outcome(
+    p_event_id text, p_outcome_id text, p_type text, p_value double precision, p_at double precision,
+    p_received_at double precision, p_counted integer, p_person_key text, p_kind text, p_channel text,
+    p_engaged boolean)
+RETURNS TABLE (status text, stored_type text, stored_value double precision) LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(
+        CASE WHEN p_person_key IS NOT NULL THEN 'person:' || p_person_key ELSE 'event:' || p_event_id END, 0));
+    IF p_outcome_id IS NOT NULL THEN
+        SELECT o.type, o.value INTO stored_type, stored_value FROM outcomes o
+            WHERE o.event_id = p_event_id AND o.outcome_id = p_outcome_id;
+        IF FOUND THEN
+            status := CASE WHEN stored_type = p_type AND stored_value = p_value THEN 'repeat' ELSE 'conflict' END;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO outcomes (event_id, outcome_id, type, value, at, received_at, counted)
+        VALUES (p_event_id, p_outcome_id, p_type, p_value, p_at, p_received_at, p_counted);
+    IF p_person_key IS NOT NULL AND p_kind IS NOT NULL THEN
+        INSERT INTO signals (person_key, kind, channel, at, event_id)
+            VALUES (p_person_key, p_kind, p_channel, p_at, p_event_id);
+        IF p_kind = 'unsubscribe' AND p_channel IS NOT NULL THEN
+            INSERT INTO consent (person_key, channel, granted, source, at)
+                VALUES (p_person_key, p_channel, 0, 'unsubscribe:' || p_event_id, p_at);
+        END IF;
+    END IF;
+    IF p_person_key IS NOT NULL AND p_engaged THEN
+        INSERT INTO people AS pp (person_key, unengaged, last_engaged_at, rev) VALUES (p_person_key, 0, p_at, 0)
+        ON CONFLICT (person_key) DO UPDATE SET unengaged = 0, last_engaged_at =
+            CASE WHEN pp.last_engaged_at > excluded.last_engaged_at THEN pp.last_engaged_at
+                 ELSE excluded.last_engaged_at END;
+    END IF;
+    status := 'stored';
+    RETURN NEXT;
+END $$"""
+
 _V3 = [
     "CREATE INDEX IF NOT EXISTS decisions_decided ON decisions(decided_at)",
     _NOTIFY_FUNCTION,
     "DROP TRIGGER IF EXISTS policy_state_notify ON policy_state",
     "CREATE TRIGGER policy_state_notify AFTER INSERT OR UPDATE ON policy_state"
     " FOR EACH ROW EXECUTE FUNCTION tactful_notify_models()",
+    _ADD_OUTCOME,
     "DROP TRIGGER IF EXISTS shadow_config_notify ON shadow_config",
     "CREATE TRIGGER shadow_config_notify AFTER INSERT OR UPDATE ON shadow_config"
     " FOR EACH ROW EXECUTE FUNCTION tactful_notify_models()",

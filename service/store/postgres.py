@@ -35,7 +35,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from service.store import pg_schema, schema
 from service.store.base import GLOBAL, SchemaTooNew, Store
 from service.store.decisions import INSERT_DECISION, INSERT_OUTCOME, decision_values, outcome_values
-from service.store.records import Decision, Outcome, StoreError, StoreUnavailable
+from service.store.records import Decision, Outcome, OutcomeConflict, StoreError, StoreUnavailable
 
 log = logging.getLogger("tactful.store")
 
@@ -140,6 +140,8 @@ class _Conn:
 
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+_ADD_OUTCOME = ("SELECT * FROM tactful_add_outcome(%s::text, %s::text, %s::text, %s::float8, %s::float8, %s::float8,"
+                " %s::integer, %s::text, %s::text, %s::text, %s::boolean)")
 _COMMIT = ("SELECT tactful_commit_decision(%s::text, %s::text, %s::text, %s::float8, %s::float8, %s::bigint,"
            " %s::text, %s::text, %s::float8, %s::float8, %s::text, %s::text, %s::text, %s::text, %s::text,"
            " %s::text, %s::text, %s::boolean, %s::float8, %s::float8, %s::bigint, %s::bigint, %s::bigint,"
@@ -242,6 +244,19 @@ class PostgresStore(Store):
             return False
         d.seq = seq
         return True
+
+    def add_outcome(self, o: Outcome, person_key: str | None = None, signal: tuple[str, str | None] | None = None,
+                    engaged: bool = False) -> bool:
+        """As `DecisionLog.add_outcome`, in one round trip (`tactful_add_outcome`, pg_schema.py)."""
+        kind, channel = signal if person_key is not None and signal is not None else (None, None)
+        with self.connection() as conn:
+            status, stored_type, stored_value = conn.execute(
+                _ADD_OUTCOME, (o.event_id, o.outcome_id, o.type, o.value, o.at, o.received_at, int(o.counted),
+                               person_key, kind, channel, engaged)).fetchone()
+        if status == "conflict":
+            raise OutcomeConflict(f"outcome {o.outcome_id!r} was already reported as {stored_type!r} "
+                                  f"with value {stored_value}")
+        return status == "stored"
 
     def learning_horizon(self, policy: str) -> int | None:
         """The highest seq of the store once every transaction that could still add a decision
