@@ -327,3 +327,18 @@ def test_concurrent_sends_never_overspend_the_daily_budget(store_url):
     assert stores[0].decision_count() == 3 and count(stores[0], "contacts") == 3
     for s in stores:
         s.close()
+
+
+def test_the_lease_by_the_stores_own_clock(store_url):
+    """What the learner does: no `now` given, the store's clock decides (the database server's on
+    PostgreSQL, so that replicas on several machines agree)."""
+    a, b = open_store(store_url), open_store(store_url)
+    assert a.acquire_lease("learner", "a", 30)
+    assert not b.acquire_lease("learner", "b", 30)
+    assert a.acquire_lease("learner", "a", 30)
+    a.release_lease("learner", "a")
+    assert b.acquire_lease("learner", "b", 0.001)
+    time.sleep(0.01)
+    assert a.acquire_lease("learner", "a", 30)  # b's expired
+    a.close()
+    b.close()

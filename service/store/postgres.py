@@ -39,7 +39,7 @@ from service.store.records import Decision, Outcome, OutcomeConflict, StoreError
 
 log = logging.getLogger("tactful.store")
 
-_PLACEHOLDER = re.compile(r"\?|:(\w+)|%")
+_PLACEHOLDER = re.compile(r"\?|(?<!:):(\w+)|%")  # `::type` casts are not placeholders
 
 
 @lru_cache(maxsize=512)
@@ -292,7 +292,7 @@ class PostgresStore(Store):
     def lease_now(self, conn) -> float:
         """The database server's clock: replicas on several machines measure every lease by the
         same clock, however far apart their own are."""
-        return conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+        return conn.execute("SELECT CAST(extract(epoch FROM clock_timestamp()) AS double precision)").fetchone()[0]
 
     def backup(self, out: str) -> None:
         raise StoreError("a PostgreSQL store is backed up with PostgreSQL's own tools: "
