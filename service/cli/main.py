@@ -12,27 +12,29 @@ import importlib
 
 import click
 
+# name -> (where the command is, what `tactful --help` says of it without importing it)
 COMMANDS = {
-    "serve": "service.cli.serve:serve",
-    "web": "service.cli.serve:web",
-    "learn": "service.cli.serve:learn",
-    "check-policies": "service.cli.serve:check_policies",
-    "export": "service.cli.offline:export_cmd",
-    "evaluate": "service.cli.offline:evaluate_cmd",
-    "retrain": "service.cli.offline:retrain_cmd",
-    "import-obd": "service.cli.offline:import_obd_cmd",
-    "models": "service.cli.versions:models_group",
-    "simulate": "service.cli.simulate:simulate_command",
-    "db": "service.cli.storage:db_group",
-    "prune": "service.cli.storage:prune_cmd",
-    "backup": "service.cli.storage:backup_cmd",
+    "serve": ("service.cli.serve:serve", "Serve the HTTP API (gunicorn) with a learner candidate."),
+    "web": ("service.cli.serve:web", None),  # hidden: serve's web half
+    "learn": ("service.cli.serve:learn", "Run a learner candidate alone (`serve` starts one)."),
+    "check-policies": ("service.cli.serve:check_policies", "Validate a directory of policy files."),
+    "export": ("service.cli.offline:export_cmd", "Export every final decision of a policy."),
+    "evaluate": ("service.cli.offline:evaluate_cmd", "Estimate a candidate's value against the active version."),
+    "retrain": ("service.cli.offline:retrain_cmd", "Train VW offline from the logs into a candidate version."),
+    "import-obd": ("service.cli.offline:import_obd_cmd", "Import Open Bandit Dataset logs into a store."),
+    "models": ("service.cli.versions:models_group", "Model versions: list, show, activate, rollback, promote, shadow."),
+    "simulate": ("service.cli.simulate:simulate_command", "Simulate SCENARIO (a TOML file) against the real decision code."),
+    "db": ("service.cli.storage:db_group", "The store's schema: upgrade, copy."),
+    "prune": ("service.cli.storage:prune_cmd", "Remove old model versions and old decisions."),
+    "backup": ("service.cli.storage:backup_cmd", "Copy a live SQLite store, consistently."),
 }
 
 
 class LazyGroup(click.Group):
-    """A group whose commands are named here and imported from their modules when used."""
+    """A group whose commands are named here and imported from their modules when used; its
+    help lists them from their summaries here, importing none (`tactful --help` in a blink)."""
 
-    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+    def __init__(self, *args, lazy: dict[str, tuple[str, str | None]], **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
@@ -42,8 +44,13 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.lazy:
             return super().get_command(ctx, name)
-        module, attribute = self.lazy[name].split(":")
+        module, attribute = self.lazy[name][0].split(":")
         return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, summary) for name, (_, summary) in sorted(self.lazy.items()) if summary]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS)

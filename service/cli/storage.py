@@ -27,7 +27,7 @@ def _age(ctx, param, value: str | None) -> float | None:
 
 @click.group("db")
 def db_group():
-    """The store's schema."""
+    """The store's schema: upgrade, copy."""
 
 
 @db_group.command("upgrade")
