@@ -11,7 +11,7 @@ import pytest
 
 from conftest import POLICIES_DIR
 from service.api.app import create_app
-from service.api.auth import ANY, LAST_USED_EVERY, PUBLIC, SCOPES, KeyRing, create_key
+from service.api.auth import ANY, LAST_USED_EVERY, PUBLIC, SCOPES, KeyRing, create_key, token_hash
 from service.errors import Unauthorized
 from service.store import open_store
 
@@ -37,6 +37,9 @@ ROUTES = [
     ("get", "/v1/policies/{policy}/models", "/v1/policies/lifecycle/models", None, "admin", 200),
     ("post", "/v1/policies/{policy}/models/{version}/activate", "/v1/policies/lifecycle/models/1/activate", {},
      "admin", 409),  # version 1 is active already: past the key, the registry answers
+    ("get", "/v1/keys", "/v1/keys", None, "admin", 200),
+    ("post", "/v1/keys", "/v1/keys", {"name": "fresh", "scopes": ["decide"]}, "admin", 201),
+    ("delete", "/v1/keys/{name}", "/v1/keys/spare", None, "admin", 200),
     ("get", "/healthz", "/healthz", None, PUBLIC, 200),
     ("get", "/openapi.json", "/openapi.json", None, PUBLIC, 200),
 ]
@@ -47,8 +50,8 @@ def slug(scope: str) -> str:
 
 
 def add_keys(store) -> dict[str, str]:
-    """For each scope a key with only it and one with every other; a revoked key with them all.
-    Name -> key."""
+    """For each scope a key with only it and one with every other; a revoked key with them all;
+    a spare one to revoke. Name -> key."""
     tokens = {}
     for scope in SCOPES:
         tokens[f"only-{slug(scope)}"] = create_key(store, f"only-{slug(scope)}", [scope], time.time())
@@ -56,6 +59,7 @@ def add_keys(store) -> dict[str, str]:
                                                   time.time())
     tokens["revoked"] = create_key(store, "revoked", list(SCOPES), time.time())
     store.revoke_api_key("revoked", time.time())
+    tokens["spare"] = create_key(store, "spare", ["decide"], time.time())
     return tokens
 
 
@@ -137,6 +141,31 @@ def test_a_path_no_route_matches_needs_a_key_before_it_is_a_404(keyed):
     assert_unauthorized(client.get("/v1/nowhere"), None)
     assert client.get("/v1/nowhere", headers=bearer(tokens["only-decide"])).status_code == 404
     assert client.post("/v1/policies/a/b/decide", headers=bearer(tokens["only-admin"]), json=DECIDE).status_code == 404
+
+
+def test_keys_over_http_show_a_key_once_and_never_again(keyed):
+    client, tokens, _ = keyed
+    admin = bearer(tokens["only-admin"])
+    made = client.post("/v1/keys", json={"name": "campaigns", "scopes": ["people:read", "decide", "decide"]},
+                       headers=admin)
+    assert made.status_code == 201 and made.json["scopes"] == ["decide", "people:read"]
+    key = made.json["key"]
+    assert key.startswith("tk_") and len(key) == 46
+    assert client.post("/v1/policies/lifecycle/decide", json=DECIDE, headers=bearer(key)).status_code == 200
+    listed = client.get("/v1/keys", headers=admin)
+    assert key not in listed.get_data(as_text=True) and token_hash(key) not in listed.get_data(as_text=True)
+    assert {k["name"] for k in listed.json["keys"]} >= {"campaigns", "spare"} and \
+        "revoked" not in {k["name"] for k in listed.json["keys"]}
+    again = client.post("/v1/keys", json={"name": "campaigns", "scopes": ["admin"]}, headers=admin)
+    assert again.status_code == 409 and again.json["field"] == "name"
+    for bad, field in [({"name": "no spaces", "scopes": ["decide"]}, "name"), ({"name": "x", "scopes": []}, "scopes"),
+                       ({"name": "x", "scopes": ["root"]}, "scopes[0]")]:
+        r = client.post("/v1/keys", json=bad, headers=admin)
+        assert r.status_code == 400 and r.json["field"] == field, r.json
+    assert client.delete("/v1/keys/campaigns", headers=admin).status_code == 200
+    assert client.post("/v1/policies/lifecycle/decide", json=DECIDE, headers=bearer(key)).status_code == 401
+    gone = client.delete("/v1/keys/campaigns", headers=admin)
+    assert gone.status_code == 404 and gone.json["field"] == "name"
 
 
 def wait_for_status(client, path: str, headers: dict, status: int, seconds: float = 5.0) -> float:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from service.api import routes, versions
+from service.api import keys, routes, versions
 from service.api.auth import ANY, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
@@ -64,7 +64,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(routes.meta)
     versions.init_app(app, engine)
     ring = KeyRing(store, refresh_seconds=float(app.config["KEYS_REFRESH_SECONDS"]))
-    app.extensions["tactful_keys"] = ring
+    keys.init_app(app, ring)
     _authorize_requests(app, ring)
     _handle_errors(app)
     app.wsgi_app = DecideFastPath(app, engine, ring)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
                       ValidationError, field_validator)
 
+from service.api.auth import NAME_PATTERN, SCOPES
 from service.errors import BadRequest
 from service.times import iana_zone
 
@@ -115,6 +116,15 @@ class ArmPatchRequest(_Request):
     valid_from: Timestamp | None = Field(default=None, description="Not sent before (RFC 3339); null clears.")
     valid_until: Timestamp | None = Field(default=None, description="Not sent from (RFC 3339); null clears.")
     reason: str | None = Field(default=None, max_length=256)
+
+
+class KeyRequest(_Request):
+    """A new API key (`admin`): the answer shows the key once."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique among the keys not revoked.")
+    scopes: list[Literal[tuple(SCOPES)]] = Field(min_length=1, max_length=len(SCOPES),
+                                                 description="What the key may do: " + "; ".join(
+                                                     f"`{k}`: {v}" for k, v in SCOPES.items()) + ".")
 
 
 class Action(BaseModel):
