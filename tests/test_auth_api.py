@@ -4,7 +4,6 @@ lacks it), open until the store holds its first key, closed for good after, and 
 or revocation seen by a running app within seconds. Real app, real store, real keys."""
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from conftest import POLICIES_DIR
 from service.api.app import create_app
 from service.api.auth import ANY, LAST_USED_EVERY, PUBLIC, SCOPES, KeyRing, create_key, token_hash
+from service.api.routes import operation_scopes
 from service.errors import Unauthorized
 from service.store import open_store
 
@@ -113,11 +113,26 @@ def test_every_route_is_allowed_with_its_scope_and_refused_without(keyed, method
     assert allowed.status_code == ok, allowed.data
 
 
-def test_the_table_above_is_every_route(app):
-    declared = {(re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule), method.lower()):
-                app.view_functions[rule.endpoint].scope
-                for rule in app.url_map.iter_rules() for method in rule.methods - {"HEAD", "OPTIONS"}}
+def test_the_table_above_is_every_route_and_the_openapi_document_agrees(app, client):
+    with app.test_request_context():
+        declared = operation_scopes()
     assert declared == {(template, method): scope for method, template, _, _, scope, _ in ROUTES}
+    doc = client.get("/openapi.json").json
+    assert {(path, method) for path, ops in doc["paths"].items() for method in ops} == set(declared)
+    bearer_scheme = doc["components"]["securitySchemes"]["bearer"]
+    assert bearer_scheme["type"] == "http" and bearer_scheme["scheme"] == "bearer"
+    assert doc["security"] == [{"bearer": []}]
+    assert "scope" in doc["components"]["schemas"]["Problem"]["properties"]
+    assert doc["components"]["schemas"]["KeyRequest"]["required"] == ["name", "scopes"]
+    for (template, method), scope in declared.items():
+        op = doc["paths"][template][method]
+        if scope == PUBLIC:
+            assert op["security"] == [] and "x-scopes" not in op and "401" not in op["responses"]
+            continue
+        assert op["x-scopes"] == ([] if scope == ANY else [scope]) and "security" not in op
+        assert op["description"].startswith("Needs any valid API key" if scope == ANY else
+                                            f"Needs an API key with the scope `{scope}`")
+        assert "401" in op["responses"] and ("403" in op["responses"]) == (scope != ANY)
 
 
 def test_open_until_the_first_key_then_closed_even_when_every_key_is_revoked(app, client):

@@ -2,6 +2,8 @@
 what it needs with `requires` (service/api/auth.py): a scope, any key, or none."""
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, jsonify, request
 
 from service.api import schemas
@@ -172,5 +174,15 @@ def healthz():
 @meta.get("/openapi.json")
 @requires(PUBLIC)
 def openapi():
-    return jsonify(schemas.openapi(sorted(engine().policies)))
+    return jsonify(schemas.openapi(sorted(engine().policies), operation_scopes()))
 
+
+def operation_scopes() -> dict[tuple[str, str], str]:
+    """What each route needs, by its OpenAPI path and method (`/v1/users/{user_id}`, `get`)."""
+    out = {}
+    for rule in current_app.url_map.iter_rules():
+        scope = getattr(current_app.view_functions[rule.endpoint], "scope", None)
+        path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            out[(path, method.lower())] = scope
+    return out
