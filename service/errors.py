@@ -7,6 +7,7 @@ class Problem(Exception):
     status = 400
     title = "Bad request"
     slug = "bad-request"
+    headers: tuple[tuple[str, str], ...] = ()  # what the answer carries besides its content type
 
     def __init__(self, detail: str, field: str | None = None, errors: list[dict] | None = None):
         super().__init__(detail)
@@ -34,3 +35,28 @@ class NotFound(Problem):
 
 class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
+
+
+class Unauthorized(Problem):
+    """No API key, or one that is unknown or revoked (RFC 6750: `WWW-Authenticate: Bearer`)."""
+
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str, error: str | None = None):
+        super().__init__(detail)
+        challenge = 'Bearer realm="tactful"' + (f', error="{error}"' if error else "")
+        self.headers = (("WWW-Authenticate", challenge),)
+
+
+class Forbidden(Problem):
+    """A valid API key without the scope the request needs; the document names it (`scope`)."""
+
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+    def __init__(self, detail: str, scope: str):
+        super().__init__(detail)
+        self.scope = scope
+        self.headers = (("WWW-Authenticate", f'Bearer realm="tactful", error="insufficient_scope", scope="{scope}"'),)
+
+    def to_dict(self) -> dict:
+        return super().to_dict() | {"scope": self.scope}

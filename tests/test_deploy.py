@@ -1,13 +1,17 @@
 """The deployment docs/deploy.md describes: examples/deploy/compose.yaml (PostgreSQL, two Tactful
 replicas, nginx in front) says what the code does, and the shipped nginx configuration really
-balances two real replicas on one PostgreSQL and keeps answering when one of them dies."""
+balances two real replicas on one PostgreSQL and keeps answering when one of them dies. The
+Dockerfile runs unprivileged with a health check, and its command refuses to serve a store
+without an API key until the documented `tactful keys create` has run."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +23,8 @@ from click.testing import CliRunner
 from backends import pg_schema
 from serving import ROOT, free_port, start_serve
 from service.cli.main import main
+from service.cli.serve import access_warning
+from service.store import open_store
 
 DEPLOY = ROOT / "examples" / "deploy"
 
@@ -42,10 +48,56 @@ def test_the_compose_file_runs_two_replicas_on_postgresql_behind_the_balancer():
         # the command is one the CLI accepts
         args = service["command"]
         assert args[:2] == ["tactful", "serve"]
+        # every replica binds all addresses, so it serves only once the store holds an API key
+        assert args[args.index("--host") + 1] == "0.0.0.0" and "--insecure-no-auth" not in args
         assert CliRunner().invoke(main, [*args[1:], "--help"]).exit_code == 0
         assert (ROOT / args[args.index("--policies") + 1]).is_dir()
     assert set(services["lb"]["depends_on"]) == set(replicas)
     assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
+
+
+def dockerfile() -> dict[str, list[str]]:
+    """The Dockerfile's instructions, continuation lines joined: name -> every argument text."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, rest = line.strip().partition(" ")
+            out.setdefault(name, []).append(rest.strip())
+    return out
+
+
+def tactful(args: list[str], db: Path) -> subprocess.CompletedProcess:
+    """The real `tactful` command, as the image runs it: from the source tree (the image's
+    WORKDIR holds the same examples/), on the store TACTFUL_DB names."""
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT), TACTFUL_DB=str(db)))
+
+
+def test_the_image_runs_unprivileged_checks_its_health_and_needs_a_key_to_serve(tmp_path):
+    image = dockerfile()
+    assert image["USER"] == ["tactful"] and "useradd" in " ".join(image["RUN"])
+    assert image["ENV"] == ["TACTFUL_DB=/data/tactful.db"] and image["VOLUME"] == ["/data"]
+    assert "chown tactful:tactful /data" in " ".join(image["RUN"])  # the volume starts out writable by it
+    [health] = image["HEALTHCHECK"]
+    assert "CMD" in health and "http://127.0.0.1:8000/healthz" in health
+    [cmd] = image["CMD"]
+    cmd = json.loads(cmd)
+    assert cmd[:2] == ["tactful", "serve"] and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    assert cmd[cmd.index("--port") + 1] == "8000" and "--insecure-no-auth" not in cmd
+    db = tmp_path / "data.db"
+    refused = tactful(cmd[1:], db)
+    assert refused.returncode != 0 and "refusing to serve on 0.0.0.0" in refused.stderr
+    assert "tactful keys create" in refused.stderr
+    # what the Dockerfile and the README say to run first, against the volume
+    documented = re.findall(r"docker run --rm -v tactful-data:/data tactful (tactful keys create [^\n`]+)",
+                            (ROOT / "Dockerfile").read_text() + (ROOT / "README.md").read_text())
+    assert len(documented) == 2 and len(set(documented)) == 1
+    made = tactful(documented[0].split()[1:], db)
+    assert made.returncode == 0 and made.stdout.startswith("tk_"), made.stderr
+    store = open_store(str(db))
+    assert access_warning(store, "0.0.0.0", False) is None  # the image's command now serves
+    store.close()
 
 
 @pytest.mark.e2e

@@ -1,6 +1,7 @@
 """`POST /v1/policies/<policy>/decide` is answered by a WSGI fast path (service/api/fastpath.py,
 DecideFastPath) and, for anything it does not take, by the Flask route. Both must answer alike:
-same status, same content type, same problem documents, same shape of decision."""
+same status, same content type, same problem documents, same shape of decision; and both check
+API keys by the same rule, answering the same 401 and 403 documents and challenges."""
 from __future__ import annotations
 
 import io
@@ -11,6 +12,7 @@ from flask import request_started
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from service.api.app import create_app
+from service.api.auth import SCOPES, new_token, token_hash
 from conftest import POLICIES_DIR
 
 CONSENT = {"channels": {"email": True, "push": True, "sms": True}, "source": "test"}
@@ -102,3 +104,57 @@ def test_a_body_over_the_limit_is_refused_naming_body(apps, path):
     assert r.json["field"] == "body" and "larger than 1048576 bytes" in r.json["detail"]
     small = fast.post("/v1/policies/lifecycle/decide", json={"user_id": "u1", "context": {"segment": "s1"}})
     assert small.status_code == 200
+
+
+# -- API keys: the fast path applies the Flask app's rule and answers its problem documents ------
+
+@pytest.fixture
+def keyed_apps(apps):
+    """The two apps of `apps`, each holding the same keys: one with `decide`, one with every
+    other scope, one revoked."""
+    fast, plain = apps
+    tokens = {name: new_token() for name in ("decide", "others", "revoked")}
+    for client in (fast, plain):
+        store = client.application.extensions["tactful"].store
+        store.add_api_key("decide", token_hash(tokens["decide"]), ["decide"], 0.0)
+        store.add_api_key("others", token_hash(tokens["others"]), [s for s in SCOPES if s != "decide"], 0.0)
+        store.add_api_key("revoked", token_hash(tokens["revoked"]), list(SCOPES), 0.0)
+        store.revoke_api_key("revoked", 1.0)
+        client.application.extensions["tactful_keys"].refresh()
+    return fast, plain, tokens
+
+
+VALID = {"user_id": "u1", "context": {"segment": "s1"}}
+KEYED = [  # (Authorization, policy, body, status)
+    (None, "lifecycle", VALID, 401),
+    ("Bearer tk_unknown", "lifecycle", VALID, 401),
+    ("revoked", "lifecycle", VALID, 401),
+    ("Basic dXNlcjpwYXNz", "lifecycle", VALID, 401),
+    ("others", "lifecycle", VALID, 403),
+    ("decide", "lifecycle", VALID, 200),
+    ("decide", "lifecycle", {"user_id": 5}, 400),   # past the key, the Flask route says what is wrong
+    ("decide", "nope", VALID, 404),
+    (None, "nope", VALID, 401),                      # the key first, as the Flask app does
+    ("others", "nope", VALID, 403),
+]
+
+
+@pytest.mark.parametrize("auth,policy,body,status", KEYED)
+def test_the_fast_path_enforces_keys_as_the_flask_app_does(keyed_apps, auth, policy, body, status):
+    fast, plain, tokens = keyed_apps
+    headers = {"Authorization": f"Bearer {tokens[auth]}" if auth in tokens else auth} if auth else {}
+    a = fast.post(f"/v1/policies/{policy}/decide", json=body, headers=headers)
+    b = plain.post(f"/v1/policies/{policy}/decide", json=body, headers=headers)
+    assert a.status_code == b.status_code == status, (a.data, b.data)
+    assert a.headers["Content-Type"] == b.headers["Content-Type"]
+    assert a.headers.get("WWW-Authenticate") == b.headers.get("WWW-Authenticate")
+    assert int(a.headers["Content-Length"]) == len(a.data)
+    if status == 200:
+        assert shape(a.json) == shape(b.json)
+    else:
+        assert a.json == b.json
+    if status in (401, 403):
+        assert not fast.flask_saw, "refused by the fast path itself, the body unread"
+        assert a.headers["WWW-Authenticate"].startswith('Bearer realm="tactful"')
+    if status == 403:
+        assert a.json["scope"] == "decide"

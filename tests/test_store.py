@@ -18,7 +18,7 @@ from service.policy.bandit import new_model
 from service.store import (AlreadyActive, Decision, NoSuchVersion, Outcome, OutcomeConflict, SchemaTooNew, Store,
                            open_store)
 from service.store.decisions import decision_values
-from service.store.postgres import _COMMIT
+from service.store.postgres import _COMMIT, translate
 from service.store.schema import SCHEMA_VERSION
 
 T = 1_780_000_000.0
@@ -186,6 +186,19 @@ def test_imported_decisions_are_stored_once(store):
     store.import_logged(ds, [outcome("i0")])
     store.import_logged(ds, [outcome("i0")])
     assert store.decision_count() == 3 and len(store.outcomes("i0")) == 1
+
+
+def test_the_lease_is_measured_by_the_stores_own_clock(store):
+    """What the learner does: no `now` given, the backend's clock (PostgreSQL's server clock)."""
+    assert store.acquire_lease("learner", "a", 10)
+    assert not store.acquire_lease("learner", "b", 10)
+    expires = store.query("SELECT expires_at FROM leases WHERE name='learner'")[0][0]
+    assert abs(expires - (time.time() + 10)) < 5
+
+
+def test_shared_sql_keeps_postgresql_casts():
+    assert translate("SELECT now()::float8, x FROM t WHERE a=? AND b=:b AND c LIKE 'x%'") == \
+        "SELECT now()::float8, x FROM t WHERE a=%s AND b=%(b)s AND c LIKE 'x%%'"
 
 
 def test_the_lease_elects_one_holder_until_it_expires(store):

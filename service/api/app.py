@@ -1,5 +1,11 @@
 """The Flask app factory. Nothing is built at import time: `create_app(config)` makes the store,
-the clock, the policies and the engine, so tests build a fresh app on a temp SQLite file."""
+the clock, the policies, the engine and the key ring, so tests build a fresh app on a temp SQLite
+file.
+
+Authentication (service/api/auth.py) is on as soon as the store holds an API key, whatever
+address the app serves on: an app on a store that has never held one answers every request,
+which is what the tests and `tactful serve` on a loopback address rely on; `tactful serve`
+refuses to bind any other address in that state (service/cli/serve.py)."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +15,8 @@ from typing import Any, Mapping
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from service.api import routes, versions
+from service.api import keys, routes, versions
+from service.api.auth import ANY, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
 from service.clock import make_clock
@@ -24,6 +31,8 @@ DEFAULTS = {
     "CLOCK": "system",
     "SECRET": None,
     "MODEL_REFRESH_SECONDS": 1.0,
+    # how often each worker reads the API keys again: a new or revoked key counts within about this
+    "KEYS_REFRESH_SECONDS": 1.0,
     # a request body larger than this is refused (413, naming `body`) before it is read: a decide
     # or an outcome is a few hundred bytes, so 1 MiB leaves room for large contexts
     "MAX_CONTENT_LENGTH": 1024 * 1024,
@@ -31,7 +40,7 @@ DEFAULTS = {
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    app = Flask("tactful")
+    app = Flask("tactful", static_folder=None)  # no files served: every route is one of ours
     app.json = OrjsonProvider(app)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
@@ -54,7 +63,28 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(routes.users)
     app.register_blueprint(routes.meta)
     versions.init_app(app, engine)
+    ring = KeyRing(store, refresh_seconds=float(app.config["KEYS_REFRESH_SECONDS"]))
+    keys.init_app(app, ring)
+    _authorize_requests(app, ring)
+    _handle_errors(app)
+    app.wsgi_app = DecideFastPath(app, engine, ring)
+    return app
 
+
+def _authorize_requests(app: Flask, ring: KeyRing) -> None:
+    """Every request is authorized before its view runs, for the scope its view declares (any
+    valid key for a path no route matches); a view that declares none stops the app here."""
+    undeclared = sorted(e for e, view in app.view_functions.items() if not hasattr(view, "scope"))
+    if undeclared:
+        raise RuntimeError(f"routes without a declared scope (service/api/auth.py `requires`): {undeclared}")
+
+    @app.before_request
+    def _authorize():
+        view = app.view_functions.get(request.endpoint) if request.endpoint else None
+        ring.authorize(request.headers.get("Authorization"), view.scope if view is not None else ANY)
+
+
+def _handle_errors(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(p: Problem):
         return problem_response(p)
@@ -88,5 +118,3 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         logging.getLogger("tactful").exception("unexpected error on %s %s", request.method, request.path)
         return problem_response(internal_problem())
 
-    app.wsgi_app = DecideFastPath(app, engine)
-    return app

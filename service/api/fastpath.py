@@ -9,8 +9,9 @@ import orjson
 from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES
 
+from service.api.auth import KeyRing
 from service.api.problems import OrjsonProvider, internal_problem, unavailable_problem
-from service.api.routes import decide_input
+from service.api.routes import decide, decide_input
 from service.decision.engine import DecisionEngine
 from service.errors import Problem
 from service.store import StoreUnavailable
@@ -24,12 +25,17 @@ class DecideFastPath:
     valid request, a chunked or too large body -- goes to the Flask app untouched (the body already read is
     handed on), so every error keeps its single source: the Flask error handlers. A problem the
     engine raises while deciding (a conflict, a context the policy refuses) is answered here with
-    the same problem document; nothing the engine raises comes after its decision is logged."""
+    the same problem document; nothing the engine raises comes after its decision is logged.
+
+    The API key is checked first, by the rule and for the scope the Flask route declares (the
+    same `KeyRing.authorize`): a request without a valid key, or with one that lacks the scope,
+    is answered here with the problem document the Flask app would send, its body unread."""
 
     PREFIX, SUFFIX = "/v1/policies/", "/decide"
 
-    def __init__(self, app: Flask, engine: DecisionEngine):
-        self.wsgi_app, self.engine = app.wsgi_app, engine
+    def __init__(self, app: Flask, engine: DecisionEngine, keys: KeyRing):
+        self.wsgi_app, self.engine, self.keys = app.wsgi_app, engine, keys
+        self.scope = decide.scope
         self.max_length = app.config["MAX_CONTENT_LENGTH"]
         self.options = OrjsonProvider._options
 
@@ -39,6 +45,12 @@ class DecideFastPath:
                 or not path.endswith(self.SUFFIX)):
             return self.wsgi_app(environ, start_response)
         name = path[len(self.PREFIX):-len(self.SUFFIX)]
+        if not name or "/" in name:  # not the decide route: whatever Flask makes of it
+            return self.wsgi_app(environ, start_response)
+        try:
+            self.keys.authorize(environ.get("HTTP_AUTHORIZATION"), self.scope)
+        except Problem as p:
+            return self._send(start_response, p.status, "application/problem+json", p.to_dict(), p.headers)
         length = environ.get("CONTENT_LENGTH")
         if (name not in self.engine.policies or not length or not length.isdigit()
                 or (self.max_length is not None and int(length) > self.max_length)):

@@ -31,7 +31,8 @@ class OrjsonProvider(DefaultJSONProvider):
 
 
 def problem_response(p: Problem) -> Response:
-    return Response(json.dumps(p.to_dict()), status=p.status, mimetype="application/problem+json")
+    return Response(json.dumps(p.to_dict()), status=p.status, mimetype="application/problem+json",
+                    headers=list(p.headers))
 
 
 def internal_problem() -> Problem:

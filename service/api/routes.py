@@ -1,9 +1,13 @@
-"""HTTP API v1: one blueprint per resource, each a thin adapter over the engine."""
+"""HTTP API v1: one blueprint per resource, each a thin adapter over the engine. Every view says
+what it needs with `requires` (service/api/auth.py): a scope, any key, or none."""
 from __future__ import annotations
+
+import re
 
 from flask import Blueprint, current_app, jsonify, request
 
 from service.api import schemas
+from service.api.auth import ANY, PUBLIC, requires
 from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
 from service.errors import BadRequest
 from service.times import parse_time
@@ -40,6 +44,7 @@ def decide_input(payload: object) -> DecideInput:
 
 
 @decisions.post("/v1/policies/<policy>/decide")
+@requires("decide")
 def decide(policy: str):
     eng = engine()
     eng.policy(policy)  # 404 before 400: an unknown policy is the first thing to fix
@@ -47,6 +52,7 @@ def decide(policy: str):
 
 
 @decisions.post("/v1/events/<event_id>/outcomes")
+@requires("decide")
 def outcome(event_id: str):
     req = schemas.parse(schemas.OutcomeRequest, body())
     result = engine().record_outcome(event_id, OutcomeInput(req.type, req.value, req.outcome_id, _ts(req.timestamp)))
@@ -54,11 +60,13 @@ def outcome(event_id: str):
 
 
 @decisions.get("/v1/events/<event_id>")
+@requires("decide")
 def event(event_id: str):
     return jsonify(engine().event(event_id))
 
 
 @policies_bp.get("/v1/policies")
+@requires(ANY)
 def list_policies():
     eng = engine()
     now = eng.clock.now()
@@ -69,6 +77,7 @@ def list_policies():
 
 
 @policies_bp.get("/v1/policies/<policy>")
+@requires(ANY)
 def get_policy(policy: str):
     eng = engine()
     p = eng.policy(policy)
@@ -77,6 +86,7 @@ def get_policy(policy: str):
 
 
 @users.put("/v1/users/<user_id>/consent")
+@requires("people:write")
 def put_consent(user_id: str):
     req = schemas.parse(schemas.ConsentRequest, body())
     known = {ch for p in engine().policies.values() for ch in p.spec.channels}
@@ -88,11 +98,13 @@ def put_consent(user_id: str):
 
 
 @users.get("/v1/users/<user_id>")
+@requires("people:read")
 def get_user(user_id: str):
     return jsonify(engine().people.person(user_id))
 
 
 @users.put("/v1/users/<user_id>/preferences")
+@requires("people:write")
 def put_preferences(user_id: str):
     req = schemas.parse(schemas.PreferencesRequest, body())
     known = {ch for p in engine().policies.values() for ch in p.spec.channels}
@@ -106,6 +118,7 @@ def put_preferences(user_id: str):
 
 
 @users.get("/v1/users/<user_id>/decisions")
+@requires("people:read")
 def get_user_decisions(user_id: str):
     raw = request.args.get("limit", "20")
     try:
@@ -118,11 +131,13 @@ def get_user_decisions(user_id: str):
 
 
 @users.delete("/v1/users/<user_id>")
+@requires("people:write")
 def delete_user(user_id: str):
     return jsonify(engine().people.erase(user_id))
 
 
 @policies_bp.patch("/v1/policies/<policy>/arms/<path:arm>")
+@requires("admin")
 def patch_arm(policy: str, arm: str):
     eng = engine()
     eng.policy(policy)
@@ -148,6 +163,7 @@ def patch_arm(policy: str, arm: str):
 
 
 @meta.get("/healthz")
+@requires(PUBLIC)
 def healthz():
     eng = engine()
     eng.store.ping()
@@ -156,5 +172,17 @@ def healthz():
 
 
 @meta.get("/openapi.json")
+@requires(PUBLIC)
 def openapi():
-    return jsonify(schemas.openapi(sorted(engine().policies)))
+    return jsonify(schemas.openapi(sorted(engine().policies), operation_scopes()))
+
+
+def operation_scopes() -> dict[tuple[str, str], str]:
+    """What each route needs, by its OpenAPI path and method (`/v1/users/{user_id}`, `get`)."""
+    out = {}
+    for rule in current_app.url_map.iter_rules():
+        scope = getattr(current_app.view_functions[rule.endpoint], "scope", None)
+        path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            out[(path, method.lower())] = scope
+    return out

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
                       ValidationError, field_validator)
 
+from service.api.auth import ANY, NAME_PATTERN, PUBLIC, SCOPES
 from service.errors import BadRequest
 from service.times import iana_zone
 
@@ -117,6 +118,15 @@ class ArmPatchRequest(_Request):
     reason: str | None = Field(default=None, max_length=256)
 
 
+class KeyRequest(_Request):
+    """A new API key (`admin`): the answer shows the key once."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique among the keys not revoked.")
+    scopes: list[Literal[tuple(SCOPES)]] = Field(min_length=1, max_length=len(SCOPES),
+                                                 description="What the key may do: " + "; ".join(
+                                                     f"`{k}`: {v}" for k, v in SCOPES.items()) + ".")
+
+
 class Action(BaseModel):
     arm: str
     content: str | None
@@ -169,6 +179,7 @@ class Problem(BaseModel):
     detail: str
     field: str | None = None
     errors: list[dict[str, Any]] = []
+    scope: str | None = Field(default=None, description="A 403's: the scope the request needs.")
 
 
 def _field(loc: tuple) -> str:
@@ -194,83 +205,135 @@ def parse(model: type[_Request], payload: Any) -> _Request:
         raise BadRequest(f"{errors[0]['field']}: {errors[0]['reason']}", errors[0]["field"], errors) from None
 
 
-def openapi(policies: list[str]) -> dict:
+def _body(name: str) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+
+def _resp(code: str, name: str, desc: str) -> dict:
+    ctype = "application/problem+json" if name == "Problem" else "application/json"
+    return {code: {"description": desc, "content": {ctype: {"schema": {"$ref": f"#/components/schemas/{name}"}}}}}
+
+
+_PLAIN = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
+_PROBLEMS = _resp("400", "Problem", "Invalid input: the field and the reason") | _resp("404", "Problem", "Not found")
+BEARER = {"type": "http", "scheme": "bearer",
+          "description": "An API key (`tk_...`) from `tactful keys create` or `POST /v1/keys`, as "
+                         "`Authorization: Bearer <key>`. Each operation names the scope it needs in `x-scopes` "
+                         "(empty: any valid key) and in its description. A store that has never held a key "
+                         "serves without one, and `tactful serve` allows that only on a loopback address."}
+
+
+def openapi(policies: list[str], scopes: dict[tuple[str, str], str]) -> dict:
+    """The OpenAPI 3.1 document; `scopes` gives what each (path, method) needs (service/api/auth.py),
+    every operation's is required."""
     models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, EventResponse, ConsentRequest,
-              PreferencesRequest, ArmPatchRequest, Problem]
+              PreferencesRequest, ArmPatchRequest, KeyRequest, Problem]
     schemas: dict[str, Any] = {}
     for m in models:
         s = m.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
         schemas.update(s.pop("$defs", {}))
         schemas[m.__name__] = s
-
-    def body(name):
-        return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
-
-    def resp(code, name, desc):
-        ctype = "application/problem+json" if name == "Problem" else "application/json"
-        return {code: {"description": desc, "content": {ctype: {"schema": {"$ref": f"#/components/schemas/{name}"}}}}}
-
-    problems = resp("400", "Problem", "Invalid input: the field and the reason") | resp("404", "Problem", "Not found")
-    policy_param = {"name": "policy", "in": "path", "required": True, "schema": {"type": "string", "enum": policies}}
-    event_param = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    user_param = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    plain = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    paths = _paths(policies) | _key_paths()
+    for path, operations in paths.items():
+        for method, op in operations.items():
+            _secure(op, scopes[(path, method)])
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tactful", "version": "1",
                  "description": "Decisions for personalized communications: which message, on which channel, "
                                 "at what time, or nothing at all."},
-        "paths": {
-            "/v1/policies/{policy}/decide": {"post": {
-                "operationId": "decide", "parameters": [policy_param], "requestBody": body("DecideRequest"),
-                "responses": resp("200", "DecideResponse", "The decision") | problems}},
-            "/v1/events/{event_id}/outcomes": {"post": {
-                "operationId": "reportOutcome", "parameters": [event_param], "requestBody": body("OutcomeRequest"),
-                "responses": resp("202", "OutcomeResponse", "Stored (or acknowledged as a repeat)")
-                | problems | resp("409", "Problem", "The outcome_id was reported with another type or value")}},
-            "/v1/events/{event_id}": {"get": {
-                "operationId": "getEvent", "parameters": [event_param],
-                "responses": resp("200", "EventResponse", "The decision, its outcomes and reward") | problems}},
-            "/v1/policies": {"get": {"operationId": "listPolicies", "responses": plain}},
-            "/v1/policies/{policy}": {"get": {"operationId": "getPolicy", "parameters": [policy_param],
-                                              "responses": plain | problems}},
-            "/v1/users/{user_id}/consent": {"put": {
-                "operationId": "setConsent", "parameters": [user_param], "requestBody": body("ConsentRequest"),
-                "responses": plain | problems}},
-            "/v1/users/{user_id}": {
-                "get": {"operationId": "getUser", "parameters": [user_param], "responses": plain},
-                "delete": {"operationId": "eraseUser", "parameters": [user_param],
-                           "description": "Erase the person's state and contact history; their past decisions "
-                                          "stay, unlinked and anonymous, for learning.", "responses": plain}},
-            "/v1/users/{user_id}/preferences": {"put": {
-                "operationId": "setPreferences", "parameters": [user_param], "requestBody": body("PreferencesRequest"),
-                "responses": plain | problems}},
-            "/v1/users/{user_id}/decisions": {"get": {
-                "operationId": "userDecisions",
-                "parameters": [user_param, {"name": "limit", "in": "query", "required": False,
-                                            "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}}],
-                "responses": plain | problems}},
-            "/v1/policies/{policy}/arms/{arm}": {"patch": {
-                "operationId": "patchArm",
-                "parameters": [policy_param, {"name": "arm", "in": "path", "required": True,
-                                              "description": "An arm id (content:channel:timing) or a content id",
-                                              "schema": {"type": "string"}}],
-                "requestBody": body("ArmPatchRequest"), "responses": plain | problems}},
-            "/v1/policies/{policy}/models": {"get": {
-                "operationId": "listModels", "parameters": [policy_param],
-                "description": "Every model version of the policy, which is active, and every activation with its reason.",
-                "responses": plain | problems}},
-            "/v1/policies/{policy}/models/{version}/activate": {"post": {
-                "operationId": "activateModel",
-                "parameters": [policy_param, {"name": "version", "in": "path", "required": True,
-                                              "schema": {"type": "integer", "minimum": 1}}],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"reason": {"type": "string", "minLength": 1}},
-                    "additionalProperties": False}}}},
-                "description": "Make a version active (a rollback is activating an older one); workers serve it "
-                               "within seconds. The activation is recorded with its reason.",
-                "responses": plain | problems}},
-            "/healthz": {"get": {"operationId": "health", "responses": plain}},
-        },
-        "components": {"schemas": schemas},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": BEARER}},
+        "security": [{"bearer": []}],
+    }
+
+
+def _secure(op: dict, scope: str) -> None:
+    """Mark an operation with what it needs: no key, any key, or a key with a scope."""
+    if scope == PUBLIC:
+        op["security"] = []
+        return
+    op["x-scopes"] = [] if scope == ANY else [scope]
+    need = "any valid API key" if scope == ANY else f"an API key with the scope `{scope}`"
+    op["description"] = f"Needs {need}. {op.get('description', '')}".strip()
+    op["responses"] = op["responses"] | _resp("401", "Problem", "No API key, or one unknown or revoked")
+    if scope != ANY:
+        op["responses"] |= _resp("403", "Problem", f"The API key lacks the scope `{scope}` (named in `scope`)")
+
+
+def _key_paths() -> dict:
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": NAME_PATTERN}}
+    return {
+        "/v1/keys": {
+            "get": {"operationId": "listKeys", "description": "The API keys not revoked (never a key itself).",
+                    "responses": _PLAIN},
+            "post": {"operationId": "createKey", "requestBody": _body("KeyRequest"),
+                     "description": "A new API key; the answer's `key` is shown this once, only its hash is kept.",
+                     "responses": {"201": {"description": "Created, with `key`", "content": {"application/json": {
+                         "schema": {"type": "object"}}}}} | _PROBLEMS
+                     | _resp("409", "Problem", "An active key has that name")}},
+        "/v1/keys/{name}": {"delete": {
+            "operationId": "revokeKey", "parameters": [name_param],
+            "description": "Revoke a key: every worker refuses it within a second or two.",
+            "responses": _PLAIN | _PROBLEMS}},
+    }
+
+
+def _paths(policies: list[str]) -> dict:
+    body, resp, problems, plain = _body, _resp, _PROBLEMS, _PLAIN
+    policy_param = {"name": "policy", "in": "path", "required": True, "schema": {"type": "string", "enum": policies}}
+    event_param = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    user_param = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/v1/policies/{policy}/decide": {"post": {
+            "operationId": "decide", "parameters": [policy_param], "requestBody": body("DecideRequest"),
+            "responses": resp("200", "DecideResponse", "The decision") | problems}},
+        "/v1/events/{event_id}/outcomes": {"post": {
+            "operationId": "reportOutcome", "parameters": [event_param], "requestBody": body("OutcomeRequest"),
+            "responses": resp("202", "OutcomeResponse", "Stored (or acknowledged as a repeat)")
+            | problems | resp("409", "Problem", "The outcome_id was reported with another type or value")}},
+        "/v1/events/{event_id}": {"get": {
+            "operationId": "getEvent", "parameters": [event_param],
+            "responses": resp("200", "EventResponse", "The decision, its outcomes and reward") | problems}},
+        "/v1/policies": {"get": {"operationId": "listPolicies", "responses": plain}},
+        "/v1/policies/{policy}": {"get": {"operationId": "getPolicy", "parameters": [policy_param],
+                                          "responses": plain | problems}},
+        "/v1/users/{user_id}/consent": {"put": {
+            "operationId": "setConsent", "parameters": [user_param], "requestBody": body("ConsentRequest"),
+            "responses": plain | problems}},
+        "/v1/users/{user_id}": {
+            "get": {"operationId": "getUser", "parameters": [user_param], "responses": plain},
+            "delete": {"operationId": "eraseUser", "parameters": [user_param],
+                       "description": "Erase the person's state and contact history; their past decisions "
+                                      "stay, unlinked and anonymous, for learning.", "responses": plain}},
+        "/v1/users/{user_id}/preferences": {"put": {
+            "operationId": "setPreferences", "parameters": [user_param], "requestBody": body("PreferencesRequest"),
+            "responses": plain | problems}},
+        "/v1/users/{user_id}/decisions": {"get": {
+            "operationId": "userDecisions",
+            "parameters": [user_param, {"name": "limit", "in": "query", "required": False,
+                                        "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}}],
+            "responses": plain | problems}},
+        "/v1/policies/{policy}/arms/{arm}": {"patch": {
+            "operationId": "patchArm",
+            "parameters": [policy_param, {"name": "arm", "in": "path", "required": True,
+                                          "description": "An arm id (content:channel:timing) or a content id",
+                                          "schema": {"type": "string"}}],
+            "requestBody": body("ArmPatchRequest"), "responses": plain | problems}},
+        "/v1/policies/{policy}/models": {"get": {
+            "operationId": "listModels", "parameters": [policy_param],
+            "description": "Every model version of the policy, which is active, and every activation with its reason.",
+            "responses": plain | problems}},
+        "/v1/policies/{policy}/models/{version}/activate": {"post": {
+            "operationId": "activateModel",
+            "parameters": [policy_param, {"name": "version", "in": "path", "required": True,
+                                          "schema": {"type": "integer", "minimum": 1}}],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"reason": {"type": "string", "minLength": 1}},
+                "additionalProperties": False}}}},
+            "description": "Make a version active (a rollback is activating an older one); workers serve it "
+                           "within seconds. The activation is recorded with its reason.",
+            "responses": plain | problems}},
+        "/healthz": {"get": {"operationId": "health", "responses": plain}},
+        "/openapi.json": {"get": {"operationId": "openapi", "description": "This document.", "responses": plain}},
     }

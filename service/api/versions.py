@@ -3,14 +3,15 @@
     GET  /v1/policies/{policy}/models                       versions, the active one, the shadow, recent activations
     POST /v1/policies/{policy}/models/{version}/activate    {"reason"?} -> the activation
 
-Errors are problem+json naming the field: an unknown policy (404, `policy`), a version that is
-not a number (400, `version`) or does not exist (404, `version`) or is already active (409,
-`version`), a reason that is not text (400, `reason`).
+Both need the `admin` scope. Errors are problem+json naming the field: an unknown policy (404,
+`policy`), a version that is not a number (400, `version`) or does not exist (404, `version`) or
+is already active (409, `version`), a reason that is not text (400, `reason`).
 """
 from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
+from service.api.auth import requires
 from service.decision.engine import DecisionEngine
 from service.errors import BadRequest
 from service.learning.registry import VersionRegistry
@@ -38,6 +39,7 @@ def _public(v: dict) -> dict:
 
 
 @models_bp.get("/v1/policies/<policy>/models")
+@requires("admin")
 def list_models(policy: str):
     p = _engine().policy(policy)
     ops = _registry()
@@ -48,6 +50,7 @@ def list_models(policy: str):
 
 
 @models_bp.post("/v1/policies/<policy>/models/<version>/activate")
+@requires("admin")
 def activate(policy: str, version: str):
     eng = _engine()
     p = eng.policy(policy)

@@ -1,10 +1,18 @@
 """Serving: `tactful serve` (gunicorn workers and one learner process), its two halves `web` and
-`learn`, and `check-policies`."""
+`learn`, and `check-policies`.
+
+Safe when nobody configured anything: a store that holds no API key is served without
+authentication on a loopback address only (with a warning naming `tactful keys create`); asked for
+any other address, `serve` refuses to start and says what to do, unless `--insecure-no-auth`
+says the network is private. Once the store holds a key, every request but /healthz and
+/openapi.json needs one, whatever the address or the flag (service/api/auth.py)."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +27,7 @@ from service.learning.learner import run_forever
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
 from service.runtime import build_learner
-from service.store import StoreUnavailable
+from service.store import Store, StoreUnavailable
 from service.store.postgres import safe_location
 
 
@@ -34,15 +42,64 @@ def _load(policies: str):
         raise click.ClickException(f"invalid policy: {exc}") from None
 
 
-def _prepare_store(db: str, policies_dir: str, clock_kind: str):
-    """Create the schema and every policy's first model version once, before any worker starts."""
+def _prepare_store(db: str, policies_dir: str, clock_kind: str, host: str, insecure: bool):
+    """Check who may call the service on `host`, then create the schema and every policy's first
+    model version once, before any worker starts: (policies, a warning to print or None)."""
     policies = _load(policies_dir)
     store = open_store(db, must_exist=False)
-    now = make_clock(clock_kind, store).now()
-    for policy in policies.values():
-        ensure_active_version(store, policy, now)
-    store.close()
-    return policies
+    try:
+        warning = access_warning(store, host, insecure)
+        now = make_clock(clock_kind, store).now()
+        for policy in policies.values():
+            ensure_active_version(store, policy, now)
+    finally:
+        store.close()
+    return policies, warning
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is a loopback one (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = {info[4][0].split("%")[0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False
+    return bool(found) and all(ipaddress.ip_address(a).is_loopback for a in found)
+
+
+CREATE_KEY = "tactful keys create --name NAME --scopes decide,people:read,people:write,admin"
+
+
+def access_warning(store: Store, host: str, insecure: bool) -> str | None:
+    """What to warn about before serving `store` on `host`; a click error when it would be open
+    to anyone who reaches a non-loopback address."""
+    keys = store.api_keys(include_revoked=True)
+    if keys:
+        if not any(k["revoked_at"] is None for k in keys):
+            return ("WARNING: every API key of this store is revoked: every request but /healthz and "
+                    f"/openapi.json is refused until you create one ({CREATE_KEY}).")
+        return "--insecure-no-auth changes nothing: this store holds API keys, and every request needs one." \
+            if insecure else None
+    if is_loopback(host):
+        return (f"WARNING: this store holds no API key, so Tactful serves WITHOUT authentication, on {host} only. "
+                f"Create a key with `{CREATE_KEY}` (same --db): from then on every request needs one.")
+    if insecure:
+        lines = [f"--insecure-no-auth: serving on {host} WITHOUT AUTHENTICATION.",
+                 "Anyone who reaches this address can decide, read and erase people, change",
+                 "consent, switch arms off and activate model versions. Use it on a private",
+                 "network only. To require keys from then on, create one:", f"  {CREATE_KEY}"]
+        return "\n".join(["", "!" * 78, *(f"!!! {line}" for line in lines), "!" * 78])
+    raise click.ClickException(
+        f"refusing to serve on {host} without authentication: the store ({store.location}) holds no API key, so "
+        "anyone who reaches this address could decide, read people, change consent, erase people and activate "
+        "model versions. Do one of:\n"
+        f"  - create a key first, against the same store (--db or TACTFUL_DB):  {CREATE_KEY}\n"
+        "    (printed once; clients send it as `Authorization: Bearer <key>`)\n"
+        "  - serve on a loopback address only:  --host 127.0.0.1 (the default)\n"
+        "  - on a private network you trust, serve without keys:  --insecure-no-auth")
 
 
 common = [
@@ -51,6 +108,12 @@ common = [
     click.option("--clock", type=click.Choice(["system", "request"]), default="system", show_default=True,
                  help="'request': requests carry timestamps and now is the latest seen (simulation, replay)."),
 ]
+
+
+insecure_option = click.option(
+    "--insecure-no-auth", is_flag=True,
+    help="Serve a store that holds no API key on a non-loopback address, without authentication: for a "
+         "private network only (once the store holds a key, every request needs one anyway).")
 
 
 def with_common(f):
@@ -66,16 +129,20 @@ def with_common(f):
 @click.option("--learner/--no-learner", default=True, show_default=True,
               help="Run a learner candidate beside the web workers (one learner leads per store, "
                    "whichever replica it runs on); --no-learner serves only.")
+@insecure_option
 @with_common
-def serve(host: str, port: int, workers: int, learner: bool, db: str, policies: str, clock: str) -> None:
+def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: bool, db: str, policies: str,
+          clock: str) -> None:
     """Serve the HTTP API (gunicorn) with a learner candidate. Ctrl-C stops both."""
     _setup_logging()
-    loaded = _prepare_store(db, policies, clock)
+    loaded, warning = _prepare_store(db, policies, clock, host, insecure_no_auth)
+    if warning:
+        click.echo(warning, err=True)
     base = [sys.executable, "-m", "service.cli"]
     args = ["--policies", policies, "--clock", clock]
     env = dict(os.environ, TACTFUL_DB=db)  # not on the command line, where `ps` would show a password
-    children = {"web": subprocess.Popen(base + ["web", "--host", host, "--port", str(port),
-                                                "--workers", str(workers)] + args, env=env)}
+    children = {"web": subprocess.Popen(base + ["web", "--host", host, "--port", str(port), "--workers", str(workers)]
+                                        + args + (["--insecure-no-auth"] if insecure_no_auth else []), env=env)}
     if learner:
         children["learner"] = subprocess.Popen(base + ["learn"] + args, env=env)
     click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} (db {safe_location(db)}, clock {clock}, "
@@ -115,9 +182,15 @@ def serve(host: str, port: int, workers: int, learner: bool, db: str, policies: 
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", default=8000, type=int)
 @click.option("--workers", default=2, type=int)
+@insecure_option
 @with_common
-def web(host: str, port: int, workers: int, db: str, policies: str, clock: str) -> None:
+def web(host: str, port: int, workers: int, insecure_no_auth: bool, db: str, policies: str, clock: str) -> None:
     """Only the gunicorn server (`serve` runs it beside the learner)."""
+    store = open_store(db, must_exist=False)
+    try:
+        access_warning(store, host, insecure_no_auth)  # refuses as `serve` does (which printed the warning)
+    finally:
+        store.close()
     config = {"DB": db, "POLICIES": policies, "CLOCK": clock, "SECRET": os.environ.get("TACTFUL_SECRET")}
 
     class Server(BaseApplication):

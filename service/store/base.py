@@ -1,5 +1,5 @@
 """What every store backend is: the queries of people.py, decisions.py, versions.py,
-coordination.py and retention.py (written once, in SQL both SQLite and PostgreSQL accept), over the few primitives
+coordination.py, retention.py and keys.py (written once, in SQL both SQLite and PostgreSQL accept), over the few primitives
 a backend supplies: `query`, `write`, `close`, `ping`, its schema migrations and a backup.
 
 A backend's rows answer both `row[0]` and `row["column"]`, and `dict(row)` gives the columns by
@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from service.store.coordination import CoordinationTables
 from service.store.decisions import DecisionLog
+from service.store.keys import KeyTables
 from service.store.people import PeopleTables
 from service.store.records import StoreError
 from service.store.retention import RetentionTables
@@ -30,7 +31,7 @@ class SchemaTooNew(StoreError):
                          f"Tactful could corrupt data a newer one wrote)")
 
 
-class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables, RetentionTables):
+class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables, RetentionTables, KeyTables):
     """One store, whatever its backend. Build one with `service.store.open_store(db)`."""
 
     kind: str = ""       # "sqlite" or "postgresql"

@@ -1,5 +1,6 @@
 """Moving a store to PostgreSQL: every row of every table, as it is (the server secret included,
-so people keep their keys), into an empty PostgreSQL store: `tactful db copy`."""
+so people keep their keys, and the API keys' hashes, so clients keep theirs), into an empty
+PostgreSQL store: `tactful db copy`."""
 from __future__ import annotations
 
 from typing import Callable
@@ -12,7 +13,7 @@ TABLES: list[tuple[str, str | None]] = [
     ("clock", None), ("decisions", "seq"), ("outcomes", "id"), ("contacts", "id"), ("consent", "id"),
     ("people", None), ("signals", "id"), ("model_versions", None), ("policy_state", None),
     ("activations", "id"), ("arm_state", None), ("budget", None), ("model_evaluations", "id"),
-    ("shadow_config", None), ("shadow_decisions", None), ("guard_watches", "id"),
+    ("shadow_config", None), ("shadow_decisions", None), ("guard_watches", "id"), ("api_keys", "id"),
 ]
 BATCH = 5000
 

@@ -186,5 +186,14 @@ _V3 = [
     " FOR EACH ROW EXECUTE FUNCTION tactful_notify_models()",
 ]
 
+# API keys, by the SHA-256 hash of each (service/store/keys.py)
+_V4 = [
+    f"""CREATE TABLE IF NOT EXISTS api_keys (id {_IDENTITY}, name text NOT NULL, key_hash text NOT NULL,
+        scopes text NOT NULL, created_at double precision NOT NULL, revoked_at double precision,
+        last_used_at double precision)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_hash ON api_keys(key_hash)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL",
+]
+
 # (version, statements), applied in order inside one transaction
-MIGRATIONS: list[tuple[int, list[str]]] = [(2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3)]
+MIGRATIONS: list[tuple[int, list[str]]] = [(2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4)]

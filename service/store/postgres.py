@@ -44,7 +44,8 @@ _PLACEHOLDER = re.compile(r"\?|(?<!:):(\w+)|%")  # `::type` casts are not placeh
 
 @lru_cache(maxsize=512)
 def translate(sql: str) -> str:
-    """SQLite's placeholders as psycopg's (`?` -> `%s`, `:name` -> `%(name)s`, `%` -> `%%`)."""
+    """SQLite's placeholders as psycopg's (`?` -> `%s`, `:name` -> `%(name)s`, `%` -> `%%`); a
+    PostgreSQL cast (`::float8`) stays as it is."""
     return _PLACEHOLDER.sub(lambda m: "%s" if m[0] == "?" else "%%" if m[0] == "%" else f"%({m[1]})s", sql)
 
 

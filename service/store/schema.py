@@ -11,12 +11,22 @@ from typing import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _v3(db: sqlite_utils.Database) -> None:
     """`tactful prune` finds old decisions by time."""
     db.execute("CREATE INDEX IF NOT EXISTS decisions_decided ON decisions(decided_at)")
+
+
+def _v4(db: sqlite_utils.Database) -> None:
+    """API keys, by the SHA-256 hash of each (service/store/keys.py); names unique among the
+    keys not revoked."""
+    db.execute("CREATE TABLE IF NOT EXISTS api_keys (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+               " key_hash TEXT NOT NULL, scopes TEXT NOT NULL, created_at REAL NOT NULL, revoked_at REAL,"
+               " last_used_at REAL)")
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS api_keys_hash ON api_keys(key_hash)")
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL")
 
 
 def create(db: sqlite_utils.Database) -> None:
@@ -93,4 +103,4 @@ def create(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS model_evaluations_version ON model_evaluations(policy, version)")
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3)]
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4)]
