@@ -41,6 +41,7 @@ ROUTES = [
     ("post", "/v1/keys", "/v1/keys", {"name": "fresh", "scopes": ["decide"]}, "admin", 201),
     ("delete", "/v1/keys/{name}", "/v1/keys/spare", None, "admin", 200),
     ("get", "/healthz", "/healthz", None, PUBLIC, 200),
+    ("get", "/readyz", "/readyz", None, PUBLIC, 503),  # no learner runs beside this app
     ("get", "/openapi.json", "/openapi.json", None, PUBLIC, 200),
 ]
 

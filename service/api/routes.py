@@ -8,8 +8,11 @@ from flask import Blueprint, current_app, jsonify, request
 
 from service.api import schemas
 from service.api.auth import ANY, PUBLIC, requires
+from service.api.problems import problem_response
 from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
-from service.errors import BadRequest
+from service.errors import BadRequest, Problem
+from service.learning.learner import LEASE
+from service.store import StoreUnavailable
 from service.times import parse_time
 
 decisions = Blueprint("decisions", __name__)
@@ -169,6 +172,38 @@ def healthz():
     eng.store.ping()
     return jsonify({"status": "ok", "policies": sorted(eng.policies),
                     "clock": "request" if eng.clock.accepts_timestamps else "system"})
+
+
+@meta.get("/readyz")
+@requires(PUBLIC)
+def readyz():
+    """Ready to serve: the store answers, each policy's active model version loads, and a
+    learner's heartbeat (its lease, renewed every 2 s by whichever replica leads) is fresh.
+    Otherwise 503, naming every reason."""
+    eng = engine()
+    reasons = []
+    try:
+        eng.store.ping()
+        for name in sorted(eng.policies):
+            version, model = eng.models.get(name)
+            if model is None:
+                reasons.append({"field": f"policies.{name}",
+                                "reason": f"its active model version {version} cannot be loaded"})
+        lease = eng.store.lease_left(LEASE)
+    except StoreUnavailable as exc:
+        reasons.append({"field": "store", "reason": str(exc)})
+        lease = ()
+    if lease is None:
+        reasons.append({"field": "learner", "reason": "no learner holds the lease: none runs on any replica "
+                                                     "(`tactful serve` starts one; `tactful learn` runs one alone)"})
+    elif lease and lease[1] <= 0:
+        reasons.append({"field": "learner", "reason": f"the learner's heartbeat stopped {-lease[1]:.0f}s ago "
+                                                     f"(last held by {lease[0]})"})
+    if reasons:
+        p = Problem("not ready: " + "; ".join(f"{r['field']}: {r['reason']}" for r in reasons), errors=reasons)
+        p.status, p.title, p.slug = 503, "Not ready", "not-ready"
+        return problem_response(p)
+    return jsonify({"status": "ready", "policies": sorted(eng.policies), "learner": lease[0]})
 
 
 @meta.get("/openapi.json")

@@ -335,5 +335,8 @@ def _paths(policies: list[str]) -> dict:
                            "within seconds. The activation is recorded with its reason.",
             "responses": plain | problems}},
         "/healthz": {"get": {"operationId": "health", "responses": plain}},
+        "/readyz": {"get": {"operationId": "ready", "description": "200 when the store answers, each policy's "
+                            "active model version loads and a learner's heartbeat is fresh; otherwise 503 "
+                            "naming every reason.", "responses": plain | {"503": {"description": "not ready"}}}},
         "/openapi.json": {"get": {"operationId": "openapi", "description": "This document.", "responses": plain}},
     }

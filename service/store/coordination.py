@@ -33,6 +33,14 @@ class CoordinationTables:
                          (name, holder, now + ttl))
             return True
 
+    def lease_left(self, name: str) -> tuple[str, float] | None:
+        """(holder, seconds its lease has left: negative once expired) of the lease `name`, by
+        the store's own clock; None when nobody took it (or it was released)."""
+        with self.write(lock=None) as conn:
+            now = self.lease_now(conn)
+            row = conn.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,)).fetchone()
+        return (row[0], row[1] - now) if row else None
+
     def lease_now(self, conn) -> float:
         """The time leases are measured by: SQLite's store is one machine, whose clock it is."""
         return time.time()
