@@ -30,8 +30,9 @@ REQUESTS = [
 
 @pytest.fixture
 def apps(tmp_path):
-    fast = create_app({"DB": str(tmp_path / "fast.db"), "POLICIES": str(POLICIES_DIR)})
-    plain = create_app({"DB": str(tmp_path / "plain.db"), "POLICIES": str(POLICIES_DIR)})
+    # without the request log (tests/test_requestlog.py), so that the fast path is the outer layer
+    fast = create_app({"DB": str(tmp_path / "fast.db"), "POLICIES": str(POLICIES_DIR), "ACCESS_LOG": False})
+    plain = create_app({"DB": str(tmp_path / "plain.db"), "POLICIES": str(POLICIES_DIR), "ACCESS_LOG": False})
     assert type(plain.wsgi_app).__name__ == "DecideFastPath"
     plain.wsgi_app = plain.wsgi_app.wsgi_app  # the Flask app alone
     for app in (fast, plain):

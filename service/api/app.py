@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from service.api import keys, routes, versions
 from service.api.auth import ANY, KeyRing
 from service.api.fastpath import DecideFastPath
+from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
 from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
 from service.clock import make_clock
 from service.errors import Problem
@@ -31,6 +32,7 @@ DEFAULTS = {
     "CLOCK": "system",
     "SECRET": None,
     "MODEL_REFRESH_SECONDS": 1.0,
+    "ACCESS_LOG": True,  # one JSON line per request on stderr (service/api/requestlog.py)
     # how often each worker reads the API keys again: a new or revoked key counts within about this
     "KEYS_REFRESH_SECONDS": 1.0,
     # a request body larger than this is refused (413, naming `body`) before it is read: a decide
@@ -68,6 +70,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     _authorize_requests(app, ring)
     _handle_errors(app)
     app.wsgi_app = DecideFastPath(app, engine, ring)
+    sink = app.config["ACCESS_LOG"]
+    if sink:  # True: JSON lines on stderr; a callable (tests): each line to it
+        app.wsgi_app = RequestLog(app.wsgi_app, sink if callable(sink) else stderr_lines())
     return app
 
 
@@ -81,7 +86,12 @@ def _authorize_requests(app: Flask, ring: KeyRing) -> None:
     @app.before_request
     def _authorize():
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
-        ring.authorize(request.headers.get("Authorization"), view.scope if view is not None else ANY)
+        if request.url_rule is not None:  # for the request log: the route's template, never the path
+            request.environ[ROUTE] = request.url_rule.rule
+            request.environ[POLICY] = (request.view_args or {}).get("policy")
+        key = ring.authorize(request.headers.get("Authorization"), view.scope if view is not None else ANY)
+        if key is not None:
+            request.environ[KEY] = key.name
 
 
 def _handle_errors(app: Flask) -> None:

@@ -11,6 +11,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from service.api.auth import KeyRing
 from service.api.problems import OrjsonProvider, internal_problem, unavailable_problem
+from service.api.requestlog import KEY, POLICY, ROUTE
 from service.api.routes import decide, decide_input
 from service.decision.engine import DecisionEngine
 from service.errors import Problem
@@ -32,6 +33,7 @@ class DecideFastPath:
     is answered here with the problem document the Flask app would send, its body unread."""
 
     PREFIX, SUFFIX = "/v1/policies/", "/decide"
+    ROUTE = "/v1/policies/<policy>/decide"  # the Flask route's template, for the request log
 
     def __init__(self, app: Flask, engine: DecisionEngine, keys: KeyRing):
         self.wsgi_app, self.engine, self.keys = app.wsgi_app, engine, keys
@@ -47,8 +49,11 @@ class DecideFastPath:
         name = path[len(self.PREFIX):-len(self.SUFFIX)]
         if not name or "/" in name:  # not the decide route: whatever Flask makes of it
             return self.wsgi_app(environ, start_response)
+        environ[ROUTE], environ[POLICY] = self.ROUTE, name
         try:
-            self.keys.authorize(environ.get("HTTP_AUTHORIZATION"), self.scope)
+            key = self.keys.authorize(environ.get("HTTP_AUTHORIZATION"), self.scope)
+            if key is not None:
+                environ[KEY] = key.name
         except Problem as p:
             return self._send(start_response, p.status, "application/problem+json", p.to_dict(), p.headers)
         length = environ.get("CONTENT_LENGTH")
