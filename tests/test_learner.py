@@ -122,6 +122,7 @@ def test_restarted_learner_resumes_exactly_where_it_stopped(tmp_path):
     np.testing.assert_allclose(_predictions(engine.store, policy), _predictions(store_b, policy), rtol=1e-6)
 
 
+@pytest.mark.slow  # starts and kills a real `tactful learn` twice
 def test_killed_learner_process_learns_every_decision_once(tmp_path):
     """SIGKILL the real `tactful learn` process mid-run, start it again: every decision ends up
     learned by exactly one version, and the versions' ranges tile the log without overlap."""

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import psycopg
+import pytest
 
 from backends import pg_schema
 from conftest import POLICIES_DIR
@@ -20,6 +21,7 @@ def _app(url):
     return app, app.test_client()
 
 
+@pytest.mark.slow  # waits out the 5 s lock timeout
 def test_a_decision_behind_a_stuck_lock_is_a_503_not_a_hang():
     with pg_schema() as url:
         app, client = _app(url)
