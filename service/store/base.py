@@ -31,6 +31,14 @@ class SchemaTooNew(StoreError):
                          f"Tactful could corrupt data a newer one wrote)")
 
 
+def pending(migrations: list, found: int, known: int, where: str) -> list:
+    """The steps of `migrations` ((version, step) in order) a store at schema `found` lacks;
+    SchemaTooNew when `found` is newer than the code (`known`). Both backends plan alike."""
+    if found > known:
+        raise SchemaTooNew(where, found, known)
+    return [step for version, step in migrations if version > found]
+
+
 class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables, RetentionTables, KeyTables):
     """One store, whatever its backend. Build one with `service.store.open_store(db)`."""
 

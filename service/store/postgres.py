@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.store import pg_schema, schema
-from service.store.base import GLOBAL, SchemaTooNew, Store
+from service.store.base import GLOBAL, Store, pending
 from service.store.decisions import INSERT_DECISION, INSERT_OUTCOME, decision_values, outcome_values
 from service.store.records import Decision, Outcome, OutcomeConflict, StoreError, StoreUnavailable
 
@@ -317,12 +317,9 @@ class PostgresStore(Store):
             if conn.execute("SELECT to_regclass('meta')").fetchone()[0] is not None:
                 row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 found = int(row[0]) if row else 0
-            if found > schema.SCHEMA_VERSION:
-                raise SchemaTooNew(self.location, found, schema.SCHEMA_VERSION)
-            for version, statements in pg_schema.MIGRATIONS:
-                if version > found:
-                    for statement in statements:
-                        conn.execute(statement)
+            for statements in pending(pg_schema.MIGRATIONS, found, schema.SCHEMA_VERSION, self.location):
+                for statement in statements:
+                    conn.execute(statement)
             conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', %s) "
                          "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(schema.SCHEMA_VERSION),))
             if self._secret is None:

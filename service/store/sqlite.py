@@ -19,7 +19,7 @@ from typing import Iterator
 import sqlite_utils
 
 from service.store import schema
-from service.store.base import GLOBAL, SchemaTooNew, Store
+from service.store.base import GLOBAL, Store, pending
 from service.store.decisions import DECISION_COLUMNS, INSERT_DECISION, decision_values
 from service.store.records import Decision, StoreUnavailable
 
@@ -137,11 +137,8 @@ class SQLiteStore(Store):
             if "meta" in db.table_names():
                 row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 found = int(row[0]) if row else 1
-            if found > schema.SCHEMA_VERSION:
-                raise SchemaTooNew(self.path, found, schema.SCHEMA_VERSION)
-            for version, step in schema.MIGRATIONS:
-                if version > found:
-                    step(db)
+            for step in pending(schema.MIGRATIONS, found, schema.SCHEMA_VERSION, self.path):
+                step(db)
             db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(schema.SCHEMA_VERSION),))
             if self._secret is None:
