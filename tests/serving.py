@@ -21,6 +21,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(base: str, seconds: float, proc: subprocess.Popen | None = None, pause: float = 0.2) -> bool:
+    """Whether `base`/healthz answers 200 within `seconds` (False at once if `proc` exits)."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return True
+        except requests.ConnectionError:
+            pass
+        if (proc is not None and proc.poll() is not None) or time.time() > deadline:
+            return False
+        time.sleep(pause)
+
+
 def start_serve(args: list[str], log_path: Path, new_session: bool = False) -> tuple[subprocess.Popen, str]:
     """Start `tactful serve ARGS --port <free>` and wait until /healthz answers: (process, base URL).
     With `new_session`, it leads a process group of its own (so a test can kill it whole)."""
@@ -31,17 +45,10 @@ def start_serve(args: list[str], log_path: Path, new_session: bool = False) -> t
                             start_new_session=new_session)
     log.close()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return proc, base
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError("tactful serve did not start:\n" + log_path.read_text())
-        time.sleep(0.2)
+    if not wait_healthy(base, 60, proc):
+        proc.kill()
+        raise RuntimeError("tactful serve did not start:\n" + log_path.read_text())
+    return proc, base
 
 
 @pytest.fixture
@@ -60,18 +67,9 @@ def serve(tmp_path):
                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
         started.append((proc, log, tmp_path / f"serve-{port}.log"))
         base = f"http://127.0.0.1:{port}"
-        http = requests.Session()
-        deadline = time.time() + 60
-        while True:
-            try:
-                if http.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("tactful serve did not start:\n" + (tmp_path / f"serve-{port}.log").read_text())
-            time.sleep(0.2)
-        return http, base
+        if not wait_healthy(base, 60, proc):
+            raise RuntimeError("tactful serve did not start:\n" + (tmp_path / f"serve-{port}.log").read_text())
+        return requests.Session(), base
 
     yield start
     for proc, log, path in started:

@@ -21,7 +21,7 @@ import yaml
 from click.testing import CliRunner
 
 from backends import pg_schema
-from serving import ROOT, free_port, start_serve
+from serving import ROOT, free_port, start_serve, wait_healthy
 from service.cli.main import main
 from service.cli.serve import access_warning
 from service.store import open_store
@@ -131,15 +131,7 @@ def test_the_balancer_serves_from_two_replicas_and_survives_one(tmp_path):
 
 
 def _drive_through(lb: str, started) -> None:
-    deadline = time.time() + 30
-    while True:
-        try:
-            if requests.get(f"{lb}/healthz", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert time.time() < deadline, "nginx did not start"
-        time.sleep(0.1)
+    assert wait_healthy(lb, 30, pause=0.1), "nginx did not start"
     body = {"context": {"segment": "s"}}
     answered = [requests.post(f"{lb}/v1/policies/lifecycle/decide", json=body | {"user_id": f"u{i}"}, timeout=30)
                 for i in range(40)]
