@@ -43,6 +43,7 @@ ROUTES = [
     ("get", "/healthz", "/healthz", None, PUBLIC, 200),
     ("get", "/readyz", "/readyz", None, PUBLIC, 503),  # no learner runs beside this app
     ("get", "/openapi.json", "/openapi.json", None, PUBLIC, 200),
+    ("get", "/metrics", "/metrics", None, "metrics", 200),
 ]
 
 

@@ -15,12 +15,13 @@ from typing import Any, Mapping
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from service.api import keys, routes, versions
+from service.api import keys, metrics, routes, versions
 from service.api.auth import ANY, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
 from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
 from service.clock import make_clock
+from service.metrics import STORE_ERRORS, count_request
 from service.errors import Problem
 from service.policy import Policy, load_policies
 from service.runtime import build_engine
@@ -38,6 +39,9 @@ DEFAULTS = {
     # a request body larger than this is refused (413, naming `body`) before it is read: a decide
     # or an outcome is a few hundred bytes, so 1 MiB leaves room for large contexts
     "MAX_CONTENT_LENGTH": 1024 * 1024,
+    # GET /metrics without a key (a port only the monitoring network reaches); otherwise it needs
+    # a key with the scope `metrics`
+    "METRICS_PUBLIC": False,
 }
 
 
@@ -65,14 +69,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(routes.users)
     app.register_blueprint(routes.meta)
     versions.init_app(app, engine)
+    metrics.init_app(app, engine)
     ring = KeyRing(store, refresh_seconds=float(app.config["KEYS_REFRESH_SECONDS"]))
     keys.init_app(app, ring)
     _authorize_requests(app, ring)
     _handle_errors(app)
     app.wsgi_app = DecideFastPath(app, engine, ring)
-    sink = app.config["ACCESS_LOG"]
-    if sink:  # True: JSON lines on stderr; a callable (tests): each line to it
-        app.wsgi_app = RequestLog(app.wsgi_app, sink if callable(sink) else stderr_lines())
+    sink = app.config["ACCESS_LOG"]  # True: JSON lines on stderr; a callable (tests): each line to it
+    app.wsgi_app = RequestLog(app.wsgi_app, (sink if callable(sink) else stderr_lines()) if sink else None,
+                              count_request)
     return app
 
 
@@ -119,6 +124,7 @@ def _handle_errors(app: Flask) -> None:
     @app.errorhandler(StoreUnavailable)
     def _unavailable(e: StoreUnavailable):
         logging.getLogger("tactful").warning("%s %s: %s", request.method, request.path, e)
+        STORE_ERRORS.labels("api").inc()
         resp = problem_response(unavailable_problem(e))
         resp.headers["Retry-After"] = "1"
         return resp

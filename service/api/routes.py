@@ -11,6 +11,7 @@ from service.api.auth import ANY, PUBLIC, requires
 from service.api.problems import problem_response
 from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
 from service.errors import BadRequest, Problem
+from service.metrics import OUTCOMES, count_decision
 from service.learning.learner import LEASE
 from service.store import StoreUnavailable
 from service.times import parse_time
@@ -51,7 +52,9 @@ def decide_input(payload: object) -> DecideInput:
 def decide(policy: str):
     eng = engine()
     eng.policy(policy)  # 404 before 400: an unknown policy is the first thing to fix
-    return jsonify(eng.decide(policy, decide_input(body())))
+    answer = eng.decide(policy, decide_input(body()))
+    count_decision(answer)
+    return jsonify(answer)
 
 
 @decisions.post("/v1/events/<event_id>/outcomes")
@@ -59,6 +62,8 @@ def decide(policy: str):
 def outcome(event_id: str):
     req = schemas.parse(schemas.OutcomeRequest, body())
     result = engine().record_outcome(event_id, OutcomeInput(req.type, req.value, req.outcome_id, _ts(req.timestamp)))
+    if not result["duplicate"]:
+        OUTCOMES.labels(req.type).inc()
     return jsonify(result), 202
 
 

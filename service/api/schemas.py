@@ -339,4 +339,8 @@ def _paths(policies: list[str]) -> dict:
                             "active model version loads and a learner's heartbeat is fresh; otherwise 503 "
                             "naming every reason.", "responses": plain | {"503": {"description": "not ready"}}}},
         "/openapi.json": {"get": {"operationId": "openapi", "description": "This document.", "responses": plain}},
+        "/metrics": {"get": {"operationId": "metrics", "description": "Prometheus' text format: every process of "
+                             "the replica added up, and what the store says of each policy's learning.",
+                             "responses": {"200": {"description": "The metrics", "content": {
+                                 "text/plain": {"schema": {"type": "string"}}}}}}},
     }

@@ -13,8 +13,10 @@ import logging
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import click
@@ -24,6 +26,7 @@ from service.api.app import create_app
 from service.cli.options import db_option, open_store, policies_option
 from service.clock import make_clock
 from service.learning.learner import run_forever
+from service.metrics import MULTIPROC_DIR
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
 from service.runtime import build_learner
@@ -110,6 +113,26 @@ common = [
 ]
 
 
+metrics_option = click.option(
+    "--metrics-public", is_flag=True, envvar="TACTFUL_METRICS_PUBLIC",
+    help="Serve GET /metrics without an API key (for a port only your monitoring network reaches); by "
+         "default it needs a key with the scope `metrics`.")
+
+
+def metrics_dir() -> tuple[str, bool]:
+    """The directory where every process of this replica keeps its Prometheus values
+    (service/metrics.py): PROMETHEUS_MULTIPROC_DIR if set, emptied of an earlier run's files,
+    else a new temporary one; and whether it was made here (removed when `serve` stops)."""
+    given = os.environ.get(MULTIPROC_DIR)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        return given, False
+    return tempfile.mkdtemp(prefix="tactful-metrics-"), True
+
+
 insecure_option = click.option(
     "--insecure-no-auth", is_flag=True,
     help="Serve a store that holds no API key on a non-loopback address, without authentication: for a "
@@ -130,9 +153,10 @@ def with_common(f):
               help="Run a learner candidate beside the web workers (one learner leads per store, "
                    "whichever replica it runs on); --no-learner serves only.")
 @insecure_option
+@metrics_option
 @with_common
-def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: bool, db: str, policies: str,
-          clock: str) -> None:
+def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: bool, metrics_public: bool, db: str,
+          policies: str, clock: str) -> None:
     """Serve the HTTP API (gunicorn) with a learner candidate. Ctrl-C stops both."""
     _setup_logging()
     loaded, warning = _prepare_store(db, policies, clock, host, insecure_no_auth)
@@ -140,9 +164,12 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
         click.echo(warning, err=True)
     base = [sys.executable, "-m", "service.cli"]
     args = ["--policies", policies, "--clock", clock]
-    env = dict(os.environ, TACTFUL_DB=db)  # not on the command line, where `ps` would show a password
+    values, made_here = metrics_dir()
+    # the database's URL goes by env, not on the command line, where `ps` would show a password
+    env = dict(os.environ, TACTFUL_DB=db, **{MULTIPROC_DIR: values})
     children = {"web": subprocess.Popen(base + ["web", "--host", host, "--port", str(port), "--workers", str(workers)]
-                                        + args + (["--insecure-no-auth"] if insecure_no_auth else []), env=env)}
+                                        + args + (["--insecure-no-auth"] if insecure_no_auth else [])
+                                        + (["--metrics-public"] if metrics_public else []), env=env)}
     if learner:
         children["learner"] = subprocess.Popen(base + ["learn"] + args, env=env)
     click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} (db {safe_location(db)}, clock {clock}, "
@@ -174,6 +201,8 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+    if made_here:
+        shutil.rmtree(values, ignore_errors=True)
     click.echo("tactful: stopped", err=True)
     sys.exit(code)
 
@@ -183,15 +212,18 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
 @click.option("--port", default=8000, type=int)
 @click.option("--workers", default=2, type=int)
 @insecure_option
+@metrics_option
 @with_common
-def web(host: str, port: int, workers: int, insecure_no_auth: bool, db: str, policies: str, clock: str) -> None:
+def web(host: str, port: int, workers: int, insecure_no_auth: bool, metrics_public: bool, db: str, policies: str,
+        clock: str) -> None:
     """Only the gunicorn server (`serve` runs it beside the learner)."""
     store = open_store(db, must_exist=False)
     try:
         access_warning(store, host, insecure_no_auth)  # refuses as `serve` does (which printed the warning)
     finally:
         store.close()
-    config = {"DB": db, "POLICIES": policies, "CLOCK": clock, "SECRET": os.environ.get("TACTFUL_SECRET")}
+    config = {"DB": db, "POLICIES": policies, "CLOCK": clock, "SECRET": os.environ.get("TACTFUL_SECRET"),
+              "METRICS_PUBLIC": metrics_public}
 
     class Server(BaseApplication):
         def load_config(self):

@@ -39,7 +39,8 @@ from models.vw_policy import VWPolicy, options_args, resume_conflicts, stored_op
 from service.clock import Clock
 from service.policy import Policy
 from service.policy.bandit import arm_lines, decision_reward, ensure_active_version, reward_spec
-from service.store import Store
+from service.metrics import LEARNED, STORE_ERRORS, VERSIONS_PUBLISHED
+from service.store import Store, StoreUnavailable
 
 log = logging.getLogger("tactful.learner")
 
@@ -132,10 +133,12 @@ class OnlineLearner:
             self._models.pop(policy.name)[1].close()
             return 0
         self._models[policy.name] = (version, model, vw_args)
+        LEARNED.labels(policy.name).inc(len(learned))
         if version == parent:
             log.warning("policy %s: none of %d closed decisions maps to the policy's arms; no new version",
                         policy.name, len(learned))
         else:
+            VERSIONS_PUBLISHED.labels(policy.name).inc()
             log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(learned), version)
         return len(learned)
 
@@ -187,7 +190,9 @@ class OnlineLearner:
                     try:
                         backlog[name] = self.step(name) >= self.batch
                         last[name] = now
-                    except Exception:  # noqa: BLE001 -- the learner outlives a store briefly away
+                    except Exception as exc:  # noqa: BLE001 -- the learner outlives a store briefly away
+                        if isinstance(exc, StoreUnavailable):
+                            STORE_ERRORS.labels("learner").inc()
                         log.exception("policy %s: learning failed; trying again in %.1fs", name, tick)
                 stop.wait(tick)
         finally:
