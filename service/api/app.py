@@ -22,7 +22,7 @@ from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
 from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
 from service.clock import make_clock
 from service.metrics import STORE_ERRORS, count_request
-from service.errors import Problem
+from service.errors import Forbidden, Problem
 from service.policy import Policy, load_policies
 from service.runtime import build_engine
 from service.store import StoreUnavailable, open_store
@@ -94,7 +94,11 @@ def _authorize_requests(app: Flask, ring: KeyRing) -> None:
         if request.url_rule is not None:  # for the request log: the route's template, never the path
             request.environ[ROUTE] = request.url_rule.rule
             request.environ[POLICY] = (request.view_args or {}).get("policy")
-        key = ring.authorize(request.headers.get("Authorization"), view.scope if view is not None else ANY)
+        try:
+            key = ring.authorize(request.headers.get("Authorization"), view.scope if view is not None else ANY)
+        except Forbidden as exc:  # the log names the key that lacked the scope
+            request.environ[KEY] = exc.key_name
+            raise
         if key is not None:
             request.environ[KEY] = key.name
 

@@ -173,5 +173,5 @@ class KeyRing:
         if scope != ANY and scope not in key.scopes:
             has = ", ".join(s for s in SCOPES if s in key.scopes)
             raise Forbidden(f"this request needs an API key with the scope {scope!r}; the key {key.name!r} has "
-                            f"{has}", scope)
+                            f"{has}", scope, key.name)
         return key

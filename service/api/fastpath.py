@@ -56,6 +56,7 @@ class DecideFastPath:
             if key is not None:
                 environ[KEY] = key.name
         except Problem as p:
+            environ[KEY] = getattr(p, "key_name", None)  # a 403's: the key that lacked the scope
             return self._send(start_response, p.status, "application/problem+json", p.to_dict(), p.headers)
         length = environ.get("CONTENT_LENGTH")
         if (name not in self.engine.policies or not length or not length.isdigit()
