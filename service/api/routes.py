@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 from service.api import schemas
 from service.api.auth import ANY, PUBLIC, requires
 from service.api.problems import problem_response
+from service.api.requestlog import KEY
 from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
 from service.errors import BadRequest, Problem
 from service.metrics import OUTCOMES, count_decision
@@ -89,8 +90,11 @@ def list_policies():
 def get_policy(policy: str):
     eng = engine()
     p = eng.policy(policy)
+    pause = eng.pause.state(p.name)
     return jsonify(p.summary() | {"active_model_version": eng.store.active_version(p.name),
-                                  "counts": eng.store.policy_counts(p.name, eng.clock.now())})
+                                  "counts": eng.store.policy_counts(p.name, eng.clock.now()),
+                                  "paused": {k: pause[k] for k in ("reason", "since")} if pause["paused"] else None,
+                                  "safety_events": pause["events"]})
 
 
 @users.put("/v1/users/<user_id>/consent")
@@ -142,6 +146,25 @@ def get_user_decisions(user_id: str):
 @requires("people:write")
 def delete_user(user_id: str):
     return jsonify(engine().people.erase(user_id))
+
+
+@policies_bp.post("/v1/policies/<policy>/pause")
+@requires("admin")
+def pause(policy: str):
+    return _pause(policy, True)
+
+
+@policies_bp.post("/v1/policies/<policy>/resume")
+@requires("admin")
+def resume(policy: str):
+    return _pause(policy, False)
+
+
+def _pause(policy: str, paused: bool):
+    eng = engine()
+    eng.policy(policy)
+    req = schemas.parse(schemas.PauseRequest, body())
+    return jsonify(eng.pause.set(policy, paused, req.reason, request.environ.get(KEY)))
 
 
 @policies_bp.patch("/v1/policies/<policy>/arms/<path:arm>")

@@ -118,6 +118,13 @@ class ArmPatchRequest(_Request):
     reason: str | None = Field(default=None, max_length=256)
 
 
+class PauseRequest(_Request):
+    """Pause or resume a whole policy (`admin`): why, recorded with the change."""
+
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S",
+                        description="Why: shown in every decision while the policy is paused, and kept.")
+
+
 class KeyRequest(_Request):
     """A new API key (`admin`): the answer shows the key once."""
 
@@ -227,7 +234,7 @@ def openapi(policies: list[str], scopes: dict[tuple[str, str], str]) -> dict:
     """The OpenAPI 3.1 document; `scopes` gives what each (path, method) needs (service/api/auth.py),
     every operation's is required."""
     models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, EventResponse, ConsentRequest,
-              PreferencesRequest, ArmPatchRequest, KeyRequest, Problem]
+              PreferencesRequest, ArmPatchRequest, PauseRequest, KeyRequest, Problem]
     schemas: dict[str, Any] = {}
     for m in models:
         s = m.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
@@ -333,6 +340,15 @@ def _paths(policies: list[str]) -> dict:
                 "additionalProperties": False}}}},
             "description": "Make a version active (a rollback is activating an older one); workers serve it "
                            "within seconds. The activation is recorded with its reason.",
+            "responses": plain | problems}},
+        "/v1/policies/{policy}/pause": {"post": {
+            "operationId": "pausePolicy", "parameters": [policy_param], "requestBody": body("PauseRequest"),
+            "description": "Hold every decision of the policy (reason `paused`, with this reason) until it is "
+                           "resumed, from the next decision in every worker. Pausing a paused policy changes "
+                           "nothing (`changed`: false).", "responses": plain | problems}},
+        "/v1/policies/{policy}/resume": {"post": {
+            "operationId": "resumePolicy", "parameters": [policy_param], "requestBody": body("PauseRequest"),
+            "description": "Serve the policy again, from the next decision in every worker.",
             "responses": plain | problems}},
         "/healthz": {"get": {"operationId": "health", "responses": plain}},
         "/readyz": {"get": {"operationId": "ready", "description": "200 when the store answers, each policy's "

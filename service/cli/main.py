@@ -1,7 +1,8 @@
 """The `tactful` command: thin click commands over library functions, one module per concern:
 serve.py (serve, its halves web and learn, check-policies), offline.py (export, evaluate,
 retrain, import-obd), versions.py (the `models` group), simulate.py (simulate), storage.py (db
-upgrade, prune, backup), keys.py (the `keys` group: API keys).
+upgrade, prune, backup), keys.py (the `keys` group: API keys), policies.py (the `policies` group:
+pause and resume).
 
 Commands are imported when they run (click's pattern for lazily loaded subcommands): `tactful
 serve`, its web workers and its learner never load what only the data scientist's and the
@@ -29,6 +30,7 @@ COMMANDS = {
     "prune": ("service.cli.storage:prune_cmd", "Remove old model versions and old decisions."),
     "backup": ("service.cli.storage:backup_cmd", "Copy a live SQLite store, consistently."),
     "keys": ("service.cli.keys:keys_group", "API keys: requests carry one as `Authorization: Bearer <key>`."),
+    "policies": ("service.cli.policies:policies_group", "A policy's switch: pause (hold every decision), resume, status."),
 }
 
 

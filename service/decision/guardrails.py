@@ -20,6 +20,8 @@ Reason codes:
   retired, out_of_stock the arm or its content was switched off at runtime
   suppressed            K contacts in a row without engagement: only low-pressure arms remain
   daily_budget          the policy's sends for today are spent
+  paused                an operator paused the whole policy: every arm but the hold is removed,
+                        with the operator's reason, and no other rule is evaluated
 
 Time is local to the person (their time zone, else the policy's): localtime.py resolves send
 slots and quiet hours. Rules depend on few dimensions, so each group is computed once per
@@ -34,6 +36,7 @@ from zoneinfo import ZoneInfo
 from service.decision.localtime import out_of_quiet, person_tz, resolve_send_at
 from service.policy import Cap, Policy
 from service.store import PersonState
+from service.store.safety import POLICY_TARGET
 from service.times import to_rfc3339
 
 __all__ = ["RuleTables", "Verdict", "evaluate", "exceeds_cap", "lookback", "signal_lookback"]
@@ -139,6 +142,9 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
     """
     tz = tz or person_tz(policy, person)
     rules = rules or RuleTables.of(policy)
+    pause = person.arm_state.get(POLICY_TARGET) if person.arm_state else None
+    if pause is not None:
+        return _paused(policy, pause, rules, tz)
     prefs = person.preferences or {}
     send_at, quiet_removed, moved = _send_times(policy, prefs, now, tz, rules.send_times)
     channel = _channel_reasons(policy, person, now)
@@ -146,6 +152,13 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
     content = _content_reasons(policy, person, prefs)
     allowed, removed, arm_send_at = _combine(policy, person, send_at, channel, slots, content, rules)
     return Verdict(allowed, removed, arm_send_at, moved, tz.key)
+
+
+def _paused(policy: Policy, pause: dict, rules: RuleTables, tz: ZoneInfo) -> Verdict:
+    """A paused policy: only its hold arms are allowed; every other arm says who paused it and why."""
+    reason = [("paused", f"the policy is paused by an operator: {pause.get('reason') or 'no reason given'}")]
+    removed = {arm.id: reason for arm in policy.arms if not arm.hold}
+    return Verdict(sorted(rules.hold), removed, {}, {}, tz.key)
 
 
 def _send_times(policy: Policy, prefs: dict, now: float, tz: ZoneInfo, memo: dict
