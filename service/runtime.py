@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 from service.clock import Clock
 from service.decision.engine import DecisionEngine
 from service.decision.modelcache import ModelCache, VersionCache
+from service.learning.breaker import CircuitBreaker
 from service.learning.guard import RevertGuard
 from service.learning.learner import OnlineLearner
 from service.learning.registry import VersionRegistry
@@ -55,7 +56,10 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
 def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 100_000,
                   wall_clock: Callable[[], float] = time.time) -> OnlineLearner:
     """The online learner, with the revert guard judging a newly activated version before each
-    step. `wall_clock` paces how often each policy is learned (real seconds, whatever `clock` says);
+    step, and the circuit breaker (service/learning/breaker.py) judging the policy's rates before
+    each step and on each tick of its loop (when its `check_every` has passed). `wall_clock` paces how often each policy is learned (real seconds, whatever `clock` says);
     the lease goes by the store's own clock."""
     guard = RevertGuard(VersionRegistry(store))
-    return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step])
+    breaker = CircuitBreaker(store)
+    return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step, breaker.before_step],
+                         every_tick=[breaker.before_step])

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from service.api import keys, metrics, routes, versions
+from service.api import keys, metrics, routes, safety, versions
 from service.api.auth import ANY, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
@@ -68,6 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(routes.policies_bp)
     app.register_blueprint(routes.users)
     app.register_blueprint(routes.meta)
+    app.register_blueprint(safety.safety_bp)
     versions.init_app(app, engine)
     metrics.init_app(app, engine)
     ring = KeyRing(store, refresh_seconds=float(app.config["KEYS_REFRESH_SECONDS"]))

@@ -37,11 +37,19 @@ class StoreFigures:
         version = GaugeMetricFamily("tactful_model_version", "The model version each policy serves", labels=["policy"])
         age = GaugeMetricFamily("tactful_model_version_age_seconds", "Seconds since the served model version was "
                                 "created, by the service's clock", labels=["policy"])
+        breakers = GaugeMetricFamily("tactful_circuit_breaker_open", "1 while the circuit breaker watching a "
+                                     "content, a channel or the whole policy is open, 0 once closed",
+                                     labels=["policy", "target"])
+        paused = GaugeMetricFamily("tactful_policy_paused", "1 while an operator has paused the policy",
+                                   labels=["policy"])
         lag = GaugeMetricFamily("tactful_learner_lag_seconds", "Seconds since the reward window of the oldest "
                                 "decision not yet learned closed (0 when none is waiting)", labels=["policy"])
         try:
             now = self.engine.clock.now()
             for name in sorted(self.engine.policies):
+                for what, b in self.engine.store.breakers(name).items():
+                    breakers.add_metric([name, what], 1 if b["status"] == "open" else 0)
+                paused.add_metric([name], 0 if self.engine.store.pause_state(name) is None else 1)
                 status = self.engine.store.learning_status(name)
                 if status is None or status["active_version"] is None:
                     continue
@@ -57,7 +65,7 @@ class StoreFigures:
             up.add_metric([], 0)
             yield up
             return
-        yield from (up, version, age, lag)
+        yield from (up, version, age, lag, breakers, paused)
 
 
 def init_app(app: Flask, engine: DecisionEngine) -> None:

@@ -94,6 +94,8 @@ def get_policy(policy: str):
     return jsonify(p.summary() | {"active_model_version": eng.store.active_version(p.name),
                                   "counts": eng.store.policy_counts(p.name, eng.clock.now()),
                                   "paused": {k: pause[k] for k in ("reason", "since")} if pause["paused"] else None,
+                                  "open_breakers": sorted(t for t, b in eng.store.breakers(p.name).items()
+                                                          if b["status"] == "open"),
                                   "safety_events": pause["events"]})
 
 

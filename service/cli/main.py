@@ -30,7 +30,7 @@ COMMANDS = {
     "prune": ("service.cli.storage:prune_cmd", "Remove old model versions and old decisions."),
     "backup": ("service.cli.storage:backup_cmd", "Copy a live SQLite store, consistently."),
     "keys": ("service.cli.keys:keys_group", "API keys: requests carry one as `Authorization: Bearer <key>`."),
-    "policies": ("service.cli.policies:policies_group", "A policy's switch: pause (hold every decision), resume, status."),
+    "policies": ("service.cli.policies:policies_group", "A policy's switches: pause, resume, status; circuit breakers."),
 }
 
 

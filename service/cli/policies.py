@@ -1,6 +1,7 @@
 """`tactful policies pause|resume|status`: an operator's switch for a whole policy, the same as
 `POST /v1/policies/{policy}/pause` and `/resume` (service/decision/arms.py `PolicyPause`).
-Running services hold every decision of a paused policy from their next decision on."""
+Running services hold every decision of a paused policy from their next decision on.
+`tactful policies breaker|reset-breaker`: the circuit breakers (service/learning/breaker.py)."""
 from __future__ import annotations
 
 import getpass
@@ -10,13 +11,14 @@ import click
 from service.cli.options import db_option, open_store, policies_option, policy_named, policy_option
 from service.clock import SystemClock
 from service.decision.arms import PolicyPause
+from service.learning.breaker import reset, targets
 
 reason_option = click.option("--reason", required=True, help="Why: shown in every decision while paused, and kept.")
 
 
 @click.group("policies")
 def policies_group():
-    """A policy's switch: pause (hold every decision), resume, status."""
+    """A policy's switches: pause, resume, status; circuit breakers."""
 
 
 def _switch(name: str, policies: str, db: str) -> tuple[PolicyPause, object]:
@@ -79,3 +81,48 @@ def status_cmd(policy_name: str, db: str, policies: str) -> None:
     _echo(state)
     for e in state["events"]:
         click.echo(f"  {e['at']}  {e['kind']:<7} {e['by_whom'] or '-'}: {e['reason']}")
+
+
+@policies_group.command("breaker")
+@policy_option
+@db_option
+@policies_option
+def breaker_cmd(policy_name: str, db: str, policies: str) -> None:
+    """The policy's circuit breakers: which are open, why, and since when."""
+    policy = policy_named(policies, policy_name)
+    store = open_store(db)
+    try:
+        rows = store.breakers(policy.name)
+    finally:
+        store.close()
+    if policy.spec.safety is None:
+        click.echo(f"{policy.name}: no [safety] table, so no circuit breaker watches it")
+    opened = {t: b for t, b in sorted(rows.items()) if b["status"] == "open"}
+    if not opened:
+        click.echo(f"{policy.name}: every circuit breaker is closed")
+    for what, b in opened.items():
+        click.echo(f"{what}: OPEN: {b['detail']}")
+
+
+@policies_group.command("reset-breaker")
+@policy_option
+@click.option("--target", help="What the breaker watches: content:<id>, channel:<name> or policy (default: every "
+                               "open one).")
+@reason_option
+@db_option
+@policies_option
+def reset_breaker_cmd(policy_name: str, target: str | None, reason: str, db: str, policies: str) -> None:
+    """Close a tripped circuit breaker (or every open one), with a reason."""
+    policy = policy_named(policies, policy_name)
+    if target is not None and target not in targets(policy, ("content", "channel", "policy")):
+        raise click.BadParameter(f"{target!r} is not watched by a breaker of {policy.name!r} (one of: "
+                                 f"{', '.join(targets(policy, ('content', 'channel', 'policy')))})",
+                                 param_hint="--target")
+    if not reason.strip():
+        raise click.BadParameter("say why, in a few words", param_hint="--reason")
+    store = open_store(db)
+    try:
+        done = reset(store, policy, target, reason.strip(), f"cli:{getpass.getuser()}", SystemClock().now())
+    finally:
+        store.close()
+    click.echo(f"{policy.name}: reset {', '.join(done)}" if done else f"{policy.name}: no open breaker to reset")

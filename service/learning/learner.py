@@ -56,13 +56,15 @@ class OnlineLearner:
     `before_step` check."""
 
     def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, wall_clock: Callable[[], float],
-                 batch: int = 100_000, before_step: Sequence[Callable[[Policy, float], None]] = ()):
+                 batch: int = 100_000, before_step: Sequence[Callable[[Policy, float], None]] = (),
+                 every_tick: Sequence[Callable[[Policy, float], None]] = ()):
         self.store = store
         self.policies = policies
         self.clock = clock
         self.wall_clock = wall_clock  # real seconds, pacing the rounds (`clock` may be a replay's virtual time)
         self.batch = batch
         self.before_step = tuple(before_step)  # checks run before each step (the revert guard)
+        self.every_tick = tuple(every_tick)  # checks run on every tick of `run` (the circuit breaker)
         self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
 
     def _model(self, policy: Policy) -> tuple[int, VWPolicy, str]:
@@ -184,6 +186,8 @@ class OnlineLearner:
                 for name in self.policies:
                     if stop.is_set() or not lease.held:
                         break
+                    for check in self.every_tick:
+                        check(self.policies[name], self.clock.now())
                     now = self.wall_clock()
                     if not backlog.get(name) and now - last.get(name, -1e18) < every[name]:
                         continue

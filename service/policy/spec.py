@@ -274,6 +274,33 @@ class Promotion(_Frozen):
     guard: Guard = Guard()
 
 
+class Safety(_Frozen):
+    """The circuit breaker (docs/guardrails.md): over the last `window` of sends, the unsubscribe
+    and complaint rates per content, per channel and for the whole policy. A rate trips its
+    breaker only on a strong signal: at least `min_sends` sends, and the rate's one-sided lower
+    confidence bound (Clopper-Pearson, at `confidence`) above its threshold. A tripped content or channel
+    loses its arms in every decision (reason `circuit_breaker`); a tripped policy holds every
+    decision. It stays open until an operator resets it, or, with `probe_after`, probes again
+    after that cool-off with `probe_share` of people, and closes once `min_sends` probe sends
+    show the rate's upper bound under the threshold (it opens again if their lower bound is over)."""
+
+    window: float = 7 * 86400.0
+    min_sends: int = Field(default=200, ge=1)
+    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    max_unsubscribe_rate: float = Field(default=0.02, gt=0, le=1)
+    max_complaint_rate: float = Field(default=0.005, gt=0, le=1)
+    levels: tuple[Literal["content", "channel", "policy"], ...] = ("content", "channel", "policy")
+    check_every: float = 60.0
+    probe_after: float | None = None
+    probe_share: float = Field(default=0.1, gt=0, le=1)
+
+    _durations = field_validator("window", "check_every", mode="before")(lambda cls, v: parse_duration(v))
+
+    @field_validator("probe_after", mode="before")
+    @classmethod
+    def _probe_after(cls, v):
+        return None if v is None else parse_duration(v)
+
 class PolicySpec(_Frozen):
     name: str = Field(pattern=NAME_RE)
     description: str = ""
@@ -289,6 +316,7 @@ class PolicySpec(_Frozen):
     reward: Reward
     learner: Learner = Learner()
     promotion: Promotion = Promotion()
+    safety: Safety | None = None  # no [safety] table: no circuit breaker
 
     @field_validator("timezone")
     @classmethod
