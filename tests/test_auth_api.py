@@ -39,6 +39,7 @@ ROUTES = [
     ("get", "/v1/policies/{policy}/breaker", "/v1/policies/lifecycle/breaker", None, "admin", 200),
     ("post", "/v1/policies/{policy}/breaker/reset", "/v1/policies/lifecycle/breaker/reset", {"reason": "test"},
      "admin", 200),
+    ("get", "/v1/policies/{policy}/contents/report", "/v1/policies/lifecycle/contents/report", None, "admin", 404),
     ("get", "/v1/policies/{policy}/models", "/v1/policies/lifecycle/models", None, "admin", 200),
     ("post", "/v1/policies/{policy}/models/{version}/activate", "/v1/policies/lifecycle/models/1/activate", {},
      "admin", 409),  # version 1 is active already: past the key, the registry answers

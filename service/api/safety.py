@@ -3,6 +3,8 @@
     GET  /v1/policies/{policy}/breaker          its configuration, every breaker that ever tripped,
                                                 the watched rates now, the latest changes
     POST /v1/policies/{policy}/breaker/reset    {"reason", "target"?} -> what was reset
+    GET  /v1/policies/{policy}/contents/report  the latest contents report the learner (or
+                                                `tactful report contents --save`) stored
 
 Both need the `admin` scope. (Pause and resume are in routes.py, beside the policy.)"""
 from __future__ import annotations
@@ -14,8 +16,9 @@ from service.api.auth import requires
 from service.api.requestlog import KEY
 from service.api.routes import body
 from service.decision.engine import DecisionEngine
-from service.errors import BadRequest, Conflict
+from service.errors import BadRequest, Conflict, NotFound
 from service.learning.breaker import judge, reset, tally, targets
+from service.store.safety import REPORT
 from service.times import to_rfc3339
 
 safety_bp = Blueprint("safety", __name__)
@@ -67,3 +70,16 @@ def reset_breaker(policy: str):
     if req.target is not None and not done:
         raise Conflict(f"the circuit breaker of {req.target} is not open", "target")
     return jsonify({"policy": p.name, "reset": done})
+
+
+@safety_bp.get("/v1/policies/<policy>/contents/report")
+@requires("admin")
+def contents_report(policy: str):
+    eng = _engine()
+    p = eng.policy(policy)
+    stored = eng.store.latest_safety_event(p.name, REPORT)
+    if stored is None:
+        raise NotFound(f"no contents report of policy {p.name!r} yet: the learner writes one every "
+                       f"`review_every` of its [safety] table, or run `tactful report contents --policy {p.name} "
+                       f"--save`", "policy")
+    return jsonify(stored["evidence"] | {"reported_at": to_rfc3339(stored["at"])})

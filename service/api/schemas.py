@@ -318,6 +318,12 @@ def _safety_paths(policies: list[str]) -> dict:
             "description": "Close an open breaker (or every open one), with a reason; only sends made from "
                            "now on count for it again.",
             "responses": plain | problems | resp("409", "Problem", "That breaker is not open")}},
+        "/v1/policies/{policy}/contents/report": {"get": {
+            "operationId": "contentsReport", "parameters": [policy_param],
+            "description": "The latest contents report (stored by the learner every `review_every` of the "
+                           "policy's [safety] table, or by `tactful report contents --save`): each content's "
+                           "estimated shaped reward against the best content and holding, and the candidates "
+                           "to retire. 404 until one was written.", "responses": plain | problems}},
     }
 
 

@@ -25,11 +25,9 @@ from gunicorn.app.base import BaseApplication
 from service.api.app import create_app
 from service.cli.options import db_option, open_store, policies_option
 from service.clock import make_clock
-from service.learning.learner import run_forever
 from service.metrics import MULTIPROC_DIR
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
-from service.runtime import build_learner
 from service.store import Store, StoreUnavailable
 from service.store.postgres import safe_location
 
@@ -247,19 +245,6 @@ def web(host: str, port: int, workers: int, insecure_no_auth: bool, metrics_publ
                     time.sleep(2.0)
 
     Server().run()
-
-
-@click.command()
-@click.option("--interval", type=float, default=None, help="Seconds between learning rounds (policy default).")
-@click.option("--batch", type=click.IntRange(1), default=100_000, show_default=True,
-              help="At most this many decisions per published model version.")
-@with_common
-def learn(interval: float | None, batch: int, db: str, policies: str, clock: str) -> None:
-    """Run a learner candidate alone (`serve` starts one): it learns while it holds the store's lease."""
-    _setup_logging()
-    loaded = _load(policies)
-    store = open_store(db, must_exist=False)
-    run_forever(build_learner(store, loaded, make_clock(clock, store), batch=batch), interval)
 
 
 @click.command("check-policies")

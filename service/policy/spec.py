@@ -293,13 +293,27 @@ class Safety(_Frozen):
     check_every: float = 60.0
     probe_after: float | None = None
     probe_share: float = Field(default=0.1, gt=0, le=1)
+    # the contents report (service/offline/contents.py), written by the learner every
+    # `review_every` over the last `review_window` of final decisions; with `auto_retire`, a
+    # content it marks as surely worse than the best and than holding is retired
+    review_every: float | None = None
+    review_window: float = 28 * 86400.0
+    auto_retire: bool = False
 
-    _durations = field_validator("window", "check_every", mode="before")(lambda cls, v: parse_duration(v))
+    _durations = field_validator("window", "check_every", "review_window", mode="before")(
+        lambda cls, v: parse_duration(v))
 
-    @field_validator("probe_after", mode="before")
+    @model_validator(mode="after")
+    def _retire_needs_review(self) -> "Safety":
+        if self.auto_retire and self.review_every is None:
+            raise ValueError("auto_retire needs review_every: how often the learner reviews the contents")
+        return self
+
+    @field_validator("probe_after", "review_every", mode="before")
     @classmethod
-    def _probe_after(cls, v):
+    def _optional_duration(cls, v):
         return None if v is None else parse_duration(v)
+
 
 class PolicySpec(_Frozen):
     name: str = Field(pattern=NAME_RE)

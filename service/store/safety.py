@@ -14,6 +14,7 @@ POLICY_TARGET = "*"  # arm_state's target for the whole policy (no arm or conten
 # watches -- `content:<id>`, `channel:<name>` or `policy`. Beside, never instead of, the
 # operator's own state of a content (retired stays retired when a breaker closes).
 BREAKER = "breaker:"
+REPORT = "contents_report"  # the safety event that stores a contents report (its evidence is the report)
 _SIGNAL = "sum(CASE WHEN EXISTS (SELECT 1 FROM outcomes o WHERE o.event_id=d.event_id AND o.type='{}') THEN 1 ELSE 0 END)"
 
 
@@ -45,10 +46,11 @@ class SafetyTables:
         return {"reason": rows[0][0], "since": rows[0][1]} if rows else None
 
     def safety_events(self, policy: str, limit: int = 20) -> list[dict]:
-        """The latest pauses, resumes and circuit breaker changes of the policy, newest first."""
+        """The latest pauses, resumes, circuit breaker changes and retirements of the policy, newest
+        first (not the contents reports, which `latest_safety_event` reads)."""
         return [dict(r) | {"evidence": json.loads(r["evidence"] or "{}")} for r in self.query(
             "SELECT kind, target, reason, by_whom, evidence, at FROM safety_events WHERE policy=? "
-            "ORDER BY id DESC LIMIT ?", (policy, limit))]
+            "AND kind<>? ORDER BY id DESC LIMIT ?", (policy, REPORT, limit))]
 
     # -- the circuit breaker -------------------------------------------------------------------
 
@@ -81,3 +83,14 @@ class SafetyTables:
                          "updated_at=excluded.updated_at", (policy, BREAKER + target, status, at, probe_from, detail, at))
             conn.execute("INSERT INTO safety_events(policy, kind, target, reason, by_whom, evidence, at) "
                          "VALUES (?,?,?,?,?,?,?)", (policy, kind, target, detail, by, json.dumps(evidence), at))
+
+    def add_safety_event(self, policy: str, kind: str, target: str, reason: str, by: str | None, evidence: dict,
+                         at: float) -> None:
+        with self.write(lock=None) as conn:
+            conn.execute("INSERT INTO safety_events(policy, kind, target, reason, by_whom, evidence, at) "
+                         "VALUES (?,?,?,?,?,?,?)", (policy, kind, target, reason, by, json.dumps(evidence), at))
+
+    def latest_safety_event(self, policy: str, kind: str) -> dict | None:
+        rows = self.query("SELECT kind, target, reason, by_whom, evidence, at FROM safety_events WHERE policy=? "
+                          "AND kind=? ORDER BY id DESC LIMIT 1", (policy, kind))
+        return dict(rows[0]) | {"evidence": json.loads(rows[0]["evidence"] or "{}")} if rows else None
