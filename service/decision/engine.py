@@ -23,7 +23,7 @@ from service.clock import Clock, request_time
 from service.decision import guardrails
 from service.decision.arms import ArmSwitches
 from service.decision.context import validate_context
-from service.decision.explain import render
+from service.decision.explain import render, scored_mode
 from service.decision.localtime import budget_day
 from service.decision.modelcache import VersionCache
 from service.decision.people import People
@@ -140,7 +140,7 @@ class DecisionEngine:
         probs = pmf.tolist()
         pos = sample(probs, uniform_draw(event_id))
         if mode is None:
-            mode = "exploit" if probs[pos] >= max(probs) * (1 - 1e-4) else "explore"
+            mode = scored_mode(probs, pos)
         arm = policy.arms[allowed[pos]]
         ids = policy.arm_ids
         return Decision(**logged, mode=mode, arm=arm.id, probability=probs[pos],
