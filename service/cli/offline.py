@@ -18,7 +18,7 @@ from service.cli.options import (db_option, now_option, now_value, open_store, p
 from service.learning.registry import VersionRegistry
 from service.learning.retrain import retrain
 from service.learning.shadow_report import shadow_report
-from service.offline.errors import EvaluationError
+from service.offline.errors import EvaluationError, NotEnoughData, not_enough_data
 from service.offline.evaluate import evaluate
 from service.offline.export import export, final_decisions
 from service.offline.obd import import_obd
@@ -47,6 +47,9 @@ def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
     except RuntimeError as exc:  # pyarrow missing
         raise click.ClickException(str(exc)) from None
     click.echo(f"exported {n} final decisions of {policy.name} to {out} ({fmt})")
+    if n == 0:
+        click.echo(f"note: {not_enough_data(store, policy, now_value(now), time_value(since, '--since'), time_value(until, '--until'))}",
+                   err=True)
 
 
 @click.command("evaluate")
@@ -86,6 +89,8 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
         result = evaluate(store, policy, candidate, baselines or ("active", "uniform"), now=at,
                           since=time_value(since, "--since"), until=time_value(until, "--until"), n_boot=n_boot,
                           seed=seed, progress=sys.stderr.isatty())
+    except NotEnoughData as exc:  # the data is missing, not an option wrong
+        raise click.ClickException(str(exc)) from None
     except EvaluationError as exc:
         raise click.BadParameter(str(exc), param_hint="--candidate/--baseline") from None
     click.echo(result.table())
@@ -157,5 +162,17 @@ def import_obd_cmd(directory, db, policies):
     for s in summaries:
         click.echo(f"{s['policy']}: {s['impressions']} impressions, {s['clicks']} clicks "
                    f"(observed click rate {s['click_rate']:.4%})")
-    click.echo(f"policies written to {policies}/; evaluate with: tactful evaluate --db {db} --policies {policies} "
-               f"--policy {summaries[0]['policy']} --candidate bts-zozotown --baseline uniform")
+    click.echo(obd_next_step(summaries, db, policies))
+
+
+def obd_next_step(summaries: list[dict], db: str, policies: str) -> str:
+    """The protocol's next command (docs/ope.md): the Bernoulli TS policy estimated from the
+    uniform-random logs; without random logs, what is missing."""
+    random = [s["policy"] for s in summaries if s["logger"].lower() == "random"]
+    if not random:
+        return (f"policies written to {policies}/. The Open Bandit protocol (docs/ope.md) estimates the "
+                "Bernoulli TS policy from the uniform-random logs, and none were imported: add the `random/` "
+                "directory of the dataset and import again")
+    return (f"policies written to {policies}/; evaluate Bernoulli TS on the uniform-random logs (the protocol "
+            f"of docs/ope.md) with: tactful evaluate --db {db} --policies {policies} --policy {random[0]} "
+            "--candidate bts-zozotown --baseline uniform")

@@ -40,7 +40,8 @@ def open_store(db: str, must_exist: bool = True) -> Store:
     """The store `--db` names, its schema brought up to date; a click error naming `--db` when it
     cannot be opened."""
     if must_exist and not is_postgres(db) and not Path(db).is_file():
-        raise click.BadParameter(f"{db!r} does not exist", param_hint="--db")
+        raise click.BadParameter(f"{db!r} does not exist: name the store `tactful serve` wrote (--db PATH, or "
+                                 f"set TACTFUL_DB), or run this where that file is", param_hint="--db")
     try:
         return connect(db, secret=os.environ.get("TACTFUL_SECRET"))
     except StoreError as exc:

@@ -69,10 +69,12 @@ def models_show(db, policies, policy_name, version):
 @policies_option
 @policy_option
 @click.argument("version")
-@click.option("--reason", required=True, help="Why: recorded with the activation.")
+@click.option("--reason", default=None, help="Why: recorded with the activation (default: \"activated from the "
+              "command line\"; POST .../activate over HTTP records \"activated over HTTP\").")
 def models_activate(db, policies, policy_name, version, reason):
     """Serve VERSION now (every worker within about a second). The revert guard watches it."""
     policy = policy_named(policies, policy_name)
+    reason = reason if reason and reason.strip() else "activated from the command line"
     try:
         r = _registry(db).activate(policy.name, _version_arg(version), reason, now_value())
     except Problem as exc:
