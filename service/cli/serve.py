@@ -49,7 +49,7 @@ def _prepare_store(db: str, policies_dir: str, clock_kind: str, host: str, insec
     store = open_store(db, must_exist=False)
     try:
         warning = access_warning(store, host, insecure)
-        now = make_clock(clock_kind, store).now()
+        now = make_clock(clock_kind, store).known()  # None under --clock request before any request
         for policy in policies.values():
             ensure_active_version(store, policy, now)
     finally:

@@ -45,7 +45,7 @@ def models_list(db, policies, policy_name):
     for v in ops.versions(policy.name):
         mark = "*" if v["active"] else ("s" if v["version"] == shadow else " ")
         click.echo(f"{mark:2}{v['version']:>7} {v['parent'] if v['parent'] is not None else '-':>6}  {v['source']:<8} "
-                   f"{to_rfc3339(v['created_at'])[:19]:<20} {v['n_learned'] or 0:>8}  {'yes' if v['evaluations'] else '-'}")
+                   f"{(to_rfc3339(v['created_at']) or '-')[:19]:<20} {v['n_learned'] or 0:>8}  {'yes' if v['evaluations'] else '-'}")
     click.echo("(* active, s shadow)")
 
 
@@ -61,6 +61,10 @@ def models_show(db, policies, policy_name, version):
         v = _registry(db).version(policy.name, _version_arg(version))
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
+    v["created_at"] = to_rfc3339(v["created_at"])
+    v["activations"] = [a | {"at": to_rfc3339(a["at"])} for a in v["activations"]]
+    if v.get("evaluation") and "stored_at" in v["evaluation"]:
+        v["evaluation"]["stored_at"] = to_rfc3339(v["evaluation"]["stored_at"])
     click.echo(json.dumps(v, indent=2, default=str))
 
 

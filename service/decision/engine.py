@@ -233,7 +233,7 @@ class DecisionEngine:
     def ensure_models(self) -> None:
         """Give every policy an initial (untrained) model version if it has none."""
         for policy in self.policies.values():
-            ensure_active_version(self.store, policy, self.clock.now())
+            ensure_active_version(self.store, policy, self.clock.known())
 
 
 def _kept_content(policy: Policy, allowed: list[int], consistent: tuple[str, str] | None,

@@ -31,6 +31,7 @@ from service.offline.export import final_decisions
 from service.learning.registry import VersionRegistry
 from service.policy import Policy
 from service.store import Store
+from service.times import to_rfc3339
 
 EXPLORATION = ("--squarecb --gamma_scale 300 --epsilon 0.05", "--epsilon 0.1")
 # the arms' parts x context; the same with each segment's own table of arms (the `Id` namespace,
@@ -90,10 +91,10 @@ def retrain(store: Store, policy: Policy, now: float, since: float | None = None
             model.close()
     _, args, model = best
     registry = VersionRegistry(store)
-    note = {"trained_on": {"decisions": len(train_rows), "from": train_rows[0].decision.decided_at,
-                           "to": train_rows[-1].decision.decided_at},
-            "held_out": {"decisions": len(test_rows), "from": test_rows[0].decision.decided_at,
-                         "to": test_rows[-1].decision.decided_at},
+    note = {"trained_on": {"decisions": len(train_rows), "from": to_rfc3339(train_rows[0].decision.decided_at),
+                           "to": to_rfc3339(train_rows[-1].decision.decided_at)},
+            "held_out": {"decisions": len(test_rows), "from": to_rfc3339(test_rows[0].decision.decided_at),
+                         "to": to_rfc3339(test_rows[-1].decision.decided_at)},
             "search": [r.__dict__ for r in results], "chosen": args, "n_learned": len(train_rows)}
     version = registry.add_version(policy.name, model.to_bytes(), args, "retrain", now, note)
     model.close()

@@ -26,8 +26,10 @@ class ModelTables:
         rows = self.query("SELECT learner_cursor FROM policy_state WHERE policy=?", (policy,))
         return rows[0][0] if rows else 0
 
-    def ensure_initial_version(self, policy: str, model: bytes, vw_args: str, at: float) -> int:
-        """Version 1, an untrained model, so that every decision names a model version."""
+    def ensure_initial_version(self, policy: str, model: bytes, vw_args: str, at: float | None) -> int:
+        """Version 1, an untrained model, so that every decision names a model version. `at`
+        None: the clock has no time yet (`--clock request` before its first request); the first
+        time it gets fills it in (`fill_unknown_times`)."""
         with self.write() as conn:
             row = conn.execute("SELECT active_version FROM policy_state WHERE policy=?", (policy,)).fetchone()
             if row is not None:
@@ -40,6 +42,13 @@ class ModelTables:
             conn.execute("INSERT INTO activations(policy, version, previous, reason, at) VALUES (?,?,?,?,?)",
                          (policy, 1, None, "initial untrained model", at))
             return 1
+
+    def fill_unknown_times(self, at: float) -> None:
+        """Give the versions and activations recorded before the clock had a time the first time
+        it has."""
+        with self.write() as conn:
+            conn.execute("UPDATE model_versions SET created_at=? WHERE created_at IS NULL", (at,))
+            conn.execute("UPDATE activations SET at=? WHERE at IS NULL", (at,))
 
     def publish_learned(self, policy: str, parent: int, model: bytes | None, vw_args: str, at: float,
                         learned: list[tuple[int, float]], cursor: int, note: dict) -> int | None:
