@@ -34,7 +34,7 @@ from service.store import Decision, Store
 FORMATS = ("vw", "csv", "parquet")
 
 # the one install hint for the parquet extra: the README's and docs/ope.md's say the same
-PARQUET_INSTALL = "pip install -e '.[parquet]'"
+PARQUET_INSTALL = "pip install -c constraints.txt -e '.[parquet]'"
 
 
 @dataclass
