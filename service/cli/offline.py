@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from service.cli.options import (db_option, now_option, now_value, open_store, policies_option, policy_named,
-                                 policy_option, since_option, time_value, until_option)
+from service.cli.options import (db_option, mismatch_option, now_option, now_value, open_store, policies_option,
+                                 policy_in_store, policy_option, since_option, time_value, until_option)
 from service.learning.registry import VersionRegistry
 from service.learning.retrain import retrain
 from service.learning.shadow_report import shadow_report
@@ -31,16 +31,16 @@ OUT = "out"  # default outputs go under ./out, which the repository ignores
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @since_option
 @until_option
 @click.option("--format", "fmt", type=click.Choice(["vw", "csv", "parquet"]), required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True), help="Output file.")
 @now_option
-def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
+def export_cmd(db, policies, policy_name, since, until, fmt, out, now, ignore_mismatch):
     """Export every final decision of a policy: features, allowed arms, logged probabilities,
     chosen arm, outcomes and shaped reward. `vw` is cb_adf text VW learns from as it is."""
-    policy = policy_named(policies, policy_name)
-    store = open_store(db)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     rows = final_decisions(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"))
     try:
         n = export(rows, policy, fmt, out)
@@ -56,6 +56,7 @@ def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @click.option("--candidate", help="A model version (3 or v3), a VW model file, or a baseline name.")
 @click.option("--baseline", "baselines", multiple=True,
               help="active | uniform | logged | fallback | a version | a model file (repeatable; "
@@ -72,11 +73,10 @@ def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-store", is_flag=True, help="Do not store the evaluation beside the candidate version.")
 def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, now, shadow, out, n_boot, seed,
-                 no_store):
+                 no_store, ignore_mismatch):
     """Estimate a candidate's value against the active version and baselines (IPS, SNIPS, DM, DR,
     Switch-DR with 95% intervals and effective sample sizes), as a table and a report."""
-    policy = policy_named(policies, policy_name)
-    store = open_store(db)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     at = now_value(now)
     out = out or f"{OUT}/evaluation-{policy.name}"
     command = "tactful " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -117,6 +117,7 @@ def _shadow(store, policy, now, since, until, seed, out: Path) -> None:
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @since_option
 @until_option
 @now_option
@@ -124,12 +125,11 @@ def _shadow(store, policy, now, since, until, seed, out: Path) -> None:
               help="The latest share of the decisions, held out to choose and evaluate the candidate.")
 @click.option("--bootstrap", "n_boot", default=500, show_default=True, type=click.IntRange(50))
 @click.option("--seed", default=0, show_default=True, type=int)
-def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, seed):
+def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, seed, ignore_mismatch):
     """Train VW offline from the logs over a small grid (exploration, interactions, learning rate),
     choose by DR on a later held-out time slice, and store the winner as a candidate version (not
     active) with its evaluation beside it."""
-    policy = policy_named(policies, policy_name)
-    store = open_store(db)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     try:
         r = retrain(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"),
                     holdout, n_boot=n_boot, seed=seed, progress=sys.stderr.isatty())

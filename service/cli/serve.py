@@ -26,6 +26,7 @@ from service.clock import make_clock
 from service.learning.learner import run_forever
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
+from service.policy.stored import remember
 from service.runtime import build_learner
 from service.store import Store, StoreUnavailable
 from service.store.postgres import safe_location
@@ -50,6 +51,7 @@ def _prepare_store(db: str, policies_dir: str, clock_kind: str, host: str, insec
     try:
         warning = access_warning(store, host, insecure)
         now = make_clock(clock_kind, store).known()  # None under --clock request before any request
+        remember(store, policies, now)
         for policy in policies.values():
             ensure_active_version(store, policy, now)
     finally:

@@ -31,6 +31,7 @@ from service.decision.sampling import in_holdout, sample, uniform_draw
 from service.errors import BadRequest, Conflict, NotFound
 from service.policy import HOLD_ARM, Policy
 from service.policy.bandit import decision_reward, ensure_active_version
+from service.policy.stored import remember
 from service.store import Decision, Outcome, OutcomeConflict, PersonState, Store
 from service.times import to_rfc3339
 
@@ -231,9 +232,12 @@ class DecisionEngine:
         return body
 
     def ensure_models(self) -> None:
-        """Give every policy an initial (untrained) model version if it has none."""
+        """Record the policies in the store (service/policy/stored.py) and give every policy an
+        initial (untrained) model version if it has none."""
+        at = self.clock.known()
+        remember(self.store, self.policies, at)
         for policy in self.policies.values():
-            ensure_active_version(self.store, policy, self.clock.known())
+            ensure_active_version(self.store, policy, at)
 
 
 def _kept_content(policy: Policy, allowed: list[int], consistent: tuple[str, str] | None,

@@ -11,7 +11,7 @@ from typing import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v3(db: sqlite_utils.Database) -> None:
@@ -27,6 +27,15 @@ def _v4(db: sqlite_utils.Database) -> None:
                " last_used_at REAL)")
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS api_keys_hash ON api_keys(key_hash)")
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL")
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    """The policies the store was written with: each policy's name, the fingerprint of its
+    parsed file, the file and the spec, appended when they change (service/policy/stored.py), so
+    that offline commands notice other policy files than the service used."""
+    db.execute("CREATE TABLE IF NOT EXISTS policy_specs (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+               " fingerprint TEXT NOT NULL, spec TEXT NOT NULL, path TEXT, recorded_at REAL)")
+    db.execute("CREATE INDEX IF NOT EXISTS policy_specs_policy ON policy_specs(policy, id)")
 
 
 def create(db: sqlite_utils.Database) -> None:
@@ -103,4 +112,4 @@ def create(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS model_evaluations_version ON model_evaluations(policy, version)")
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4)]
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4), (5, _v5)]

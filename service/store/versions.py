@@ -103,6 +103,30 @@ class ModelTables:
             "SELECT policy, version, parent, source, created_at, vw_args, n_learned, learned_through_seq, note "
             "FROM model_versions WHERE policy=? ORDER BY version", (policy,))]
 
+    # -- the policies the store was written with -------------------------------------------------
+
+    def record_policy(self, policy: str, fingerprint: str, spec: str, path: str | None, at: float | None) -> bool:
+        """Append the policy's fingerprint, spec and file unless the latest recorded is the same;
+        whether a row was added."""
+        with self.write() as conn:
+            row = conn.execute("SELECT fingerprint, path FROM policy_specs WHERE policy=? ORDER BY id DESC LIMIT 1",
+                               (policy,)).fetchone()
+            if row is not None and row[0] == fingerprint and row[1] == path:
+                return False
+            conn.execute("INSERT INTO policy_specs(policy, fingerprint, spec, path, recorded_at) VALUES (?,?,?,?,?)",
+                         (policy, fingerprint, spec, path, at))
+            return True
+
+    def recorded_policy(self, policy: str) -> dict | None:
+        """The latest recorded spec of the policy: {fingerprint, spec (JSON text), path, recorded_at}."""
+        rows = self.query("SELECT fingerprint, spec, path, recorded_at FROM policy_specs WHERE policy=?"
+                          " ORDER BY id DESC LIMIT 1", (policy,))
+        return dict(rows[0]) if rows else None
+
+    def recorded_policies(self) -> list[str]:
+        """The names of every policy the store was written with."""
+        return [r[0] for r in self.query("SELECT DISTINCT policy FROM policy_specs ORDER BY policy")]
+
     # -- the registry: activations, evaluations, shadow, guard ----------------------------------
 
     def add_version(self, policy: str, model: bytes, vw_args: str, source: str, at: float, note: dict,
