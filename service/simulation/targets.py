@@ -65,7 +65,7 @@ class InProcess:
         self.store = open_store(db, secret=f"tactful-simulation-{seed}")  # same keys, same holdout group, every run
         if self.store.decision_count():
             raise SimulationError(f"--db {db} already holds decisions: give a new file")
-        self.clock = ManualClock(float(min(world.ask_t[0], *world.warm_t[:1])) - 1.0)
+        self.clock = ManualClock(float(min([world.ask_t[0], *world.warm_t[:1]])) - 1.0)
         new_id = numbered_ids(f"{maker[:6]}{seed:x}-", 8)  # reproducible event ids
         self.scorer: Scorer | None = None
         self.learner = None
