@@ -245,7 +245,8 @@ def comparison_table(rows: list[dict], whole: bool = False) -> list[str]:
 def learned_summary(metrics: dict) -> str:
     """What a run learned, in a few lines: each segment's most chosen arm over the last quarter
     (and how often it held), the reward per decision quarter by quarter, the model version."""
-    lines = ["what it learned -- each segment's most chosen arm over the last quarter of the run:"]
+    learner = metrics.get("model_version") is not None
+    lines = [("what it learned -- " if learner else "") + "each segment's most chosen arm over the last quarter of the run:"]
     for name, seg in metrics["segments"].items():
         top = seg["top_arms_last_quarter"]
         sends = [a for a in top if a["arm"] != "hold"]
@@ -255,6 +256,6 @@ def learned_summary(metrics: dict) -> str:
     q = metrics["quarters"]
     trend = " -> ".join(f"{round(x, 3) + 0.0:.3f}" for x in q["realized_per_decision"] if x is not None)
     lines.append(f"shaped reward per decision, quarter by quarter: {trend}")
-    if metrics.get("model_version") is not None:
+    if learner:
         lines.append(f"model version now served: {metrics['model_version']}")
     return "\n".join(lines)
