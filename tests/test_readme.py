@@ -113,7 +113,7 @@ def test_the_readmes_requests_answer_as_shown(serve):
 
 def test_simulate_says_what_it_learned(tmp_path):
     r = CliRunner().invoke(main, ["simulate", str(ROOT / "examples/scenarios/see-it-learn.toml"), "--decisions",
-                                  "600", "--quiet", "--out", str(tmp_path / "sim")])
+                                  "300", "--quiet", "--out", str(tmp_path / "sim")])
     assert r.exit_code == 0, r.output
     assert "what it learned -- each segment's most chosen arm over the last quarter of the run:" in r.output
     for segment in ("new_users", "bargain_hunters", "loyal", "dormant"):
