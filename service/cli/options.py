@@ -10,6 +10,7 @@ import click
 
 from service.clock import SystemClock
 from service.policy import Policy, PolicyError, load_policies
+from service.policy.stored import mismatch
 from service.store import Store, StoreError, is_postgres
 from service.store import open_store as connect
 from service.times import parse_time
@@ -17,7 +18,9 @@ from service.times import parse_time
 db_option = click.option("--db", envvar="TACTFUL_DB", default="tactful.db", show_default=True,
                          help="The store: a SQLite file or a postgresql:// URL (or set TACTFUL_DB).")
 policies_option = click.option("--policies", default="examples/policies", show_default=True,
-                               help="Directory of policy TOML files.")
+                               help="Directory of policy TOML files (or one file): the ones the service used.")
+mismatch_option = click.option("--ignore-policy-mismatch", "ignore_mismatch", is_flag=True,
+                               help="Go on when the policy differs from the one the store was written with.")
 policy_option = click.option("--policy", "policy_name", required=True, help="The policy's name.")
 since_option = click.option("--since", help="Only decisions made at or after this time (RFC 3339 or a date).")
 until_option = click.option("--until", help="Only decisions made before this time.")
@@ -36,11 +39,33 @@ def policy_named(policies_dir: str, name: str) -> Policy:
     return policies[name]
 
 
+def policy_in_store(db: str, policies_dir: str, name: str, ignore_mismatch: bool = False) -> tuple[Policy, Store]:
+    """The policy `--policy` names from `--policies`, and the store `--db` names, checked to be the
+    policy the store was written with (service/policy/stored.py): a click error saying what
+    differs and what to do, or a warning with `--ignore-policy-mismatch`."""
+    store = open_store(db)
+    try:
+        policy = policy_named(policies_dir, name)
+    except click.BadParameter as exc:
+        if name in store.recorded_policies():
+            path = store.recorded_policy(name)["path"]
+            exc.message += f"; {store.location} was written with it from {path}: pass --policies {Path(path).parent}"
+        raise
+    different = mismatch(store, policy)
+    if different is not None:
+        if not ignore_mismatch:
+            raise click.ClickException(str(different))
+        click.echo(f"warning (--ignore-policy-mismatch): {different.differences[0]} (and "
+                   f"{len(different.differences) - 1} more differences); going on with {policy.path}", err=True)
+    return policy, store
+
+
 def open_store(db: str, must_exist: bool = True) -> Store:
     """The store `--db` names, its schema brought up to date; a click error naming `--db` when it
     cannot be opened."""
     if must_exist and not is_postgres(db) and not Path(db).is_file():
-        raise click.BadParameter(f"{db!r} does not exist", param_hint="--db")
+        raise click.BadParameter(f"{db!r} does not exist: name the store `tactful serve` wrote (--db PATH, or "
+                                 f"set TACTFUL_DB), or run this where that file is", param_hint="--db")
     try:
         return connect(db, secret=os.environ.get("TACTFUL_SECRET"))
     except StoreError as exc:

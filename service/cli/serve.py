@@ -28,6 +28,7 @@ from service.clock import make_clock
 from service.metrics import MULTIPROC_DIR
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
+from service.policy.stored import remember
 from service.store import Store, StoreUnavailable
 from service.store.postgres import safe_location
 
@@ -50,7 +51,8 @@ def _prepare_store(db: str, policies_dir: str, clock_kind: str, host: str, insec
     store = open_store(db, must_exist=False)
     try:
         warning = access_warning(store, host, insecure)
-        now = make_clock(clock_kind, store).now()
+        now = make_clock(clock_kind, store).known()  # None under --clock request before any request
+        remember(store, policies, now)
         for policy in policies.values():
             ensure_active_version(store, policy, now)
     finally:

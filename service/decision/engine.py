@@ -23,7 +23,7 @@ from service.clock import Clock, request_time
 from service.decision import guardrails
 from service.decision.arms import ArmSwitches, PolicyPause
 from service.decision.context import validate_context
-from service.decision.explain import render
+from service.decision.explain import render, scored_mode
 from service.decision.localtime import budget_day
 from service.decision.modelcache import VersionCache
 from service.decision.people import People
@@ -31,6 +31,7 @@ from service.decision.sampling import in_holdout, sample, uniform_draw
 from service.errors import BadRequest, Conflict, NotFound
 from service.policy import HOLD_ARM, Policy
 from service.policy.bandit import decision_reward, ensure_active_version
+from service.policy.stored import remember
 from service.store import Decision, Outcome, OutcomeConflict, PersonState, Store
 from service.times import to_rfc3339
 
@@ -141,7 +142,7 @@ class DecisionEngine:
         probs = pmf.tolist()
         pos = sample(probs, uniform_draw(event_id))
         if mode is None:
-            mode = "exploit" if probs[pos] >= max(probs) * (1 - 1e-4) else "explore"
+            mode = scored_mode(probs, pos)
         arm = policy.arms[allowed[pos]]
         ids = policy.arm_ids
         return Decision(**logged, mode=mode, arm=arm.id, probability=probs[pos],
@@ -232,9 +233,12 @@ class DecisionEngine:
         return body
 
     def ensure_models(self) -> None:
-        """Give every policy an initial (untrained) model version if it has none."""
+        """Record the policies in the store (service/policy/stored.py) and give every policy an
+        initial (untrained) model version if it has none."""
+        at = self.clock.known()
+        remember(self.store, self.policies, at)
         for policy in self.policies.values():
-            ensure_active_version(self.store, policy, self.clock.now())
+            ensure_active_version(self.store, policy, at)
 
 
 def _kept_content(policy: Policy, allowed: list[int], consistent: tuple[str, str] | None,

@@ -68,7 +68,7 @@ class OnlineLearner:
         self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
 
     def _model(self, policy: Policy) -> tuple[int, VWPolicy, str]:
-        active = ensure_active_version(self.store, policy, self.clock.now())
+        active = ensure_active_version(self.store, policy, self.clock.known())
         current = self._models.get(policy.name)
         if current is None or current[0] != active:
             if current is not None:

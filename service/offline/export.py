@@ -33,6 +33,9 @@ from service.store import Decision, Store
 
 FORMATS = ("vw", "csv", "parquet")
 
+# the one install hint for the parquet extra: the README's and docs/ope.md's say the same
+PARQUET_INSTALL = "pip install -c constraints.txt -e '.[parquet]'"
+
 
 @dataclass
 class LoggedDecision:
@@ -134,7 +137,8 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise RuntimeError("parquet export needs pyarrow: pip install 'tactful[parquet]'") from None
+            raise RuntimeError(f"parquet export needs pyarrow, an optional extra: {PARQUET_INSTALL} "
+                               "(in the repository, with the venv that installed Tactful), or --format csv") from None
         recs = []
         for row in rows:
             rec = _record(policy, row)

@@ -113,10 +113,13 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def load_policies(directory: str | Path) -> dict[str, Policy]:
-    """Every `*.toml` in `directory`, keyed by policy name."""
+    """Every `*.toml` in `directory`, keyed by policy name; or the one policy of a file."""
     directory = Path(directory)
+    if directory.is_file():
+        policy = load_policy(directory)
+        return {policy.name: policy}
     if not directory.is_dir():
-        raise PolicyError(str(directory), "", "is not a directory of policy files")
+        raise PolicyError(str(directory), "", "is neither a directory of policy files nor a policy file")
     policies: dict[str, Policy] = {}
     for file in sorted(directory.glob("*.toml")):
         policy = load_policy(file)

@@ -32,9 +32,10 @@ def new_model(policy: Policy) -> VWPolicy:
     return VWPolicy(arm_lines(policy), policy.spec.learner.vw_args, seed=policy.spec.learner.seed)
 
 
-def ensure_active_version(store: Store, policy: Policy, now: float) -> int:
+def ensure_active_version(store: Store, policy: Policy, now: float | None) -> int:
     """The policy's active model version; when it has none, a fresh (untrained) model published
-    as its first version. The engine, the learner and `tactful serve` all start from here."""
+    as its first version, created at `now` (None: the clock has no time yet, see
+    `Clock.known`). The engine, the learner and `tactful serve` all start from here."""
     active = store.active_version(policy.name)
     if active is None:
         model = new_model(policy)

@@ -82,6 +82,19 @@ class DecisionLog:
         params += [until] if until is not None else []
         return [Decision.from_row(dict(r)) for r in self.query(sql, tuple(params + [limit]))]
 
+    def finality(self, policy: str, now: float, since: float | None = None, until: float | None = None) -> dict:
+        """How many of the policy's decisions made in [since, until) are logged, how many are
+        final at `now` (window closed, or learned), and when the next one becomes final (None
+        when none is waiting): what a command says when it finds too few final decisions."""
+        where = ("policy=?" + (" AND decided_at>=?" if since is not None else "")
+                 + (" AND decided_at<?" if until is not None else ""))
+        params = [policy] + [t for t in (since, until) if t is not None]
+        row = self.query(
+            "SELECT count(*), sum(CASE WHEN closes_at<=? OR learned_version IS NOT NULL THEN 1 ELSE 0 END),"
+            " min(CASE WHEN closes_at>? AND learned_version IS NULL THEN closes_at END)"
+            f" FROM decisions WHERE {where}", tuple([now, now] + params))[0]
+        return {"decisions": row[0], "final": row[1] or 0, "next_final_at": row[2]}
+
     def import_logged(self, decisions: list[Decision], outcomes: list[Outcome]) -> None:
         """Decisions logged elsewhere (an imported data set) and their outcomes, in one transaction;
         ones already stored (by event id, and outcome id) are left as they are. Nothing is

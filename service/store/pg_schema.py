@@ -195,12 +195,20 @@ _V4 = [
     "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL",
 ]
 
-# pauses and resumes of a policy, with their reasons (service/store/safety.py)
+# pauses, resumes, circuit breaker changes and contents reports (service/store/safety.py)
 _V5 = [
     f"""CREATE TABLE IF NOT EXISTS safety_events (id {_IDENTITY}, policy text NOT NULL, kind text NOT NULL,
         target text NOT NULL, reason text NOT NULL, by_whom text, evidence text, at double precision NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS safety_events_policy ON safety_events(policy, id)",
 ]
 
+# the policies the store was written with (service/policy/stored.py)
+_V6 = [
+    f"""CREATE TABLE IF NOT EXISTS policy_specs (id {_IDENTITY}, policy text NOT NULL, fingerprint text NOT NULL,
+        spec text NOT NULL, path text, recorded_at double precision)""",
+    "CREATE INDEX IF NOT EXISTS policy_specs_policy ON policy_specs(policy, id)",
+]
+
 # (version, statements), applied in order inside one transaction
-MIGRATIONS: list[tuple[int, list[str]]] = [(2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5)]
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6)]

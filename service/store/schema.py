@@ -11,7 +11,7 @@ from typing import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _v3(db: sqlite_utils.Database) -> None:
@@ -30,11 +30,21 @@ def _v4(db: sqlite_utils.Database) -> None:
 
 
 def _v5(db: sqlite_utils.Database) -> None:
-    """Pauses and resumes of a policy, with their reasons (service/store/safety.py)."""
+    """Pauses, resumes, circuit breaker changes and contents reports of a policy, with their
+    reasons and evidence (service/store/safety.py)."""
     db.execute("CREATE TABLE IF NOT EXISTS safety_events (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
                " kind TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, by_whom TEXT, evidence TEXT,"
                " at REAL NOT NULL)")
     db.execute("CREATE INDEX IF NOT EXISTS safety_events_policy ON safety_events(policy, id)")
+
+
+def _v6(db: sqlite_utils.Database) -> None:
+    """The policies the store was written with: each policy's name, the fingerprint of its
+    parsed file, the file and the spec, appended when they change (service/policy/stored.py), so
+    that offline commands notice other policy files than the service used."""
+    db.execute("CREATE TABLE IF NOT EXISTS policy_specs (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+               " fingerprint TEXT NOT NULL, spec TEXT NOT NULL, path TEXT, recorded_at REAL)")
+    db.execute("CREATE INDEX IF NOT EXISTS policy_specs_policy ON policy_specs(policy, id)")
 
 
 def create(db: sqlite_utils.Database) -> None:
@@ -111,4 +121,5 @@ def create(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS model_evaluations_version ON model_evaluations(policy, version)")
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4), (5, _v5)]
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
+    (2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6)]
