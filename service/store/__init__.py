@@ -7,12 +7,15 @@ interface (`base.Store`, whose queries live in `people.py`, `decisions.py`, `ver
 address."""
 from service.store.base import SchemaTooNew, Store
 from service.store.keys import KeyNameTaken
-from service.store.records import (AlreadyActive, Decision, NoSuchVersion, Outcome, OutcomeConflict,
-                                   PersonState, StoreError, StoreUnavailable)
+from service.store.records import (DELIVERY_STATUSES, UNDELIVERED, AlreadyActive, Decision, DeliveryConflict,
+                                   DuplicateRequest, NoSuchVersion, Outcome, OutcomeConflict, PersonState,
+                                   RequestClaim, StoreError, StoreUnavailable)
+from service.store.campaign import REQUEST_TTL
 from service.store.postgres import PostgresStore
 from service.store.sqlite import SQLiteStore
 
-__all__ = ["AlreadyActive", "Decision", "KeyNameTaken", "NoSuchVersion", "Outcome", "OutcomeConflict", "PersonState",
+__all__ = ["DELIVERY_STATUSES", "REQUEST_TTL", "UNDELIVERED", "AlreadyActive", "Decision", "DeliveryConflict",
+           "DuplicateRequest", "RequestClaim", "KeyNameTaken", "NoSuchVersion", "Outcome", "OutcomeConflict", "PersonState",
            "PostgresStore", "SQLiteStore", "SchemaTooNew", "Store", "StoreError", "StoreUnavailable", "is_postgres",
            "open_store"]
 

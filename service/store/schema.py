@@ -11,7 +11,7 @@ from typing import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v3(db: sqlite_utils.Database) -> None:
@@ -27,6 +27,21 @@ def _v4(db: sqlite_utils.Database) -> None:
                " last_used_at REAL)")
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS api_keys_hash ON api_keys(key_hash)")
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL")
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    """Campaign tools (docs/integration.md): idempotent decides, by the caller's request id, with
+    the answer they got (kept 24 hours: service/store/campaign.py); delivery reports, each kept
+    for audit, and the decision's latest delivery status, which the learner and export read."""
+    db.execute("CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, policy TEXT NOT NULL,"
+               " person_key TEXT, event_id TEXT NOT NULL, request_hash TEXT NOT NULL, response TEXT NOT NULL,"
+               " at REAL NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS requests_person ON requests(person_key)")
+    db.execute("CREATE TABLE IF NOT EXISTS deliveries (id INTEGER PRIMARY KEY, event_id TEXT NOT NULL,"
+               " status TEXT NOT NULL, reason TEXT, at REAL NOT NULL, released INTEGER NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id)")
+    if "delivery" not in db["decisions"].columns_dict:
+        db.execute("ALTER TABLE decisions ADD COLUMN delivery TEXT")
 
 
 def create(db: sqlite_utils.Database) -> None:
@@ -103,4 +118,4 @@ def create(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS model_evaluations_version ON model_evaluations(policy, version)")
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4)]
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4), (5, _v5)]
