@@ -117,8 +117,12 @@ def people(draw, data):
         edge = now + draw(st.integers(-24, 36)) * HOUR
         arm_state[target] = {"status": status, "valid_from": edge if window == "from" else None,
                              "valid_until": edge if window == "until" else None}
+    # the request's eligible sets (None: no restriction)
+    only_contents = draw(st.none() | st.lists(st.sampled_from(contents), min_size=1, unique=True))
+    only_channels = draw(st.none() | st.lists(st.sampled_from(channels), min_size=1, unique=True))
     return {"now": now, "prefs": prefs, "consent": consent, "contacts": contacts, "signals": signals,
-            "unengaged": draw(st.integers(0, 4)), "arm_state": arm_state, "budget_used": draw(st.integers(0, 2))}
+            "unengaged": draw(st.integers(0, 4)), "arm_state": arm_state, "budget_used": draw(st.integers(0, 2)),
+            "contents": only_contents, "channels": only_channels}
 
 
 # -- the reference ------------------------------------------------------------------------------
@@ -219,6 +223,10 @@ def reference(data: dict, person: dict, policy) -> tuple[dict[str, set[str]], di
         if sup and person["unengaged"] >= sup["after"] and not any(
                 r["channel"] == ch for r in sup["allow"]):
             reasons.add("suppressed")
+        if person["contents"] is not None and c.id not in person["contents"]:
+            reasons.add("not_eligible_content")
+        if person["channels"] is not None and ch not in person["channels"]:
+            reasons.add("not_eligible_channel")
         out[arm.id] = reasons
     return out, times
 
@@ -273,7 +281,8 @@ def test_removed_arms_are_exactly_the_disallowed_ones(store, data):
     user = f"user-{name}"
     arrange(store, name, store.person_key(user), person, policy)
 
-    answer = engine.decide(name, DecideInput(user, {"segment": "s"}))
+    answer = engine.decide(name, DecideInput(user, {"segment": "s"}, contents=person["contents"],
+                                             channels=person["channels"]))
     event = engine.event(answer["event_id"])
     expected, times = reference(spec, person, policy)
 
