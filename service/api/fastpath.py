@@ -62,7 +62,7 @@ class DecideFastPath:
             return self.wsgi_app(environ, start_response)
         raw = environ["wsgi.input"].read(int(length))
         try:
-            req = decide_input(orjson.loads(raw))
+            req = decide_input(orjson.loads(raw), environ.get("HTTP_IDEMPOTENCY_KEY"))
         except (ValueError, Problem):  # the Flask route says what is wrong, as for any request
             environ["wsgi.input"] = io.BytesIO(raw)
             return self.wsgi_app(environ, start_response)

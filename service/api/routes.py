@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 from service.api import schemas
 from service.api.auth import ANY, PUBLIC, requires
 from service.api.problems import problem_response
-from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
+from service.decision.engine import DecideInput, DecisionEngine, DeliveryInput, OutcomeInput
 from service.errors import BadRequest, Problem
 from service.learning.learner import LEASE
 from service.store import StoreUnavailable
@@ -39,11 +39,23 @@ def _ts(dt) -> float | None:
     return dt.timestamp() if dt is not None else None
 
 
-def decide_input(payload: object) -> DecideInput:
-    """A decide request's JSON body, validated (BadRequest naming the field), as the engine's input.
-    Also what the WSGI fast path in front of this route uses (service/api/fastpath.py)."""
+def decide_input(payload: object, idempotency_key: str | None = None) -> DecideInput:
+    """A decide request's JSON body and its `Idempotency-Key` header, validated (BadRequest naming
+    the field), as the engine's input. Also what the WSGI fast path in front of this route uses
+    (service/api/fastpath.py)."""
     req = schemas.parse(schemas.DecideRequest, payload)
-    return DecideInput(req.user_id, req.context, req.consistency_key, _ts(req.timestamp))
+    request_id = req.request_id
+    if idempotency_key is not None:
+        try:
+            schemas.request_id(idempotency_key)
+        except ValueError as exc:
+            raise BadRequest(f"Idempotency-Key: {exc}", "Idempotency-Key") from None
+        if request_id is not None and request_id != idempotency_key:
+            raise BadRequest("the Idempotency-Key header and request_id differ: send one, or both alike",
+                             "request_id")
+        request_id = idempotency_key
+    return DecideInput(req.user_id, req.context, req.consistency_key, _ts(req.timestamp), request_id,
+                       req.contents, req.channels)
 
 
 @decisions.post("/v1/policies/<policy>/decide")
@@ -51,7 +63,7 @@ def decide_input(payload: object) -> DecideInput:
 def decide(policy: str):
     eng = engine()
     eng.policy(policy)  # 404 before 400: an unknown policy is the first thing to fix
-    return jsonify(eng.decide(policy, decide_input(body())))
+    return jsonify(eng.decide(policy, decide_input(body(), request.headers.get("Idempotency-Key"))))
 
 
 @decisions.post("/v1/events/<event_id>/outcomes")
@@ -60,6 +72,13 @@ def outcome(event_id: str):
     req = schemas.parse(schemas.OutcomeRequest, body())
     result = engine().record_outcome(event_id, OutcomeInput(req.type, req.value, req.outcome_id, _ts(req.timestamp)))
     return jsonify(result), 202
+
+
+@decisions.post("/v1/events/<event_id>/delivery")
+@requires("decide")
+def delivery(event_id: str):
+    req = schemas.parse(schemas.DeliveryRequest, body())
+    return jsonify(engine().record_delivery(event_id, DeliveryInput(req.status, req.reason, _ts(req.timestamp)))), 202
 
 
 @decisions.get("/v1/events/<event_id>")

@@ -34,8 +34,24 @@ def _in_range(v: datetime) -> datetime:
 Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
 
 
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def request_id(v: str) -> str:
+    """A decide's request id (`request_id` or the `Idempotency-Key` header)."""
+    if not REQUEST_ID.fullmatch(v):
+        raise ValueError("must be 1 to 128 letters, digits and ._:- (a UUID will do)")
+    return v
+
+
+RequestId = Annotated[str, AfterValidator(request_id), Field(json_schema_extra={"pattern": f"^{REQUEST_ID.pattern}$"})]
 
 
 class DecideRequest(_Request):
@@ -46,6 +62,27 @@ class DecideRequest(_Request):
                                         description="Decisions sharing this key keep the same content.")
     timestamp: Timestamp | None = Field(default=None,
                                         description="RFC 3339; only with `tactful serve --clock request`.")
+    request_id: RequestId | None = Field(
+        default=None, description="Idempotency key (or the `Idempotency-Key` header): a repeat within 24 hours "
+                                  "answers the same decision and reserves nothing more; the same id with another "
+                                  "body is a 409. Up to 128 letters, digits and `._:-`.")
+    contents: list[Name] | None = Field(default=None, min_length=1, max_length=256,
+                                        description="The eligible set: only these contents of the policy; the "
+                                                    "others are removed as `not_eligible_content`.")
+    channels: list[Name] | None = Field(default=None, min_length=1, max_length=16,
+                                        description="Only these channels; the others are removed as "
+                                                    "`not_eligible_channel`.")
+
+
+class DeliveryRequest(_Request):
+    """What became of a decision's message (an idempotent report: a repeat is acknowledged)."""
+
+    status: Literal["sent", "not_sent", "bounced", "failed"] = Field(
+        description="`sent`; or it never reached the person: `not_sent` (the tool did not send it), `bounced`, "
+                    "`failed` -- these release the decision's contact, budget and suppression count, and the "
+                    "decision is not learned as a contact. A `sent` may later become `bounced` or `failed`.")
+    reason: str | None = Field(default=None, min_length=1, max_length=256, description="Why, for the audit trail.")
+    timestamp: Timestamp | None = Field(default=None, description="RFC 3339; only with --clock request.")
 
 
 class OutcomeRequest(_Request):
@@ -89,9 +126,6 @@ class QuietHoursIn(_Request):
         if info.data.get("start") == v:
             raise ValueError("must differ from start: quiet hours would be empty")
         return v
-
-
-Name = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class PreferencesRequest(_Request):
@@ -163,8 +197,20 @@ class OutcomeResponse(BaseModel):
     note: str | None
 
 
+class DeliveryResponse(BaseModel):
+    event_id: str
+    status: str
+    reason: str | None
+    accepted: bool
+    duplicate: bool
+    released: bool
+    note: str | None
+
+
 class EventResponse(DecideResponse):
     status: Literal["pending", "final", "learned"]
+    delivery: dict[str, Any] | None = Field(description="A send's delivery: the latest status reported (null: "
+                                                        "none yet) and every report; null for a hold.")
     reward: float | None
     reward_window_closes_at: str
     learned_in_version: int | None
@@ -216,6 +262,7 @@ def _resp(code: str, name: str, desc: str) -> dict:
 
 _PLAIN = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
 _PROBLEMS = _resp("400", "Problem", "Invalid input: the field and the reason") | _resp("404", "Problem", "Not found")
+_TOO_LARGE = _resp("413", "Problem", "The body is over 1 MiB (naming `body`)")
 BEARER = {"type": "http", "scheme": "bearer",
           "description": "An API key (`tk_...`) from `tactful keys create` or `POST /v1/keys`, as "
                          "`Authorization: Bearer <key>`. Each operation names the scope it needs in `x-scopes` "
@@ -226,7 +273,8 @@ BEARER = {"type": "http", "scheme": "bearer",
 def openapi(policies: list[str], scopes: dict[tuple[str, str], str]) -> dict:
     """The OpenAPI 3.1 document; `scopes` gives what each (path, method) needs (service/api/auth.py),
     every operation's is required."""
-    models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, EventResponse, ConsentRequest,
+    models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, DeliveryRequest, DeliveryResponse,
+              EventResponse, ConsentRequest,
               PreferencesRequest, ArmPatchRequest, KeyRequest, Problem]
     schemas: dict[str, Any] = {}
     for m in models:
@@ -286,8 +334,18 @@ def _paths(policies: list[str]) -> dict:
     user_param = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         "/v1/policies/{policy}/decide": {"post": {
-            "operationId": "decide", "parameters": [policy_param], "requestBody": body("DecideRequest"),
-            "responses": resp("200", "DecideResponse", "The decision") | problems}},
+            "operationId": "decide", "requestBody": body("DecideRequest"),
+            "parameters": [policy_param, {"name": "Idempotency-Key", "in": "header", "required": False,
+                                          "description": "The request id, instead of `request_id` in the body",
+                                          "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:\-]{1,128}$"}}],
+            "responses": resp("200", "DecideResponse", "The decision (a repeated request id: the same one)")
+            | problems | resp("409", "Problem", "The request id was used for another request, or the person's "
+                                               "state kept changing") | _TOO_LARGE}},
+        "/v1/events/{event_id}/delivery": {"post": {
+            "operationId": "reportDelivery", "parameters": [event_param], "requestBody": body("DeliveryRequest"),
+            "responses": resp("202", "DeliveryResponse", "Stored (or acknowledged as a repeat)") | problems
+            | resp("409", "Problem", "It contradicts the status reported before, or the decision was a hold")
+            | _TOO_LARGE}},
         "/v1/events/{event_id}/outcomes": {"post": {
             "operationId": "reportOutcome", "parameters": [event_param], "requestBody": body("OutcomeRequest"),
             "responses": resp("202", "OutcomeResponse", "Stored (or acknowledged as a repeat)")

@@ -39,7 +39,7 @@ from models.vw_policy import VWPolicy, options_args, resume_conflicts, stored_op
 from service.clock import Clock
 from service.policy import Policy
 from service.policy.bandit import arm_lines, decision_reward, ensure_active_version, reward_spec
-from service.store import Store
+from service.store import UNDELIVERED, Store
 
 log = logging.getLogger("tactful.learner")
 
@@ -133,7 +133,8 @@ class OnlineLearner:
             return 0
         self._models[policy.name] = (version, model, vw_args)
         if version == parent:
-            log.warning("policy %s: none of %d closed decisions maps to the policy's arms; no new version",
+            log.warning("policy %s: none of %d closed decisions maps to the policy's arms or reached anyone; "
+                        "no new version",
                         policy.name, len(learned))
         else:
             log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(learned), version)
@@ -141,7 +142,11 @@ class OnlineLearner:
 
     def _learn(self, policy: Policy, model: VWPolicy, ready: list, learned: list[tuple[int, float]]) -> int:
         """Learn `ready` into `model`, appending each one's (seq, reward) to `learned`; how many
-        were skipped (their arms are no longer the policy's)."""
+        were skipped: their arms are no longer the policy's, or their message never reached the
+        person (a delivery report of not_sent, bounced or failed). Such a decision says nothing
+        of what its arm does to a person, so it is not learned as a contact, as an inactive event
+        is not learned by Personalizer; it is marked learned with its no-contact reward, so
+        evaluation keeps it (docs/ope.md)."""
         outcomes = self.store.outcomes_for([d.event_id for d in ready])
         spec = reward_spec(policy)
         arm_index = policy.arm_index
@@ -150,6 +155,9 @@ class OnlineLearner:
             reward = decision_reward(policy, d, outcomes[d.event_id], spec)
             learned.append((d.seq, reward))
             allowed = [arm_index.get(a) for a in d.allowed]
+            if d.delivery in UNDELIVERED:
+                skipped += 1
+                continue
             if d.arm not in arm_index or None in allowed:
                 skipped += 1  # the policy's arms changed since: nothing to map this decision to
                 continue

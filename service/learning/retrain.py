@@ -30,7 +30,7 @@ from service.offline.target_policies import model_target
 from service.offline.export import final_decisions
 from service.learning.registry import VersionRegistry
 from service.policy import Policy
-from service.store import Store
+from service.store import UNDELIVERED, Store
 
 EXPLORATION = ("--squarecb --gamma_scale 300 --epsilon 0.05", "--epsilon 0.1")
 # the arms' parts x context; the same with each segment's own table of arms (the `Id` namespace,
@@ -58,6 +58,8 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
     spec = reward_spec(policy)
     for row in rows:
         d = row.decision
+        if d.delivery in UNDELIVERED:  # as the online learner: a message that reached no one is not learned
+            continue
         model.learn(shared_line(d.context, d.history), [policy.arm_index[a] for a in d.allowed], row.chosen,
                     to_cost(spec, row.reward), d.probability)
     return model

@@ -94,12 +94,12 @@ def _record(policy: Policy, row: LoggedDecision) -> dict:
         "mode": d.mode, "arm": d.arm, "chosen_index": row.chosen, "probability": d.probability,
         "reward": row.reward, "cost": to_cost(reward_spec(policy), row.reward),
         "allowed": d.allowed, "probabilities": d.probabilities,
-        "context": d.context, "history": d.history, "outcomes": row.outcomes,
+        "context": d.context, "history": d.history, "outcomes": row.outcomes, "delivery": d.delivery,
     }
 
 
 CSV_COLUMNS = ["event_id", "seq", "decided_at", "model_version", "mode", "arm", "chosen_index", "probability",
-               "reward", "cost", "allowed", "probabilities", "context", "history", "outcomes"]
+               "reward", "cost", "allowed", "probabilities", "context", "history", "outcomes", "delivery"]
 JSON_COLUMNS = ("allowed", "probabilities", "context", "history", "outcomes")
 
 
@@ -146,7 +146,8 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
                             ("chosen_index", pa.int64()), ("probability", pa.float64()),
                             ("reward", pa.float64()), ("cost", pa.float64()),
                             ("allowed", pa.list_(pa.string())), ("probabilities", pa.list_(pa.float64())),
-                            ("context", pa.string()), ("history", pa.string()), ("outcomes", pa.string())])
+                            ("context", pa.string()), ("history", pa.string()), ("outcomes", pa.string()),
+                            ("delivery", pa.string())])
         pq.write_table(pa.Table.from_pylist(recs, schema=schema), str(out))
         n = len(recs)
     return n
