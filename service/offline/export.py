@@ -29,7 +29,7 @@ from models.reward import to_cost
 from service.policy.bandit import arm_lines, decision_reward, reward_spec
 from service.policy import Policy
 from service.times import to_rfc3339
-from service.store import Decision, Store
+from service.store import UNDELIVERED, Decision, Store
 
 FORMATS = ("vw", "csv", "parquet")
 
@@ -107,7 +107,10 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
     """Write `rows` to `out` in `fmt` (vw, csv, parquet), its directory created if missing; return
     how many were written.
 
-    csv: one row per decision; list and object columns hold JSON text.
+    vw: training examples, as the online learner learns them: sends reported undelivered are left
+    out (not counted).
+    csv: one row per decision; list and object columns hold JSON text; `delivery` is the latest
+    delivery report's status (empty: none reported).
     parquet: the same columns; `allowed` and `probabilities` are typed lists, the others JSON text.
     """
     if fmt not in FORMATS:
@@ -119,6 +122,8 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
         lines = arm_lines(policy)
         with out.open("w", encoding="utf-8") as fh:
             for row in rows:
+                if row.decision.delivery in UNDELIVERED:  # learned from as the online learner does: not at all
+                    continue
                 fh.write(vw_example(policy, row, lines) + "\n\n")
                 n += 1
     elif fmt == "csv":
