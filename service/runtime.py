@@ -24,6 +24,7 @@ from service.learning.learner import OnlineLearner
 from service.learning.registry import VersionRegistry
 from service.learning.shadow import ShadowScorer
 from service.policy import Policy
+from service.policy.reload import PolicyReloads
 from service.store import Store
 
 
@@ -53,9 +54,13 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
 
 
 def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 100_000,
-                  wall_clock: Callable[[], float] = time.time) -> OnlineLearner:
+                  wall_clock: Callable[[], float] = time.time, follow_reloads: bool = False) -> OnlineLearner:
     """The online learner, with the revert guard judging a newly activated version before each
     step. `wall_clock` paces how often each policy is learned (real seconds, whatever `clock` says);
-    the lease goes by the store's own clock."""
+    the lease goes by the store's own clock. With `follow_reloads`, it learns each policy as its
+    file was last reloaded (service/policy/reload.py), as `tactful learn` does."""
     guard = RevertGuard(VersionRegistry(store))
-    return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step])
+    policies = dict(policies)
+    follow = (PolicyReloads(store, policies, lambda p: policies.__setitem__(p.name, p)).follow if follow_reloads
+              else lambda: None)
+    return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step], follow=follow)

@@ -35,6 +35,7 @@ ROUTES = [
     ("delete", "/v1/users/{user_id}", "/v1/users/u2", None, "people:write", 200),
     ("patch", "/v1/policies/{policy}/arms/{arm}", "/v1/policies/lifecycle/arms/win_back", {"status": "retired"},
      "admin", 200),
+    ("post", "/v1/policies/{policy}/reload", "/v1/policies/lifecycle/reload", {"reason": "test"}, "admin", 200),
     ("get", "/v1/policies/{policy}/models", "/v1/policies/lifecycle/models", None, "admin", 200),
     ("post", "/v1/policies/{policy}/models/{version}/activate", "/v1/policies/lifecycle/models/1/activate", {},
      "admin", 409),  # version 1 is active already: past the key, the registry answers

@@ -1,15 +1,19 @@
 """A campaign tool's loop on a real `tactful serve` (gunicorn workers, a learner): retries of one
 decide, on every worker and on two PostgreSQL replicas at once, are one decision and one
 reservation; a `not_sent` delivery report frees the cap for the next decide; eligible sets remove
-the other arms with their reasons. docs/integration.md walks the same loop with curl."""
+the other arms with their reasons; an edited policy file is served by every worker within 2
+seconds of a reload (HTTP or SIGHUP), and an invalid one is refused while the old one serves on. docs/integration.md walks the same loop with curl."""
 from __future__ import annotations
 
+import shutil
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from serving import serve  # noqa: F401  (fixture)
+from serving import ROOT, serve, start_serve  # noqa: F401  (fixture)
 from test_replicas import CHANNELS, START, at, consent, one_row, replicas  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +92,59 @@ def test_a_retry_on_the_other_replica_is_the_same_decision(replicas):
     assert one_row(url, "SELECT count(*) FROM decisions")[0] == 1
     expected = 0 if answers[0].json()["action"]["hold"] else 1
     assert one_row(url, "SELECT count(*) FROM contacts")[0] == expected
+
+
+def test_edited_policy_files_reload_on_post_and_sighup_and_an_invalid_one_is_kept(tmp_path):
+    """A real server with two workers: a content added to the file is served by every worker
+    within 2 seconds of a POST .../reload, then of a SIGHUP to `tactful serve`; a file that does
+    not validate is refused both ways and the running policy is kept."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "examples" / "policies", policies)
+    toml = policies / "lifecycle.toml"
+    proc, base = start_serve(["--db", str(tmp_path / "r.db"), "--policies", str(policies), "--workers", "2"],
+                             tmp_path / "serve.log")
+    try:
+        original = toml.read_text()
+        add_content(toml, "summer_sale")
+        r = post(base, "/v1/policies/lifecycle/reload", {"reason": "summer campaign"})
+        assert r.status_code == 200 and r.json()["changed"] and r.json()["arm_count"] == 82
+        assert every_worker_serves(base, "summer_sale", within=2.0)
+
+        toml.write_text(original)
+        add_content(toml, "autumn_sale")
+        proc.send_signal(signal.SIGHUP)
+        assert every_worker_serves(base, "autumn_sale", within=2.0 + 1.0)  # + the parent's 0.2 s tick
+        assert requests.get(f"{base}/v1/policies/lifecycle", timeout=10).json()["reloaded"]["source"] == "SIGHUP"
+
+        toml.write_text(toml.read_text().replace('min_gap = "2h"', 'min_gap = "two hours"'))
+        bad = post(base, "/v1/policies/lifecycle/reload", {})
+        assert bad.status_code == 409 and bad.json()["field"] == "guardrails.min_gap"
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(2.0)
+        assert every_worker_serves(base, "autumn_sale", within=0.0)  # still the last valid file
+        assert "kept as it runs, its file does not validate" in (tmp_path / "serve.log").read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+def add_content(toml, content_id: str) -> None:
+    body = toml.read_text()
+    at = body.index("[[timing]]")
+    toml.write_text(body[:at] + f'[[content]]\nid = "{content_id}"\ntopic = "promotion"\n\n' + body[at:])
+
+
+def every_worker_serves(base: str, content_id: str, within: float) -> bool:
+    """Whether, from `within` seconds on, 20 requests in a row (spread over the workers) all know
+    the content."""
+    deadline = time.monotonic() + within
+    while True:
+        answers = [requests.post(f"{base}/v1/policies/lifecycle/decide", timeout=10,
+                                 json={"user_id": f"w{i}", "context": {"segment": "s"}, "contents": [content_id]})
+                   for i in range(20)]
+        if all(a.status_code == 200 for a in answers):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)

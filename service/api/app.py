@@ -23,6 +23,7 @@ from service.api.problems import OrjsonProvider, internal_problem, problem_respo
 from service.clock import make_clock
 from service.errors import Problem
 from service.policy import Policy, load_policies
+from service.policy.reload import PolicyReloads
 from service.runtime import build_engine
 from service.store import StoreUnavailable, open_store
 
@@ -35,6 +36,8 @@ DEFAULTS = {
     "ACCESS_LOG": True,  # one JSON line per request on stderr (service/api/requestlog.py)
     # how often each worker reads the API keys again: a new or revoked key counts within about this
     "KEYS_REFRESH_SECONDS": 1.0,
+    # how often each worker looks for policy files reloaded elsewhere (service/policy/reload.py)
+    "POLICY_REFRESH_SECONDS": 1.0,
     # a request body larger than this is refused (413, naming `body`) before it is read: a decide
     # or an outcome is a few hundred bytes, so 1 MiB leaves room for large contexts
     "MAX_CONTENT_LENGTH": 1024 * 1024,
@@ -59,6 +62,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     engine = build_engine(store, policies, clock, refresh_seconds=float(app.config["MODEL_REFRESH_SECONDS"]))
     engine.ensure_models()
     app.extensions["tactful"] = engine
+    reloads = PolicyReloads(store, policies, engine.use_policy, float(app.config["POLICY_REFRESH_SECONDS"]))
+    app.extensions["tactful_reloads"] = reloads
 
     app.register_blueprint(routes.decisions)
     app.register_blueprint(routes.policies_bp)
@@ -69,11 +74,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     keys.init_app(app, ring)
     _authorize_requests(app, ring)
     _handle_errors(app)
-    app.wsgi_app = DecideFastPath(app, engine, ring)
+    app.wsgi_app = DecideFastPath(app, engine, ring, follow_reloads(reloads))
     sink = app.config["ACCESS_LOG"]
     if sink:  # True: JSON lines on stderr; a callable (tests): each line to it
         app.wsgi_app = RequestLog(app.wsgi_app, sink if callable(sink) else stderr_lines())
     return app
+
+
+def follow_reloads(reloads: PolicyReloads):
+    """What runs before each request (the fast path is the app's outermost layer): the policies
+    reloaded anywhere, looked for at most once a second, so every worker serves a reloaded policy
+    file within about a second of its next request."""
+    def follow() -> None:
+        try:
+            reloads.follow()
+        except StoreUnavailable as exc:  # the request says so itself if it needs the store
+            logging.getLogger("tactful").warning("could not look for reloaded policies: %s", exc)
+    return follow
 
 
 def _authorize_requests(app: Flask, ring: KeyRing) -> None:

@@ -9,11 +9,13 @@ from flask import Blueprint, current_app, jsonify, request
 from service.api import schemas
 from service.api.auth import ANY, PUBLIC, requires
 from service.api.problems import problem_response
+from service.api.requestlog import KEY
 from service.decision.engine import DecideInput, DecisionEngine, DeliveryInput, OutcomeInput
-from service.errors import BadRequest, Problem
+from service.errors import BadRequest, Conflict, Problem
 from service.learning.learner import LEASE
+from service.policy import PolicyError
 from service.store import StoreUnavailable
-from service.times import parse_time
+from service.times import parse_time, to_rfc3339
 
 decisions = Blueprint("decisions", __name__)
 policies_bp = Blueprint("policies", __name__)
@@ -103,8 +105,11 @@ def list_policies():
 def get_policy(policy: str):
     eng = engine()
     p = eng.policy(policy)
+    reloaded = eng.store.published_policies().get(p.name)
+    if reloaded is not None:
+        reloaded = {k: v for k, v in reloaded.items() if k != "text"} | {"at": to_rfc3339(reloaded["at"])}
     return jsonify(p.summary() | {"active_model_version": eng.store.active_version(p.name),
-                                  "counts": eng.store.policy_counts(p.name, eng.clock.now())})
+                                  "counts": eng.store.policy_counts(p.name, eng.clock.now()), "reloaded": reloaded})
 
 
 @users.put("/v1/users/<user_id>/consent")
@@ -156,6 +161,24 @@ def get_user_decisions(user_id: str):
 @requires("people:write")
 def delete_user(user_id: str):
     return jsonify(engine().people.erase(user_id))
+
+
+@policies_bp.post("/v1/policies/<policy>/reload")
+@requires("admin")
+def reload_policy(policy: str):
+    """Validate the policy's file again and serve it in every worker; an invalid file is a 409
+    naming the key and the reason, and the running policy is kept."""
+    eng = engine()
+    eng.policy(policy)
+    raw = request.get_data(cache=True)
+    req = schemas.parse(schemas.ReloadRequest, body() if raw.strip() else {})
+    source = "http" + (f" (key {request.environ[KEY]})" if request.environ.get(KEY) else "")
+    try:
+        record = current_app.extensions["tactful_reloads"].reload(policy, eng.clock.now(), source, req.reason)
+    except PolicyError as exc:
+        raise Conflict(f"the policy file does not validate, so the running policy is kept: {exc}",
+                       exc.key or "file", [{"field": exc.key or "file", "reason": exc.reason, "file": exc.path}]) from None
+    return jsonify({"policy": policy} | record | {"at": to_rfc3339(record["at"])})
 
 
 @policies_bp.patch("/v1/policies/<policy>/arms/<path:arm>")

@@ -152,6 +152,12 @@ class ArmPatchRequest(_Request):
     reason: str | None = Field(default=None, max_length=256)
 
 
+class ReloadRequest(_Request):
+    """Reload a policy's file (the body is optional)."""
+
+    reason: str | None = Field(default=None, min_length=1, max_length=256, description="Why, for the record.")
+
+
 class KeyRequest(_Request):
     """A new API key (`admin`): the answer shows the key once."""
 
@@ -275,7 +281,7 @@ def openapi(policies: list[str], scopes: dict[tuple[str, str], str]) -> dict:
     every operation's is required."""
     models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, DeliveryRequest, DeliveryResponse,
               EventResponse, ConsentRequest,
-              PreferencesRequest, ArmPatchRequest, KeyRequest, Problem]
+              PreferencesRequest, ArmPatchRequest, ReloadRequest, KeyRequest, Problem]
     schemas: dict[str, Any] = {}
     for m in models:
         s = m.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
@@ -378,6 +384,15 @@ def _paths(policies: list[str]) -> dict:
                                           "description": "An arm id (content:channel:timing) or a content id",
                                           "schema": {"type": "string"}}],
             "requestBody": body("ArmPatchRequest"), "responses": plain | problems}},
+        "/v1/policies/{policy}/reload": {"post": {
+            "operationId": "reloadPolicy", "parameters": [policy_param],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/ReloadRequest"}}}},
+            "description": "Read the policy's file again: a valid one is served by every worker of every replica "
+                           "within about a second; an invalid one is refused (409, naming the key and the reason) "
+                           "and the running policy is kept. `tactful serve` does the same for every policy on SIGHUP.",
+            "responses": plain | problems | resp("409", "Problem", "The file does not validate: the running "
+                                                                    "policy is kept") | _TOO_LARGE}},
         "/v1/policies/{policy}/models": {"get": {
             "operationId": "listModels", "parameters": [policy_param],
             "description": "Every model version of the policy, which is active, and every activation with its reason.",

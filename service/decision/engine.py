@@ -94,6 +94,18 @@ class DecisionEngine:
         self.people = People(store, policies, clock, max(self._lookback.values(), default=7 * 86400.0))
         self.arms = ArmSwitches(store, self.policy, clock)
 
+    def use_policy(self, policy: Policy) -> None:
+        """Serve a reloaded version of one of the engine's policies from the next decision on
+        (service/policy/reload.py): its rule tables and look-backs are computed again, and the
+        model caches, which share the engine's policy mapping, rebuild its arms on their next use."""
+        if policy.name not in self.policies:
+            raise NotFound(f"no policy named {policy.name!r} is served here", "policy")
+        self.policies[policy.name] = policy
+        self._lookback[policy.name] = guardrails.lookback(policy)
+        self._signal_lookback[policy.name] = guardrails.signal_lookback(policy)
+        self._rules[policy.name] = guardrails.RuleTables.of(policy)
+        self.people.lookback = max(self._lookback.values())
+
     def policy(self, name: str) -> Policy:
         try:
             return self.policies[name]

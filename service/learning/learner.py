@@ -55,7 +55,8 @@ class OnlineLearner:
     `before_step` check."""
 
     def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, wall_clock: Callable[[], float],
-                 batch: int = 100_000, before_step: Sequence[Callable[[Policy, float], None]] = ()):
+                 batch: int = 100_000, before_step: Sequence[Callable[[Policy, float], None]] = (),
+                 follow: Callable[[], None] = lambda: None):
         self.store = store
         self.policies = policies
         self.clock = clock
@@ -63,17 +64,20 @@ class OnlineLearner:
         self.batch = batch
         self.before_step = tuple(before_step)  # checks run before each step (the revert guard)
         self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
+        self._built_for: dict[str, Policy] = {}  # the policy each model's arm lines come from
+        self.follow = follow  # called before each step: follows policy files reloaded anywhere
 
     def _model(self, policy: Policy) -> tuple[int, VWPolicy, str]:
         active = ensure_active_version(self.store, policy, self.clock.now())
         current = self._models.get(policy.name)
-        if current is None or current[0] != active:
+        if current is None or current[0] != active or self._built_for.get(policy.name) is not policy:
             if current is not None:
                 current[1].close()
             row = self.store.model(policy.name, active)
             args = self._resume_args(policy.name, active, row["model"], row["vw_args"] or "")
             current = (active, VWPolicy(arm_lines(policy), args, model_bytes=row["model"]), args)
             self._models[policy.name] = current
+            self._built_for[policy.name] = policy
         return current
 
     @staticmethod
@@ -93,6 +97,7 @@ class OnlineLearner:
         """Learn the decisions of a policy whose window has closed, at most `limit` (else the
         learner's batch) into one new version; return how many. They are read `CHUNK` at a time,
         so a large version does not hold every decision in memory at once."""
+        self.follow()  # a reloaded policy file: its arms from this step on
         policy = self.policies[policy_name]
         for check in self.before_step:
             check(policy, self.clock.now())

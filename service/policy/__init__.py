@@ -6,6 +6,7 @@ the key (dotted, with list indices) and the reason, so a typo is found without r
 """
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,7 +15,7 @@ from service.specfile import read_toml, validate
 from service.policy.spec import (HOLD_ARM, Cap, Content, FeatureSpec, PolicyError, PolicySpec, Timing)
 
 __all__ = ["HOLD_ARM", "Arm", "Cap", "Content", "FeatureSpec", "Policy", "PolicyError", "PolicySpec", "Timing",
-           "load_policies", "load_policy", "parse_policy"]
+           "load_policies", "load_policy", "parse_policy", "policy_from_text"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,16 @@ def parse_policy(data: dict, path: str = "<memory>", default_name: str | None = 
 def load_policy(path: str | Path) -> Policy:
     path = Path(path)
     return parse_policy(read_toml(path, PolicyError), str(path), default_name=path.stem)
+
+
+def policy_from_text(text: str, path: str | Path) -> Policy:
+    """A policy from the text of its file (a reload publishes the text it validated)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(str(path), "", f"not valid TOML: {exc}") from None
+    return parse_policy(data, str(path), default_name=path.stem)
 
 
 def load_policies(directory: str | Path) -> dict[str, Policy]:

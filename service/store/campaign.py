@@ -9,7 +9,7 @@ A claim is kept `REQUEST_TTL` seconds; after that the same id is a new request.
 """
 from __future__ import annotations
 
-from service.store.records import UNDELIVERED, DeliveryConflict
+from service.store.records import UNDELIVERED, DeliveryConflict, dumps, loads
 
 REQUEST_TTL = 86400.0  # seconds a decide's request id is remembered
 
@@ -63,3 +63,21 @@ class CampaignTables:
         """Every delivery report of a decision, oldest first."""
         return [dict(r) for r in self.query(
             "SELECT status, reason, at, released FROM deliveries WHERE event_id=? ORDER BY id", (event_id,))]
+
+    # -- policy files reloaded at runtime (service/policy/reload.py) ---------------------------
+
+    def publish_policy(self, name: str, record: dict) -> None:
+        """The text of a policy file a reload validated, with its hash, when, by whom and why:
+        every worker of every replica serves it from its next request."""
+        with self.write() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                         (f"policy:{name}", dumps(record)))
+
+    def published_policies(self) -> dict[str, dict]:
+        return {r[0].removeprefix("policy:"): loads(r[1])
+                for r in self.query("SELECT key, value FROM meta WHERE key LIKE 'policy:%'")}
+
+    def forget_published_policies(self, names: list[str]) -> None:
+        """A server starting from its files: what earlier reloads published no longer counts."""
+        with self.write() as conn:
+            conn.executemany("DELETE FROM meta WHERE key=?", [(f"policy:{n}",) for n in names])
