@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from service.store import DeliveryConflict, DuplicateRequest, Outcome, RequestClaim, open_store
+from service.store import pg_schema
+from service.store.schema import SCHEMA_VERSION
 from test_store import T, WEEK, count, decision, read
 
 DAY = 86400.0
@@ -178,3 +180,26 @@ def test_a_release_and_a_decision_for_one_person_serialise(store_url):
 
 def count_live(store, key: str) -> int:
     return store.query("SELECT count(*) FROM contacts WHERE person_key=? AND at>=?", (key, T - WEEK))[0][0]
+
+
+def test_a_version_4_store_gains_request_ids_and_delivery_reports(store_url):
+    store = open_store(store_url)
+    key = store.person_key("u1")
+    assert store.commit_decision(decision(key, "e1"), read(store, key).marker)
+    with store.write() as conn:  # as a Tactful of schema version 4 left it
+        conn.execute("DROP TABLE requests")
+        conn.execute("DROP TABLE deliveries")
+        conn.execute("ALTER TABLE decisions DROP COLUMN delivery")
+        conn.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+        if store.kind == "postgresql":  # and version 4's decision function, which v5 replaces
+            conn.execute("DROP FUNCTION tactful_commit_decision")
+            conn.execute(pg_schema._COMMIT_DECISION)
+    assert store.migrate() == (4, SCHEMA_VERSION)
+    if store.kind == "postgresql":
+        assert store.query("SELECT count(*) FROM pg_proc WHERE proname='tactful_commit_decision'"
+                           " AND pronamespace = current_schema()::regnamespace")[0][0] == 1
+    assert store.decision("e1").delivery is None
+    assert store.record_delivery("e1", key, "failed", None, T + 1, T, None, "lifecycle")
+    assert store.commit_decision(decision(key, "e2"), read(store, key).marker, claim=claim("r1"))
+    assert store.request("r1", T - DAY)["event_id"] == "e2"
+    store.close()
