@@ -97,8 +97,8 @@ class OnlineLearner:
         """Learn the decisions of a policy whose window has closed, at most `limit` (else the
         learner's batch) into one new version; return how many. They are read `CHUNK` at a time,
         so a large version does not hold every decision in memory at once."""
-        self.follow()  # a reloaded policy file: its arms from this step on
-        policy = self.policies[policy_name]
+        self.follow()  # a reloaded policy file, a catalog change: its arms from this step on
+        policy = self.policies[policy_name].known()  # with its retired contents: decisions logged with them
         for check in self.before_step:
             check(policy, self.clock.now())
         now = self.clock.now()

@@ -68,6 +68,7 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
 def retrain(store: Store, policy: Policy, now: float, since: float | None = None,
             until: float | None = None, holdout: float = 0.2, configs: Sequence[str] | None = None,
             n_boot: int = 500, seed: int = 0, progress: bool = False) -> dict:
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     rows = list(final_decisions(store, policy, now, since, until))
     if len(rows) < 50:
         raise EvaluationError(f"policy {policy.name!r} has {len(rows)} final decisions; retraining needs at least 50")

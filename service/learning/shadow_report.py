@@ -20,6 +20,7 @@ from service.store import Store
 def shadow_report(store: Store, policy: Policy, now: float, since: float | None = None, until: float | None = None,
                   seed: int = 0) -> dict:
     """Agreement of the shadow candidate with the served decisions and its estimated value."""
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     shadows = store.shadow_decisions(policy.name)
     if not shadows:
         raise EvaluationError(f"policy {policy.name!r} has no shadow decisions: set a shadow candidate with "

@@ -56,6 +56,7 @@ def final_decisions(store: Store, policy: Policy, now: float, since: float | Non
     (nothing was chosen among alternatives: no policy could have acted otherwise), and decisions
     naming arms the policy no longer has.
     """
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     cursor = 0
     while True:
         decisions = store.final_decisions(policy.name, cursor, now, since, until, chunk)
@@ -113,6 +114,7 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
     delivery report's status (empty: none reported).
     parquet: the same columns; `allowed` and `probabilities` are typed lists, the others JSON text.
     """
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (use one of: {', '.join(FORMATS)})")
     n = 0

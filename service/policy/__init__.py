@@ -31,11 +31,16 @@ class Arm:
 
 
 class Policy:
-    """A validated policy with its arms enumerated once."""
+    """A validated policy with its arms enumerated once. `retired`: contents it no longer offers
+    (deleted from its live catalog, service/policy/catalog.py) whose logged decisions are still
+    learned and evaluated: `known()` is the policy with them, which the learner and the offline
+    tools use, so that an arm set that changed over time maps every logged arm."""
 
-    def __init__(self, spec: PolicySpec, path: str = "<memory>"):
+    def __init__(self, spec: PolicySpec, path: str = "<memory>", retired: tuple[Content, ...] = ()):
         self.spec = spec
         self.path = path
+        self.retired = retired
+        self._known: Policy | None = None if retired else self
         arms: list[Arm] = []
         if spec.arms.hold:
             arms.append(Arm(HOLD_ARM, None, None, None))
@@ -64,6 +69,13 @@ class Policy:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def known(self) -> "Policy":
+        """This policy with its retired contents offered again: every arm it ever had (one
+        object per policy, so caches keyed on it hold)."""
+        if self._known is None:
+            self._known = Policy(self.spec.model_copy(update={"content": self.spec.content + self.retired}), self.path)
+        return self._known
 
     def summary(self) -> dict:
         s = self.spec
