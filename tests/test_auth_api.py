@@ -36,6 +36,11 @@ ROUTES = [
     ("patch", "/v1/policies/{policy}/arms/{arm}", "/v1/policies/lifecycle/arms/win_back", {"status": "retired"},
      "admin", 200),
     ("post", "/v1/policies/{policy}/reload", "/v1/policies/lifecycle/reload", {"reason": "test"}, "admin", 200),
+    ("get", "/v1/policies/{policy}/contents", "/v1/policies/lifecycle/contents", None, ANY, 200),
+    ("put", "/v1/policies/{policy}/contents/{content_id}", "/v1/policies/lifecycle/contents/summer_sale",
+     {"topic": "promotion"}, "admin", 201),
+    ("delete", "/v1/policies/{policy}/contents/{content_id}", "/v1/policies/lifecycle/contents/feature_tour", None,
+     "admin", 200),
     ("get", "/v1/policies/{policy}/models", "/v1/policies/lifecycle/models", None, "admin", 200),
     ("post", "/v1/policies/{policy}/models/{version}/activate", "/v1/policies/lifecycle/models/1/activate", {},
      "admin", 409),  # version 1 is active already: past the key, the registry answers

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from service.api import keys, routes, versions
+from service.api import catalog, keys, routes, versions
 from service.api.auth import ANY, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
@@ -70,6 +70,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(routes.users)
     app.register_blueprint(routes.meta)
     versions.init_app(app, engine)
+    catalog.init_app(app)
     ring = KeyRing(store, refresh_seconds=float(app.config["KEYS_REFRESH_SECONDS"]))
     keys.init_app(app, ring)
     _authorize_requests(app, ring)

@@ -171,7 +171,7 @@ def reload_policy(policy: str):
     eng = engine()
     eng.policy(policy)
     raw = request.get_data(cache=True)
-    req = schemas.parse(schemas.ReloadRequest, body() if raw.strip() else {})
+    req = schemas.parse(schemas.ReasonRequest, body() if raw.strip() else {})
     source = "http" + (f" (key {request.environ[KEY]})" if request.environ.get(KEY) else "")
     try:
         record = current_app.extensions["tactful_reloads"].reload(policy, eng.clock.now(), source, req.reason)

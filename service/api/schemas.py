@@ -152,9 +152,28 @@ class ArmPatchRequest(_Request):
     reason: str | None = Field(default=None, max_length=256)
 
 
-class ReloadRequest(_Request):
-    """Reload a policy's file (the body is optional)."""
+class ReasonRequest(_Request):
+    """A change that only says why (a reload, a content retired); the body is optional."""
 
+    reason: str | None = Field(default=None, min_length=1, max_length=256, description="Why, for the record.")
+
+
+def _finite_features(v: dict[str, float]) -> dict[str, float]:
+    for name, value in v.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: must be a finite number")
+    return v
+
+
+class ContentRequest(_Request):
+    """A content of the policy's live catalog, added or changed (a PUT replaces it whole)."""
+
+    topic: Name = Field(description="Its topic (blocked topics, the model's `topic` feature).")
+    tags: list[Name] = Field(default_factory=list, max_length=32, description="Tags, features of its arms.")
+    features: Annotated[dict[Name, StrictFloat | StrictInt], AfterValidator(_finite_features)] = Field(
+        default_factory=dict, max_length=32, description="Numeric features of its arms (discount, length, ...).")
+    valid_from: Timestamp | None = Field(default=None, description="Not sent before (RFC 3339).")
+    valid_until: Timestamp | None = Field(default=None, description="Not sent from (RFC 3339).")
     reason: str | None = Field(default=None, min_length=1, max_length=256, description="Why, for the record.")
 
 
@@ -281,7 +300,7 @@ def openapi(policies: list[str], scopes: dict[tuple[str, str], str]) -> dict:
     every operation's is required."""
     models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, DeliveryRequest, DeliveryResponse,
               EventResponse, ConsentRequest,
-              PreferencesRequest, ArmPatchRequest, ReloadRequest, KeyRequest, Problem]
+              PreferencesRequest, ArmPatchRequest, ReasonRequest, ContentRequest, KeyRequest, Problem]
     schemas: dict[str, Any] = {}
     for m in models:
         s = m.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
@@ -338,7 +357,7 @@ def _paths(policies: list[str]) -> dict:
     policy_param = {"name": "policy", "in": "path", "required": True, "schema": {"type": "string", "enum": policies}}
     event_param = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
     user_param = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    return {
+    return _campaign_paths(policy_param, event_param) | {
         "/v1/policies/{policy}/decide": {"post": {
             "operationId": "decide", "requestBody": body("DecideRequest"),
             "parameters": [policy_param, {"name": "Idempotency-Key", "in": "header", "required": False,
@@ -347,11 +366,6 @@ def _paths(policies: list[str]) -> dict:
             "responses": resp("200", "DecideResponse", "The decision (a repeated request id: the same one)")
             | problems | resp("409", "Problem", "The request id was used for another request, or the person's "
                                                "state kept changing") | _TOO_LARGE}},
-        "/v1/events/{event_id}/delivery": {"post": {
-            "operationId": "reportDelivery", "parameters": [event_param], "requestBody": body("DeliveryRequest"),
-            "responses": resp("202", "DeliveryResponse", "Stored (or acknowledged as a repeat)") | problems
-            | resp("409", "Problem", "It contradicts the status reported before, or the decision was a hold")
-            | _TOO_LARGE}},
         "/v1/events/{event_id}/outcomes": {"post": {
             "operationId": "reportOutcome", "parameters": [event_param], "requestBody": body("OutcomeRequest"),
             "responses": resp("202", "OutcomeResponse", "Stored (or acknowledged as a repeat)")
@@ -384,15 +398,6 @@ def _paths(policies: list[str]) -> dict:
                                           "description": "An arm id (content:channel:timing) or a content id",
                                           "schema": {"type": "string"}}],
             "requestBody": body("ArmPatchRequest"), "responses": plain | problems}},
-        "/v1/policies/{policy}/reload": {"post": {
-            "operationId": "reloadPolicy", "parameters": [policy_param],
-            "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "$ref": "#/components/schemas/ReloadRequest"}}}},
-            "description": "Read the policy's file again: a valid one is served by every worker of every replica "
-                           "within about a second; an invalid one is refused (409, naming the key and the reason) "
-                           "and the running policy is kept. `tactful serve` does the same for every policy on SIGHUP.",
-            "responses": plain | problems | resp("409", "Problem", "The file does not validate: the running "
-                                                                    "policy is kept") | _TOO_LARGE}},
         "/v1/policies/{policy}/models": {"get": {
             "operationId": "listModels", "parameters": [policy_param],
             "description": "Every model version of the policy, which is active, and every activation with its reason.",
@@ -412,4 +417,47 @@ def _paths(policies: list[str]) -> dict:
                             "active model version loads and a learner's heartbeat is fresh; otherwise 503 "
                             "naming every reason.", "responses": plain | {"503": {"description": "not ready"}}}},
         "/openapi.json": {"get": {"operationId": "openapi", "description": "This document.", "responses": plain}},
+    }
+
+
+def _campaign_paths(policy_param: dict, event_param: dict) -> dict:
+    """What campaign tools use beside decide (docs/integration.md): delivery reports, policy
+    reloads, the live content catalog."""
+    body, resp, problems, plain = _body, _resp, _PROBLEMS, _PLAIN
+    content_param = {"name": "content_id", "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"}}
+    return {
+        "/v1/events/{event_id}/delivery": {"post": {
+            "operationId": "reportDelivery", "parameters": [event_param], "requestBody": body("DeliveryRequest"),
+            "responses": resp("202", "DeliveryResponse", "Stored (or acknowledged as a repeat)") | problems
+            | resp("409", "Problem", "It contradicts the status reported before, or the decision was a hold")
+            | _TOO_LARGE}},
+        "/v1/policies/{policy}/reload": {"post": {
+            "operationId": "reloadPolicy", "parameters": [policy_param],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/ReasonRequest"}}}},
+            "description": "Read the policy's file again: a valid one is served by every worker of every replica "
+                           "within about a second; an invalid one is refused (409, naming the key and the reason) "
+                           "and the running policy is kept. `tactful serve` does the same for every policy on SIGHUP.",
+            "responses": plain | problems | resp("409", "Problem", "The file does not validate: the running "
+                                                                    "policy is kept") | _TOO_LARGE}},
+        "/v1/policies/{policy}/contents": {"get": {
+            "operationId": "listContents", "parameters": [policy_param],
+            "description": "The contents the policy offers and the ones it retired, each with its origin (the file, "
+                           "or its latest catalog change: when, by whom, why).", "responses": plain | problems}},
+        "/v1/policies/{policy}/contents/{content_id}": {
+            "put": {"operationId": "putContent", "parameters": [policy_param, content_param],
+                    "requestBody": body("ContentRequest"),
+                    "description": "Add a content to the policy's live catalog, or change one: every worker offers "
+                                   "its arms within about a second, scored from what the model knows of their "
+                                   "topic, tags, channel, timing and features. Stored with who, when and why.",
+                    "responses": plain | {"201": {"description": "Added", "content": {"application/json": {
+                        "schema": {"type": "object"}}}}} | problems | _TOO_LARGE},
+            "delete": {"operationId": "retireContent", "parameters": [policy_param, content_param],
+                       "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                           "$ref": "#/components/schemas/ReasonRequest"}}}},
+                       "description": "Retire a content: its arms leave every decision; its history stays (learned "
+                                      "and evaluated).",
+                       "responses": plain | problems | resp("409", "Problem", "It holds the policy's fallback arm")
+                       | _TOO_LARGE}},
     }

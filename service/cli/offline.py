@@ -39,8 +39,8 @@ OUT = "out"  # default outputs go under ./out, which the repository ignores
 def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
     """Export every final decision of a policy: features, allowed arms, logged probabilities,
     chosen arm, outcomes and shaped reward. `vw` is cb_adf text VW learns from as it is."""
-    policy = policy_named(policies, policy_name)
     store = open_store(db)
+    policy = policy_named(policies, policy_name, store)
     rows = final_decisions(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"))
     try:
         n = export(rows, policy, fmt, out)
@@ -72,8 +72,8 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
                  no_store):
     """Estimate a candidate's value against the active version and baselines (IPS, SNIPS, DM, DR,
     Switch-DR with 95% intervals and effective sample sizes), as a table and a report."""
-    policy = policy_named(policies, policy_name)
     store = open_store(db)
+    policy = policy_named(policies, policy_name, store)
     at = now_value(now)
     out = out or f"{OUT}/evaluation-{policy.name}"
     command = "tactful " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -123,8 +123,8 @@ def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, s
     """Train VW offline from the logs over a small grid (exploration, interactions, learning rate),
     choose by DR on a later held-out time slice, and store the winner as a candidate version (not
     active) with its evaluation beside it."""
-    policy = policy_named(policies, policy_name)
     store = open_store(db)
+    policy = policy_named(policies, policy_name, store)
     try:
         r = retrain(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"),
                     holdout, n_boot=n_boot, seed=seed, progress=sys.stderr.isatty())

@@ -10,6 +10,7 @@ import click
 
 from service.clock import SystemClock
 from service.policy import Policy, PolicyError, load_policies
+from service.policy.catalog import with_catalog
 from service.store import Store, StoreError, is_postgres
 from service.store import open_store as connect
 from service.times import parse_time
@@ -25,7 +26,9 @@ now_option = click.option("--now", help="Decisions whose reward window closed be
                                         "(default: now).")
 
 
-def policy_named(policies_dir: str, name: str) -> Policy:
+def policy_named(policies_dir: str, name: str, store: Store | None = None) -> Policy:
+    """The policy of that name in the directory; with `store`, with its live catalog applied
+    (contents added or retired over HTTP, service/policy/catalog.py), as the service serves it."""
     try:
         policies = load_policies(policies_dir)
     except PolicyError as exc:
@@ -33,7 +36,12 @@ def policy_named(policies_dir: str, name: str) -> Policy:
     if name not in policies:
         raise click.BadParameter(f"no policy named {name!r} in {policies_dir} (known: {', '.join(sorted(policies))})",
                                  param_hint="--policy")
-    return policies[name]
+    if store is None:
+        return policies[name]
+    try:
+        return with_catalog(policies[name], store.catalog_changes(name))
+    except PolicyError as exc:
+        raise click.ClickException(f"the live catalog of {name!r} does not apply to its file: {exc}") from None
 
 
 def open_store(db: str, must_exist: bool = True) -> Store:

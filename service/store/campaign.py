@@ -81,3 +81,25 @@ class CampaignTables:
         """A server starting from its files: what earlier reloads published no longer counts."""
         with self.write() as conn:
             conn.executemany("DELETE FROM meta WHERE key=?", [(f"policy:{n}",) for n in names])
+
+    # -- a policy's live content catalog (service/policy/catalog.py) ---------------------------
+
+    def add_catalog_change(self, policy: str, content_id: str, action: str, content: dict | None, at: float,
+                           source: str | None, reason: str | None) -> int:
+        """Record a content put (`content`: its fields) or deleted; the change's number, which
+        only grows: every process compares the latest with the one it serves."""
+        with self.write() as conn:
+            conn.execute("INSERT INTO catalog_changes(policy, content_id, action, content, at, source, reason)"
+                         " VALUES (?,?,?,?,?,?,?)", (policy, content_id, action,
+                                                     None if content is None else dumps(content), at, source, reason))
+            return conn.execute("SELECT max(id) FROM catalog_changes WHERE policy=?", (policy,)).fetchone()[0]
+
+    def catalog_changes(self, policy: str) -> list[dict]:
+        """Every catalog change of a policy, in order."""
+        return [dict(r) | {"content": loads(r["content"]) if r["content"] else None} for r in self.query(
+            "SELECT id, content_id, action, content, at, source, reason FROM catalog_changes WHERE policy=?"
+            " ORDER BY id", (policy,))]
+
+    def catalog_revisions(self) -> dict[str, int]:
+        """Each policy's latest catalog change."""
+        return {r[0]: r[1] for r in self.query("SELECT policy, max(id) FROM catalog_changes GROUP BY policy")}

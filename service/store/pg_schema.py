@@ -276,5 +276,12 @@ _V5 = [
     _COMMIT_DECISION_V5,
 ]
 
+# A policy's live content catalog (schema.py's _v6)
+_V6 = [
+    f"""CREATE TABLE IF NOT EXISTS catalog_changes (id {_IDENTITY}, policy text NOT NULL, content_id text NOT NULL,
+        action text NOT NULL, content text, at double precision NOT NULL, source text, reason text)""",
+    "CREATE INDEX IF NOT EXISTS catalog_changes_policy ON catalog_changes(policy, id)",
+]
+
 # (version, statements), applied in order inside one transaction
-MIGRATIONS: list[tuple[int, list[str]]] = [(2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5)]
+MIGRATIONS: list[tuple[int, list[str]]] = [(2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6)]

@@ -11,7 +11,7 @@ from typing import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _v3(db: sqlite_utils.Database) -> None:
@@ -42,6 +42,16 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id)")
     if "delivery" not in db["decisions"].columns_dict:
         db.execute("ALTER TABLE decisions ADD COLUMN delivery TEXT")
+
+
+def _v6(db: sqlite_utils.Database) -> None:
+    """A policy's live content catalog: every change (a content put or deleted), with who, when
+    and why; the current catalog is the policy file's contents with these applied in order
+    (service/policy/catalog.py)."""
+    db.execute("CREATE TABLE IF NOT EXISTS catalog_changes (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+               " content_id TEXT NOT NULL, action TEXT NOT NULL, content TEXT, at REAL NOT NULL, source TEXT,"
+               " reason TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS catalog_changes_policy ON catalog_changes(policy, id)")
 
 
 def create(db: sqlite_utils.Database) -> None:
@@ -118,4 +128,4 @@ def create(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS model_evaluations_version ON model_evaluations(policy, version)")
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4), (5, _v5)]
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6)]
