@@ -2,7 +2,9 @@
 decide, on every worker and on two PostgreSQL replicas at once, are one decision and one
 reservation; a `not_sent` delivery report frees the cap for the next decide; eligible sets remove
 the other arms with their reasons; an edited policy file is served by every worker within 2
-seconds of a reload (HTTP or SIGHUP), and an invalid one is refused while the old one serves on. docs/integration.md walks the same loop with curl."""
+seconds of a reload (HTTP or SIGHUP), and an invalid one is refused while the old one serves on; a
+content added (or retired) over HTTP is offered (or refused) by every worker within 2 seconds, and
+still after a restart. docs/integration.md walks the same loop with curl."""
 from __future__ import annotations
 
 import shutil
@@ -144,6 +146,47 @@ def every_worker_serves(base: str, content_id: str, within: float) -> bool:
                                  json={"user_id": f"w{i}", "context": {"segment": "s"}, "contents": [content_id]})
                    for i in range(20)]
         if all(a.status_code == 200 for a in answers):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def test_a_content_added_over_http_reaches_every_worker_within_two_seconds_and_survives_a_restart(tmp_path):
+    db = tmp_path / "catalog.db"
+    args = ["--db", str(db), "--workers", "2"]
+    proc, base = start_serve(args, tmp_path / "serve-1.log")
+    try:
+        assert not every_worker_serves(base, "summer_sale", within=0.0)
+        r = requests.put(f"{base}/v1/policies/lifecycle/contents/summer_sale", timeout=10,
+                         json={"topic": "promotion", "tags": ["seasonal"], "reason": "week 23"})
+        assert r.status_code == 201
+        assert every_worker_serves(base, "summer_sale", within=2.0)
+        r = requests.delete(f"{base}/v1/policies/lifecycle/contents/win_back", timeout=10, json={"reason": "over"})
+        assert r.status_code == 200
+        assert every_worker_refuses(base, "win_back", within=2.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    proc, base = start_serve(args, tmp_path / "serve-2.log")  # the same store, started again
+    try:
+        assert every_worker_serves(base, "summer_sale", within=0.0)
+        assert every_worker_refuses(base, "win_back", within=0.0)
+        catalog = requests.get(f"{base}/v1/policies/lifecycle/contents", timeout=10).json()
+        assert catalog["contents"][-1]["reason"] == "week 23" and catalog["retired"][0]["id"] == "win_back"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def every_worker_refuses(base: str, content_id: str, within: float) -> bool:
+    """Whether, from `within` seconds on, 20 requests in a row refuse the content as unknown."""
+    deadline = time.monotonic() + within
+    while True:
+        answers = [requests.post(f"{base}/v1/policies/lifecycle/decide", timeout=10,
+                                 json={"user_id": f"w{i}", "context": {"segment": "s"}, "contents": [content_id]})
+                   for i in range(20)]
+        if all(a.status_code == 400 for a in answers):
             return True
         if time.monotonic() > deadline:
             return False
