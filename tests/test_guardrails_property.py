@@ -23,6 +23,7 @@ from service.clock import ManualClock
 from service.decision.engine import DecideInput, DeliveryInput
 from service.decision.localtime import resolve_send_at
 from service.errors import Conflict
+from service.policy.reload import PolicyReloads
 from service.policy import parse_policy
 from service.runtime import build_engine
 from service.store import Store, open_store
@@ -321,7 +322,8 @@ def test_removed_arms_are_exactly_the_disallowed_ones(store, data):
 @st.composite
 def campaigns(draw):
     """A policy with caps, maybe a minimum gap and a daily budget, everyone's consent; and a
-    sequence of decides (with eligible sets), delivery reports on earlier decisions and time."""
+    sequence of decides (with eligible sets), delivery reports on earlier decisions, catalog
+    changes (contents added, changed, retired) and time."""
     channels = draw(st.lists(st.sampled_from(CHANNELS), min_size=1, max_size=3, unique=True))
     caps = [{"channel": draw(st.sampled_from(["*", *channels])), "max": draw(st.integers(1, 3)),
              "window": draw(st.sampled_from(["1h", "1d", "7d"]))} for _ in range(draw(st.integers(1, 3)))]
@@ -332,15 +334,17 @@ def campaigns(draw):
         g["daily_budget"] = draw(st.integers(1, 4))
     timing = [{"name": "now", "delay_minutes": 0}, {"name": "later", "delay_minutes": 90}]
     data = {"name": "p", "timezone": "UTC", "channels": channels, "timing": timing, "arms": {"hold": True},
-            "content": [{"id": "c0", "topic": "promotion"}, {"id": "c1", "topic": "loyalty"}],
+            "content": [{"id": "c0", "topic": "promotion"}, {"id": "c1", "topic": "loyalty"}],  # c0: the fallback's
             "features": {"segment": {"type": "string"}}, "guardrails": g,
             "reward": {"weights": {"click": 1.0}}, "learner": {"fallback_arm": "c0:%s:now" % channels[0]}}
     steps = draw(st.lists(st.one_of(
         st.tuples(st.just("decide"), st.integers(0, 1),
-                  st.none() | st.lists(st.sampled_from(["c0", "c1"]), min_size=1, unique=True),
+                  st.none() | st.lists(st.sampled_from(["c0", "c1", "c2", "c3"]), min_size=1, unique=True),
                   st.none() | st.lists(st.sampled_from(channels), min_size=1, unique=True)),
         st.tuples(st.just("report"), st.integers(0, 50), st.sampled_from(["sent", "not_sent", "bounced", "failed"])),
-        st.tuples(st.just("wait"), st.sampled_from([60.0, 1800.0, 3 * HOUR, DAY]))), min_size=4, max_size=30))
+        st.tuples(st.just("wait"), st.sampled_from([60.0, 1800.0, 3 * HOUR, DAY])),
+        st.tuples(st.just("catalog"), st.sampled_from(["c1", "c2", "c3"]), st.sampled_from(["put", "delete"]))),
+        min_size=4, max_size=30))
     return data, steps
 
 
@@ -376,7 +380,7 @@ def check_live_contacts(store: Store, policy, spec: dict) -> None:
 @settings(max_examples=max(10, int(os.environ.get("PROPERTY_EXAMPLES", "300")) // 3), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
-def test_no_sequence_of_decides_and_delivery_reports_exceeds_a_cap(store, data):
+def test_no_sequence_of_decides_delivery_reports_and_catalog_changes_exceeds_a_cap(store, data):
     spec, steps = data.draw(campaigns())
     name = f"q{next(_counter)}"
     spec = dict(spec, name=name)
@@ -384,12 +388,19 @@ def test_no_sequence_of_decides_and_delivery_reports_exceeds_a_cap(store, data):
     clock = ManualClock(DST_MOMENTS[4].timestamp())
     engine = build_engine(store, {name: policy}, clock, refresh_seconds=0)
     engine.ensure_models()
+    catalog = PolicyReloads(store, engine.policies, engine.use_policy, refresh_seconds=0)
     events: list[str] = []
+    offered = {"c0", "c1"}  # what the catalog offers, tracked here from the changes made
     for step in steps:
         if step[0] == "decide":
             _, user, contents, channels = step
+            if contents is not None:  # the offered ones (none of them offered now: no restriction)
+                contents = [c for c in contents if c in offered] or None
             answer = engine.decide(name, DecideInput(f"{name}-u{user}", {"segment": "s"}, contents=contents,
                                                      channels=channels))
+            shown = engine.event(answer["event_id"])
+            arms = [a["arm"] for a in shown["allowed"]] + list(shown["removed_arms"])
+            assert {a.split(":")[0] for a in arms if a != "hold"} == offered  # retired ones are no arms
             if not answer["action"]["hold"]:
                 events.append(answer["event_id"])
                 assert contents is None or answer["action"]["content"] in contents
@@ -401,4 +412,8 @@ def test_no_sequence_of_decides_and_delivery_reports_exceeds_a_cap(store, data):
                 pass  # a contradiction (not_sent, then sent) is refused and changes nothing
         elif step[0] == "wait":
             clock.advance(step[1])
+        elif step[0] == "catalog" and (step[2] == "put" or step[1] in offered):
+            fields = {"topic": "promotion", "tags": ["t"]} if step[2] == "put" else None
+            catalog.change_content(name, step[1], fields, clock.now(), "test", None)
+            offered = offered | {step[1]} if fields else offered - {step[1]}
         check_live_contacts(store, policy, spec)
