@@ -170,7 +170,7 @@ class ContentRequest(_Request):
 
     topic: Name = Field(description="Its topic (blocked topics, the model's `topic` feature).")
     tags: list[Name] = Field(default_factory=list, max_length=32, description="Tags, features of its arms.")
-    features: Annotated[dict[Name, StrictFloat | StrictInt], AfterValidator(_finite_features)] = Field(
+    features: Annotated[dict[Name, StrictFloat], AfterValidator(_finite_features)] = Field(
         default_factory=dict, max_length=32, description="Numeric features of its arms (discount, length, ...).")
     valid_from: Timestamp | None = Field(default=None, description="Not sent before (RFC 3339).")
     valid_until: Timestamp | None = Field(default=None, description="Not sent from (RFC 3339).")
