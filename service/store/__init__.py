@@ -1,7 +1,7 @@
 """The store: every piece of state Tactful keeps (people, decisions, outcomes, model versions and
 what the registry keeps beside them, the learner's lease, the request clock, API keys), behind one
-interface (`base.Store`, whose queries live in `people.py`, `decisions.py`, `versions.py`,
-`coordination.py`, `retention.py` and `keys.py`). Two backends: SQLite, the embedded default
+interface (`base.Store`, whose queries live in `people.py`, `decisions.py`, `campaign.py`,
+`versions.py`, `coordination.py`, `retention.py` and `keys.py`). Two backends: SQLite, the embedded default
 (`sqlite.py`), and PostgreSQL for several replicas (`postgres.py`). Only this package holds SQL;
 `records.py` is what every backend reads and writes. `open_store` picks the backend from the
 address."""
