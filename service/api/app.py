@@ -36,7 +36,8 @@ DEFAULTS = {
     "ACCESS_LOG": True,  # one JSON line per request on stderr (service/api/requestlog.py)
     # how often each worker reads the API keys again: a new or revoked key counts within about this
     "KEYS_REFRESH_SECONDS": 1.0,
-    # how often each worker looks for policy files reloaded elsewhere (service/policy/reload.py)
+    # how often each worker looks for policy files reloaded and catalog changes made elsewhere
+    # (service/policy/reload.py)
     "POLICY_REFRESH_SECONDS": 1.0,
     # a request body larger than this is refused (413, naming `body`) before it is read: a decide
     # or an outcome is a few hundred bytes, so 1 MiB leaves room for large contexts
@@ -83,9 +84,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def follow_reloads(reloads: PolicyReloads):
-    """What runs before each request (the fast path is the app's outermost layer): the policies
-    reloaded anywhere, looked for at most once a second, so every worker serves a reloaded policy
-    file within about a second of its next request."""
+    """What runs before each request (the fast path is the app's outermost layer): policy files
+    reloaded and catalog changes made anywhere, looked for at most once a second, so every worker
+    serves them within about a second of its next request."""
     def follow() -> None:
         try:
             reloads.follow()
