@@ -11,6 +11,7 @@ import click
 from service.clock import SystemClock
 from service.policy import Policy, PolicyError, load_policies
 from service.policy.stored import mismatch
+from service.policy.catalog import with_catalog
 from service.store import Store, StoreError, is_postgres
 from service.store import open_store as connect
 from service.times import parse_time
@@ -28,7 +29,9 @@ now_option = click.option("--now", help="Decisions whose reward window closed be
                                         "(default: now).")
 
 
-def policy_named(policies_dir: str, name: str) -> Policy:
+def policy_named(policies_dir: str, name: str, store: Store | None = None) -> Policy:
+    """The policy of that name in the directory; with `store`, with its live catalog applied
+    (contents added or retired over HTTP, service/policy/catalog.py), as the service serves it."""
     try:
         policies = load_policies(policies_dir)
     except PolicyError as exc:
@@ -36,13 +39,19 @@ def policy_named(policies_dir: str, name: str) -> Policy:
     if name not in policies:
         raise click.BadParameter(f"no policy named {name!r} in {policies_dir} (known: {', '.join(sorted(policies))})",
                                  param_hint="--policy")
-    return policies[name]
+    if store is None:
+        return policies[name]
+    try:
+        return with_catalog(policies[name], store.catalog_changes(name))
+    except PolicyError as exc:
+        raise click.ClickException(f"the live catalog of {name!r} does not apply to its file: {exc}") from None
 
 
 def policy_in_store(db: str, policies_dir: str, name: str, ignore_mismatch: bool = False) -> tuple[Policy, Store]:
     """The policy `--policy` names from `--policies`, and the store `--db` names, checked to be the
     policy the store was written with (service/policy/stored.py): a click error saying what
-    differs and what to do, or a warning with `--ignore-policy-mismatch`."""
+    differs and what to do, or a warning with `--ignore-policy-mismatch` -- with its live catalog
+    applied (contents added or retired over HTTP, service/policy/catalog.py)."""
     store = open_store(db)
     try:
         policy = policy_named(policies_dir, name)
@@ -57,7 +66,10 @@ def policy_in_store(db: str, policies_dir: str, name: str, ignore_mismatch: bool
             raise click.ClickException(str(different))
         click.echo(f"warning (--ignore-policy-mismatch): {different.differences[0]} (and "
                    f"{len(different.differences) - 1} more differences); going on with {policy.path}", err=True)
-    return policy, store
+    try:  # as the service serves it: with the contents added or retired over HTTP
+        return with_catalog(policy, store.catalog_changes(name)), store
+    except PolicyError as exc:
+        raise click.ClickException(f"the live catalog of {name!r} does not apply to its file: {exc}") from None
 
 
 def open_store(db: str, must_exist: bool = True) -> Store:

@@ -28,6 +28,7 @@ from service.clock import make_clock
 from service.metrics import MULTIPROC_DIR
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
+from service.policy.reload import PolicyReloads
 from service.policy.stored import remember
 from service.store import Store, StoreUnavailable
 from service.store.postgres import safe_location
@@ -55,6 +56,7 @@ def _prepare_store(db: str, policies_dir: str, clock_kind: str, host: str, insec
         remember(store, policies, now)
         for policy in policies.values():
             ensure_active_version(store, policy, now)
+        store.forget_published_policies(list(policies))  # the files are what serves now
     finally:
         store.close()
     return policies, warning
@@ -175,7 +177,7 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
     click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} (db {safe_location(db)}, clock {clock}, "
                f"{workers} workers, " + (f"learner candidate pid {children['learner'].pid}" if learner else
                                          "no learner") + "); Ctrl-C stops", err=True)
-    stopping = False
+    stopping, hangups = False, []
 
     def _stop(signum, frame):
         nonlocal stopping
@@ -183,8 +185,12 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     code = 0
     while not stopping:
+        if hangups:
+            hangups.clear()
+            reload_files(db, loaded, clock)
         dead = [name for name, p in children.items() if p.poll() is not None]
         if dead:
             click.echo(f"tactful: the {dead[0]} process exited ({children[dead[0]].returncode}); stopping", err=True)
@@ -205,6 +211,28 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
         shutil.rmtree(values, ignore_errors=True)
     click.echo("tactful: stopped", err=True)
     sys.exit(code)
+
+
+def reload_files(db: str, loaded: dict, clock_kind: str) -> None:
+    """SIGHUP: validate every policy's file again and publish the valid ones, which every worker
+    and the learner serve within about a second; an invalid file is reported and its policy kept."""
+    try:
+        store = open_store(db, must_exist=True)
+    except Exception as exc:  # noqa: BLE001 -- a store away: say so, serve on
+        click.echo(f"tactful: SIGHUP: cannot reach the store to reload the policies: {exc}", err=True)
+        return
+    try:
+        reloads = PolicyReloads(store, loaded, lambda p: loaded.__setitem__(p.name, p))
+        now = make_clock(clock_kind, store).now()
+        for name in sorted(loaded):
+            try:
+                record = reloads.reload(name, now, "SIGHUP")
+                click.echo(f"tactful: SIGHUP: policy {name} reloaded ({'changed' if record['changed'] else 'unchanged'},"
+                           f" {record['arm_count']} arms)", err=True)
+            except PolicyError as exc:
+                click.echo(f"tactful: SIGHUP: policy {name} kept as it runs, its file does not validate: {exc}", err=True)
+    finally:
+        store.close()
 
 
 @click.command(hidden=True)

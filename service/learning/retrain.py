@@ -30,7 +30,7 @@ from service.offline.target_policies import model_target
 from service.offline.export import final_decisions
 from service.learning.registry import VersionRegistry
 from service.policy import Policy
-from service.store import Store
+from service.store import UNDELIVERED, Store
 from service.times import to_rfc3339
 
 EXPLORATION = ("--squarecb --gamma_scale 300 --epsilon 0.05", "--epsilon 0.1")
@@ -60,6 +60,8 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
     spec = reward_spec(policy)
     for row in rows:
         d = row.decision
+        if d.delivery in UNDELIVERED:  # as the online learner: a message that reached no one is not learned
+            continue
         model.learn(shared_line(d.context, d.history), [policy.arm_index[a] for a in d.allowed], row.chosen,
                     to_cost(spec, row.reward), d.probability)
     return model
@@ -68,6 +70,7 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
 def retrain(store: Store, policy: Policy, now: float, since: float | None = None,
             until: float | None = None, holdout: float = 0.2, configs: Sequence[str] | None = None,
             n_boot: int = 500, seed: int = 0, progress: bool = False) -> dict:
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     rows = list(final_decisions(store, policy, now, since, until))
     if len(rows) < MIN_DECISIONS:
         raise not_enough_data(store, policy, now, since, until, MIN_DECISIONS, "retraining")

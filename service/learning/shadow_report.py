@@ -22,6 +22,7 @@ from service.times import to_rfc3339
 def shadow_report(store: Store, policy: Policy, now: float, since: float | None = None, until: float | None = None,
                   seed: int = 0) -> dict:
     """Agreement of the shadow candidate with the served decisions and its estimated value."""
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     shadows = store.shadow_decisions(policy.name)
     if not shadows:
         raise EvaluationError(_nothing_scored(store, policy))

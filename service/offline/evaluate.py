@@ -138,6 +138,7 @@ def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[s
     """Evaluate `candidate` and `baselines` (service/offline/target_policies.py) on the decisions of `policy`
     decided in [since, until) and final at `now` (their reward window closed), or on `rows` when
     given (retrain's held-out slice). The first baseline is the reference of the lift."""
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     if rows is None:
         rows = list(final_decisions(store, policy, now, since, until))
     if not rows:

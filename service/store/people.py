@@ -112,7 +112,7 @@ class PeopleTables:
         are overwritten where the backend can (`erasing`)."""
         with self.erasing(), self.write(lock=f"person:{key}") as c:
             counts = {t: c.execute(f"DELETE FROM {t} WHERE person_key=?", (key,)).rowcount
-                      for t in ("consent", "contacts", "signals", "people")}
+                      for t in ("consent", "contacts", "signals", "people", "requests")}
             counts["decisions_unlinked"] = c.execute(
                 "UPDATE decisions SET person_key=NULL, consistency_key=NULL WHERE person_key=?", (key,)).rowcount
         return counts
