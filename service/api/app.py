@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from service.api import keys, routes, versions
-from service.api.auth import ANY, KeyRing
+from service.api.auth import ANY, PUBLIC, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
 from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
@@ -89,9 +89,21 @@ def _authorize_requests(app: Flask, ring: KeyRing) -> None:
         if request.url_rule is not None:  # for the request log: the route's template, never the path
             request.environ[ROUTE] = request.url_rule.rule
             request.environ[POLICY] = (request.view_args or {}).get("policy")
-        key = ring.authorize(request.headers.get("Authorization"), view.scope if view is not None else ANY)
+        scope = view.scope if view is not None else _unrouted_scope(app)
+        key = ring.authorize(request.headers.get("Authorization"), scope)
         if key is not None:
             request.environ[KEY] = key.name
+
+
+def _unrouted_scope(app: Flask) -> str:
+    """What a request no view answers needs before it learns why: a method a public path does not
+    allow is a 405 for anyone (as for `TRACE /healthz`); anything else needs a valid key first."""
+    error = request.routing_exception
+    if not isinstance(error, MethodNotAllowed) or not error.valid_methods:
+        return ANY
+    adapter = app.url_map.bind_to_environ(request.environ)
+    scopes = {app.view_functions[adapter.match(method=m)[0]].scope for m in error.valid_methods}
+    return PUBLIC if scopes == {PUBLIC} else ANY
 
 
 def _handle_errors(app: Flask) -> None:
