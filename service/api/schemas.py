@@ -7,31 +7,48 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
-                      ValidationError, field_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+                      StringConstraints, ValidationError, WithJsonSchema, field_validator)
 
-from service.api.auth import ANY, NAME_PATTERN, PUBLIC, SCOPES
+from service.api.auth import NAME_PATTERN, SCOPES
 from service.errors import BadRequest
+from service.policy import Policy
 from service.times import iana_zone
 
 
-_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+# RFC 3339 as every request's timestamp must be written: date, time with seconds, an optional
+# fraction, and the offset; the year as written between 1970 and 8999. Near the ends of the
+# calendar a timestamp overflows it (send times, reward windows, RFC 3339 rendering) and, as the
+# request clock only moves forward, would fail every later request. The same pattern validates
+# and is published in the OpenAPI document, so the two cannot disagree.
+RFC3339 = (r"^(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+           r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"  # a local time of day
+# text that is more than blanks (the characters every regex dialect agrees are blanks)
+NOT_BLANK = r"[^\t\n\v\f\r ]"
+# the reason a request gets when a string does not match one of these patterns
+PATTERN_REASONS = {
+    RFC3339: "must be RFC 3339 with its time-zone offset, such as 2026-05-28T09:00:00Z, "
+             "with a year between 1970 and 8999",
+    NOT_BLANK: "must not be empty or blank",
+    HHMM: "must be a local time HH:MM, such as 21:00",
+    NAME_PATTERN: "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or a digit",
+}
 
 
-def _in_range(v: datetime) -> datetime:
-    # Timestamps become the request clock (which only moves forward) and stored times. Near the
-    # ends of the calendar they overflow it (send times, reward windows, RFC 3339 rendering),
-    # which would fail every later request, so they are refused here.
-    if not _EARLIEST <= v < _LATEST:
-        raise ValueError("must be between 1970-01-01T00:00:00Z and 9000-01-01T00:00:00Z")
-    return v
+def _moment(v: str) -> datetime:
+    try:
+        return datetime.fromisoformat(v)
+    except ValueError as exc:  # the pattern lets through a day the month does not have
+        raise ValueError(f"is not a date: {exc}") from None
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+# in the document: a string of this pattern and format; once validated: an aware datetime
+Timestamp = Annotated[str, StringConstraints(strict=True, pattern=RFC3339), AfterValidator(_moment),
+                      WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339})]
 
 
 class _Request(BaseModel):
@@ -69,19 +86,13 @@ class ConsentRequest(_Request):
     timestamp: Timestamp | None = None
 
 
-def _hhmm(v: str) -> str:
-    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
-        raise ValueError("must be a local time HH:MM, such as 21:00")
-    return v
-
-
 def _iana(v: str | None) -> str | None:
     return None if v is None else iana_zone(v)
 
 
 class QuietHoursIn(_Request):
-    start: Annotated[str, AfterValidator(_hhmm)] = Field(description="Local time HH:MM quiet hours begin.")
-    end: Annotated[str, AfterValidator(_hhmm)] = Field(description="Local time HH:MM they end (may wrap midnight).")
+    start: str = Field(pattern=HHMM, description="Local time HH:MM quiet hours begin.")
+    end: str = Field(pattern=HHMM, description="Local time HH:MM they end (may wrap midnight).")
 
     @field_validator("end")
     @classmethod
@@ -89,6 +100,11 @@ class QuietHoursIn(_Request):
         if info.data.get("start") == v:
             raise ValueError("must differ from start: quiet hours would be empty")
         return v
+
+
+def _integral(v: Any) -> Any:
+    # JSON does not tell 7 from 7.0, and JSON Schema's "integer" accepts both
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 Name = Annotated[str, Field(min_length=1, max_length=64)]
@@ -102,8 +118,10 @@ class PreferencesRequest(_Request):
     blocked_channels: list[Name] = Field(default_factory=list, max_length=16,
                                          description="Channels never to use for this person.")
     blocked_topics: list[Name] = Field(default_factory=list, max_length=64, description="Topics never to send.")
-    max_contacts_per_week: StrictInt | None = Field(default=None, ge=0, le=1000,
-                                                   description="The person's own limit, on every channel.")
+    # the constraints before the BeforeValidator: after it, pydantic writes them into the JSON
+    # Schema as `ge` and `le`, which no JSON Schema reader knows (the document would allow any number)
+    max_contacts_per_week: Annotated[StrictInt, Field(ge=0, le=1000), BeforeValidator(_integral)] | None = Field(
+        default=None, description="The person's own limit, on every channel (a whole number; 7.0 is 7).")
     quiet_hours: QuietHoursIn | None = Field(default=None, description="No sends in these local hours.")
     timezone: Annotated[str | None, AfterValidator(_iana)] = Field(default=None, description="IANA time zone.")
     timestamp: Timestamp | None = None
@@ -125,6 +143,13 @@ class KeyRequest(_Request):
     scopes: list[Literal[tuple(SCOPES)]] = Field(min_length=1, max_length=len(SCOPES),
                                                  description="What the key may do: " + "; ".join(
                                                      f"`{k}`: {v}" for k, v in SCOPES.items()) + ".")
+
+
+class ActivateRequest(_Request):
+    """Serve another model version; the body is optional."""
+
+    reason: str = Field(default="activated over HTTP", max_length=256, pattern=NOT_BLANK,
+                        description="Why, recorded with the activation.")
 
 
 class Action(BaseModel):
@@ -201,142 +226,51 @@ def parse(model: type[_Request], payload: Any) -> _Request:
             reason = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 reason = "is not a field of this request"
+            elif e["type"] == "string_pattern_mismatch":
+                reason = PATTERN_REASONS.get(e["ctx"]["pattern"], reason)
             errors.append({"field": _field(e["loc"]), "reason": reason})
         raise BadRequest(f"{errors[0]['field']}: {errors[0]['reason']}", errors[0]["field"], errors) from None
 
 
-def _body(name: str) -> dict:
-    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+# Path and query parameters that are whole numbers: the range each allows, as the document gives it.
+VERSION = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}  # a model version (a 64-bit key)
+LIMIT = {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}  # a person's recent decisions
 
 
-def _resp(code: str, name: str, desc: str) -> dict:
-    ctype = "application/problem+json" if name == "Problem" else "application/json"
-    return {code: {"description": desc, "content": {ctype: {"schema": {"$ref": f"#/components/schemas/{name}"}}}}}
+def whole_number(raw: str, field: str, schema: dict) -> int:
+    """A path or query parameter as the integer `schema` allows: ASCII digits (with an optional
+    minus) within its range; a BadRequest naming `field` otherwise."""
+    if not re.fullmatch(r"-?[0-9]+", raw):
+        raise BadRequest(f"{field} must be a whole number, not {raw!r}", field)
+    value = int(raw)
+    if not schema["minimum"] <= value <= schema["maximum"]:
+        raise BadRequest(f"{field} must be between {schema['minimum']} and {schema['maximum']}, not {raw}", field)
+    return value
 
 
-_PLAIN = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
-_PROBLEMS = _resp("400", "Problem", "Invalid input: the field and the reason") | _resp("404", "Problem", "Not found")
-BEARER = {"type": "http", "scheme": "bearer",
-          "description": "An API key (`tk_...`) from `tactful keys create` or `POST /v1/keys`, as "
-                         "`Authorization: Bearer <key>`. Each operation names the scope it needs in `x-scopes` "
-                         "(empty: any valid key) and in its description. A store that has never held a key "
-                         "serves without one, and `tactful serve` allows that only on a loopback address."}
+# What a request may name depends on the policies served: these lists validate requests
+# (service/api/routes.py) and are published in the document (service/api/openapi.py).
+
+def channel_names(policies: Mapping[str, Policy]) -> list[str]:
+    """Every channel of every policy: what consent and preferences may name."""
+    return sorted({ch for p in policies.values() for ch in p.spec.channels})
 
 
-def openapi(policies: list[str], scopes: dict[tuple[str, str], str]) -> dict:
-    """The OpenAPI 3.1 document; `scopes` gives what each (path, method) needs (service/api/auth.py),
-    every operation's is required."""
-    models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, EventResponse, ConsentRequest,
-              PreferencesRequest, ArmPatchRequest, KeyRequest, Problem]
-    schemas: dict[str, Any] = {}
-    for m in models:
-        s = m.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
-        schemas.update(s.pop("$defs", {}))
-        schemas[m.__name__] = s
-    paths = _paths(policies) | _key_paths()
-    for path, operations in paths.items():
-        for method, op in operations.items():
-            _secure(op, scopes[(path, method)])
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Tactful", "version": "1",
-                 "description": "Decisions for personalized communications: which message, on which channel, "
-                                "at what time, or nothing at all."},
-        "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": BEARER}},
-        "security": [{"bearer": []}],
-    }
+def outcome_types(policies: Mapping[str, Policy]) -> list[str]:
+    """Every outcome type of every policy (an outcome's own policy is the one of its decision)."""
+    return sorted({t for p in policies.values() for t in p.outcome_types})
 
 
-def _secure(op: dict, scope: str) -> None:
-    """Mark an operation with what it needs: no key, any key, or a key with a scope."""
-    if scope == PUBLIC:
-        op["security"] = []
-        return
-    op["x-scopes"] = [] if scope == ANY else [scope]
-    need = "any valid API key" if scope == ANY else f"an API key with the scope `{scope}`"
-    op["description"] = f"Needs {need}. {op.get('description', '')}".strip()
-    op["responses"] = op["responses"] | _resp("401", "Problem", "No API key, or one unknown or revoked")
-    if scope != ANY:
-        op["responses"] |= _resp("403", "Problem", f"The API key lacks the scope `{scope}` (named in `scope`)")
+def arm_targets(policies: Mapping[str, Policy]) -> list[str]:
+    """What an arm patch may name: an arm or a content of a policy, never the hold arm."""
+    out = set()
+    for p in policies.values():
+        out.update(a.id for a in p.arms if not a.hold)
+        out.update(p.content_index)
+    return sorted(out)
 
 
-def _key_paths() -> dict:
-    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": NAME_PATTERN}}
-    return {
-        "/v1/keys": {
-            "get": {"operationId": "listKeys", "description": "The API keys not revoked (never a key itself).",
-                    "responses": _PLAIN},
-            "post": {"operationId": "createKey", "requestBody": _body("KeyRequest"),
-                     "description": "A new API key; the answer's `key` is shown this once, only its hash is kept.",
-                     "responses": {"201": {"description": "Created, with `key`", "content": {"application/json": {
-                         "schema": {"type": "object"}}}}} | _PROBLEMS
-                     | _resp("409", "Problem", "An active key has that name")}},
-        "/v1/keys/{name}": {"delete": {
-            "operationId": "revokeKey", "parameters": [name_param],
-            "description": "Revoke a key: every worker refuses it within a second or two.",
-            "responses": _PLAIN | _PROBLEMS}},
-    }
-
-
-def _paths(policies: list[str]) -> dict:
-    body, resp, problems, plain = _body, _resp, _PROBLEMS, _PLAIN
-    policy_param = {"name": "policy", "in": "path", "required": True, "schema": {"type": "string", "enum": policies}}
-    event_param = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    user_param = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    return {
-        "/v1/policies/{policy}/decide": {"post": {
-            "operationId": "decide", "parameters": [policy_param], "requestBody": body("DecideRequest"),
-            "responses": resp("200", "DecideResponse", "The decision") | problems}},
-        "/v1/events/{event_id}/outcomes": {"post": {
-            "operationId": "reportOutcome", "parameters": [event_param], "requestBody": body("OutcomeRequest"),
-            "responses": resp("202", "OutcomeResponse", "Stored (or acknowledged as a repeat)")
-            | problems | resp("409", "Problem", "The outcome_id was reported with another type or value")}},
-        "/v1/events/{event_id}": {"get": {
-            "operationId": "getEvent", "parameters": [event_param],
-            "responses": resp("200", "EventResponse", "The decision, its outcomes and reward") | problems}},
-        "/v1/policies": {"get": {"operationId": "listPolicies", "responses": plain}},
-        "/v1/policies/{policy}": {"get": {"operationId": "getPolicy", "parameters": [policy_param],
-                                          "responses": plain | problems}},
-        "/v1/users/{user_id}/consent": {"put": {
-            "operationId": "setConsent", "parameters": [user_param], "requestBody": body("ConsentRequest"),
-            "responses": plain | problems}},
-        "/v1/users/{user_id}": {
-            "get": {"operationId": "getUser", "parameters": [user_param], "responses": plain},
-            "delete": {"operationId": "eraseUser", "parameters": [user_param],
-                       "description": "Erase the person's state and contact history; their past decisions "
-                                      "stay, unlinked and anonymous, for learning.", "responses": plain}},
-        "/v1/users/{user_id}/preferences": {"put": {
-            "operationId": "setPreferences", "parameters": [user_param], "requestBody": body("PreferencesRequest"),
-            "responses": plain | problems}},
-        "/v1/users/{user_id}/decisions": {"get": {
-            "operationId": "userDecisions",
-            "parameters": [user_param, {"name": "limit", "in": "query", "required": False,
-                                        "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}}],
-            "responses": plain | problems}},
-        "/v1/policies/{policy}/arms/{arm}": {"patch": {
-            "operationId": "patchArm",
-            "parameters": [policy_param, {"name": "arm", "in": "path", "required": True,
-                                          "description": "An arm id (content:channel:timing) or a content id",
-                                          "schema": {"type": "string"}}],
-            "requestBody": body("ArmPatchRequest"), "responses": plain | problems}},
-        "/v1/policies/{policy}/models": {"get": {
-            "operationId": "listModels", "parameters": [policy_param],
-            "description": "Every model version of the policy, which is active, and every activation with its reason.",
-            "responses": plain | problems}},
-        "/v1/policies/{policy}/models/{version}/activate": {"post": {
-            "operationId": "activateModel",
-            "parameters": [policy_param, {"name": "version", "in": "path", "required": True,
-                                          "schema": {"type": "integer", "minimum": 1}}],
-            "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"reason": {"type": "string", "minLength": 1}},
-                "additionalProperties": False}}}},
-            "description": "Make a version active (a rollback is activating an older one); workers serve it "
-                           "within seconds. The activation is recorded with its reason.",
-            "responses": plain | problems}},
-        "/healthz": {"get": {"operationId": "health", "responses": plain}},
-        "/readyz": {"get": {"operationId": "ready", "description": "200 when the store answers, each policy's "
-                            "active model version loads and a learner's heartbeat is fresh; otherwise 503 "
-                            "naming every reason.", "responses": plain | {"503": {"description": "not ready"}}}},
-        "/openapi.json": {"get": {"operationId": "openapi", "description": "This document.", "responses": plain}},
-    }
+def unknown_channel(name: str, policies: Mapping[str, Policy]) -> str | None:
+    """Why `name` may not be named as a channel (None: it may)."""
+    known = channel_names(policies)
+    return None if name in known else f"{name!r} is not a channel of any policy (known: {', '.join(known)})"

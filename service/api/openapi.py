@@ -1,0 +1,229 @@
+"""The OpenAPI 3.1 document of HTTP API v1 (`GET /openapi.json`), generated from what validates
+requests, so that it says exactly what the service accepts and answers:
+
+- request bodies: the pydantic models of service/api/schemas.py, with what depends on the
+  policies served filled in from the same functions the validators call (the context features
+  of service/decision/context.py, the channels, outcome types and arms); a `timestamp` only
+  where the clock takes one (`--clock request`);
+- parameters: the same ranges and lists the routes check (`schemas.VERSION`, `schemas.LIMIT`);
+- answers: every status each operation can give, including 401 and 403 (from the scope its view
+  declares), 404, 409, 413 (a body over the limit), 415 (a body that is not JSON) and 503 (the
+  store unavailable); never 500, which the fuzz test (tests/test_fuzz_api.py) holds to.
+
+With several policies, a body names the union of their channels, outcome types and arms, and a
+decide's `context` any policy's features (`anyOf`); with one policy the document is exact.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from service.api import schemas
+from service.api.auth import ANY, PUBLIC
+from service.decision.context import context_schema
+from service.policy import Policy
+from service.times import time_zones
+
+BEARER = {"type": "http", "scheme": "bearer",
+          "description": "An API key (`tk_...`) from `tactful keys create` or `POST /v1/keys`, as "
+                         "`Authorization: Bearer <key>`. Each operation names the scope it needs in `x-scopes` "
+                         "(empty: any valid key) and in its description. A store that has never held a key "
+                         "serves without one, and `tactful serve` allows that only on a loopback address."}
+MODELS = [schemas.DecideRequest, schemas.DecideResponse, schemas.OutcomeRequest, schemas.OutcomeResponse,
+          schemas.EventResponse, schemas.ConsentRequest, schemas.PreferencesRequest, schemas.ArmPatchRequest,
+          schemas.KeyRequest, schemas.ActivateRequest, schemas.Problem]
+REQUESTS = {"DecideRequest", "OutcomeRequest", "ConsentRequest", "PreferencesRequest", "ArmPatchRequest",
+            "KeyRequest", "ActivateRequest"}
+WHY = {"400": "Invalid input: the field and the reason", "404": "Not found (named in `field`)",
+       "409": "Conflict (named in `field`)", "413": "The body is larger than {limit} bytes",
+       "415": "The body is not JSON: send `Content-Type: application/json`",
+       "503": "The store is unavailable; try again (`Retry-After`)"}
+
+
+def document(policies: Mapping[str, Policy], scopes: dict[tuple[str, str], str], accepts_timestamps: bool,
+             max_body: int | None) -> dict:
+    """The document for an app serving `policies`; `scopes` gives what each (path, method) needs
+    (service/api/routes.py `operation_scopes`)."""
+    components: dict[str, Any] = {}
+    for m in MODELS:
+        s = m.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
+        components.update(s.pop("$defs", {}))
+        components[m.__name__] = s
+    _fill_in(components, policies, accepts_timestamps)
+    paths = _paths(policies)
+    for path, operations in paths.items():
+        for method, op in operations.items():
+            _answers(op, max_body)
+            _secure(op, scopes[(path, method)])
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tactful", "version": "1",
+                 "description": "Decisions for personalized communications: which message, on which channel, "
+                                "at what time, or nothing at all."},
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": {"bearer": BEARER}},
+        "security": [{"bearer": []}],
+    }
+
+
+def _fill_in(components: dict, policies: Mapping[str, Policy], accepts_timestamps: bool) -> None:
+    """What the request schemas leave open until the policies and the clock are known."""
+    contexts = [context_schema(p) for _, p in sorted(policies.items())]
+    decide = components["DecideRequest"]
+    decide["properties"]["context"] = contexts[0] if len(contexts) == 1 else {"anyOf": contexts}
+    if all(c["required"] for c in contexts):  # then an absent context (an empty one) is refused
+        decide["required"].append("context")
+    else:
+        decide["properties"]["context"]["default"] = {}
+    components["OutcomeRequest"]["properties"]["type"] = {"enum": schemas.outcome_types(policies),
+                                                          "description": "An outcome type of the decision's policy."}
+    channels = schemas.channel_names(policies)
+    components["ConsentRequest"]["properties"]["channels"]["propertyNames"] = {"enum": channels}
+    prefs = components["PreferencesRequest"]["properties"]
+    for name in ("preferred_channels", "blocked_channels"):
+        prefs[name]["items"] = {"enum": channels}
+    prefs["timezone"] = {"anyOf": [{"enum": list(time_zones())}, {"type": "null"}], "default": None,
+                         "description": prefs["timezone"].get("description", "")}
+    if not accepts_timestamps:  # `--clock system` refuses every timestamp (service/clock.py)
+        for name in REQUESTS:
+            components[name]["properties"].pop("timestamp", None)
+
+
+def _body(name: str, required: bool = True) -> dict:
+    return {"required": required,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+
+def _ok(code: str, desc: str, name: str | None = None, links: dict | None = None) -> dict:
+    schema = {"$ref": f"#/components/schemas/{name}"} if name else {"type": "object"}
+    out = {"description": desc, "content": {"application/json": {"schema": schema}}}
+    if links:
+        out["links"] = {k: {"operationId": op, "parameters": params} for k, (op, params) in links.items()}
+    return {code: out}
+
+
+def _problem(desc: str, headers: dict | None = None) -> dict:
+    out = {"description": desc,
+           "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _answers(op: dict, max_body: int | None) -> None:
+    """Turn the operation's `x-fails` (the problem statuses it can answer) into responses; a body
+    may also be too large (413) or not JSON (415)."""
+    fails = op.pop("x-fails")
+    if "requestBody" in op:
+        fails = [*fails, "413", "415"] if max_body is not None else [*fails, "415"]
+    for code in sorted(fails):
+        op["responses"][code] = _problem(WHY[code].format(limit=max_body))
+
+
+def _secure(op: dict, scope: str) -> None:
+    """Mark an operation with what it needs: no key, any key, or a key with a scope."""
+    if scope == PUBLIC:
+        op["security"] = []
+        return
+    op["x-scopes"] = [] if scope == ANY else [scope]
+    need = "any valid API key" if scope == ANY else f"an API key with the scope `{scope}`"
+    op["description"] = f"Needs {need}. {op.get('description', '')}".strip()
+    challenge = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"},
+                                      "description": "`Bearer`, with the error (RFC 6750)"}}
+    op["responses"]["401"] = _problem("No API key, or one unknown or revoked", challenge)
+    if scope != ANY:
+        op["responses"]["403"] = _problem(f"The API key lacks the scope `{scope}` (named in `scope`)", challenge)
+
+
+def _param(name: str, schema: dict, where: str = "path", description: str | None = None) -> dict:
+    out = {"name": name, "in": where, "required": where == "path", "schema": schema}
+    return out | ({"description": description} if description else {})
+
+
+def _paths(policies: Mapping[str, Policy]) -> dict:
+    policy = _param("policy", {"type": "string", "enum": sorted(policies)})
+    event = _param("event_id", {"type": "string"})
+    user = _param("user_id", {"type": "string"})
+    event_link = {"event_id": "$response.body#/event_id"}
+    user_link = {"user_id": "$response.body#/user_id"}
+    return {
+        "/v1/policies/{policy}/decide": {"post": {
+            "operationId": "decide", "parameters": [policy], "requestBody": _body("DecideRequest"),
+            "responses": _ok("200", "The decision", "DecideResponse", {
+                "GetEvent": ("getEvent", event_link), "ReportOutcome": ("reportOutcome", event_link)}),
+            "x-fails": ["400", "404", "409", "503"]}},
+        "/v1/events/{event_id}/outcomes": {"post": {
+            "operationId": "reportOutcome", "parameters": [event], "requestBody": _body("OutcomeRequest"),
+            "responses": _ok("202", "Stored (or acknowledged as a repeat)", "OutcomeResponse",
+                             {"GetEvent": ("getEvent", event_link)}),
+            "x-fails": ["400", "404", "409", "503"]}},
+        "/v1/events/{event_id}": {"get": {
+            "operationId": "getEvent", "parameters": [event],
+            "responses": _ok("200", "The decision, its outcomes and reward", "EventResponse"),
+            "x-fails": ["404", "503"]}},
+        "/v1/policies": {"get": {"operationId": "listPolicies", "responses": _ok("200", "The policies"),
+                                 "x-fails": ["503"]}},
+        "/v1/policies/{policy}": {"get": {"operationId": "getPolicy", "parameters": [policy],
+                                          "responses": _ok("200", "The policy's configuration and counts"),
+                                          "x-fails": ["404", "503"]}},
+        "/v1/users/{user_id}/consent": {"put": {
+            "operationId": "setConsent", "parameters": [user], "requestBody": _body("ConsentRequest"),
+            "responses": _ok("200", "The person's state", None, {
+                "GetUser": ("getUser", user_link), "UserDecisions": ("userDecisions", user_link)}),
+            "x-fails": ["400", "503"]}},
+        "/v1/users/{user_id}": {
+            "get": {"operationId": "getUser", "parameters": [user], "responses": _ok("200", "The person's state"),
+                    "x-fails": ["503"]},
+            "delete": {"operationId": "eraseUser", "parameters": [user],
+                       "description": "Erase the person's state and contact history; their past decisions "
+                                      "stay, unlinked and anonymous, for learning.",
+                       "responses": _ok("200", "What was erased"), "x-fails": ["503"]}},
+        "/v1/users/{user_id}/preferences": {"put": {
+            "operationId": "setPreferences", "parameters": [user], "requestBody": _body("PreferencesRequest"),
+            "responses": _ok("200", "The person's state"), "x-fails": ["400", "503"]}},
+        "/v1/users/{user_id}/decisions": {"get": {
+            "operationId": "userDecisions", "parameters": [user, _param("limit", schemas.LIMIT, "query")],
+            "responses": _ok("200", "The person's recent decisions"), "x-fails": ["400", "503"]}},
+        "/v1/policies/{policy}/arms/{arm}": {"patch": {
+            "operationId": "patchArm",
+            "parameters": [policy, _param("arm", {"type": "string", "enum": schemas.arm_targets(policies)},
+                                          description="An arm id (content:channel:timing) or a content id")],
+            "requestBody": _body("ArmPatchRequest"), "responses": _ok("200", "The arm's new state"),
+            "x-fails": ["400", "404", "503"]}},
+        **_model_paths(policy),
+    }
+
+
+def _model_paths(policy: dict) -> dict:
+    return {
+        "/v1/policies/{policy}/models": {"get": {
+            "operationId": "listModels", "parameters": [policy],
+            "description": "Every model version of the policy, which is active, and every activation with its reason.",
+            "responses": _ok("200", "The versions", None, {"Activate": ("activateModel", {
+                "policy": "$response.body#/policy", "version": "$response.body#/versions/0/version"})}),
+            "x-fails": ["404", "503"]}},
+        "/v1/policies/{policy}/models/{version}/activate": {"post": {
+            "operationId": "activateModel", "parameters": [policy, _param("version", schemas.VERSION)],
+            "requestBody": _body("ActivateRequest", required=False),
+            "description": "Make a version active (a rollback is activating an older one); workers serve it "
+                           "within seconds. The activation is recorded with its reason.",
+            "responses": _ok("200", "The activation"), "x-fails": ["400", "404", "409", "503"]}},
+        "/v1/keys": {
+            "get": {"operationId": "listKeys", "description": "The API keys not revoked (never a key itself).",
+                    "responses": _ok("200", "The keys"), "x-fails": ["503"]},
+            "post": {"operationId": "createKey", "requestBody": _body("KeyRequest"),
+                     "description": "A new API key; the answer's `key` is shown this once, only its hash is kept.",
+                     "responses": _ok("201", "Created, with `key`", None,
+                                      {"Revoke": ("revokeKey", {"name": "$response.body#/name"})}),
+                     "x-fails": ["400", "409", "503"]}},
+        "/v1/keys/{name}": {"delete": {
+            "operationId": "revokeKey", "parameters": [_param("name", {"type": "string"})],
+            "description": "Revoke a key: every worker refuses it within a second or two.",
+            "responses": _ok("200", "Revoked"), "x-fails": ["404", "503"]}},
+        "/healthz": {"get": {"operationId": "health", "responses": _ok("200", "This replica answers"),
+                             "x-fails": ["503"]}},
+        "/readyz": {"get": {"operationId": "ready", "description": "200 when the store answers, each policy's "
+                            "active model version loads and a learner's heartbeat is fresh; otherwise 503 "
+                            "naming every reason.", "responses": _ok("200", "Ready"), "x-fails": ["503"]}},
+        "/openapi.json": {"get": {"operationId": "openapi", "description": "This document.",
+                                  "responses": _ok("200", "This document"), "x-fails": []}},
+    }
