@@ -164,3 +164,36 @@ def test_an_app_serving_no_key_still_publishes_the_401s(tmp_path):
         assert op["responses"]["401"]["headers"]["WWW-Authenticate"]["required"] is True
     finally:
         app.extensions["tactful"].store.close()
+
+
+# -- NUL characters: PostgreSQL cannot store them, and answered 500 -------------------------------------
+
+def test_nul_in_any_text_is_a_400_naming_the_field_on_both_backends(store_url):
+    app = create_app({"DB": store_url, "POLICIES": str(POLICIES_DIR), "ACCESS_LOG": False})
+    try:
+        c = app.test_client()
+        event = new_event(c)
+        for method, path, body, field in [
+                ("put", "/v1/users/u1/consent", {"channels": {"email": True}, "source": "a\x00"}, "source"),
+                ("post", DECIDE, {"user_id": "u\x00", "context": CONTEXT}, "user_id"),
+                ("post", DECIDE, {"user_id": "u1", "context": CONTEXT | {"country": "F\x00"}}, "context.country"),
+                ("post", f"/v1/events/{event}/outcomes", {"type": "click", "outcome_id": "o\x00"}, "outcome_id"),
+                ("patch", "/v1/policies/lifecycle/arms/win_back", {"reason": "r\x00"}, "reason"),
+                ("put", "/v1/users/u1/preferences", {"blocked_topics": ["t\x00"]}, "blocked_topics[0]"),
+                ("get", "/v1/users/u%00", None, "user_id")]:
+            r = c.open(path, method=method.upper(), json=body)
+            assert_problem(r, 400, field, "NUL")
+        # a path naming an event or a key with NUL names nothing (PostgreSQL cannot even compare it)
+        assert_problem(c.get("/v1/events/e%00"), 404, "event_id", "NUL")
+        assert_problem(c.delete("/v1/keys/k%00"), 404, "name", "NUL")
+        assert c.get(f"/v1/events/{event}").status_code == 200
+    finally:
+        app.extensions["tactful"].store.close()
+
+
+def test_the_document_refuses_nul_in_every_free_text(client):
+    schemas = doc(client)["components"]["schemas"]
+    assert schemas["ConsentRequest"]["properties"]["source"]["anyOf"][0]["pattern"] == "^[^\\x00]*$"
+    assert schemas["DecideRequest"]["properties"]["user_id"]["pattern"] == "^[^\\x00]*$"
+    user = doc(client)["paths"]["/v1/users/{user_id}"]["get"]["parameters"][0]
+    assert user["schema"]["pattern"] == "^[^\\x00]*$"

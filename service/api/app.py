@@ -19,9 +19,10 @@ from service.api import keys, routes, versions
 from service.api.auth import ANY, PUBLIC, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
+from service.api.schemas import NUL_REASON
 from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
 from service.clock import make_clock
-from service.errors import Problem
+from service.errors import BadRequest, NotFound, Problem
 from service.policy import Policy, load_policies
 from service.runtime import build_engine
 from service.store import StoreUnavailable, open_store
@@ -93,6 +94,18 @@ def _authorize_requests(app: Flask, ring: KeyRing) -> None:
         key = ring.authorize(request.headers.get("Authorization"), scope)
         if key is not None:
             request.environ[KEY] = key.name
+        _no_nul_in_path(request.view_args or {})
+
+
+def _no_nul_in_path(params: dict) -> None:
+    """No stored text holds U+0000 (schemas.NO_NUL): a path naming an event, a key, an arm or a
+    policy with it names nothing (404, before a store that cannot even compare it); a person's
+    id with it is refused as in a body (400), since any other id names a person."""
+    for name, value in params.items():
+        if isinstance(value, str) and "\x00" in value:
+            if name == "user_id":
+                raise BadRequest(f"{name}: {NUL_REASON}", name, [{"field": name, "reason": NUL_REASON}])
+            raise NotFound(f"no {name} {value!r}: no name holds the NUL character (U+0000)", name)
 
 
 def _unrouted_scope(app: Flask) -> str:

@@ -54,6 +54,8 @@ def document(policies: Mapping[str, Policy], scopes: dict[tuple[str, str], str],
         for method, op in operations.items():
             _answers(op, max_body)
             _secure(op, scopes[(path, method)])
+    for name in [*REQUESTS, "QuietHoursIn"]:
+        _no_nul(components[name])
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tactful", "version": "1",
@@ -86,6 +88,26 @@ def _fill_in(components: dict, policies: Mapping[str, Policy], accepts_timestamp
     if not accepts_timestamps:  # `--clock system` refuses every timestamp (service/clock.py)
         for name in REQUESTS:
             components[name]["properties"].pop("timestamp", None)
+
+
+def _no_nul(node: Any) -> None:
+    """Give every free text of a request schema, and every free property name, the pattern that
+    refuses U+0000 (schemas.NO_NUL): the validators refuse it in every body and path."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, list):
+            stack.extend(n)
+            continue
+        if not isinstance(n, dict):
+            continue
+        kinds = n.get("type")
+        if (kinds == "string" or (isinstance(kinds, list) and "string" in kinds)) \
+                and not {"enum", "const", "pattern"} & set(n):
+            n["pattern"] = schemas.NO_NUL
+        if kinds == "object" and n.get("additionalProperties") is not False and "enum" not in n.get("propertyNames", {}):
+            n.setdefault("propertyNames", {})["pattern"] = schemas.NO_NUL
+        stack.extend(v for k, v in n.items() if k not in ("enum", "const", "default", "examples"))
 
 
 def _body(name: str, required: bool = True) -> dict:
@@ -142,7 +164,7 @@ def _param(name: str, schema: dict, where: str = "path", description: str | None
 def _paths(policies: Mapping[str, Policy]) -> dict:
     policy = _param("policy", {"type": "string", "enum": sorted(policies)})
     event = _param("event_id", {"type": "string"})
-    user = _param("user_id", {"type": "string"})
+    user = _param("user_id", {"type": "string", "pattern": schemas.NO_NUL})
     event_link = {"event_id": "$response.body#/event_id"}
     user_link = {"user_id": "$response.body#/user_id"}
     return {

@@ -27,13 +27,17 @@ from service.times import iana_zone
 RFC3339 = (r"^(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
            r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
 HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"  # a local time of day
-# text that is more than blanks (the characters every regex dialect agrees are blanks)
-NOT_BLANK = r"[^\t\n\v\f\r ]"
+# No request text may hold U+0000: PostgreSQL cannot store it, and both backends refuse it alike.
+# The validators check every name and string of a body (`parse`) and every path parameter
+# (service/api/app.py); the document gives every free text this pattern (service/api/openapi.py).
+NO_NUL = r"^[^\x00]*$"
+# text that is more than blanks (the characters every regex dialect agrees are blanks), without NUL
+NOT_BLANK = r"^[^\x00]*[^\t\n\v\f\r \x00][^\x00]*$"
 # the reason a request gets when a string does not match one of these patterns
 PATTERN_REASONS = {
     RFC3339: "must be RFC 3339 with its time-zone offset, such as 2026-05-28T09:00:00Z, "
              "with a year between 1970 and 8999",
-    NOT_BLANK: "must not be empty or blank",
+    NOT_BLANK: "must not be empty or blank, nor hold the NUL character (U+0000)",
     HHMM: "must be a local time HH:MM, such as 21:00",
     NAME_PATTERN: "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or a digit",
 }
@@ -218,6 +222,8 @@ def parse(model: type[_Request], payload: Any) -> _Request:
     """Validate a JSON body; every problem becomes a BadRequest naming its field."""
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object", "body")
+    if (where := nul_field(payload)) is not None:
+        raise BadRequest(f"{where}: {NUL_REASON}", where, [{"field": where, "reason": NUL_REASON}])
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
@@ -230,6 +236,29 @@ def parse(model: type[_Request], payload: Any) -> _Request:
                 reason = PATTERN_REASONS.get(e["ctx"]["pattern"], reason)
             errors.append({"field": _field(e["loc"]), "reason": reason})
         raise BadRequest(f"{errors[0]['field']}: {errors[0]['reason']}", errors[0]["field"], errors) from None
+
+
+NUL_REASON = "must not hold the NUL character (U+0000)"
+
+
+def nul_field(payload: Any) -> str | None:
+    """The first field (`a.b[2]`) of a JSON value whose name or text holds U+0000, if any. A
+    loop, not a recursion: a body may nest deeper than Python's stack."""
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return where or "body"
+        elif isinstance(value, dict):
+            for k, v in reversed(value.items()):
+                here = f"{where}.{k}" if where else str(k)
+                if "\x00" in str(k):
+                    return here
+                stack.append((here, v))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return None
 
 
 # Path and query parameters that are whole numbers: the range each allows, as the document gives it.
