@@ -30,7 +30,9 @@ BEARER = {"type": "http", "scheme": "bearer",
                          "serves without one, and `tactful serve` allows that only on a loopback address."}
 MODELS = [schemas.DecideRequest, schemas.DecideResponse, schemas.OutcomeRequest, schemas.OutcomeResponse,
           schemas.EventResponse, schemas.ConsentRequest, schemas.PreferencesRequest, schemas.ArmPatchRequest,
-          schemas.KeyRequest, schemas.ActivateRequest, schemas.Problem]
+          schemas.KeyRequest, schemas.ActivateRequest, schemas.Problem, schemas.Person, schemas.PersonDecisions,
+          schemas.Erased, schemas.PolicyList, schemas.ArmState, schemas.ModelList, schemas.Activation,
+          schemas.KeyList, schemas.KeyCreated, schemas.KeyRevoked, schemas.Health, schemas.Ready]
 REQUESTS = {"DecideRequest", "OutcomeRequest", "ConsentRequest", "PreferencesRequest", "ArmPatchRequest",
             "KeyRequest", "ActivateRequest"}
 WHY = {"400": "Invalid input: the field and the reason", "404": "Not found (named in `field`)",
@@ -182,34 +184,34 @@ def _paths(policies: Mapping[str, Policy]) -> dict:
             "operationId": "getEvent", "parameters": [event],
             "responses": _ok("200", "The decision, its outcomes and reward", "EventResponse"),
             "x-fails": ["404", "503"]}},
-        "/v1/policies": {"get": {"operationId": "listPolicies", "responses": _ok("200", "The policies"),
+        "/v1/policies": {"get": {"operationId": "listPolicies", "responses": _ok("200", "The policies", "PolicyList"),
                                  "x-fails": ["503"]}},
         "/v1/policies/{policy}": {"get": {"operationId": "getPolicy", "parameters": [policy],
                                           "responses": _ok("200", "The policy's configuration and counts"),
                                           "x-fails": ["404", "503"]}},
         "/v1/users/{user_id}/consent": {"put": {
             "operationId": "setConsent", "parameters": [user], "requestBody": _body("ConsentRequest"),
-            "responses": _ok("200", "The person's state", None, {
+            "responses": _ok("200", "The person's state", "Person", {
                 "GetUser": ("getUser", user_link), "UserDecisions": ("userDecisions", user_link)}),
             "x-fails": ["400", "503"]}},
         "/v1/users/{user_id}": {
-            "get": {"operationId": "getUser", "parameters": [user], "responses": _ok("200", "The person's state"),
+            "get": {"operationId": "getUser", "parameters": [user], "responses": _ok("200", "The person's state", "Person"),
                     "x-fails": ["503"]},
             "delete": {"operationId": "eraseUser", "parameters": [user],
                        "description": "Erase the person's state and contact history; their past decisions "
                                       "stay, unlinked and anonymous, for learning.",
-                       "responses": _ok("200", "What was erased"), "x-fails": ["503"]}},
+                       "responses": _ok("200", "What was erased", "Erased"), "x-fails": ["503"]}},
         "/v1/users/{user_id}/preferences": {"put": {
             "operationId": "setPreferences", "parameters": [user], "requestBody": _body("PreferencesRequest"),
-            "responses": _ok("200", "The person's state"), "x-fails": ["400", "503"]}},
+            "responses": _ok("200", "The person's state", "Person"), "x-fails": ["400", "503"]}},
         "/v1/users/{user_id}/decisions": {"get": {
             "operationId": "userDecisions", "parameters": [user, _param("limit", schemas.LIMIT, "query")],
-            "responses": _ok("200", "The person's recent decisions"), "x-fails": ["400", "503"]}},
+            "responses": _ok("200", "The person's recent decisions", "PersonDecisions"), "x-fails": ["400", "503"]}},
         "/v1/policies/{policy}/arms/{arm}": {"patch": {
             "operationId": "patchArm",
             "parameters": [policy, _param("arm", {"type": "string", "enum": schemas.arm_targets(policies)},
                                           description="An arm id (content:channel:timing) or a content id")],
-            "requestBody": _body("ArmPatchRequest"), "responses": _ok("200", "The arm's new state"),
+            "requestBody": _body("ArmPatchRequest"), "responses": _ok("200", "The arm's new state", "ArmState"),
             "x-fails": ["400", "404", "503"]}},
         **_model_paths(policy),
     }
@@ -220,7 +222,7 @@ def _model_paths(policy: dict) -> dict:
         "/v1/policies/{policy}/models": {"get": {
             "operationId": "listModels", "parameters": [policy],
             "description": "Every model version of the policy, which is active, and every activation with its reason.",
-            "responses": _ok("200", "The versions", None, {"Activate": ("activateModel", {
+            "responses": _ok("200", "The versions", "ModelList", {"Activate": ("activateModel", {
                 "policy": "$response.body#/policy", "version": "$response.body#/versions/0/version"})}),
             "x-fails": ["404", "503"]}},
         "/v1/policies/{policy}/models/{version}/activate": {"post": {
@@ -228,24 +230,24 @@ def _model_paths(policy: dict) -> dict:
             "requestBody": _body("ActivateRequest", required=False),
             "description": "Make a version active (a rollback is activating an older one); workers serve it "
                            "within seconds. The activation is recorded with its reason.",
-            "responses": _ok("200", "The activation"), "x-fails": ["400", "404", "409", "503"]}},
+            "responses": _ok("200", "The activation", "Activation"), "x-fails": ["400", "404", "409", "503"]}},
         "/v1/keys": {
             "get": {"operationId": "listKeys", "description": "The API keys not revoked (never a key itself).",
-                    "responses": _ok("200", "The keys"), "x-fails": ["503"]},
+                    "responses": _ok("200", "The keys", "KeyList"), "x-fails": ["503"]},
             "post": {"operationId": "createKey", "requestBody": _body("KeyRequest"),
                      "description": "A new API key; the answer's `key` is shown this once, only its hash is kept.",
-                     "responses": _ok("201", "Created, with `key`", None,
+                     "responses": _ok("201", "Created, with `key`", "KeyCreated",
                                       {"Revoke": ("revokeKey", {"name": "$response.body#/name"})}),
                      "x-fails": ["400", "409", "503"]}},
         "/v1/keys/{name}": {"delete": {
             "operationId": "revokeKey", "parameters": [_param("name", {"type": "string"})],
             "description": "Revoke a key: every worker refuses it within a second or two.",
-            "responses": _ok("200", "Revoked"), "x-fails": ["404", "503"]}},
-        "/healthz": {"get": {"operationId": "health", "responses": _ok("200", "This replica answers"),
+            "responses": _ok("200", "Revoked", "KeyRevoked"), "x-fails": ["404", "503"]}},
+        "/healthz": {"get": {"operationId": "health", "responses": _ok("200", "This replica answers", "Health"),
                              "x-fails": ["503"]}},
         "/readyz": {"get": {"operationId": "ready", "description": "200 when the store answers, each policy's "
                             "active model version loads and a learner's heartbeat is fresh; otherwise 503 "
-                            "naming every reason.", "responses": _ok("200", "Ready"), "x-fails": ["503"]}},
+                            "naming every reason.", "responses": _ok("200", "Ready", "Ready"), "x-fails": ["503"]}},
         "/openapi.json": {"get": {"operationId": "openapi", "description": "This document.",
                                   "responses": _ok("200", "This document"), "x-fails": []}},
     }
