@@ -1,7 +1,8 @@
 """Request and response schemas of HTTP API v1.
 
-The same pydantic models validate requests and generate the OpenAPI 3.1 document
-(`GET /openapi.json`), so the documentation cannot drift from what the service accepts.
+The same pydantic models, patterns and lists validate requests and make the OpenAPI 3.1 document
+(`GET /openapi.json`, service/api/openapi.py), so the documentation cannot drift from what the
+service accepts; tests/test_fuzz_api.py holds the two together.
 """
 from __future__ import annotations
 
