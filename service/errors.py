@@ -37,6 +37,10 @@ class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class UnsupportedMediaType(Problem):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
 class Unauthorized(Problem):
     """No API key, or one that is unknown or revoked (RFC 6750: `WWW-Authenticate: Bearer`)."""
 

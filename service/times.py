@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 
 @lru_cache(maxsize=4096)  # the same contact and slot times are rendered again and again
@@ -37,10 +37,19 @@ def parse_time(value: str | float | None) -> float | None:
     return dt.timestamp()
 
 
+@lru_cache(maxsize=1)
+def time_zones() -> tuple[str, ...]:
+    """Every IANA time zone this machine knows, sorted: what `iana_zone` accepts (the OpenAPI
+    document lists them). Not every name ZoneInfo opens: it also opens `posix/...`, `right/...`."""
+    return tuple(sorted(available_timezones()))
+
+
 def iana_zone(name: str) -> str:
     """`name` if it is an IANA time zone (`Europe/Paris`), else a ValueError saying so: the check
     behind every validator of a time-zone field."""
     try:
+        if name not in time_zones():
+            raise ZoneInfoNotFoundError(name)
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{name!r} is not an IANA time zone such as Europe/Paris") from None

@@ -13,6 +13,7 @@ from conftest import POLICIES_DIR
 from service.api.app import create_app
 from service.learning.breaker import CircuitBreaker, judge
 from service.policy.spec import Safety
+from service.times import to_rfc3339
 
 CONTEXT = {"segment": "new_users", "country": "FR", "tenure_days": 3}
 CONSENT = {"channels": {"email": True, "push": True, "sms": True}, "source": "test"}
@@ -55,15 +56,16 @@ class Run:
         self.t += 60
         self.n += 1
         user = f"p{self.n}"
-        assert self.client.put(f"/v1/users/{user}/consent", json=CONSENT | {"timestamp": self.t}).status_code == 200
+        consent = CONSENT | {"timestamp": to_rfc3339(self.t)}
+        assert self.client.put(f"/v1/users/{user}/consent", json=consent).status_code == 200
         r = self.client.post("/v1/policies/lifecycle/decide",
-                             json={"user_id": user, "context": CONTEXT, "timestamp": self.t})
+                             json={"user_id": user, "context": CONTEXT, "timestamp": to_rfc3339(self.t)})
         assert r.status_code == 200, r.get_data(as_text=True)
         d = r.get_json()
         content, channel = d["action"]["content"], d["action"]["channel"]
         if content is not None and self.rng.random() < unsubscribe.get(content, unsubscribe.get(channel, 0.0)):
             r = self.client.post(f"/v1/events/{d['event_id']}/outcomes",
-                                 json={"type": "unsubscribe", "timestamp": self.t + 1})
+                                 json={"type": "unsubscribe", "timestamp": to_rfc3339(self.t + 1)})
             assert r.status_code == 202
         self.breaker.before_step(self.policy, self.t)  # as the learner does on each tick
         return d

@@ -15,6 +15,7 @@ from service.cli.report import contents_cmd
 from service.learning.retire import ContentsReview
 from service.offline.contents import contents_report
 from service.policy import load_policies
+from service.times import to_rfc3339
 
 CONTEXT = {"segment": "new_users", "country": "FR", "tenure_days": 3}
 CONSENT = {"channels": {"email": True, "push": True, "sms": True}, "source": "test"}
@@ -36,16 +37,17 @@ def logged(tmp_path_factory):
         if i in (700, 760):
             client.patch("/v1/policies/lifecycle/arms/bundle_offer",
                          json={"status": "active" if i == 700 else "retired"})
-        client.put(f"/v1/users/u{i}/consent", json=CONSENT | {"timestamp": t})
+        client.put(f"/v1/users/u{i}/consent", json=CONSENT | {"timestamp": to_rfc3339(t)})
         d = client.post("/v1/policies/lifecycle/decide",
-                        json={"user_id": f"u{i}", "context": CONTEXT, "timestamp": t}).get_json()
+                        json={"user_id": f"u{i}", "context": CONTEXT, "timestamp": to_rfc3339(t)}).get_json()
         content = d["action"]["content"]
         if content is None or content == "bundle_offer":
             continue
         click, unsubscribe = BAD.get(content, (CLICK, 0.0))
         for kind, p in (("click", click), ("unsubscribe", unsubscribe)):
             if rng.random() < p:
-                client.post(f"/v1/events/{d['event_id']}/outcomes", json={"type": kind, "timestamp": t + 10})
+                client.post(f"/v1/events/{d['event_id']}/outcomes",
+                            json={"type": kind, "timestamp": to_rfc3339(t + 10)})
     app.extensions["tactful"].store.close()
     return db, t + 3 * 86400  # every reward window closed
 
@@ -96,7 +98,7 @@ def test_a_policy_that_opts_in_retires_what_the_report_marks(logged, tmp_path):
         kinds = [(e["kind"], e["target"]) for e in engine.store.safety_events("lifecycle")]
         assert ("retire", "content:win_back") in kinds
         d = app.test_client().post("/v1/policies/lifecycle/decide",
-                                   json={"user_id": "after", "context": CONTEXT, "timestamp": now}).get_json()
+                                   json={"user_id": "after", "context": CONTEXT, "timestamp": to_rfc3339(now)}).get_json()
         assert d["removed"]["reasons"].get("retired", 0) >= 1
     finally:
         engine.store.close()

@@ -76,6 +76,8 @@ def test_fast_path_answers_as_the_flask_route(apps, body):
     ("/v1/policies/nope/decide", b'{"user_id": "u1"}', 404),                   # unknown policy: Flask's 404
     ("/v1/policies/lifecycle/decide", b'{"user_id": "u1", "context": {"segment": NaN}}', 400),
     ("/v1/policies/lifecycle/decide", b"", 400),
+    ("/v1/policies/lifecycle/decide", b'{"user_id": "u1", "context": {"segment": "s1"}, '
+                                      b'"timestamp": 1767225600}', 400),  # seconds, not RFC 3339 text
 ])
 def test_bodies_the_fast_path_passes_on(apps, path, data, status):
     fast, plain = apps
@@ -84,6 +86,20 @@ def test_bodies_the_fast_path_passes_on(apps, path, data, status):
     assert a.status_code == b.status_code == status
     assert a.json == b.json
     assert len(fast.flask_saw) == 1, "passed on to the Flask app"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+def test_a_valid_body_not_sent_as_json_is_refused_by_the_flask_route(apps, content_type):
+    """Regression (fuzz): any content type was read as JSON, though the document says JSON only."""
+    fast, plain = apps
+    data = b'{"user_id": "u1", "context": {"segment": "s1"}}'
+    a = fast.post("/v1/policies/lifecycle/decide", data=data, content_type=content_type)
+    b = plain.post("/v1/policies/lifecycle/decide", data=data, content_type=content_type)
+    assert a.status_code == b.status_code == 415 and a.json == b.json
+    assert a.json["field"] == "Content-Type" and content_type in a.json["detail"]
+    assert len(fast.flask_saw) == 1, "passed on to the Flask app"
+    ok = fast.post("/v1/policies/lifecycle/decide", data=data, content_type="application/json; charset=utf-8")
+    assert ok.status_code == 200 and len(fast.flask_saw) == 1
 
 
 def test_a_body_without_length_is_decided_by_the_flask_route(apps):

@@ -17,6 +17,7 @@ from serving import start_serve
 from service.api.app import create_app
 from service.api.auth import create_key
 from service.runtime import build_learner
+from service.times import to_rfc3339
 
 CONTEXT = {"segment": "new_users", "country": "FR", "tenure_days": 3}
 T0 = 1_790_000_000.0  # a moment for the request clock
@@ -41,7 +42,7 @@ def scrape(client, **headers) -> dict:
 
 
 def decide(client, user: str, at: float | None = None):
-    body = {"user_id": user, "context": CONTEXT} | ({"timestamp": at} if at is not None else {})
+    body = {"user_id": user, "context": CONTEXT} | ({"timestamp": to_rfc3339(at)} if at is not None else {})
     r = client.post("/v1/policies/lifecycle/decide", json=body)
     assert r.status_code == 200, r.get_data(as_text=True)
     return r.get_json()
@@ -141,7 +142,7 @@ def test_every_worker_and_the_learner_add_up(tmp_path):
         for i in range(sent):  # half of them late enough to close the first half's reward windows
             at = T0 + (0 if i < sent // 2 else 3 * DAY) + i
             r = http.post(f"{base}/v1/policies/lifecycle/decide", json={"user_id": f"e2e-{i}", "context": CONTEXT,
-                                                                         "timestamp": at}, timeout=10)
+                                                                         "timestamp": to_rfc3339(at)}, timeout=10)
             assert r.status_code == 200, r.text
         pages = [samples(http.get(f"{base}/metrics", timeout=10).text) for _ in range(4)]
         for page in pages:  # whichever worker answered the scrape

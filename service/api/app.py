@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from service.api import catalog, keys, metrics, routes, safety, versions
-from service.api.auth import ANY, KeyRing
+from service.api.auth import ANY, PUBLIC, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
+from service.api.schemas import NUL_REASON
 from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
 from service.clock import make_clock
 from service.metrics import STORE_ERRORS, count_request
-from service.errors import Forbidden, Problem
+from service.errors import BadRequest, Forbidden, NotFound, Problem
 from service.policy import Policy, load_policies
 from service.policy.reload import PolicyReloads
 from service.runtime import build_engine
@@ -114,13 +115,37 @@ def _authorize_requests(app: Flask, ring: KeyRing) -> None:
         if request.url_rule is not None:  # for the request log: the route's template, never the path
             request.environ[ROUTE] = request.url_rule.rule
             request.environ[POLICY] = (request.view_args or {}).get("policy")
+        scope = view.scope if view is not None else _unrouted_scope(app)
         try:
-            key = ring.authorize(request.headers.get("Authorization"), view.scope if view is not None else ANY)
+            key = ring.authorize(request.headers.get("Authorization"), scope)
         except Forbidden as exc:  # the log names the key that lacked the scope
             request.environ[KEY] = exc.key_name
             raise
         if key is not None:
             request.environ[KEY] = key.name
+        _no_nul_in_path(request.view_args or {})
+
+
+def _no_nul_in_path(params: dict) -> None:
+    """No stored text holds U+0000 (schemas.NO_NUL): a path naming an event, a key, an arm or a
+    policy with it names nothing (404, before a store that cannot even compare it); a person's
+    id with it is refused as in a body (400), since any other id names a person."""
+    for name, value in params.items():
+        if isinstance(value, str) and "\x00" in value:
+            if name == "user_id":
+                raise BadRequest(f"{name}: {NUL_REASON}", name, [{"field": name, "reason": NUL_REASON}])
+            raise NotFound(f"no {name} {value!r}: no name holds the NUL character (U+0000)", name)
+
+
+def _unrouted_scope(app: Flask) -> str:
+    """What a request no view answers needs before it learns why: a method a public path does not
+    allow is a 405 for anyone (as for `TRACE /healthz`); anything else needs a valid key first."""
+    error = request.routing_exception
+    if not isinstance(error, MethodNotAllowed) or not error.valid_methods:
+        return ANY
+    adapter = app.url_map.bind_to_environ(request.environ)
+    scopes = {app.view_functions[adapter.match(method=m)[0]].scope for m in error.valid_methods}
+    return PUBLIC if scopes == {PUBLIC} else ANY
 
 
 def _handle_errors(app: Flask) -> None:

@@ -14,6 +14,7 @@ is not valid (400), a change that would leave no policy (409: the fallback arm's
 from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from werkzeug.routing import BaseConverter
 
 from service.api import schemas
 from service.api.auth import ANY, requires
@@ -29,7 +30,16 @@ from service.times import to_rfc3339
 catalog_bp = Blueprint("catalog", __name__)
 
 
+class ContentId(BaseConverter):
+    """A content id in a path: anything but `report`, which names the contents report
+    (`GET /v1/policies/{policy}/contents/report`, service/api/safety.py), so that the two routes
+    never both match one path (a content cannot be named `report` over HTTP)."""
+
+    regex = r"(?!report$)[^/]+"
+
+
 def init_app(app: Flask) -> None:
+    app.url_map.converters["content_id"] = ContentId
     app.register_blueprint(catalog_bp)
 
 
@@ -63,7 +73,7 @@ def list_contents(policy: str):
     return jsonify(catalog_view(p, eng.store.catalog_changes(p.name), to_rfc3339))
 
 
-@catalog_bp.put("/v1/policies/<policy>/contents/<content_id>")
+@catalog_bp.put("/v1/policies/<policy>/contents/<content_id:content_id>")
 @requires("admin")
 def put_content(policy: str, content_id: str):
     eng = _engine()
@@ -80,7 +90,7 @@ def put_content(policy: str, content_id: str):
     return jsonify(entry | {"created": not existed, "arm_count": len(served.arms)}), 200 if existed else 201
 
 
-@catalog_bp.delete("/v1/policies/<policy>/contents/<content_id>")
+@catalog_bp.delete("/v1/policies/<policy>/contents/<content_id:content_id>")
 @requires("admin")
 def delete_content(policy: str, content_id: str):
     eng = _engine()

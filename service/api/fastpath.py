@@ -8,12 +8,12 @@ from typing import Callable
 
 import orjson
 from flask import Flask
-from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.http import HTTP_STATUS_CODES, parse_options_header
 
 from service.api.auth import KeyRing
 from service.api.problems import OrjsonProvider, internal_problem, unavailable_problem
 from service.api.requestlog import KEY, POLICY, ROUTE
-from service.api.routes import decide, decide_input
+from service.api.routes import decide, decide_input, is_json
 from service.decision.engine import DecisionEngine
 from service.errors import Problem
 from service.metrics import STORE_ERRORS, count_decision
@@ -25,7 +25,7 @@ class DecideFastPath:
     request for a known policy is parsed, validated by the same pydantic model and answered with
     the same JSON, without Flask's request and response machinery (about a fifth of a served
     decide's CPU). Everything else -- other endpoints, an unknown policy, a body that is not a
-    valid request, a chunked or too large body -- goes to the Flask app untouched (the body already read is
+    valid request, a chunked or too large body, one not sent as JSON -- goes to the Flask app untouched (the body already read is
     handed on), so every error keeps its single source: the Flask error handlers. A problem the
     engine raises while deciding (a conflict, a context the policy refuses) is answered here with
     the same problem document; nothing the engine raises comes after its decision is logged.
@@ -62,7 +62,8 @@ class DecideFastPath:
             return self._send(start_response, p.status, "application/problem+json", p.to_dict(), p.headers)
         length = environ.get("CONTENT_LENGTH")
         if (name not in self.engine.policies or not length or not length.isdigit()
-                or (self.max_length is not None and int(length) > self.max_length)):
+                or (self.max_length is not None and int(length) > self.max_length)
+                or not is_json(parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower())):
             return self.wsgi_app(environ, start_response)
         raw = environ["wsgi.input"].read(int(length))
         try:

@@ -6,13 +6,12 @@ import re
 
 from flask import Blueprint, current_app, jsonify, request
 
-from service.api import schemas
-from service.api.openapi import openapi as openapi_document
+from service.api import openapi as document, schemas
 from service.api.auth import ANY, PUBLIC, requires
 from service.api.problems import problem_response
 from service.api.requestlog import KEY
 from service.decision.engine import DecideInput, DecisionEngine, DeliveryInput, OutcomeInput
-from service.errors import BadRequest, Conflict, Problem
+from service.errors import BadRequest, Conflict, Problem, UnsupportedMediaType
 from service.metrics import OUTCOMES, count_decision
 from service.learning.learner import LEASE
 from service.policy import PolicyError
@@ -29,9 +28,21 @@ def engine() -> DecisionEngine:
     return current_app.extensions["tactful"]
 
 
-def body() -> object:
+def is_json(mimetype: str) -> bool:
+    """Whether a body of this media type (lower case, no parameters; "" when none is given) is
+    read as JSON: application/json, any `+json` type, or none named."""
+    return mimetype in ("", "application/json") or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def body(optional: bool = False) -> object:
+    """The request's JSON body; None for an empty one when it is `optional`."""
+    if not is_json(request.mimetype):
+        raise UnsupportedMediaType(f"the request body must be JSON: send Content-Type: application/json, "
+                                   f"not {request.mimetype}", "Content-Type")
     raw = request.get_data(cache=True)
     if not raw.strip():
+        if optional:
+            return None
         raise BadRequest("the request body is empty: send a JSON object", "body")
     try:
         return current_app.json.loads(raw)
@@ -127,11 +138,9 @@ def get_policy(policy: str):
 @requires("people:write")
 def put_consent(user_id: str):
     req = schemas.parse(schemas.ConsentRequest, body())
-    known = {ch for p in engine().policies.values() for ch in p.spec.channels}
     for ch in req.channels:
-        if ch not in known:
-            raise BadRequest(f"{ch!r} is not a channel of any policy (known: {', '.join(sorted(known))})",
-                             f"channels.{ch}")
+        if reason := schemas.unknown_channel(ch, engine().policies):
+            raise BadRequest(reason, f"channels.{ch}")
     return jsonify(engine().people.set_consent(user_id, req.channels, req.source, _ts(req.timestamp)))
 
 
@@ -145,12 +154,10 @@ def get_user(user_id: str):
 @requires("people:write")
 def put_preferences(user_id: str):
     req = schemas.parse(schemas.PreferencesRequest, body())
-    known = {ch for p in engine().policies.values() for ch in p.spec.channels}
     for name in ("preferred_channels", "blocked_channels"):
         for i, ch in enumerate(getattr(req, name)):
-            if ch not in known:
-                raise BadRequest(f"{ch!r} is not a channel of any policy (known: {', '.join(sorted(known))})",
-                                 f"{name}[{i}]")
+            if reason := schemas.unknown_channel(ch, engine().policies):
+                raise BadRequest(reason, f"{name}[{i}]")
     prefs = req.model_dump(exclude={"timestamp"}, exclude_none=True)
     return jsonify(engine().people.set_preferences(user_id, prefs, _ts(req.timestamp)))
 
@@ -158,13 +165,7 @@ def put_preferences(user_id: str):
 @users.get("/v1/users/<user_id>/decisions")
 @requires("people:read")
 def get_user_decisions(user_id: str):
-    raw = request.args.get("limit", "20")
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise BadRequest(f"limit must be a whole number, not {raw!r}", "limit") from None
-    if not 1 <= limit <= 200:
-        raise BadRequest("limit must be between 1 and 200", "limit")
+    limit = schemas.whole_number(request.args.get("limit", str(schemas.LIMIT["default"])), "limit", schemas.LIMIT)
     return jsonify(engine().people.person_decisions(user_id, limit))
 
 
@@ -281,7 +282,9 @@ def readyz():
 @meta.get("/openapi.json")
 @requires(PUBLIC)
 def openapi():
-    return jsonify(openapi_document(sorted(engine().policies), operation_scopes()))
+    eng = engine()
+    return jsonify(document.document(eng.policies, operation_scopes(), eng.clock.accepts_timestamps,
+                                     current_app.config["MAX_CONTENT_LENGTH"]))
 
 
 def operation_scopes() -> dict[tuple[str, str], str]:

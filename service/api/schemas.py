@@ -1,37 +1,61 @@
 """Request and response schemas of HTTP API v1.
 
-The same pydantic models validate requests and generate the OpenAPI 3.1 document
-(`GET /openapi.json`), so the documentation cannot drift from what the service accepts.
+The same pydantic models, patterns and lists validate requests and make the OpenAPI 3.1 document
+(`GET /openapi.json`, service/api/openapi.py), so the documentation cannot drift from what the
+service accepts; tests/test_fuzz_api.py holds the two together.
 """
 from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
-                      ValidationError, field_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+                      PlainSerializer, StringConstraints, ValidationError, WithJsonSchema, field_validator)
 
 from service.api.auth import NAME_PATTERN, SCOPES
 from service.errors import BadRequest
-from service.times import iana_zone
+from service.policy import Policy
+from service.times import iana_zone, to_rfc3339
 
 
-_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+# RFC 3339 as every request's timestamp must be written: date, time with seconds, an optional
+# fraction, and the offset; the year as written between 1970 and 8999. Near the ends of the
+# calendar a timestamp overflows it (send times, reward windows, RFC 3339 rendering) and, as the
+# request clock only moves forward, would fail every later request. The same pattern validates
+# and is published in the OpenAPI document, so the two cannot disagree.
+RFC3339 = (r"^(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+           r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"  # a local time of day
+# No request text may hold U+0000: PostgreSQL cannot store it, and both backends refuse it alike.
+# The validators check every name and string of a body (`parse`) and every path parameter
+# (service/api/app.py); the document gives every free text this pattern (service/api/openapi.py).
+NO_NUL = r"^[^\x00]*$"
+# text that is more than blanks (the characters every regex dialect agrees are blanks), without NUL
+NOT_BLANK = r"^[^\x00]*[^\t\n\v\f\r \x00][^\x00]*$"
+# the reason a request gets when a string does not match one of these patterns
+PATTERN_REASONS = {
+    RFC3339: "must be RFC 3339 with its time-zone offset, such as 2026-05-28T09:00:00Z, "
+             "with a year between 1970 and 8999",
+    NOT_BLANK: "must not be empty or blank, nor hold the NUL character (U+0000)",
+    HHMM: "must be a local time HH:MM, such as 21:00",
+    NAME_PATTERN: "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or a digit",
+}
 
 
-def _in_range(v: datetime) -> datetime:
-    # Timestamps become the request clock (which only moves forward) and stored times. Near the
-    # ends of the calendar they overflow it (send times, reward windows, RFC 3339 rendering),
-    # which would fail every later request, so they are refused here.
-    if not _EARLIEST <= v < _LATEST:
-        raise ValueError("must be between 1970-01-01T00:00:00Z and 9000-01-01T00:00:00Z")
-    return v
+def _moment(v: str) -> datetime:
+    try:
+        return datetime.fromisoformat(v)
+    except ValueError as exc:  # the pattern lets through a day the month does not have
+        raise ValueError(f"is not a date: {exc}") from None
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+# in the document: a string of this pattern and format; once validated: an aware datetime
+Timestamp = Annotated[str, StringConstraints(strict=True, pattern=RFC3339), AfterValidator(_moment),
+                      PlainSerializer(lambda v: to_rfc3339(v.timestamp()) if isinstance(v, datetime) else v,
+                                      return_type=str),
+                      WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339})]
 
 
 Name = Annotated[str, Field(min_length=1, max_length=64)]
@@ -106,19 +130,13 @@ class ConsentRequest(_Request):
     timestamp: Timestamp | None = None
 
 
-def _hhmm(v: str) -> str:
-    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
-        raise ValueError("must be a local time HH:MM, such as 21:00")
-    return v
-
-
 def _iana(v: str | None) -> str | None:
     return None if v is None else iana_zone(v)
 
 
 class QuietHoursIn(_Request):
-    start: Annotated[str, AfterValidator(_hhmm)] = Field(description="Local time HH:MM quiet hours begin.")
-    end: Annotated[str, AfterValidator(_hhmm)] = Field(description="Local time HH:MM they end (may wrap midnight).")
+    start: str = Field(pattern=HHMM, description="Local time HH:MM quiet hours begin.")
+    end: str = Field(pattern=HHMM, description="Local time HH:MM they end (may wrap midnight).")
 
     @field_validator("end")
     @classmethod
@@ -126,6 +144,13 @@ class QuietHoursIn(_Request):
         if info.data.get("start") == v:
             raise ValueError("must differ from start: quiet hours would be empty")
         return v
+
+
+def _integral(v: Any) -> Any:
+    # JSON does not tell 7 from 7.0, and JSON Schema's "integer" accepts both
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 
 
 class PreferencesRequest(_Request):
@@ -136,8 +161,10 @@ class PreferencesRequest(_Request):
     blocked_channels: list[Name] = Field(default_factory=list, max_length=16,
                                          description="Channels never to use for this person.")
     blocked_topics: list[Name] = Field(default_factory=list, max_length=64, description="Topics never to send.")
-    max_contacts_per_week: StrictInt | None = Field(default=None, ge=0, le=1000,
-                                                   description="The person's own limit, on every channel.")
+    # the constraints before the BeforeValidator: after it, pydantic writes them into the JSON
+    # Schema as `ge` and `le`, which no JSON Schema reader knows (the document would allow any number)
+    max_contacts_per_week: Annotated[StrictInt, Field(ge=0, le=1000), BeforeValidator(_integral)] | None = Field(
+        default=None, description="The person's own limit, on every channel (a whole number; 7.0 is 7).")
     quiet_hours: QuietHoursIn | None = Field(default=None, description="No sends in these local hours.")
     timezone: Annotated[str | None, AfterValidator(_iana)] = Field(default=None, description="IANA time zone.")
     timestamp: Timestamp | None = None
@@ -155,14 +182,14 @@ class ArmPatchRequest(_Request):
 class PauseRequest(_Request):
     """Pause or resume a whole policy (`admin`): why, recorded with the change."""
 
-    reason: str = Field(min_length=1, max_length=500, pattern=r"\S",
+    reason: str = Field(min_length=1, max_length=500, pattern=NOT_BLANK,
                         description="Why: shown in every decision while the policy is paused, and kept.")
 
 
 class BreakerResetRequest(_Request):
     """Close a tripped circuit breaker (`admin`): one (`target`) or every open one of the policy."""
 
-    reason: str = Field(min_length=1, max_length=500, pattern=r"\S", description="Why: kept with the reset.")
+    reason: str = Field(min_length=1, max_length=500, pattern=NOT_BLANK, description="Why: kept with the reset.")
     target: str | None = Field(default=None, max_length=200, description="What the breaker watches: "
                                "`content:<id>`, `channel:<name>` or `policy`; every open one when left out.")
 
@@ -201,71 +228,11 @@ class KeyRequest(_Request):
                                                      f"`{k}`: {v}" for k, v in SCOPES.items()) + ".")
 
 
-class Action(BaseModel):
-    arm: str
-    content: str | None
-    channel: str | None
-    timing: str | None
-    send_at: str | None
-    hold: bool
+class ActivateRequest(_Request):
+    """Serve another model version; the body is optional."""
 
-
-class Removed(BaseModel):
-    count: int
-    reasons: dict[str, int]
-
-
-class DecideResponse(BaseModel):
-    event_id: str
-    policy: str
-    model_version: int | None
-    mode: Literal["explore", "exploit", "holdout", "fallback", "consistent"]
-    action: Action
-    probability: float
-    removed: Removed
-    explanation: dict[str, Any]
-
-
-class OutcomeResponse(BaseModel):
-    event_id: str
-    outcome_id: str | None
-    type: str
-    value: float
-    accepted: bool
-    duplicate: bool
-    counted: bool | None
-    note: str | None
-
-
-class DeliveryResponse(BaseModel):
-    event_id: str
-    status: str
-    reason: str | None
-    accepted: bool
-    duplicate: bool
-    released: bool
-    note: str | None
-
-
-class EventResponse(DecideResponse):
-    status: Literal["pending", "final", "learned"]
-    delivery: dict[str, Any] | None = Field(description="A send's delivery: the latest status reported (null: "
-                                                        "none yet) and every report; null for a hold.")
-    reward: float | None
-    reward_window_closes_at: str
-    learned_in_version: int | None
-    outcomes: list[dict[str, Any]]
-    allowed: list[dict[str, Any]]
-
-
-class Problem(BaseModel):
-    type: str
-    title: str
-    status: int
-    detail: str
-    field: str | None = None
-    errors: list[dict[str, Any]] = []
-    scope: str | None = Field(default=None, description="A 403's: the scope the request needs.")
+    reason: str = Field(default="activated over HTTP", max_length=256, pattern=NOT_BLANK,
+                        description="Why, recorded with the activation.")
 
 
 def _field(loc: tuple) -> str:
@@ -279,6 +246,8 @@ def parse(model: type[_Request], payload: Any) -> _Request:
     """Validate a JSON body; every problem becomes a BadRequest naming its field."""
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object", "body")
+    if (where := nul_field(payload)) is not None:
+        raise BadRequest(f"{where}: {NUL_REASON}", where, [{"field": where, "reason": NUL_REASON}])
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
@@ -287,5 +256,74 @@ def parse(model: type[_Request], payload: Any) -> _Request:
             reason = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 reason = "is not a field of this request"
+            elif e["type"] == "string_pattern_mismatch":
+                reason = PATTERN_REASONS.get(e["ctx"]["pattern"], reason)
             errors.append({"field": _field(e["loc"]), "reason": reason})
         raise BadRequest(f"{errors[0]['field']}: {errors[0]['reason']}", errors[0]["field"], errors) from None
+
+
+NUL_REASON = "must not hold the NUL character (U+0000)"
+
+
+def nul_field(payload: Any) -> str | None:
+    """The first field (`a.b[2]`) of a JSON value whose name or text holds U+0000, if any. A
+    loop, not a recursion: a body may nest deeper than Python's stack."""
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return where or "body"
+        elif isinstance(value, dict):
+            for k, v in reversed(value.items()):
+                here = f"{where}.{k}" if where else str(k)
+                if "\x00" in str(k):
+                    return here
+                stack.append((here, v))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+# Path and query parameters that are whole numbers: the range each allows, as the document gives it.
+VERSION = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}  # a model version (a 64-bit key)
+LIMIT = {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}  # a person's recent decisions
+
+
+def whole_number(raw: str, field: str, schema: dict) -> int:
+    """A path or query parameter as the integer `schema` allows: ASCII digits (with an optional
+    minus) within its range; a BadRequest naming `field` otherwise."""
+    if not re.fullmatch(r"-?[0-9]+", raw):
+        raise BadRequest(f"{field} must be a whole number, not {raw!r}", field)
+    value = int(raw)
+    if not schema["minimum"] <= value <= schema["maximum"]:
+        raise BadRequest(f"{field} must be between {schema['minimum']} and {schema['maximum']}, not {raw}", field)
+    return value
+
+
+# What a request may name depends on the policies served: these lists validate requests
+# (service/api/routes.py) and are published in the document (service/api/openapi.py).
+
+def channel_names(policies: Mapping[str, Policy]) -> list[str]:
+    """Every channel of every policy: what consent and preferences may name."""
+    return sorted({ch for p in policies.values() for ch in p.spec.channels})
+
+
+def outcome_types(policies: Mapping[str, Policy]) -> list[str]:
+    """Every outcome type of every policy (an outcome's own policy is the one of its decision)."""
+    return sorted({t for p in policies.values() for t in p.outcome_types})
+
+
+def arm_targets(policies: Mapping[str, Policy]) -> list[str]:
+    """What an arm patch may name: an arm or a content of a policy, never the hold arm."""
+    out = set()
+    for p in policies.values():
+        out.update(a.id for a in p.arms if not a.hold)
+        out.update(p.content_index)
+    return sorted(out)
+
+
+def unknown_channel(name: str, policies: Mapping[str, Policy]) -> str | None:
+    """Why `name` may not be named as a channel (None: it may)."""
+    known = channel_names(policies)
+    return None if name in known else f"{name!r} is not a channel of any policy (known: {', '.join(known)})"

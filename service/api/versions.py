@@ -4,19 +4,21 @@
     POST /v1/policies/{policy}/models/{version}/activate    {"reason"?} -> the activation
 
 Both need the `admin` scope. Errors are problem+json naming the field: an unknown policy (404,
-`policy`), a version that is not a number (400, `version`) or does not exist (404, `version`) or
-is already active (409, `version`), a reason that is not text (400, `reason`).
+`policy`), a version that is not a whole number from 1 to 2^63-1 (400, `version`) or does not
+exist (404, `version`) or is already active (409, `version`), a reason that is not text or is
+blank (400, `reason`).
 
 Times are RFC 3339 text, as everywhere in the API: a version's `created_at`, an activation's
 `at`, a stored evaluation's count beside it.
 """
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify
 
+from service.api import schemas
 from service.api.auth import requires
+from service.api.routes import body
 from service.decision.engine import DecisionEngine
-from service.errors import BadRequest
 from service.learning.registry import VersionRegistry
 from service.times import to_rfc3339
 
@@ -63,14 +65,7 @@ def _activation(a: dict) -> dict:
 def activate(policy: str, version: str):
     eng = _engine()
     p = eng.policy(policy)
-    if not version.isdigit():
-        raise BadRequest(f"{version!r} is not a model version number", "version")
-    raw = request.get_data(cache=True)
-    data = request.get_json(silent=True, force=True) if raw.strip() else {}
-    if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object such as {\"reason\": \"...\"}", "body")
-    reason = data.get("reason", "activated over HTTP")
-    if not isinstance(reason, str) or not reason.strip():
-        raise BadRequest("reason must be a non-empty string", "reason")
-    result = _registry().activate(p.name, int(version), reason, eng.clock.now())
-    return jsonify(_activation(result))
+    number = schemas.whole_number(version, "version", schemas.VERSION)
+    payload = body(optional=True)
+    req = schemas.parse(schemas.ActivateRequest, {} if payload is None else payload)
+    return jsonify(_activation(_registry().activate(p.name, number, req.reason, eng.clock.now())))

@@ -10,6 +10,12 @@ from service.errors import BadRequest
 from service.policy import FeatureSpec, Policy
 
 
+# a number feature's range beyond its declared bounds: the decision log stores the context as JSON
+# with 64-bit integers, and one range for integers and fractions is what a JSON Schema can state
+INT64 = (-2**63, 2**63 - 1)
+STRING_MAX = 200  # characters of a string feature
+
+
 def validate_context(policy: Policy, context: Mapping[str, object], dropped: list | None = None) -> dict:
     """The context's features, checked against the policy's declaration.
 
@@ -71,8 +77,8 @@ def _feature_error(spec: FeatureSpec, value: object) -> str | None:
     if spec.type == "string":
         if not isinstance(value, str):
             return f"must be a string, not {type(value).__name__}"
-        if len(value) > 200:
-            return "must be at most 200 characters"
+        if len(value) > STRING_MAX:
+            return f"must be at most {STRING_MAX} characters"
         return None
     if spec.type == "boolean":
         return None if isinstance(value, bool) else f"must be true or false, not {type(value).__name__}"
@@ -80,10 +86,41 @@ def _feature_error(spec: FeatureSpec, value: object) -> str | None:
         return f"must be a number, not {type(value).__name__}"
     if not math.isfinite(value):
         return "must be a finite number"
-    if isinstance(value, int) and not -2**63 <= value < 2**63:
-        return "must fit in a signed 64-bit integer"
+    if not INT64[0] <= value <= INT64[1]:
+        return f"must fit in a signed 64-bit integer ({INT64[0]} to {INT64[1]})"
     if spec.min is not None and value < spec.min:
         return f"must be at least {spec.min:g}"
     if spec.max is not None and value > spec.max:
         return f"must be at most {spec.max:g}"
     return None
+
+
+def context_schema(policy: Policy) -> dict:
+    """The JSON Schema of what `validate_context` accepts for `policy`, for the OpenAPI document:
+    its declared features (null stands for absent, except for a required one), never a sensitive
+    one, and other names only when the policy drops undeclared features."""
+    features, privacy = policy.spec.features, policy.spec.privacy
+    props, required = {}, []
+    for name, spec in features.items():
+        if name in privacy.sensitive:
+            continue
+        kind = {"string": "string", "boolean": "boolean"}.get(spec.type, "number")
+        prop: dict = {"type": kind if spec.required else [kind, "null"]}
+        if spec.type == "string":
+            prop["maxLength"] = STRING_MAX
+        elif spec.type == "number":
+            prop["minimum"] = max(spec.min, INT64[0]) if spec.min is not None else INT64[0]
+            prop["maximum"] = min(spec.max, INT64[1]) if spec.max is not None else INT64[1]
+        if spec.description:
+            prop["description"] = spec.description
+        props[name] = prop
+        if spec.required:
+            required.append(name)
+    out: dict = {"type": "object", "description": f"The context features of policy {policy.name!r}.",
+                 "properties": props, "required": required}
+    if privacy.undeclared == "drop":
+        if privacy.sensitive:
+            out["propertyNames"] = {"not": {"enum": list(privacy.sensitive)}}
+    else:
+        out["additionalProperties"] = False
+    return out
