@@ -6,9 +6,10 @@ decision answered 200, an outcome answered 202); while it runs, `kill -9` of one
 and, later, of the learner. Then the store is read (through service/store) to check:
 
 - lost: acknowledged decisions and outcomes the store does not hold (must be 0). A request that
-  failed with a connection error was not acknowledged: it is counted as unanswered, not lost;
-  a decision the store holds that was never acknowledged (the worker died after its commit, before
-  its answer) is counted as stored-unacknowledged;
+  failed with a connection error was not acknowledged: it is counted as unanswered, not lost (an
+  unanswered outcome is sent again with the same outcome_id, as a client should; a decision is
+  not, since a repeat would be another decision); a decision the store holds that was never
+  acknowledged (its worker died after the commit, before the answer) is counted apart;
 - exactly once: every decision whose reward window has closed is learned by exactly one model
   version, the versions' counts add up, and their cursors only grow;
 - recovery: after the worker's kill, the time until gunicorn's replacement has loaded the app (its
@@ -123,7 +124,9 @@ class Client:
         for t in self._threads:
             t.join(60)
 
-    def _post(self, http: requests.Session, tally: Tally, path: str, body: dict, ok: int) -> dict | None:
+    def _post(self, http: requests.Session, tally: Tally, path: str, body: dict, ok: int) -> dict | bool:
+        """The answer's body when acknowledged; False when refused (an HTTP error), True when
+        unanswered (a connection error or a time-out: it may be tried again)."""
         sent = time.monotonic()
         with self.lock:
             tally.sent += 1
@@ -132,11 +135,11 @@ class Client:
         except requests.RequestException:
             with self.lock:
                 tally.unanswered += 1
-            return None
+            return True
         with self.lock:
             if r.status_code != ok:
                 tally.refused[r.status_code] += 1
-                return None
+                return False
             self.answered.append((sent, time.monotonic()))
         return r.json()
 
@@ -148,18 +151,30 @@ class Client:
             n = next(self.counter)
             body = {"user_id": self.users[n % len(self.users)],
                     "context": {"segment": SEGMENTS[n % len(SEGMENTS)], "country": "FR", "tenure_days": n % 400}}
+            # a decision is not tried again: the API has no idempotency key for it, so a repeat
+            # would be another decision
             d = self._post(http, self.decisions, f"/v1/policies/{POLICY}/decide", body, 200)
-            if d is not None:
+            if isinstance(d, dict):
                 with self.lock:
                     self.decisions.acknowledged.append(d["event_id"])
                 if n % 2 == 0:
-                    kind = ("open", "click", "convert")[n % 3]
-                    if self._post(http, self.outcomes, f"/v1/events/{d['event_id']}/outcomes",
-                                  {"type": kind, "outcome_id": f"{kind}-{n}"}, 202) is not None:
-                        with self.lock:
-                            self.outcomes.acknowledged.append((d["event_id"], f"{kind}-{n}"))
+                    self._outcome(http, d["event_id"], ("open", "click", "convert")[n % 3], n)
             due = max(due + period, time.monotonic() - period)  # no burst to catch up after an outage
             self.stop.wait(max(0.0, due - time.monotonic()))
+
+    def _outcome(self, http: requests.Session, event_id: str, kind: str, n: int) -> None:
+        """Report an outcome; one left unanswered is sent again (up to twice), with the same
+        outcome_id, as a client should: the store counts it once whichever attempt landed."""
+        for attempt in range(3):
+            answer = self._post(http, self.outcomes, f"/v1/events/{event_id}/outcomes",
+                                {"type": kind, "outcome_id": f"{kind}-{n}"}, 202)
+            if isinstance(answer, dict):
+                with self.lock:
+                    self.outcomes.acknowledged.append((event_id, f"{kind}-{n}"))
+                return
+            if answer is False:
+                return
+            time.sleep(0.1)
 
     def first_answer_sent_after(self, t: float) -> float | None:
         """When the first acknowledged request sent after `t` was answered."""
@@ -181,20 +196,36 @@ def _wait(check, seconds: float, pause: float = 0.02):
 
 
 def kill_worker(serve_pid: int, log: Path, client: Client, patience: float = 60.0) -> dict:
-    """kill -9 one gunicorn worker; how long until its replacement has loaded the app, and until a
-    request sent after the kill is answered."""
+    """kill -9 one gunicorn worker (one caught handling a request, when one is within 2 s); how
+    long until its replacement has loaded the app, and until a request sent after the kill is
+    answered."""
     master = child_running(serve_pid, "web")
     workers = children(master)
-    victim = workers[0]
+    victim = _busy(workers) or workers[0]
+    busy = _state(victim) == "R"
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     new = _wait(lambda: [p for p in children(master) if p not in workers], patience)
     ready = new and _wait(lambda: f" worker {new[0]} ready" in log.read_text(), patience)
     ready_at = time.monotonic() if ready else None
     answered = _wait(lambda: client.first_answer_sent_after(killed), patience)
-    return {"fault": "kill -9 gunicorn worker", "pid": victim, "replacement": new[0] if new else None,
+    return {"fault": "kill -9 gunicorn worker", "pid": victim, "busy": busy, "replacement": new[0] if new else None,
             "answered_s": answered - killed if answered else None,
             "recovered_s": ready_at - killed if ready_at else None}
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat[stat.rindex(")") + 2]
+
+
+def _busy(pids: list[int], patience: float = 2.0) -> int | None:
+    """One of `pids` seen running (a worker handling a request, rather than waiting in accept),
+    so that the kill cuts a request in flight; None if none was within `patience` seconds."""
+    return _wait(lambda: next((p for p in pids if _state(p) == "R"), None), patience, pause=0.0005)
 
 
 def kill_learner(serve_pid: int, store, client: Client, patience: float = 60.0) -> dict:
@@ -311,9 +342,9 @@ def learning(store, closed_by: float) -> dict:
 
 def markdown(results: list[dict]) -> str:
     """The runs as the Markdown table of docs/reliability.md: one row per run."""
-    lines = ["| store | kill -9 | decisions sent / acknowledged / unanswered | outcomes sent / acknowledged / "
-             "unanswered | lost | learned exactly once | service answered again after | recovered after |",
-             "|" + " --- |" * 8]
+    lines = ["| store | kill -9 | decisions sent / acknowledged / unanswered / stored unacknowledged | outcomes "
+             "sent / acknowledged / unanswered | lost | learned exactly once | answered again after | "
+             "recovered after |", "|" + " --- |" * 8]
     for r in results:
         faults = ", ".join(f["fault"].removeprefix("kill -9 ") for f in r["faults"]) or "none"
         answered = ", ".join(_s(f["answered_s"]) for f in r["faults"]) or "-"
@@ -321,8 +352,8 @@ def markdown(results: list[dict]) -> str:
                               f"{_s(f['recovered_s'])}" for f in r["faults"]) or "-"
         lines.append(
             f"| {r['backend']} | {faults} | {r['decisions_sent']} / {r['decisions_acknowledged']} / "
-            f"{r['decisions_unanswered']} | {r['outcomes_sent']} / {r['outcomes_acknowledged']} / "
-            f"{r['outcomes_unanswered']} | {r['decisions_lost'] + r['outcomes_lost']} | "
+            f"{r['decisions_unanswered']} / {r['decisions_stored_unacknowledged']} | {r['outcomes_sent']} / "
+            f"{r['outcomes_acknowledged']} / {r['outcomes_unanswered']} | {r['decisions_lost'] + r['outcomes_lost']} | "
             f"{'yes' if r['learned_exactly_once'] else 'NO'} ({r['decisions_learned']} of "
             f"{r['decisions_closed']}) | {answered} | {recovered} |")
     return "\n".join(lines)
