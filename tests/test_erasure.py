@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from backends import PG_URL, pg_schema
 from conftest import POLICIES_DIR
 from serving import start_serve
 from service.api.app import create_app
-from service.store import open_store
+from service.store import SQLiteStore, StoreUnavailable, open_store
 
 USER = "erase-me-7f3a9c@example.com"
 ALL = {"email": True, "push": True, "sms": True, "in_app": True}
@@ -181,3 +182,31 @@ def test_erasure_under_load_on_a_real_serve_leaves_no_byte_in_the_sqlite_files(t
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
     assert client.decisions.acknowledged and not client.decisions.refused and not client.decisions.unanswered
+
+
+def test_an_erasure_whose_checkpoint_cannot_finish_says_so_and_a_repeat_finishes_it(tmp_path):
+    """A reader that holds an old snapshot keeps the WAL's older frames in use: the erasure is
+    committed, StoreUnavailable (503) says its trace is not gone yet, and asking again once the
+    reader is done leaves no byte."""
+    db = tmp_path / "held.db"
+    store = SQLiteStore(str(db), timeout=0.5)
+    key = store.person_key(USER)
+    store.set_consent(key, {"email": True}, "form", 1.0)
+    store.set_preferences(key, {"timezone": "Europe/Paris"}, 1.0)
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM consent").fetchone()  # a snapshot that the checkpoint must wait for
+        store.set_consent(key, {"sms": True}, "form", 2.0)
+        files = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+        assert holding(files, [key])
+        with pytest.raises(StoreUnavailable, match="erase again"):
+            store.erase_person(key)
+        assert store.consent_history(key) == [] and store.person_row(key) is None
+        reader.execute("COMMIT")
+        assert store.erase_person(key) == {"consent": 0, "contacts": 0, "signals": 0, "people": 0,
+                                           "decisions_unlinked": 0}
+        assert holding(files, [key]) == {}
+    finally:
+        reader.close()
+        store.close()
