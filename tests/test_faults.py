@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -14,12 +15,41 @@ import pytest
 import faultrun
 from backends import store_address
 from serving import start_serve, wait_healthy
+from service.cli.serve import Children
 from service.learning.learner import LEASE
 from service.store import open_store
 
-pytestmark = pytest.mark.e2e
+
+def test_a_dead_learner_is_started_again_at_once_and_one_that_keeps_dying_after_growing_pauses(tmp_path):
+    """A learner that dies is started again at once; one that cannot start (here: it exits at
+    once) is not restarted in a tight loop: from its second quick death on, the pauses between
+    its starts double (from 1 s in `serve`, 0.2 s here)."""
+    marker = tmp_path / "starts"
+    learner = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x'); raise SystemExit(3)"]
+    web = [sys.executable, "-c", "import time; time.sleep(60)"]
+    db = str(tmp_path / "c.db")
+    open_store(db).close()
+    children = Children(db, dict(os.environ), web, learner, pauses=(0.2, 30.0))
+    starts, pauses = [time.monotonic()], []
+    pid = children.learner.pid
+    try:
+        while len(starts) < 4:
+            children.tend_learner()
+            if children.learner is not None and children.learner.pid != pid:
+                pid = children.learner.pid
+                starts.append(time.monotonic())
+                pauses.append(children.pause)
+            time.sleep(0.02)
+    finally:
+        children.stop()
+    assert pauses == [0.0, 0.2, 0.4]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert gaps[1] >= 0.2 and gaps[2] >= 0.4, gaps  # each pause was kept
+    assert len(marker.read_text()) >= 3  # each start really ran (the last may be stopped first)
+    assert children.web.poll() is not None and children.learner.poll() is not None  # both stopped
 
 
+@pytest.mark.e2e
 def test_serve_replaces_a_killed_learner_and_frees_its_lease_at_once(tmp_path):
     """A learner killed with SIGKILL used to stop `tactful serve` whole (gunicorn included). Now
     `serve` starts another, and frees the dead one's lease so that the new one leads without
@@ -52,6 +82,7 @@ def test_serve_replaces_a_killed_learner_and_frees_its_lease_at_once(tmp_path):
     assert proc.returncode == 0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_acknowledged_data_survives_kill_9_of_a_worker_and_of_the_learner(backend, tmp_path):
     with store_address(backend, tmp_path) as db:

@@ -148,7 +148,7 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
     env = dict(os.environ, TACTFUL_DB=db)  # not on the command line, where `ps` would show a password
     web_cmd = base + ["web", "--host", host, "--port", str(port), "--workers", str(workers)] + args \
         + (["--insecure-no-auth"] if insecure_no_auth else [])
-    children = _Children(db, env, web_cmd, base + ["learn"] + args if learner else None)
+    children = Children(db, env, web_cmd, base + ["learn"] + args if learner else None)
     click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} (db {safe_location(db)}, clock {clock}, "
                f"{workers} workers, " + (f"learner candidate pid {children.learner.pid}" if learner else
                                          "no learner") + "); Ctrl-C stops", err=True)
@@ -173,21 +173,23 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
     sys.exit(code)
 
 
-# A learner that dies is replaced: at once when it had run this long, else after a pause that
-# doubles from the first to the second figure (a learner that cannot start does not spin).
+# A learner that dies is replaced at once; if it dies again within this many seconds of its start,
+# the next one starts after a pause that doubles from the first to the second figure, each time
+# until one runs that long (so that a learner that cannot start does not spin).
 LEARNER_STABLE = 60.0
 LEARNER_PAUSE = (1.0, 30.0)
 
 
-class _Children:
+class Children:
     """The processes `serve` runs: gunicorn (`web`), whose master replaces a worker that dies, and a
     learner candidate, which `serve` replaces when it dies. Gunicorn exiting stops `serve`."""
 
-    def __init__(self, db: str, env: dict, web_cmd: list[str], learner_cmd: list[str] | None):
-        self.db, self.env, self.learner_cmd = db, env, learner_cmd
+    def __init__(self, db: str, env: dict, web_cmd: list[str], learner_cmd: list[str] | None,
+                 pauses: tuple[float, float] = LEARNER_PAUSE):
+        self.db, self.env, self.learner_cmd, self.pauses = db, env, learner_cmd, pauses
         self.web = subprocess.Popen(web_cmd, env=env)
         self.learner = self._start_learner() if learner_cmd else None
-        self.pause, self.restart_at = 0.0, None
+        self.quick_deaths, self.pause, self.restart_at = 0, 0.0, None
 
     def _start_learner(self) -> subprocess.Popen:
         self.started = time.monotonic()
@@ -199,8 +201,9 @@ class _Children:
         if self.learner is not None and self.learner.poll() is not None:
             dead = self.learner
             self.learner = None
-            self.pause = 0.0 if now - self.started >= LEARNER_STABLE else \
-                min(max(2 * self.pause, LEARNER_PAUSE[0]), LEARNER_PAUSE[1])
+            self.quick_deaths = 0 if now - self.started >= LEARNER_STABLE else self.quick_deaths + 1
+            self.pause = 0.0 if self.quick_deaths <= 1 else min(self.pauses[0] * 2 ** (self.quick_deaths - 2),
+                                                                self.pauses[1])
             self.restart_at = now + self.pause
             click.echo(f"tactful: the learner process {dead.pid} exited ({dead.returncode}); another starts "
                        + (f"in {self.pause:g}s" if self.pause else "now"), err=True)
