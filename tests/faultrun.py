@@ -122,7 +122,8 @@ class Client:
     def finish(self) -> None:
         self.stop.set()
         for t in self._threads:
-            t.join(60)
+            if t.is_alive():
+                t.join(60)
 
     def _post(self, http: requests.Session, tally: Tally, path: str, body: dict, ok: int) -> dict | bool:
         """The answer's body when acknowledged; False when refused (an HTTP error), True when
@@ -201,15 +202,15 @@ def kill_worker(serve_pid: int, log: Path, client: Client, patience: float = 60.
     answered."""
     master = child_running(serve_pid, "web")
     workers = children(master)
-    victim = _busy(workers) or workers[0]
-    busy = _state(victim) == "R"
+    busy = _busy(workers)
+    victim = busy or workers[0]
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     new = _wait(lambda: [p for p in children(master) if p not in workers], patience)
     ready = new and _wait(lambda: f" worker {new[0]} ready" in log.read_text(), patience)
     ready_at = time.monotonic() if ready else None
     answered = _wait(lambda: client.first_answer_sent_after(killed), patience)
-    return {"fault": "kill -9 gunicorn worker", "pid": victim, "busy": busy, "replacement": new[0] if new else None,
+    return {"fault": "kill -9 gunicorn worker", "pid": victim, "busy": busy is not None, "replacement": new[0] if new else None,
             "answered_s": answered - killed if answered else None,
             "recovered_s": ready_at - killed if ready_at else None}
 
@@ -263,13 +264,13 @@ def run(db: str, workdir: Path, seconds: float = 30.0, faults: tuple[str, ...] =
     log = workdir / "serve.log"
     proc, base = start_serve(["--db", db, "--policies", str(policies), "--workers", "2"], log, new_session=True)
     store = open_store(db)
+    people = [f"fault-{i}" for i in range(users)]
+    client = Client(base, people, rate, threads)
     try:
-        people = [f"fault-{i}" for i in range(users)]
         for i, user in enumerate(people):
             if i % 2 == 0:  # half the people opted in to every channel; in_app needs no opt-in
                 r = requests.put(f"{base}/v1/users/{user}/consent", json={"channels": CHANNELS}, timeout=30)
                 assert r.status_code == 200, r.text
-        client = Client(base, people, rate, threads)
         started = time.monotonic()
         client.start()
         done = []
@@ -282,19 +283,25 @@ def run(db: str, workdir: Path, seconds: float = 30.0, faults: tuple[str, ...] =
         elapsed = time.monotonic() - started
         closed_by = time.time() + WINDOW  # every decision of the run is closed by then
         caught_up = learned_all_closed(store, closed_by)
-    finally:
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    try:
+        _stop(proc)
         return {"backend": store.kind, "seconds": round(elapsed, 1), "faults": done,
                 "serve_exit": proc.returncode, "caught_up": caught_up,
                 **delivery(store, client), **learning(store, closed_by)}
     finally:
+        client.finish()
+        _stop(proc)
         store.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def learned_all_closed(store, closed_by: float, patience: float = 90.0) -> bool:
