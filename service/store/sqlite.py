@@ -6,6 +6,8 @@ atomic whatever `lock` a caller names.
 
 People are stored under a key, HMAC-SHA256(server secret, user_id), never under their user id.
 The secret is created on first use and kept in the `meta` table unless the operator supplies one.
+Every connection deletes with `secure_delete` on, and an erasure ends with a TRUNCATE checkpoint,
+so that an erased person leaves no byte in the file or its WAL (`leave_no_trace`).
 """
 from __future__ import annotations
 
