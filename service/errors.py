@@ -53,9 +53,10 @@ class Forbidden(Problem):
 
     status, title, slug = 403, "Forbidden", "forbidden"
 
-    def __init__(self, detail: str, scope: str):
+    def __init__(self, detail: str, scope: str, key_name: str | None = None):
         super().__init__(detail)
         self.scope = scope
+        self.key_name = key_name  # for the request log, never in the document
         self.headers = (("WWW-Authenticate", f'Bearer realm="tactful", error="insufficient_scope", scope="{scope}"'),)
 
     def to_dict(self) -> dict:

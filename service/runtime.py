@@ -14,11 +14,12 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from service.clock import Clock
 from service.decision.engine import DecisionEngine
 from service.decision.modelcache import ModelCache, VersionCache
+from service.learning.breaker import CircuitBreaker
 from service.learning.guard import RevertGuard
 from service.learning.learner import OnlineLearner
 from service.learning.registry import VersionRegistry
@@ -53,9 +54,14 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
 
 
 def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 100_000,
-                  wall_clock: Callable[[], float] = time.time) -> OnlineLearner:
+                  wall_clock: Callable[[], float] = time.time,
+                  also: Sequence[Callable[[Policy, float], None]] = ()) -> OnlineLearner:
     """The online learner, with the revert guard judging a newly activated version before each
-    step. `wall_clock` paces how often each policy is learned (real seconds, whatever `clock` says);
+    step, and the circuit breaker (service/learning/breaker.py) judging the policy's rates before
+    each step and on each tick of its loop (when its `check_every` has passed); `also`, checks run
+on each tick too (the contents review, which the `learn` command adds: service/learning/retire.py). `wall_clock` paces how often each policy is learned (real seconds, whatever `clock` says);
     the lease goes by the store's own clock."""
     guard = RevertGuard(VersionRegistry(store))
-    return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step])
+    breaker = CircuitBreaker(store)
+    return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step, breaker.before_step],
+                         every_tick=[breaker.before_step, *also])

@@ -34,6 +34,12 @@ ROUTES = [
     ("delete", "/v1/users/{user_id}", "/v1/users/u2", None, "people:write", 200),
     ("patch", "/v1/policies/{policy}/arms/{arm}", "/v1/policies/lifecycle/arms/win_back", {"status": "retired"},
      "admin", 200),
+    ("post", "/v1/policies/{policy}/pause", "/v1/policies/lifecycle/pause", {"reason": "test"}, "admin", 200),
+    ("post", "/v1/policies/{policy}/resume", "/v1/policies/lifecycle/resume", {"reason": "test"}, "admin", 200),
+    ("get", "/v1/policies/{policy}/breaker", "/v1/policies/lifecycle/breaker", None, "admin", 200),
+    ("post", "/v1/policies/{policy}/breaker/reset", "/v1/policies/lifecycle/breaker/reset", {"reason": "test"},
+     "admin", 200),
+    ("get", "/v1/policies/{policy}/contents/report", "/v1/policies/lifecycle/contents/report", None, "admin", 404),
     ("get", "/v1/policies/{policy}/models", "/v1/policies/lifecycle/models", None, "admin", 200),
     ("post", "/v1/policies/{policy}/models/{version}/activate", "/v1/policies/lifecycle/models/1/activate", {},
      "admin", 409),  # version 1 is active already: past the key, the registry answers
@@ -43,6 +49,7 @@ ROUTES = [
     ("get", "/healthz", "/healthz", None, PUBLIC, 200),
     ("get", "/readyz", "/readyz", None, PUBLIC, 503),  # no learner runs beside this app
     ("get", "/openapi.json", "/openapi.json", None, PUBLIC, 200),
+    ("get", "/metrics", "/metrics", None, "metrics", 200),
 ]
 
 

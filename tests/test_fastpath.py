@@ -30,11 +30,12 @@ REQUESTS = [
 
 @pytest.fixture
 def apps(tmp_path):
-    # without the request log (tests/test_requestlog.py), so that the fast path is the outer layer
+    # the outer layer (tests/test_requestlog.py) logs nothing: ACCESS_LOG False
     fast = create_app({"DB": str(tmp_path / "fast.db"), "POLICIES": str(POLICIES_DIR), "ACCESS_LOG": False})
     plain = create_app({"DB": str(tmp_path / "plain.db"), "POLICIES": str(POLICIES_DIR), "ACCESS_LOG": False})
-    assert type(plain.wsgi_app).__name__ == "DecideFastPath"
-    plain.wsgi_app = plain.wsgi_app.wsgi_app  # the Flask app alone
+    outer = plain.wsgi_app
+    assert type(outer).__name__ == "RequestLog" and type(outer.app).__name__ == "DecideFastPath"
+    plain.wsgi_app = outer.app.wsgi_app  # the Flask app alone
     for app in (fast, plain):
         assert app.test_client().put("/v1/users/u1/consent", json=CONSENT).status_code == 200
     seen = []  # requests the fast app's Flask machinery saw

@@ -101,7 +101,7 @@ LAYERS = [
     ("service.offline", "service.decision"),
     ("service.policy",),
     ("service.store",),
-    ("service.clock", "service.times", "service.specfile"),
+    ("service.clock", "service.times", "service.specfile", "service.metrics"),
     ("service.errors",),
     ("models",),
 ]

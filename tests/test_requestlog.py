@@ -18,6 +18,7 @@ def test_every_request_is_one_line_without_user_ids_or_keys(tmp_path):
     db = str(tmp_path / "log.db")
     store = open_store(db)
     token = create_key(store, "campaigns", ["decide", "people:write"], time.time())
+    reader = create_key(store, "readers", ["people:read"], time.time())
     store.close()
     lines: list[str] = []
     app = create_app({"DB": db, "POLICIES": str(POLICIES_DIR), "ACCESS_LOG": lines.append})
@@ -30,6 +31,8 @@ def test_every_request_is_one_line_without_user_ids_or_keys(tmp_path):
     assert d.status_code == 200 and len(d.headers["X-Request-Id"]) == 32  # made up when none is given
     assert client.post("/v1/policies/lifecycle/decide", json={"user_id": "x", "context": {}}).status_code == 401
     assert client.get("/v1/users/alice-secret-id", headers=auth).status_code == 403
+    assert client.post("/v1/policies/lifecycle/decide", json={"user_id": "x", "context": {}},
+                       headers={"Authorization": f"Bearer {reader}"}).status_code == 403  # the fast path's
     assert client.get("/healthz", headers={"X-Request-Id": "bad id with spaces"}).status_code == 200
     assert client.get("/no/such/path").status_code == 401
     records = [json.loads(line) for line in lines]
@@ -37,14 +40,15 @@ def test_every_request_is_one_line_without_user_ids_or_keys(tmp_path):
         ("PUT", "/v1/users/<user_id>/consent", 200, None, "campaigns"),
         ("POST", "/v1/policies/<policy>/decide", 200, "lifecycle", "campaigns"),
         ("POST", "/v1/policies/<policy>/decide", 401, "lifecycle", None),
-        ("GET", "/v1/users/<user_id>", 403, None, None),
+        ("GET", "/v1/users/<user_id>", 403, None, "campaigns"),
+        ("POST", "/v1/policies/<policy>/decide", 403, "lifecycle", "readers"),
         ("GET", "/healthz", 200, None, None),
         ("GET", None, 401, None, None),
     ]
     assert records[0]["request_id"] == "req-42" and records[1]["request_id"] == d.headers["X-Request-Id"]
-    assert records[4]["request_id"] != "bad id with spaces"
+    assert records[5]["request_id"] != "bad id with spaces"
     assert all(set(r) == {"time", "request_id", "method", "route", "status", "duration_ms", "policy", "key"}
                and r["duration_ms"] >= 0 and r["time"].endswith("Z") for r in records)
     text = "\n".join(lines)
-    assert "alice-secret-id" not in text and token not in text
+    assert "alice-secret-id" not in text and token not in text and reader not in text
     app.extensions["tactful"].store.close()

@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+from models.proportions import wilson  # noqa: F401 -- the estimators' import place
+
 
 def _percentile(values: np.ndarray, alpha: float) -> tuple[float, float]:
     lo, hi = np.nanquantile(values, [alpha / 2, 1 - alpha / 2])
@@ -67,10 +69,3 @@ def bootstrap_mean_interval(values: np.ndarray, alpha: float, n_boot: int, seed:
     return _percentile(means, alpha)
 
 
-def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson's score interval for a proportion: honest with few or no successes."""
-    z = NormalDist().inv_cdf(1 - alpha / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

@@ -15,13 +15,14 @@ from typing import Any, Mapping
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from service.api import keys, routes, versions
+from service.api import keys, metrics, routes, safety, versions
 from service.api.auth import ANY, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
 from service.api.problems import OrjsonProvider, internal_problem, problem_response, unavailable_problem
 from service.clock import make_clock
-from service.errors import Problem
+from service.metrics import STORE_ERRORS, count_request
+from service.errors import Forbidden, Problem
 from service.policy import Policy, load_policies
 from service.runtime import build_engine
 from service.store import StoreUnavailable, open_store
@@ -38,6 +39,9 @@ DEFAULTS = {
     # a request body larger than this is refused (413, naming `body`) before it is read: a decide
     # or an outcome is a few hundred bytes, so 1 MiB leaves room for large contexts
     "MAX_CONTENT_LENGTH": 1024 * 1024,
+    # GET /metrics without a key (a port only the monitoring network reaches); otherwise it needs
+    # a key with the scope `metrics`
+    "METRICS_PUBLIC": False,
 }
 
 
@@ -64,15 +68,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(routes.policies_bp)
     app.register_blueprint(routes.users)
     app.register_blueprint(routes.meta)
+    app.register_blueprint(safety.safety_bp)
     versions.init_app(app, engine)
+    metrics.init_app(app, engine)
     ring = KeyRing(store, refresh_seconds=float(app.config["KEYS_REFRESH_SECONDS"]))
     keys.init_app(app, ring)
     _authorize_requests(app, ring)
     _handle_errors(app)
     app.wsgi_app = DecideFastPath(app, engine, ring)
-    sink = app.config["ACCESS_LOG"]
-    if sink:  # True: JSON lines on stderr; a callable (tests): each line to it
-        app.wsgi_app = RequestLog(app.wsgi_app, sink if callable(sink) else stderr_lines())
+    sink = app.config["ACCESS_LOG"]  # True: JSON lines on stderr; a callable (tests): each line to it
+    app.wsgi_app = RequestLog(app.wsgi_app, (sink if callable(sink) else stderr_lines()) if sink else None,
+                              count_request)
     return app
 
 
@@ -89,7 +95,11 @@ def _authorize_requests(app: Flask, ring: KeyRing) -> None:
         if request.url_rule is not None:  # for the request log: the route's template, never the path
             request.environ[ROUTE] = request.url_rule.rule
             request.environ[POLICY] = (request.view_args or {}).get("policy")
-        key = ring.authorize(request.headers.get("Authorization"), view.scope if view is not None else ANY)
+        try:
+            key = ring.authorize(request.headers.get("Authorization"), view.scope if view is not None else ANY)
+        except Forbidden as exc:  # the log names the key that lacked the scope
+            request.environ[KEY] = exc.key_name
+            raise
         if key is not None:
             request.environ[KEY] = key.name
 
@@ -119,6 +129,7 @@ def _handle_errors(app: Flask) -> None:
     @app.errorhandler(StoreUnavailable)
     def _unavailable(e: StoreUnavailable):
         logging.getLogger("tactful").warning("%s %s: %s", request.method, request.path, e)
+        STORE_ERRORS.labels("api").inc()
         resp = problem_response(unavailable_problem(e))
         resp.headers["Retry-After"] = "1"
         return resp

@@ -37,6 +37,7 @@ SCOPES: dict[str, str] = {
     "people:read": "read a person's state and recent decisions",
     "people:write": "set consent and preferences, erase a person",
     "admin": "switch arms, list and activate model versions, manage API keys",
+    "metrics": "read GET /metrics (a Prometheus scraper's key; unless the service serves it without a key)",
 }
 PUBLIC = "public"  # no key needed
 ANY = "any"        # any valid key, whatever its scopes
@@ -172,5 +173,5 @@ class KeyRing:
         if scope != ANY and scope not in key.scopes:
             has = ", ".join(s for s in SCOPES if s in key.scopes)
             raise Forbidden(f"this request needs an API key with the scope {scope!r}; the key {key.name!r} has "
-                            f"{has}", scope)
+                            f"{has}", scope, key.name)
         return key

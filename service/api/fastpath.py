@@ -15,6 +15,7 @@ from service.api.requestlog import KEY, POLICY, ROUTE
 from service.api.routes import decide, decide_input
 from service.decision.engine import DecisionEngine
 from service.errors import Problem
+from service.metrics import STORE_ERRORS, count_decision
 from service.store import StoreUnavailable
 
 
@@ -55,6 +56,7 @@ class DecideFastPath:
             if key is not None:
                 environ[KEY] = key.name
         except Problem as p:
+            environ[KEY] = getattr(p, "key_name", None)  # a 403's: the key that lacked the scope
             return self._send(start_response, p.status, "application/problem+json", p.to_dict(), p.headers)
         length = environ.get("CONTENT_LENGTH")
         if (name not in self.engine.policies or not length or not length.isdigit()
@@ -72,12 +74,14 @@ class DecideFastPath:
             return self._send(start_response, p.status, "application/problem+json", p.to_dict())
         except StoreUnavailable as exc:
             logging.getLogger("tactful").warning("POST %s: %s", path, exc)
+            STORE_ERRORS.labels("api").inc()
             return self._send(start_response, 503, "application/problem+json", unavailable_problem(exc).to_dict(),
                               [("Retry-After", "1")])
         except Exception:
             # logged and answered as the Flask app's handler does for any other endpoint
             logging.getLogger("tactful").exception("unexpected error on POST %s", path)
             return self._send(start_response, 500, "application/problem+json", internal_problem().to_dict())
+        count_decision(result)
         return self._send(start_response, 200, "application/json", result)
 
     def _send(self, start_response, status: int, mimetype: str, obj, headers=()) -> list[bytes]:

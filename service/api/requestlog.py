@@ -4,7 +4,10 @@ The outermost WSGI layer: it takes the request's `X-Request-Id` (or makes one), 
 answer, and when the answer is ready writes one JSON line: time, request id, method, route (the
 route's template, such as `/v1/users/<user_id>`: never a path, which may hold a user id), status,
 duration, policy and the API key's name. Never a user id, a body or a key. The inner layers (the
-decide fast path, Flask's request hooks) say which route, policy and key in the WSGI environ."""
+decide fast path, Flask's request hooks) say which route, policy and key in the WSGI environ.
+
+The same layer hands each request to `observe` (method, route, policy, status, seconds): the
+Prometheus counters (service/metrics.py), which count whether or not the log is written."""
 from __future__ import annotations
 
 import logging
@@ -35,11 +38,14 @@ def stderr_lines() -> Callable[[str], None]:
 
 
 class RequestLog:
-    """WSGI middleware: X-Request-Id in and out, one JSON line per request to `write`."""
+    """WSGI middleware: X-Request-Id in and out, one JSON line per request to `write` (none when
+    it is None), and each request to `observe`."""
 
-    def __init__(self, app, write: Callable[[str], None]):
+    def __init__(self, app, write: Callable[[str], None] | None,
+                 observe: Callable[[str, str | None, str | None, int, float], None] | None = None):
         self.app = app
         self.write = write
+        self.observe = observe
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -52,9 +58,14 @@ class RequestLog:
             return start_response(status, [*headers, ("X-Request-Id", request_id)], exc_info)
 
         body = self.app(environ, respond)
-        self.write(orjson.dumps({
-            "time": to_rfc3339(time.time()), "request_id": request_id, "method": environ.get("REQUEST_METHOD"),
-            "route": environ.get(ROUTE), "status": seen.get("status"),
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "policy": environ.get(POLICY), "key": environ.get(KEY)}).decode())
+        seconds = time.perf_counter() - started
+        method, route, policy, status = (environ.get("REQUEST_METHOD"), environ.get(ROUTE), environ.get(POLICY),
+                                         seen.get("status"))
+        if self.observe is not None:
+            self.observe(method, route, policy, status, seconds)
+        if self.write is not None:
+            self.write(orjson.dumps({
+                "time": to_rfc3339(time.time()), "request_id": request_id, "method": method, "route": route,
+                "status": status, "duration_ms": round(seconds * 1000, 2), "policy": policy,
+                "key": environ.get(KEY)}).decode())
         return body

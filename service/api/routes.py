@@ -9,8 +9,10 @@ from flask import Blueprint, current_app, jsonify, request
 from service.api import schemas
 from service.api.auth import ANY, PUBLIC, requires
 from service.api.problems import problem_response
+from service.api.requestlog import KEY
 from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
 from service.errors import BadRequest, Problem
+from service.metrics import OUTCOMES, count_decision
 from service.learning.learner import LEASE
 from service.store import StoreUnavailable
 from service.times import parse_time
@@ -51,7 +53,9 @@ def decide_input(payload: object) -> DecideInput:
 def decide(policy: str):
     eng = engine()
     eng.policy(policy)  # 404 before 400: an unknown policy is the first thing to fix
-    return jsonify(eng.decide(policy, decide_input(body())))
+    answer = eng.decide(policy, decide_input(body()))
+    count_decision(answer)
+    return jsonify(answer)
 
 
 @decisions.post("/v1/events/<event_id>/outcomes")
@@ -59,6 +63,8 @@ def decide(policy: str):
 def outcome(event_id: str):
     req = schemas.parse(schemas.OutcomeRequest, body())
     result = engine().record_outcome(event_id, OutcomeInput(req.type, req.value, req.outcome_id, _ts(req.timestamp)))
+    if not result["duplicate"]:
+        OUTCOMES.labels(req.type).inc()
     return jsonify(result), 202
 
 
@@ -84,8 +90,13 @@ def list_policies():
 def get_policy(policy: str):
     eng = engine()
     p = eng.policy(policy)
+    pause = eng.pause.state(p.name)
     return jsonify(p.summary() | {"active_model_version": eng.store.active_version(p.name),
-                                  "counts": eng.store.policy_counts(p.name, eng.clock.now())})
+                                  "counts": eng.store.policy_counts(p.name, eng.clock.now()),
+                                  "paused": {k: pause[k] for k in ("reason", "since")} if pause["paused"] else None,
+                                  "open_breakers": sorted(t for t, b in eng.store.breakers(p.name).items()
+                                                          if b["status"] == "open"),
+                                  "safety_events": pause["events"]})
 
 
 @users.put("/v1/users/<user_id>/consent")
@@ -137,6 +148,25 @@ def get_user_decisions(user_id: str):
 @requires("people:write")
 def delete_user(user_id: str):
     return jsonify(engine().people.erase(user_id))
+
+
+@policies_bp.post("/v1/policies/<policy>/pause")
+@requires("admin")
+def pause(policy: str):
+    return _pause(policy, True)
+
+
+@policies_bp.post("/v1/policies/<policy>/resume")
+@requires("admin")
+def resume(policy: str):
+    return _pause(policy, False)
+
+
+def _pause(policy: str, paused: bool):
+    eng = engine()
+    eng.policy(policy)
+    req = schemas.parse(schemas.PauseRequest, body())
+    return jsonify(eng.pause.set(policy, paused, req.reason, request.environ.get(KEY)))
 
 
 @policies_bp.patch("/v1/policies/<policy>/arms/<path:arm>")

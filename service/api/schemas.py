@@ -118,6 +118,21 @@ class ArmPatchRequest(_Request):
     reason: str | None = Field(default=None, max_length=256)
 
 
+class PauseRequest(_Request):
+    """Pause or resume a whole policy (`admin`): why, recorded with the change."""
+
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S",
+                        description="Why: shown in every decision while the policy is paused, and kept.")
+
+
+class BreakerResetRequest(_Request):
+    """Close a tripped circuit breaker (`admin`): one (`target`) or every open one of the policy."""
+
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S", description="Why: kept with the reset.")
+    target: str | None = Field(default=None, max_length=200, description="What the breaker watches: "
+                               "`content:<id>`, `channel:<name>` or `policy`; every open one when left out.")
+
+
 class KeyRequest(_Request):
     """A new API key (`admin`): the answer shows the key once."""
 
@@ -227,13 +242,13 @@ def openapi(policies: list[str], scopes: dict[tuple[str, str], str]) -> dict:
     """The OpenAPI 3.1 document; `scopes` gives what each (path, method) needs (service/api/auth.py),
     every operation's is required."""
     models = [DecideRequest, DecideResponse, OutcomeRequest, OutcomeResponse, EventResponse, ConsentRequest,
-              PreferencesRequest, ArmPatchRequest, KeyRequest, Problem]
+              PreferencesRequest, ArmPatchRequest, PauseRequest, BreakerResetRequest, KeyRequest, Problem]
     schemas: dict[str, Any] = {}
     for m in models:
         s = m.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
         schemas.update(s.pop("$defs", {}))
         schemas[m.__name__] = s
-    paths = _paths(policies) | _key_paths()
+    paths = _paths(policies) | _safety_paths(policies) | _key_paths()
     for path, operations in paths.items():
         for method, op in operations.items():
             _secure(op, scopes[(path, method)])
@@ -276,6 +291,39 @@ def _key_paths() -> dict:
             "operationId": "revokeKey", "parameters": [name_param],
             "description": "Revoke a key: every worker refuses it within a second or two.",
             "responses": _PLAIN | _PROBLEMS}},
+    }
+
+
+def _safety_paths(policies: list[str]) -> dict:
+    """Pause and resume, and the circuit breaker (service/api/safety.py)."""
+    body, resp, problems, plain = _body, _resp, _PROBLEMS, _PLAIN
+    policy_param = {"name": "policy", "in": "path", "required": True, "schema": {"type": "string", "enum": policies}}
+    return {
+        "/v1/policies/{policy}/pause": {"post": {
+            "operationId": "pausePolicy", "parameters": [policy_param], "requestBody": body("PauseRequest"),
+            "description": "Hold every decision of the policy (reason `paused`, with this reason) until it is "
+                           "resumed, from the next decision in every worker. Pausing a paused policy changes "
+                           "nothing (`changed`: false).", "responses": plain | problems}},
+        "/v1/policies/{policy}/resume": {"post": {
+            "operationId": "resumePolicy", "parameters": [policy_param], "requestBody": body("PauseRequest"),
+            "description": "Serve the policy again, from the next decision in every worker.",
+            "responses": plain | problems}},
+        "/v1/policies/{policy}/breaker": {"get": {
+            "operationId": "getBreaker", "parameters": [policy_param],
+            "description": "The circuit breaker: the policy's `[safety]` configuration, every breaker that "
+                           "ever tripped (open or closed, with its detail), each watched rate now with its "
+                           "bounds, and the latest pauses, trips and resets.", "responses": plain | problems}},
+        "/v1/policies/{policy}/breaker/reset": {"post": {
+            "operationId": "resetBreaker", "parameters": [policy_param], "requestBody": body("BreakerResetRequest"),
+            "description": "Close an open breaker (or every open one), with a reason; only sends made from "
+                           "now on count for it again.",
+            "responses": plain | problems | resp("409", "Problem", "That breaker is not open")}},
+        "/v1/policies/{policy}/contents/report": {"get": {
+            "operationId": "contentsReport", "parameters": [policy_param],
+            "description": "The latest contents report (stored by the learner every `review_every` of the "
+                           "policy's [safety] table, or by `tactful report contents --save`): each content's "
+                           "estimated shaped reward against the best content and holding, and the candidates "
+                           "to retire. 404 until one was written.", "responses": plain | problems}},
     }
 
 
@@ -339,4 +387,8 @@ def _paths(policies: list[str]) -> dict:
                             "active model version loads and a learner's heartbeat is fresh; otherwise 503 "
                             "naming every reason.", "responses": plain | {"503": {"description": "not ready"}}}},
         "/openapi.json": {"get": {"operationId": "openapi", "description": "This document.", "responses": plain}},
+        "/metrics": {"get": {"operationId": "metrics", "description": "Prometheus' text format: every process of "
+                             "the replica added up, and what the store says of each policy's learning.",
+                             "responses": {"200": {"description": "The metrics", "content": {
+                                 "text/plain": {"schema": {"type": "string"}}}}}}},
     }

@@ -1,7 +1,8 @@
 """The `tactful` command: thin click commands over library functions, one module per concern:
-serve.py (serve, its halves web and learn, check-policies), offline.py (export, evaluate,
-retrain, import-obd), versions.py (the `models` group), simulate.py (simulate), storage.py (db
-upgrade, prune, backup), keys.py (the `keys` group: API keys).
+serve.py (serve, its web half, check-policies), learn.py (a learner alone), offline.py (export,
+evaluate, retrain, import-obd), report.py (report contents), versions.py (the `models` group),
+simulate.py (simulate), storage.py (db upgrade, prune, backup), keys.py (the `keys` group: API
+keys), policies.py (the `policies` group: pause, resume, circuit breakers).
 
 Commands are imported when they run (click's pattern for lazily loaded subcommands): `tactful
 serve`, its web workers and its learner never load what only the data scientist's and the
@@ -16,7 +17,7 @@ import click
 COMMANDS = {
     "serve": ("service.cli.serve:serve", "Serve the HTTP API (gunicorn) with a learner candidate."),
     "web": ("service.cli.serve:web", None),  # hidden: serve's web half
-    "learn": ("service.cli.serve:learn", "Run a learner candidate alone (`serve` starts one)."),
+    "learn": ("service.cli.learn:learn", "Run a learner candidate alone (`serve` starts one)."),
     "check-policies": ("service.cli.serve:check_policies", "Validate a directory of policy files."),
     "export": ("service.cli.offline:export_cmd", "Export every final decision of a policy."),
     "evaluate": ("service.cli.offline:evaluate_cmd", "Estimate a candidate's value against the active version."),
@@ -29,6 +30,8 @@ COMMANDS = {
     "prune": ("service.cli.storage:prune_cmd", "Remove old model versions and old decisions."),
     "backup": ("service.cli.storage:backup_cmd", "Copy a live SQLite store, consistently."),
     "keys": ("service.cli.keys:keys_group", "API keys: requests carry one as `Authorization: Bearer <key>`."),
+    "report": ("service.cli.report:report_group", "Reports from the logs: contents (candidates to retire)."),
+    "policies": ("service.cli.policies:policies_group", "A policy's switches: pause, resume, status; circuit breakers."),
 }
 
 

@@ -17,8 +17,10 @@ import logging
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import click
@@ -27,10 +29,10 @@ from gunicorn.app.base import BaseApplication
 from service.api.app import create_app
 from service.cli.options import db_option, open_store, policies_option
 from service.clock import make_clock
-from service.learning.learner import LEASE, LEASE_TTL, lease_holder, run_forever
+from service.learning.learner import LEASE, LEASE_TTL, lease_holder
+from service.metrics import MULTIPROC_DIR
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
-from service.runtime import build_learner
 from service.store import Store, StoreUnavailable
 from service.store import open_store as connect
 from service.store.postgres import safe_location
@@ -115,6 +117,26 @@ common = [
 ]
 
 
+metrics_option = click.option(
+    "--metrics-public", is_flag=True, envvar="TACTFUL_METRICS_PUBLIC",
+    help="Serve GET /metrics without an API key (for a port only your monitoring network reaches); by "
+         "default it needs a key with the scope `metrics`.")
+
+
+def metrics_dir() -> tuple[str, bool]:
+    """The directory where every process of this replica keeps its Prometheus values
+    (service/metrics.py): PROMETHEUS_MULTIPROC_DIR if set, emptied of an earlier run's files,
+    else a new temporary one; and whether it was made here (removed when `serve` stops)."""
+    given = os.environ.get(MULTIPROC_DIR)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        return given, False
+    return tempfile.mkdtemp(prefix="tactful-metrics-"), True
+
+
 insecure_option = click.option(
     "--insecure-no-auth", is_flag=True,
     help="Serve a store that holds no API key on a non-loopback address, without authentication: for a "
@@ -135,9 +157,10 @@ def with_common(f):
               help="Run a learner candidate beside the web workers (one learner leads per store, "
                    "whichever replica it runs on); --no-learner serves only.")
 @insecure_option
+@metrics_option
 @with_common
-def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: bool, db: str, policies: str,
-          clock: str) -> None:
+def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: bool, metrics_public: bool, db: str,
+          policies: str, clock: str) -> None:
     """Serve the HTTP API (gunicorn) with a learner candidate, replaced if it dies. Ctrl-C stops both."""
     _setup_logging()
     loaded, warning = _prepare_store(db, policies, clock, host, insecure_no_auth)
@@ -145,9 +168,11 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
         click.echo(warning, err=True)
     base = [sys.executable, "-m", "service.cli"]
     args = ["--policies", policies, "--clock", clock]
-    env = dict(os.environ, TACTFUL_DB=db)  # not on the command line, where `ps` would show a password
+    values, made_here = metrics_dir()
+    # the database's URL goes by env, not on the command line, where `ps` would show a password
+    env = dict(os.environ, TACTFUL_DB=db, **{MULTIPROC_DIR: values})
     web_cmd = base + ["web", "--host", host, "--port", str(port), "--workers", str(workers)] + args \
-        + (["--insecure-no-auth"] if insecure_no_auth else [])
+        + (["--insecure-no-auth"] if insecure_no_auth else []) + (["--metrics-public"] if metrics_public else [])
     children = Children(db, env, web_cmd, base + ["learn"] + args if learner else None)
     click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} (db {safe_location(db)}, clock {clock}, "
                f"{workers} workers, " + (f"learner candidate pid {children.learner.pid}" if learner else
@@ -169,6 +194,8 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
         children.tend_learner()
         time.sleep(0.2)
     children.stop()
+    if made_here:
+        shutil.rmtree(values, ignore_errors=True)
     click.echo("tactful: stopped", err=True)
     sys.exit(code)
 
@@ -246,8 +273,10 @@ def free_lease(db: str, pid: int) -> None:
 @click.option("--port", default=8000, type=int)
 @click.option("--workers", default=2, type=int)
 @insecure_option
+@metrics_option
 @with_common
-def web(host: str, port: int, workers: int, insecure_no_auth: bool, db: str, policies: str, clock: str) -> None:
+def web(host: str, port: int, workers: int, insecure_no_auth: bool, metrics_public: bool, db: str, policies: str,
+        clock: str) -> None:
     """Only the gunicorn server (`serve` runs it beside the learner)."""
     _setup_logging()
     store = open_store(db, must_exist=False)
@@ -255,7 +284,8 @@ def web(host: str, port: int, workers: int, insecure_no_auth: bool, db: str, pol
         access_warning(store, host, insecure_no_auth)  # refuses as `serve` does (which printed the warning)
     finally:
         store.close()
-    config = {"DB": db, "POLICIES": policies, "CLOCK": clock, "SECRET": os.environ.get("TACTFUL_SECRET")}
+    config = {"DB": db, "POLICIES": policies, "CLOCK": clock, "SECRET": os.environ.get("TACTFUL_SECRET"),
+              "METRICS_PUBLIC": metrics_public}
 
     class Server(BaseApplication):
         def load_config(self):
@@ -281,19 +311,6 @@ def web(host: str, port: int, workers: int, insecure_no_auth: bool, db: str, pol
                     time.sleep(2.0)
 
     Server().run()
-
-
-@click.command()
-@click.option("--interval", type=float, default=None, help="Seconds between learning rounds (policy default).")
-@click.option("--batch", type=click.IntRange(1), default=100_000, show_default=True,
-              help="At most this many decisions per published model version.")
-@with_common
-def learn(interval: float | None, batch: int, db: str, policies: str, clock: str) -> None:
-    """Run a learner candidate alone (`serve` starts one): it learns while it holds the store's lease."""
-    _setup_logging()
-    loaded = _load(policies)
-    store = open_store(db, must_exist=False)
-    run_forever(build_learner(store, loaded, make_clock(clock, store), batch=batch), interval)
 
 
 @click.command("check-policies")

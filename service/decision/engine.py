@@ -21,7 +21,7 @@ import numpy as np
 from models.featurize import history_features, shared_line
 from service.clock import Clock, request_time
 from service.decision import guardrails
-from service.decision.arms import ArmSwitches
+from service.decision.arms import ArmSwitches, PolicyPause
 from service.decision.context import validate_context
 from service.decision.explain import render
 from service.decision.localtime import budget_day
@@ -75,6 +75,7 @@ class DecisionEngine:
         self._rules = {name: guardrails.RuleTables.of(p) for name, p in policies.items()}
         self.people = People(store, policies, clock, max(self._lookback.values(), default=7 * 86400.0))
         self.arms = ArmSwitches(store, self.policy, clock)
+        self.pause = PolicyPause(store, self.policy, clock)
 
     def policy(self, name: str) -> Policy:
         try:

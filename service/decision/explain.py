@@ -49,7 +49,11 @@ def render(policy: Policy, d: Decision, verdict: Verdict | None = None) -> dict:
     if d.allowed:
         top = max(range(len(d.probabilities)), key=d.probabilities.__getitem__)
         favourite = {"arm": d.allowed[top], "probability": d.probabilities[top]}
-    if d.mode == "fallback":
+    if "paused" in reasons:
+        why = "the policy is paused by an operator: nothing is sent until it is resumed (see removed)"
+    elif set(reasons) == {"circuit_breaker"} and reasons["circuit_breaker"] == sum(not a.hold for a in policy.arms):
+        why = "the policy's circuit breaker is open: nothing is sent until it closes (see removed)"
+    elif d.mode == "fallback":
         why = ("no usable model, or no arm allowed: the policy's fallback was served" if d.allowed
                else "every arm was removed by a guardrail: nothing is sent")
     else:

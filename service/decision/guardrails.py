@@ -20,6 +20,12 @@ Reason codes:
   retired, out_of_stock the arm or its content was switched off at runtime
   suppressed            K contacts in a row without engagement: only low-pressure arms remain
   daily_budget          the policy's sends for today are spent
+  paused                an operator paused the whole policy: every arm but the hold is removed,
+                        with the operator's reason, and no other rule is evaluated
+  circuit_breaker       the unsubscribe or complaint rate of the arm's content, of its channel or
+                        of the whole policy tripped the policy's circuit breaker (service/learning/
+                        breaker.py); the detail gives the rate, its bound, the threshold and since
+                        when. A whole policy tripped holds like a pause.
 
 Time is local to the person (their time zone, else the policy's): localtime.py resolves send
 slots and quiet hours. Rules depend on few dimensions, so each group is computed once per
@@ -27,6 +33,7 @@ channel, per (channel, timing) slot or per content, and the arms combine them (`
 """
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -34,6 +41,7 @@ from zoneinfo import ZoneInfo
 from service.decision.localtime import out_of_quiet, person_tz, resolve_send_at
 from service.policy import Cap, Policy
 from service.store import PersonState
+from service.store.safety import BREAKER, POLICY_TARGET
 from service.times import to_rfc3339
 
 __all__ = ["RuleTables", "Verdict", "evaluate", "exceeds_cap", "lookback", "signal_lookback"]
@@ -139,13 +147,67 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
     """
     tz = tz or person_tz(policy, person)
     rules = rules or RuleTables.of(policy)
+    tripped = None
+    if person.arm_state:
+        pause = person.arm_state.get(POLICY_TARGET)
+        if pause is not None:
+            why = f"the policy is paused by an operator: {pause.get('reason') or 'no reason given'}"
+            return _held(policy, ("paused", why), rules, tz)
+        tripped = _breakers(policy, person, now)
+        if tripped[0] is not None:
+            return _held(policy, tripped[0], rules, tz)
     prefs = person.preferences or {}
     send_at, quiet_removed, moved = _send_times(policy, prefs, now, tz, rules.send_times)
     channel = _channel_reasons(policy, person, now)
     slots = _slot_reasons(policy, person, prefs, send_at, quiet_removed, rules)
     content = _content_reasons(policy, person, prefs)
+    if tripped is not None:
+        for ch, reason in tripped[1].items():
+            if ch in channel:
+                channel[ch] = channel[ch] + [reason]
+        for cid, reason in tripped[2].items():
+            if cid in content:
+                content[cid] = content[cid] + [reason]
     allowed, removed, arm_send_at = _combine(policy, person, send_at, channel, slots, content, rules)
     return Verdict(allowed, removed, arm_send_at, moved, tz.key)
+
+
+def _held(policy: Policy, reason: Reason, rules: RuleTables, tz: ZoneInfo) -> Verdict:
+    """A policy paused or tripped as a whole: only its hold arms are allowed; every other arm
+    says why, and no other rule is evaluated."""
+    removed = {arm.id: [reason] for arm in policy.arms if not arm.hold}
+    return Verdict(sorted(rules.hold), removed, {}, {}, tz.key)
+
+
+def _breakers(policy: Policy, person: PersonState, now: float
+              ) -> tuple[Reason | None, dict[str, Reason], dict[str, Reason]]:
+    """The open circuit breakers as removal reasons: the whole policy's, per channel, per content.
+    A breaker past its `probe_from` lets a fixed share of people through (half-open): those whose
+    key hashes below the policy's `probe_share` for this opening, the same people every time."""
+    whole, channels, contents = None, {}, {}
+    share = policy.spec.safety.probe_share if policy.spec.safety is not None else 0.0
+    for target, st in person.arm_state.items():
+        if not target.startswith(BREAKER) or st["status"] != "open":
+            continue
+        what = target[len(BREAKER):]
+        if st["valid_until"] is not None and now >= st["valid_until"] and probing(person.key, what, st["valid_from"],
+                                                                                  share):
+            continue
+        reason = ("circuit_breaker", st["reason"] or f"the circuit breaker of {what} is open")
+        kind, _, name = what.partition(":")
+        if kind == "policy":
+            whole = reason
+        elif kind == "channel":
+            channels[name] = reason
+        elif kind == "content":
+            contents[name] = reason
+    return whole, channels, contents
+
+
+def probing(person_key: str, what: str, opened_at: float | None, share: float) -> bool:
+    """Whether this person is in the probe share of a half-open breaker's current opening."""
+    digest = hashlib.blake2b(f"{person_key}|{what}|{opened_at}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64 < share
 
 
 def _send_times(policy: Policy, prefs: dict, now: float, tz: ZoneInfo, memo: dict

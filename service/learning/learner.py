@@ -39,7 +39,8 @@ from models.vw_policy import VWPolicy, options_args, resume_conflicts, stored_op
 from service.clock import Clock
 from service.policy import Policy
 from service.policy.bandit import arm_lines, decision_reward, ensure_active_version, reward_spec
-from service.store import Store
+from service.metrics import LEARNED, STORE_ERRORS, VERSIONS_PUBLISHED
+from service.store import Store, StoreUnavailable
 
 log = logging.getLogger("tactful.learner")
 
@@ -55,13 +56,15 @@ class OnlineLearner:
     `before_step` check."""
 
     def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, wall_clock: Callable[[], float],
-                 batch: int = 100_000, before_step: Sequence[Callable[[Policy, float], None]] = ()):
+                 batch: int = 100_000, before_step: Sequence[Callable[[Policy, float], None]] = (),
+                 every_tick: Sequence[Callable[[Policy, float], None]] = ()):
         self.store = store
         self.policies = policies
         self.clock = clock
         self.wall_clock = wall_clock  # real seconds, pacing the rounds (`clock` may be a replay's virtual time)
         self.batch = batch
         self.before_step = tuple(before_step)  # checks run before each step (the revert guard)
+        self.every_tick = tuple(every_tick)  # checks run on every tick of `run` (the circuit breaker)
         self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
 
     def _model(self, policy: Policy) -> tuple[int, VWPolicy, str]:
@@ -132,10 +135,12 @@ class OnlineLearner:
             self._models.pop(policy.name)[1].close()
             return 0
         self._models[policy.name] = (version, model, vw_args)
+        LEARNED.labels(policy.name).inc(len(learned))
         if version == parent:
             log.warning("policy %s: none of %d closed decisions maps to the policy's arms; no new version",
                         policy.name, len(learned))
         else:
+            VERSIONS_PUBLISHED.labels(policy.name).inc()
             log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(learned), version)
         return len(learned)
 
@@ -181,13 +186,17 @@ class OnlineLearner:
                 for name in self.policies:
                     if stop.is_set() or not lease.held:
                         break
+                    for check in self.every_tick:
+                        check(self.policies[name], self.clock.now())
                     now = self.wall_clock()
                     if not backlog.get(name) and now - last.get(name, -1e18) < every[name]:
                         continue
                     try:
                         backlog[name] = self.step(name) >= self.batch
                         last[name] = now
-                    except Exception:  # noqa: BLE001 -- the learner outlives a store briefly away
+                    except Exception as exc:  # noqa: BLE001 -- the learner outlives a store briefly away
+                        if isinstance(exc, StoreUnavailable):
+                            STORE_ERRORS.labels("learner").inc()
                         log.exception("policy %s: learning failed; trying again in %.1fs", name, tick)
                 stop.wait(tick)
         finally:

@@ -274,6 +274,47 @@ class Promotion(_Frozen):
     guard: Guard = Guard()
 
 
+class Safety(_Frozen):
+    """The circuit breaker (docs/guardrails.md): over the last `window` of sends, the unsubscribe
+    and complaint rates per content, per channel and for the whole policy. A rate trips its
+    breaker only on a strong signal: at least `min_sends` sends, and the rate's one-sided lower
+    confidence bound (Clopper-Pearson, at `confidence`) above its threshold. A tripped content or channel
+    loses its arms in every decision (reason `circuit_breaker`); a tripped policy holds every
+    decision. It stays open until an operator resets it, or, with `probe_after`, probes again
+    after that cool-off with `probe_share` of people, and closes once `min_sends` probe sends
+    show the rate's upper bound under the threshold (it opens again if their lower bound is over)."""
+
+    window: float = 7 * 86400.0
+    min_sends: int = Field(default=200, ge=1)
+    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    max_unsubscribe_rate: float = Field(default=0.02, gt=0, le=1)
+    max_complaint_rate: float = Field(default=0.005, gt=0, le=1)
+    levels: tuple[Literal["content", "channel", "policy"], ...] = ("content", "channel", "policy")
+    check_every: float = 60.0
+    probe_after: float | None = None
+    probe_share: float = Field(default=0.1, gt=0, le=1)
+    # the contents report (service/offline/contents.py), written by the learner every
+    # `review_every` over the last `review_window` of final decisions; with `auto_retire`, a
+    # content it marks as surely worse than the best and than holding is retired
+    review_every: float | None = None
+    review_window: float = 28 * 86400.0
+    auto_retire: bool = False
+
+    _durations = field_validator("window", "check_every", "review_window", mode="before")(
+        lambda cls, v: parse_duration(v))
+
+    @model_validator(mode="after")
+    def _retire_needs_review(self) -> "Safety":
+        if self.auto_retire and self.review_every is None:
+            raise ValueError("auto_retire needs review_every: how often the learner reviews the contents")
+        return self
+
+    @field_validator("probe_after", "review_every", mode="before")
+    @classmethod
+    def _optional_duration(cls, v):
+        return None if v is None else parse_duration(v)
+
+
 class PolicySpec(_Frozen):
     name: str = Field(pattern=NAME_RE)
     description: str = ""
@@ -289,6 +330,7 @@ class PolicySpec(_Frozen):
     reward: Reward
     learner: Learner = Learner()
     promotion: Promotion = Promotion()
+    safety: Safety | None = None  # no [safety] table: no circuit breaker
 
     @field_validator("timezone")
     @classmethod

@@ -16,6 +16,7 @@ from service.store.keys import KeyTables
 from service.store.people import PeopleTables
 from service.store.records import StoreError
 from service.store.retention import RetentionTables
+from service.store.safety import SafetyTables
 from service.store.versions import ModelTables
 
 # The lock a write transaction takes unless it names a narrower one (see `Store.write`).
@@ -39,7 +40,8 @@ def pending(migrations: list, found: int, known: int, where: str) -> list:
     return [step for version, step in migrations if version > found]
 
 
-class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables, RetentionTables, KeyTables):
+class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables, RetentionTables, KeyTables,
+            SafetyTables):
     """One store, whatever its backend. Build one with `service.store.open_store(db)`."""
 
     kind: str = ""       # "sqlite" or "postgresql"

@@ -14,6 +14,7 @@ TABLES: list[tuple[str, str | None]] = [
     ("people", None), ("signals", "id"), ("model_versions", None), ("policy_state", None),
     ("activations", "id"), ("arm_state", None), ("budget", None), ("model_evaluations", "id"),
     ("shadow_config", None), ("shadow_decisions", None), ("guard_watches", "id"), ("api_keys", "id"),
+    ("safety_events", "id"),
 ]
 BATCH = 5000
 

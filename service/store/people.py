@@ -15,14 +15,14 @@ from service.store.records import Decision, PersonState, dumps, loads
 # `id IN (SELECT max(id) ... GROUP BY channel)` form 8x slower (two hash aggregates per call), and
 # `max(id + 0)` keeps it from walking the whole primary key backwards (pg_schema.py says why).
 _PERSON_STATE = (
-    "SELECT 0, id, channel, at, CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION) FROM contacts"
+    "SELECT 0, id, channel, at, CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS TEXT) FROM contacts"
     " WHERE person_key=:k AND at>=:since"
-    " UNION ALL SELECT 1, id, channel, granted, NULL, NULL FROM consent c WHERE person_key=:k AND"
+    " UNION ALL SELECT 1, id, channel, granted, NULL, NULL, NULL FROM consent c WHERE person_key=:k AND"
     " id=(SELECT max(m.id + 0) FROM consent m WHERE m.person_key=:k AND m.channel=c.channel)"
-    " UNION ALL SELECT 2, rev, NULL, unengaged, preferences, NULL FROM people WHERE person_key=:k"
-    " UNION ALL SELECT 3, id, channel, at, kind, NULL FROM signals WHERE person_key=:k AND at>=:ssince"
-    " UNION ALL SELECT 4, NULL, target, valid_from, status, valid_until FROM arm_state WHERE policy=:policy"
-    " UNION ALL SELECT 5, used, NULL, NULL, NULL, NULL FROM budget WHERE policy=:policy AND day=:day")
+    " UNION ALL SELECT 2, rev, NULL, unengaged, preferences, NULL, NULL FROM people WHERE person_key=:k"
+    " UNION ALL SELECT 3, id, channel, at, kind, NULL, NULL FROM signals WHERE person_key=:k AND at>=:ssince"
+    " UNION ALL SELECT 4, NULL, target, valid_from, status, valid_until, reason FROM arm_state WHERE policy=:policy"
+    " UNION ALL SELECT 5, used, NULL, NULL, NULL, NULL, NULL FROM budget WHERE policy=:policy AND day=:day")
 
 
 class PeopleTables:
@@ -47,7 +47,7 @@ class PeopleTables:
         prefs, unengaged, rev = {}, 0, 0
         signals, last_signal = [], 0
         arm_state, budget_used = {}, 0
-        for part, a, b, c, d, e in self.query(_PERSON_STATE, {
+        for part, a, b, c, d, e, f in self.query(_PERSON_STATE, {
                 "k": key, "since": since, "ssince": signals_since, "policy": policy, "day": budget_day}):
             if part == 0:    # contact: id, channel, at
                 contacts.append((b, c))
@@ -60,8 +60,8 @@ class PeopleTables:
             elif part == 3:  # signal: id, channel, at, kind
                 signals.append((d, b, c))
                 last_signal = max(last_signal, a)
-            elif part == 4:  # the policy's runtime arm state: target, valid_from, status, valid_until
-                arm_state[b] = {"status": d, "valid_from": c, "valid_until": e}
+            elif part == 4:  # the policy's runtime arm state: target, valid_from, status, valid_until, reason
+                arm_state[b] = {"status": d, "valid_from": c, "valid_until": e, "reason": f}
             else:            # the policy's sends today
                 budget_used = a
         contacts.sort(key=lambda x: x[1])

@@ -195,5 +195,12 @@ _V4 = [
     "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL",
 ]
 
+# pauses and resumes of a policy, with their reasons (service/store/safety.py)
+_V5 = [
+    f"""CREATE TABLE IF NOT EXISTS safety_events (id {_IDENTITY}, policy text NOT NULL, kind text NOT NULL,
+        target text NOT NULL, reason text NOT NULL, by_whom text, evidence text, at double precision NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS safety_events_policy ON safety_events(policy, id)",
+]
+
 # (version, statements), applied in order inside one transaction
-MIGRATIONS: list[tuple[int, list[str]]] = [(2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4)]
+MIGRATIONS: list[tuple[int, list[str]]] = [(2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5)]

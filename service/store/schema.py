@@ -11,7 +11,7 @@ from typing import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v3(db: sqlite_utils.Database) -> None:
@@ -27,6 +27,14 @@ def _v4(db: sqlite_utils.Database) -> None:
                " last_used_at REAL)")
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS api_keys_hash ON api_keys(key_hash)")
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL")
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    """Pauses and resumes of a policy, with their reasons (service/store/safety.py)."""
+    db.execute("CREATE TABLE IF NOT EXISTS safety_events (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+               " kind TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, by_whom TEXT, evidence TEXT,"
+               " at REAL NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS safety_events_policy ON safety_events(policy, id)")
 
 
 def create(db: sqlite_utils.Database) -> None:
@@ -103,4 +111,4 @@ def create(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS model_evaluations_version ON model_evaluations(policy, version)")
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4)]
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4), (5, _v5)]

@@ -26,6 +26,21 @@ class ModelTables:
         rows = self.query("SELECT learner_cursor FROM policy_state WHERE policy=?", (policy,))
         return rows[0][0] if rows else 0
 
+    def learning_status(self, policy: str) -> dict | None:
+        """What /metrics reports of a policy's learning: its active version and when that version
+        was created, and when the reward window of the first decision the learner has not read
+        yet closes (None when it has read them all). Two index lookups, whatever the backlog."""
+        rows = self.query("SELECT s.active_version, v.created_at, s.learner_cursor FROM policy_state s "
+                          "LEFT JOIN model_versions v ON v.policy=s.policy AND v.version=s.active_version "
+                          "WHERE s.policy=?", (policy,))
+        if not rows:
+            return None
+        version, created_at, cursor = rows[0]
+        first = self.query("SELECT closes_at FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT 1",
+                           (policy, cursor or 0))
+        return {"active_version": version, "created_at": created_at, "first_unlearned_closes_at":
+                first[0][0] if first else None}
+
     def ensure_initial_version(self, policy: str, model: bytes, vw_args: str, at: float) -> int:
         """Version 1, an untrained model, so that every decision names a model version."""
         with self.write() as conn:

@@ -1,0 +1,161 @@
+"""The circuit breaker: pause what starts to offend people, on a strong signal only.
+
+A policy with a `[safety]` table (service/policy/spec.py `Safety`, docs/guardrails.md) is watched
+over a sliding window of its sends: the unsubscribe and complaint rates per content, per channel
+and for the whole policy. A rate trips its breaker when at least `min_sends` sends are counted
+and the rate's one-sided lower confidence bound (Clopper and Pearson's exact interval, which
+stays honest for a handful of rare complaints) is above the threshold -- so a few unlucky sends
+never trip it, and a content whose rate is truly twice the threshold trips after a few hundred.
+
+An open breaker is a row of `arm_state` (service/store/safety.py) that the guardrails read with
+each person's state: its content's or channel's arms are removed with reason `circuit_breaker`
+and this module's detail, or the whole policy holds. It stays open until an operator resets it
+(`reset`), or, with `probe_after`, the guardrails let `probe_share` of people through after that
+cool-off (half-open) and this check closes it once `min_sends` of their sends show the rate's
+upper bound under the threshold, or opens it again when their lower bound is above. After a close
+or a reset, only sends made since count for that breaker, so old evidence cannot trip it again.
+
+The online learner runs `check` (every `check_every` of the policy's clock: virtual time in a
+simulation) beside each step and on every tick of its loop; only the leading learner does, so
+two replicas never judge at once. Every trip, reopening, close and reset is stored with its
+evidence (`safety_events`)."""
+from __future__ import annotations
+
+import logging
+
+from models.proportions import clopper_pearson
+from service.policy import Policy
+from service.policy.spec import Safety
+from service.store import Store
+from service.times import to_rfc3339
+
+log = logging.getLogger("tactful.safety")
+
+RATES = (("unsubscribe", "max_unsubscribe_rate"), ("complaint", "max_complaint_rate"))
+
+
+def targets(policy: Policy, levels: tuple[str, ...]) -> list[str]:
+    """What the breaker watches: `content:<id>`, `channel:<name>`, `policy`, for the levels asked."""
+    out = []
+    if "content" in levels:
+        out += [f"content:{c.id}" for c in policy.spec.content]
+    if "channel" in levels:
+        out += [f"channel:{ch}" for ch in policy.spec.channels]
+    if "policy" in levels:
+        out.append("policy")
+    return out
+
+
+def label(what: str) -> str:
+    kind, _, name = what.partition(":")
+    return "the policy" if kind == "policy" else f"{kind} {name!r}"
+
+
+def tally(policy: Policy, what: str, per_arm: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
+    """Sends, unsubscribes and complaints of what `what` watches, from the per-arm counts."""
+    kind, _, name = what.partition(":")
+    sends = unsub = compl = 0
+    for arm_id, (n, u, c) in per_arm.items():
+        i = policy.arm_index.get(arm_id)
+        arm = policy.arms[i] if i is not None else None
+        if kind == "policy" or (arm is not None and (
+                (kind == "channel" and arm.channel == name)
+                or (kind == "content" and arm.content is not None and arm.content.id == name))):
+            sends, unsub, compl = sends + n, unsub + u, compl + c
+    return sends, unsub, compl
+
+
+def judge(counts: tuple[int, int, int], s: Safety) -> list[dict]:
+    """Each rate's evidence: events, sends, point estimate, exact bounds at the policy's
+    confidence (each one-sided), the threshold, and whether it is surely over or surely under."""
+    sends = counts[0]
+    out = []
+    for (rate, key), events in zip(RATES, counts[1:]):
+        threshold = getattr(s, key)
+        lower, upper = clopper_pearson(events, sends, 2 * (1 - s.confidence)) if sends else (0.0, 1.0)
+        enough = sends >= s.min_sends
+        out.append({"rate": rate, "events": events, "sends": sends, "point": events / sends if sends else None,
+                    "lower": lower, "upper": upper, "confidence": s.confidence, "threshold": threshold,
+                    "over": enough and lower > threshold, "under": enough and upper < threshold})
+    return out
+
+
+class CircuitBreaker:
+    """Judges every watched rate of a policy and opens, reopens or closes its breakers."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._last: dict[str, float] = {}
+
+    def before_step(self, policy: Policy, now: float) -> None:
+        """The learner's hook (before each step and on each tick): check when one is due; a
+        failure is logged, never stops learning."""
+        try:
+            self.check(policy, now)
+        except Exception:  # noqa: BLE001 -- the learner goes on; the next check tries again
+            log.exception("policy %s: the circuit breaker check failed", policy.name)
+
+    def check(self, policy: Policy, now: float, force: bool = False) -> list[dict]:
+        """Judge the policy's watched rates if `check_every` has passed (or `force`); the changes made."""
+        s = policy.spec.safety
+        if s is None or (not force and now - self._last.get(policy.name, float("-inf")) < s.check_every):
+            return []
+        self._last[policy.name] = now
+        states = self.store.breakers(policy.name)
+        counts: dict[float, dict] = {}
+
+        def since(t: float) -> dict:
+            if t not in counts:
+                counts[t] = self.store.breaker_counts(policy.name, t)
+            return counts[t]
+
+        changes = []
+        for what in targets(policy, s.levels):
+            st = states.get(what)
+            if st is not None and st["status"] == "open":
+                if st["probe_from"] is None or now < st["probe_from"]:
+                    continue  # open until reset, or still cooling off
+                evidence = judge(tally(policy, what, since(st["probe_from"])), s)
+                if all(e["under"] for e in evidence):
+                    changes.append(self._close(policy, what, evidence, st["probe_from"], now))
+                elif any(e["over"] for e in evidence):
+                    changes.append(self._open(policy, what, evidence, st["probe_from"], now, "reopen"))
+            else:
+                start = now - s.window if st is None else max(now - s.window, st["since"])
+                evidence = judge(tally(policy, what, since(start)), s)
+                if any(e["over"] for e in evidence):
+                    changes.append(self._open(policy, what, evidence, start, now, "trip"))
+        return changes
+
+    def _open(self, policy: Policy, what: str, evidence: list[dict], start: float, now: float, kind: str) -> dict:
+        s = policy.spec.safety
+        e = max((e for e in evidence if e["over"]), key=lambda e: e["lower"] / e["threshold"])
+        probe_from = now + s.probe_after if s.probe_after is not None else None
+        detail = (f"circuit breaker: the {e['rate']} rate of {label(what)} is {e['point']:.2%} ({e['events']} of "
+                  f"{e['sends']} sends since {to_rfc3339(start)}; {e['confidence']:.0%} lower bound "
+                  f"{e['lower']:.2%}), above the threshold {e['threshold']:.2%}; open since {to_rfc3339(now)}"
+                  + (f", probing {s.probe_share:.0%} of people from {to_rfc3339(probe_from)}" if probe_from
+                     else ", until an operator resets it"))
+        self.store.set_breaker(policy.name, what, "open", probe_from, detail, kind,
+                               {"rates": evidence, "since": start}, None, now)
+        log.warning("policy %s: %s", policy.name, detail)
+        return {"target": what, "kind": kind, "detail": detail}
+
+    def _close(self, policy: Policy, what: str, evidence: list[dict], start: float, now: float) -> dict:
+        rates = "; ".join(f"{e['rate']} {e['point']:.2%} (upper bound {e['upper']:.2%} < {e['threshold']:.2%})"
+                          for e in evidence)
+        detail = f"circuit breaker of {label(what)} closed: {evidence[0]['sends']} probe sends, {rates}"
+        self.store.set_breaker(policy.name, what, "closed", None, detail, "close", {"rates": evidence, "since": start},
+                               None, now)
+        log.warning("policy %s: %s", policy.name, detail)
+        return {"target": what, "kind": "close", "detail": detail}
+
+
+def reset(store: Store, policy: Policy, what: str | None, reason: str, by: str | None, now: float) -> list[str]:
+    """An operator closes the open breaker watching `what` (every open one of the policy when
+    None), recording why; what was reset. Only sends made from now on count for it again."""
+    opened = [t for t, st in store.breakers(policy.name).items() if st["status"] == "open" and what in (None, t)]
+    for t in opened:
+        store.set_breaker(policy.name, t, "closed", None, f"reset by an operator: {reason}", "reset",
+                          {"reason": reason}, by, now)
+    return opened
