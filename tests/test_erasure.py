@@ -100,6 +100,7 @@ def test_an_erased_person_leaves_no_byte_in_the_sqlite_files(tmp_path):
         store.close()
 
 
+@pytest.mark.slow  # a thousand requests on PostgreSQL, checkpoints and VACUUM FULL: 10 to 16 s here
 def test_an_erased_person_leaves_no_byte_in_the_postgresql_tables_after_vacuum_full(tmp_path):
     with pg_schema() as url:
         schema = url.rsplit("search_path%3D", 1)[1]
