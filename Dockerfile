@@ -5,11 +5,12 @@
 #   docker run -d -p 8000:8000 -v tactful-data:/data tactful
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY service ./service
 COPY models ./models
 COPY examples ./examples
-RUN pip install --no-cache-dir . \
+# the versions the tests passed with (constraints.txt), not whatever is newest on build day
+RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent tactful \
     && mkdir /data && chown tactful:tactful /data
 # not root: the process can write the store in /data and nothing else

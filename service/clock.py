@@ -19,6 +19,8 @@ class _ClockTable(Protocol):
 
     def clock_advance(self, ts: float) -> float: ...
 
+    def fill_unknown_times(self, at: float) -> None: ...
+
 
 class Clock(Protocol):
     accepts_timestamps: bool
@@ -27,6 +29,10 @@ class Clock(Protocol):
 
     def observe(self, timestamp: float | None) -> float:
         """Take a request's timestamp into account and return now."""
+
+    def known(self) -> float | None:
+        """Now, or None while the clock has no time yet (a request clock before its first
+        timestamp): what a record of when something happened takes, so that it never says 1970."""
 
 
 class SystemClock:
@@ -38,6 +44,9 @@ class SystemClock:
     def observe(self, timestamp: float | None) -> float:
         return time.time()
 
+    def known(self) -> float | None:
+        return time.time()
+
 
 class RequestClock:
     accepts_timestamps = True
@@ -45,15 +54,25 @@ class RequestClock:
     def __init__(self, store: _ClockTable, start: float = 0.0):
         self.store = store
         self.start = start
+        self._filled = False
 
     def now(self) -> float:
         now = self.store.clock_now()
         return self.start if now is None else now
 
+    def known(self) -> float | None:
+        return self.store.clock_now()
+
     def observe(self, timestamp: float | None) -> float:
         if timestamp is None:
             return self.now()
-        return self.store.clock_advance(timestamp)
+        now = self.store.clock_advance(timestamp)
+        if not self._filled:
+            # what was recorded before the clock had a time (the first model version, made when
+            # the service started) takes the first time it has, once per process
+            self.store.fill_unknown_times(now)
+            self._filled = True
+        return now
 
 
 class ManualClock:
@@ -70,6 +89,9 @@ class ManualClock:
     def observe(self, timestamp: float | None) -> float:
         if timestamp is not None and timestamp > self.t:
             self.t = timestamp
+        return self.t
+
+    def known(self) -> float | None:
         return self.t
 
     def advance(self, seconds: float) -> float:

@@ -25,6 +25,7 @@ from service.learning.learner import OnlineLearner
 from service.learning.registry import VersionRegistry
 from service.learning.shadow import ShadowScorer
 from service.policy import Policy
+from service.policy.reload import PolicyReloads
 from service.store import Store
 
 
@@ -54,14 +55,20 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
 
 
 def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 100_000,
-                  wall_clock: Callable[[], float] = time.time,
+                  wall_clock: Callable[[], float] = time.time, follow_reloads: bool = False,
                   also: Sequence[Callable[[Policy, float], None]] = ()) -> OnlineLearner:
     """The online learner, with the revert guard judging a newly activated version before each
     step, and the circuit breaker (service/learning/breaker.py) judging the policy's rates before
-    each step and on each tick of its loop (when its `check_every` has passed); `also`, checks run
-on each tick too (the contents review, which the `learn` command adds: service/learning/retire.py). `wall_clock` paces how often each policy is learned (real seconds, whatever `clock` says);
-    the lease goes by the store's own clock."""
+    each step and on each tick of its loop (when its `check_every` has passed); `also`: checks
+    run on each tick too (the contents review, which `tactful learn` adds:
+    service/learning/retire.py). `wall_clock` paces how often each policy is learned (real
+    seconds, whatever `clock` says); the lease goes by the store's own clock. With
+    `follow_reloads`, it learns each policy as its file was last reloaded
+    (service/policy/reload.py), as `tactful learn` does."""
     guard = RevertGuard(VersionRegistry(store))
     breaker = CircuitBreaker(store)
+    policies = dict(policies)
+    follow = (PolicyReloads(store, policies, lambda p: policies.__setitem__(p.name, p)).follow if follow_reloads
+              else lambda: None)
     return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step, breaker.before_step],
-                         every_tick=[breaker.before_step, *also])
+                         every_tick=[breaker.before_step, *also], follow=follow)

@@ -23,6 +23,7 @@ CONSENT = {"channels": {"email": True, "push": True}, "source": "test"}
 ROUTES = [
     ("post", "/v1/policies/{policy}/decide", "/v1/policies/lifecycle/decide", DECIDE, "decide", 200),
     ("post", "/v1/events/{event_id}/outcomes", "/v1/events/{event}/outcomes", {"type": "click"}, "decide", 202),
+    ("post", "/v1/events/{event_id}/delivery", "/v1/events/{event}/delivery", {"status": "sent"}, "decide", 202),
     ("get", "/v1/events/{event_id}", "/v1/events/{event}", None, "decide", 200),
     ("get", "/v1/policies", "/v1/policies", None, ANY, 200),
     ("get", "/v1/policies/{policy}", "/v1/policies/lifecycle", None, ANY, 200),
@@ -40,6 +41,12 @@ ROUTES = [
     ("post", "/v1/policies/{policy}/breaker/reset", "/v1/policies/lifecycle/breaker/reset", {"reason": "test"},
      "admin", 200),
     ("get", "/v1/policies/{policy}/contents/report", "/v1/policies/lifecycle/contents/report", None, "admin", 404),
+    ("post", "/v1/policies/{policy}/reload", "/v1/policies/lifecycle/reload", {"reason": "test"}, "admin", 200),
+    ("get", "/v1/policies/{policy}/contents", "/v1/policies/lifecycle/contents", None, ANY, 200),
+    ("put", "/v1/policies/{policy}/contents/{content_id}", "/v1/policies/lifecycle/contents/summer_sale",
+     {"topic": "promotion"}, "admin", 201),
+    ("delete", "/v1/policies/{policy}/contents/{content_id}", "/v1/policies/lifecycle/contents/feature_tour", None,
+     "admin", 200),
     ("get", "/v1/policies/{policy}/models", "/v1/policies/lifecycle/models", None, "admin", 200),
     ("post", "/v1/policies/{policy}/models/{version}/activate", "/v1/policies/lifecycle/models/1/activate", {},
      "admin", 409),  # version 1 is active already: past the key, the registry answers
@@ -75,7 +82,9 @@ def add_keys(store) -> dict[str, str]:
 def keyed(app, client):
     """The app, with an event and a person made before any key existed, then the keys."""
     assert client.put("/v1/users/u1/consent", json=CONSENT).status_code == 200
-    event = client.post("/v1/policies/lifecycle/decide", json=DECIDE).json["event_id"]
+    # a send (a hold has no delivery to report): the policy's exploration picks one soon enough
+    answers = (client.post("/v1/policies/lifecycle/decide", json=DECIDE).json for _ in range(100))
+    event = next(a for a in answers if not a["action"]["hold"])["event_id"]
     tokens = add_keys(app.extensions["tactful"].store)
     app.extensions["tactful_keys"].refresh()
     return client, tokens, event

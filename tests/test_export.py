@@ -12,6 +12,8 @@ import vowpalwabbit as vw
 from click.testing import CliRunner
 
 from service.cli import main
+from service.decision.engine import DeliveryInput
+from service.offline.export import final_decisions
 from service.simulation.known_truth import default_world, generate_log, world_policy
 
 
@@ -159,3 +161,23 @@ def test_export_bad_input_is_a_clear_error(logged, tmp_path):
     r = CliRunner().invoke(main, ["export", "--db", str(tmp_path / "missing.db"), "--policies", str(pdir),
                                   "--policy", "truth", "--format", "csv", "--out", str(tmp_path / "x.csv")])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_undelivered_sends_are_kept_for_evaluation_and_left_out_of_training(logged, tmp_path):
+    """A send reported not_sent stays in the csv (with its delivery status) and in evaluation, with
+    its logged arm and probability; the vw training file leaves it out, as the learner does."""
+    db, pdir, now, run = logged
+    sends = [e for e in run.event_ids if not run.engine.event(e)["action"]["hold"]][:25]
+    for e in sends:
+        run.engine.record_delivery(e, DeliveryInput("not_sent", "tool suppression"))
+    out = tmp_path / "log.csv"
+    assert run_cli("export", "--db", str(db), "--policies", str(pdir), "--policy", "truth", "--format", "csv",
+                   "--out", str(out), "--now", now).exit_code == 0
+    rows = {r["event_id"]: r for r in csv.DictReader(out.open())}
+    assert len(rows) == 400 and all(rows[e]["delivery"] == "not_sent" for e in sends)
+    assert sum(1 for r in rows.values() if r["delivery"]) == 25
+    r = run_cli("export", "--db", str(db), "--policies", str(pdir), "--policy", "truth", "--format", "vw",
+                "--out", str(tmp_path / "log.vw"), "--now", now)
+    assert "exported 375 final decisions" in r.output, r.output
+    kept = [row for row in final_decisions(run.engine.store, run.engine.policies["truth"], float(now))]
+    assert len(kept) == 400 and {row.decision.event_id for row in kept if not row.decision.delivered} >= set(sends)

@@ -25,6 +25,10 @@ REQUESTS = [
     {"user_id": "u1", "context": {"segment": "s1"}, "extra": True},
     ["not", "an", "object"],
     b'{"user_id": "u1", "context": {"segment": "s1", "tenure_days": 123456789012345678901234}}',  # > 64 bits
+    {"user_id": "u1", "context": {"segment": "s1"}, "request_id": "r-1", "contents": ["spring_sale"],
+     "channels": ["email", "push"]},                                      # a campaign's eligible set
+    {"user_id": "u1", "context": {"segment": "s1"}, "contents": ["nope"]},  # the engine refuses it
+    {"user_id": "u1", "context": {"segment": "s1"}, "request_id": "not ok"},  # pydantic refuses it
 ]
 
 
@@ -160,3 +164,18 @@ def test_the_fast_path_enforces_keys_as_the_flask_app_does(keyed_apps, auth, pol
         assert a.headers["WWW-Authenticate"].startswith('Bearer realm="tactful"')
     if status == 403:
         assert a.json["scope"] == "decide"
+
+
+def test_both_paths_answer_a_repeated_request_id_with_the_same_decision(apps):
+    fast, plain = apps
+    body = {"user_id": "u1", "context": {"segment": "s1"}}
+    for client in (fast, plain):
+        first = client.post("/v1/policies/lifecycle/decide", json=body, headers={"Idempotency-Key": "k-1"})
+        again = client.post("/v1/policies/lifecycle/decide", json=body | {"request_id": "k-1"})
+        assert first.status_code == again.status_code == 200 and first.json == again.json
+        other = client.post("/v1/policies/lifecycle/decide", json=body | {"user_id": "u2"},
+                            headers={"Idempotency-Key": "k-1"})
+        assert other.status_code == 409 and other.json["field"] == "request_id"
+        bad = client.post("/v1/policies/lifecycle/decide", json=body, headers={"Idempotency-Key": "a b"})
+        assert bad.status_code == 400 and bad.json["field"] == "Idempotency-Key"
+    assert len(fast.flask_saw) == 1, "only the bad header went on to Flask"

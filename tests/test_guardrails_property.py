@@ -9,7 +9,9 @@ of every window that starts at a contact, gaps by comparing every pair.
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import os
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -18,8 +20,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from service.clock import ManualClock
-from service.decision.engine import DecideInput
+from service.decision.engine import DecideInput, DeliveryInput
 from service.decision.localtime import resolve_send_at
+from service.errors import Conflict
+from service.policy.reload import PolicyReloads
 from service.policy import parse_policy
 from service.runtime import build_engine
 from service.store import Store, open_store
@@ -117,8 +121,12 @@ def people(draw, data):
         edge = now + draw(st.integers(-24, 36)) * HOUR
         arm_state[target] = {"status": status, "valid_from": edge if window == "from" else None,
                              "valid_until": edge if window == "until" else None}
+    # the request's eligible sets (None: no restriction)
+    only_contents = draw(st.none() | st.lists(st.sampled_from(contents), min_size=1, unique=True))
+    only_channels = draw(st.none() | st.lists(st.sampled_from(channels), min_size=1, unique=True))
     return {"now": now, "prefs": prefs, "consent": consent, "contacts": contacts, "signals": signals,
-            "unengaged": draw(st.integers(0, 4)), "arm_state": arm_state, "budget_used": draw(st.integers(0, 2))}
+            "unengaged": draw(st.integers(0, 4)), "arm_state": arm_state, "budget_used": draw(st.integers(0, 2)),
+            "contents": only_contents, "channels": only_channels}
 
 
 # -- the reference ------------------------------------------------------------------------------
@@ -219,6 +227,10 @@ def reference(data: dict, person: dict, policy) -> tuple[dict[str, set[str]], di
         if sup and person["unengaged"] >= sup["after"] and not any(
                 r["channel"] == ch for r in sup["allow"]):
             reasons.add("suppressed")
+        if person["contents"] is not None and c.id not in person["contents"]:
+            reasons.add("not_eligible_content")
+        if person["channels"] is not None and ch not in person["channels"]:
+            reasons.add("not_eligible_channel")
         out[arm.id] = reasons
     return out, times
 
@@ -259,7 +271,7 @@ def store(tmp_path_factory):
     s.close()
 
 
-@settings(max_examples=int(__import__("os").environ.get("PROPERTY_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(data=st.data())
 def test_removed_arms_are_exactly_the_disallowed_ones(store, data):
@@ -273,7 +285,8 @@ def test_removed_arms_are_exactly_the_disallowed_ones(store, data):
     user = f"user-{name}"
     arrange(store, name, store.person_key(user), person, policy)
 
-    answer = engine.decide(name, DecideInput(user, {"segment": "s"}))
+    answer = engine.decide(name, DecideInput(user, {"segment": "s"}, contents=person["contents"],
+                                             channels=person["channels"]))
     event = engine.event(answer["event_id"])
     expected, times = reference(spec, person, policy)
 
@@ -302,3 +315,105 @@ def test_removed_arms_are_exactly_the_disallowed_ones(store, data):
         for rule in ([spec["guardrails"].get("quiet_hours")] + [person["prefs"].get("quiet_hours")]):
             if rule and answer["action"]["channel"] in (rule.get("channels") or spec["channels"]):
                 assert not _wall_quiet(sent, tz, rule["start"], rule["end"])
+
+
+# -- decides, delivery reports and time, in any order ----------------------------------------------
+
+@st.composite
+def campaigns(draw):
+    """A policy with caps, maybe a minimum gap and a daily budget, everyone's consent; and a
+    sequence of decides (with eligible sets), delivery reports on earlier decisions, catalog
+    changes (contents added, changed, retired) and time."""
+    channels = draw(st.lists(st.sampled_from(CHANNELS), min_size=1, max_size=3, unique=True))
+    caps = [{"channel": draw(st.sampled_from(["*", *channels])), "max": draw(st.integers(1, 3)),
+             "window": draw(st.sampled_from(["1h", "1d", "7d"]))} for _ in range(draw(st.integers(1, 3)))]
+    g: dict = {"caps": caps, "consent": {ch: "opt_out" for ch in channels}}
+    if draw(st.booleans()):
+        g["min_gap"] = draw(st.sampled_from(["1h", "4h"]))
+    if draw(st.booleans()):
+        g["daily_budget"] = draw(st.integers(1, 4))
+    timing = [{"name": "now", "delay_minutes": 0}, {"name": "later", "delay_minutes": 90}]
+    data = {"name": "p", "timezone": "UTC", "channels": channels, "timing": timing, "arms": {"hold": True},
+            "content": [{"id": "c0", "topic": "promotion"}, {"id": "c1", "topic": "loyalty"}],  # c0: the fallback's
+            "features": {"segment": {"type": "string"}}, "guardrails": g,
+            "reward": {"weights": {"click": 1.0}}, "learner": {"fallback_arm": "c0:%s:now" % channels[0]}}
+    steps = draw(st.lists(st.one_of(
+        st.tuples(st.just("decide"), st.integers(0, 1),
+                  st.none() | st.lists(st.sampled_from(["c0", "c1", "c2", "c3"]), min_size=1, unique=True),
+                  st.none() | st.lists(st.sampled_from(channels), min_size=1, unique=True)),
+        st.tuples(st.just("report"), st.integers(0, 50), st.sampled_from(["sent", "not_sent", "bounced", "failed"])),
+        st.tuples(st.just("wait"), st.sampled_from([60.0, 1800.0, 3 * HOUR, DAY])),
+        st.tuples(st.just("catalog"), st.sampled_from(["c1", "c2", "c3"]), st.sampled_from(["put", "delete"]))),
+        min_size=4, max_size=30))
+    return data, steps
+
+
+def check_live_contacts(store: Store, policy, spec: dict) -> None:
+    """The contacts the store holds are exactly the sends not reported undelivered, and they keep
+    every cap, the minimum gap and the daily budget, judged independently of the guardrails."""
+    sends = store.query("SELECT event_id, person_key, channel, send_at, delivery, history FROM decisions"
+                        " WHERE policy=? AND channel IS NOT NULL", (policy.name,))
+    live = [r for r in sends if r["delivery"] not in ("not_sent", "bounced", "failed")]
+    held = store.query("SELECT event_id FROM contacts WHERE policy=?", (policy.name,))
+    assert sorted(r[0] for r in held) == sorted(r["event_id"] for r in live)
+    g = spec["guardrails"]
+    windows = {"1h": HOUR, "1d": DAY, "7d": 7 * DAY}
+    for key in {r["person_key"] for r in live}:
+        mine = sorted((r["send_at"], r["channel"]) for r in live if r["person_key"] == key)
+        for cap in g["caps"]:
+            pts = [t for t, ch in mine if cap["channel"] in ("*", ch)]
+            for s in pts:  # the fullest window starts at a contact
+                assert sum(1 for p in pts if s <= p < s + windows[cap["window"]]) <= cap["max"]
+        gap = {"1h": HOUR, "4h": 4 * HOUR}.get(g.get("min_gap"))
+        if gap:
+            assert all(b[0] - a[0] >= gap for a, b in zip(mine, mine[1:]))
+    if "daily_budget" in g:
+        days: dict[str, int] = {}
+        for r in live:
+            day = json.loads(r["history"])["budget_day"]
+            days[day] = days.get(day, 0) + 1
+        for day, used in days.items():
+            assert used <= g["daily_budget"]
+            assert store.query("SELECT used FROM budget WHERE policy=? AND day=?", (policy.name, day))[0][0] == used
+
+
+@settings(max_examples=max(10, int(os.environ.get("PROPERTY_EXAMPLES", "300")) // 3), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_no_sequence_of_decides_delivery_reports_and_catalog_changes_exceeds_a_cap(store, data):
+    spec, steps = data.draw(campaigns())
+    name = f"q{next(_counter)}"
+    spec = dict(spec, name=name)
+    policy = parse_policy(spec)
+    clock = ManualClock(DST_MOMENTS[4].timestamp())
+    engine = build_engine(store, {name: policy}, clock, refresh_seconds=0)
+    engine.ensure_models()
+    catalog = PolicyReloads(store, engine.policies, engine.use_policy, refresh_seconds=0)
+    events: list[str] = []
+    offered = {"c0", "c1"}  # what the catalog offers, tracked here from the changes made
+    for step in steps:
+        if step[0] == "decide":
+            _, user, contents, channels = step
+            if contents is not None:  # the offered ones (none of them offered now: no restriction)
+                contents = [c for c in contents if c in offered] or None
+            answer = engine.decide(name, DecideInput(f"{name}-u{user}", {"segment": "s"}, contents=contents,
+                                                     channels=channels))
+            shown = engine.event(answer["event_id"])
+            arms = [a["arm"] for a in shown["allowed"]] + list(shown["removed_arms"])
+            assert {a.split(":")[0] for a in arms if a != "hold"} == offered  # retired ones are no arms
+            if not answer["action"]["hold"]:
+                events.append(answer["event_id"])
+                assert contents is None or answer["action"]["content"] in contents
+                assert channels is None or answer["action"]["channel"] in channels
+        elif step[0] == "report" and events:
+            try:
+                engine.record_delivery(events[step[1] % len(events)], DeliveryInput(step[2]))
+            except Conflict:
+                pass  # a contradiction (not_sent, then sent) is refused and changes nothing
+        elif step[0] == "wait":
+            clock.advance(step[1])
+        elif step[0] == "catalog" and (step[2] == "put" or step[1] in offered):
+            fields = {"topic": "promotion", "tags": ["t"]} if step[2] == "put" else None
+            catalog.change_content(name, step[1], fields, clock.now(), "test", None)
+            offered = offered | {step[1]} if fields else offered - {step[1]}
+        check_live_contacts(store, policy, spec)

@@ -13,7 +13,6 @@ import requests
 
 from conftest import POLICIES_DIR
 from serving import ROOT, start_serve
-from service.api.app import create_app
 from service.store import open_store
 from service.store.safety import POLICY_TARGET
 

@@ -238,11 +238,14 @@ def test_directory_with_no_toml(tmp_path):
     assert str(err) == f"{tmp_path}: (file): {err.reason}"
 
 
-def test_not_a_directory(tmp_path):
+def test_one_policy_file_in_place_of_a_directory(tmp_path):
     path = write(tmp_path, MINIMAL)
+    assert list(load_policies(path)) == [load_policy(path).name]
+    missing = tmp_path / "nowhere"
     with pytest.raises(PolicyError) as info:
-        load_policies(path)
-    assert info.value.path == str(path) and "not a directory" in info.value.reason
+        load_policies(missing)
+    assert info.value.path == str(missing)
+    assert "neither a directory of policy files nor a policy file" in info.value.reason
 
 
 def test_two_files_declaring_the_same_policy(tmp_path):

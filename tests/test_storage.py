@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from backends import pg_schema
 from service.cli.main import main
-from service.store import open_store
+from service.store import RequestClaim, open_store
 from service.store.schema import SCHEMA_VERSION
 from test_store import T, decision, outcome
 
@@ -48,10 +48,15 @@ def test_pruning_decisions_spares_open_windows_unlearned_ones_and_the_newest(sto
     late = decision(None, "open", at=T - 200 * DAY)
     late.policy, late.closes_at = "p", T + DAY  # a window still open, however old the decision
     assert store.commit_decision(late, None)
+    store.record_delivery("old1", None, "bounced", None, T - 200 * DAY, T - 200 * DAY, None, "p")
+    for request_id, at in (("stale", T - DAY - 1), ("fresh", T - DAY + 1)):
+        assert store.commit_decision(decision(None, request_id, at=at), None,
+                                     claim=RequestClaim(request_id, "h", "{}", at - DAY))
     counts = store.prune_decisions(before=T - 180 * DAY, now=T, chunk=2)  # two transactions
-    assert counts == {"outcomes": 1, "shadow_decisions": 0, "decisions": 3}
+    assert counts == {"outcomes": 1, "deliveries": 1, "shadow_decisions": 0, "decisions": 3, "requests": 1}
     left = {r[0] for r in store.query("SELECT event_id FROM decisions")}
-    assert left == {"old2", "old3", "recent", "open"}  # old2, old3: not learned yet
+    assert left == {"old2", "old3", "recent", "open", "stale", "fresh"}  # old2, old3: not learned yet
+    assert [r[0] for r in store.query("SELECT request_id FROM requests")] == ["fresh"]
     store.close()
 
 

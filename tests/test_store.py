@@ -15,8 +15,8 @@ from conftest import POLICIES_DIR
 from service.decision.modelcache import VersionCache
 from service.policy import load_policy
 from service.policy.bandit import new_model
-from service.store import (AlreadyActive, Decision, NoSuchVersion, Outcome, OutcomeConflict, SchemaTooNew, Store,
-                           open_store)
+from service.store import (AlreadyActive, Decision, NoSuchVersion, Outcome, OutcomeConflict, RequestClaim,
+                           SchemaTooNew, Store, open_store)
 from service.store.decisions import decision_values
 from service.store.postgres import _COMMIT, translate
 from service.store.schema import SCHEMA_VERSION
@@ -221,9 +221,11 @@ def test_erasure_deletes_the_person_and_unlinks_their_decisions(store):
     key = store.person_key("u1")
     store.set_consent(key, {"email": True}, "form", T)
     store.set_preferences(key, {"blocked_channels": ["sms"]}, T)
-    assert store.commit_decision(decision(key, "e1"), read(store, key).marker)
+    assert store.commit_decision(decision(key, "e1"), read(store, key).marker,
+                                 claim=RequestClaim("r1", "hash", "{}", T - 86400))
     counts = store.erase_person(key)
-    assert counts == {"consent": 1, "contacts": 1, "signals": 0, "people": 1, "decisions_unlinked": 1}
+    assert counts == {"consent": 1, "contacts": 1, "signals": 0, "people": 1, "requests": 1, "decisions_unlinked": 1}
+    assert store.request("r1", T - 86400) is None
     assert store.decision("e1").person_key is None and read(store, key).consent == {}
     assert store.person_row(key) is None and store.consent_history(key) == []
 
@@ -281,7 +283,7 @@ def test_the_learner_waits_for_a_decision_still_being_written(tmp_path):
         store = open_store(url)
         slow = psycopg.connect(url)  # a transaction left open in the middle of logging a decision
         late = decision(None, "late", at=T - 100)
-        slow.execute(_COMMIT, decision_values(late) + (False,) + (None,) * 6 + (None, None))
+        slow.execute(_COMMIT, decision_values(late) + (False,) + (None,) * 6 + (None,) * 6)
         assert store.commit_decision(decision(None, "early", at=T - 100), None)
         got: list = []
         reader = threading.Thread(target=lambda: got.extend(store.decisions_after("lifecycle", 0, 10, T + WEEK)))

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from service.api import keys, metrics, routes, safety, versions
+from service.api import catalog, keys, metrics, routes, safety, versions
 from service.api.auth import ANY, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
@@ -24,6 +24,7 @@ from service.clock import make_clock
 from service.metrics import STORE_ERRORS, count_request
 from service.errors import Forbidden, Problem
 from service.policy import Policy, load_policies
+from service.policy.reload import PolicyReloads
 from service.runtime import build_engine
 from service.store import StoreUnavailable, open_store
 
@@ -36,6 +37,9 @@ DEFAULTS = {
     "ACCESS_LOG": True,  # one JSON line per request on stderr (service/api/requestlog.py)
     # how often each worker reads the API keys again: a new or revoked key counts within about this
     "KEYS_REFRESH_SECONDS": 1.0,
+    # how often each worker looks for policy files reloaded and catalog changes made elsewhere
+    # (service/policy/reload.py)
+    "POLICY_REFRESH_SECONDS": 1.0,
     # a request body larger than this is refused (413, naming `body`) before it is read: a decide
     # or an outcome is a few hundred bytes, so 1 MiB leaves room for large contexts
     "MAX_CONTENT_LENGTH": 1024 * 1024,
@@ -63,6 +67,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     engine = build_engine(store, policies, clock, refresh_seconds=float(app.config["MODEL_REFRESH_SECONDS"]))
     engine.ensure_models()
     app.extensions["tactful"] = engine
+    reloads = PolicyReloads(store, policies, engine.use_policy, float(app.config["POLICY_REFRESH_SECONDS"]))
+    app.extensions["tactful_reloads"] = reloads
 
     app.register_blueprint(routes.decisions)
     app.register_blueprint(routes.policies_bp)
@@ -71,15 +77,28 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(safety.safety_bp)
     versions.init_app(app, engine)
     metrics.init_app(app, engine)
+    catalog.init_app(app)
     ring = KeyRing(store, refresh_seconds=float(app.config["KEYS_REFRESH_SECONDS"]))
     keys.init_app(app, ring)
     _authorize_requests(app, ring)
     _handle_errors(app)
-    app.wsgi_app = DecideFastPath(app, engine, ring)
+    app.wsgi_app = DecideFastPath(app, engine, ring, follow_reloads(reloads))
     sink = app.config["ACCESS_LOG"]  # True: JSON lines on stderr; a callable (tests): each line to it
     app.wsgi_app = RequestLog(app.wsgi_app, (sink if callable(sink) else stderr_lines()) if sink else None,
                               count_request)
     return app
+
+
+def follow_reloads(reloads: PolicyReloads):
+    """What runs before each request (the fast path is the app's outermost layer): policy files
+    reloaded and catalog changes made anywhere, looked for at most once a second, so every worker
+    serves them within about a second of its next request."""
+    def follow() -> None:
+        try:
+            reloads.follow()
+        except StoreUnavailable as exc:  # the request says so itself if it needs the store
+            logging.getLogger("tactful").warning("could not look for reloaded policies: %s", exc)
+    return follow
 
 
 def _authorize_requests(app: Flask, ring: KeyRing) -> None:

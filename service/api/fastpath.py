@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import Callable
 
 import orjson
 from flask import Flask
@@ -36,13 +37,14 @@ class DecideFastPath:
     PREFIX, SUFFIX = "/v1/policies/", "/decide"
     ROUTE = "/v1/policies/<policy>/decide"  # the Flask route's template, for the request log
 
-    def __init__(self, app: Flask, engine: DecisionEngine, keys: KeyRing):
-        self.wsgi_app, self.engine, self.keys = app.wsgi_app, engine, keys
+    def __init__(self, app: Flask, engine: DecisionEngine, keys: KeyRing, before: Callable[[], None] = lambda: None):
+        self.wsgi_app, self.engine, self.keys, self.before = app.wsgi_app, engine, keys, before
         self.scope = decide.scope
         self.max_length = app.config["MAX_CONTENT_LENGTH"]
         self.options = OrjsonProvider._options
 
     def __call__(self, environ, start_response):
+        self.before()  # before every request, this path's or Flask's (the app follows policy reloads)
         path = environ.get("PATH_INFO", "")
         if (environ.get("REQUEST_METHOD") != "POST" or not path.startswith(self.PREFIX)
                 or not path.endswith(self.SUFFIX)):
@@ -64,7 +66,7 @@ class DecideFastPath:
             return self.wsgi_app(environ, start_response)
         raw = environ["wsgi.input"].read(int(length))
         try:
-            req = decide_input(orjson.loads(raw))
+            req = decide_input(orjson.loads(raw), environ.get("HTTP_IDEMPOTENCY_KEY"))
         except (ValueError, Problem):  # the Flask route says what is wrong, as for any request
             environ["wsgi.input"] = io.BytesIO(raw)
             return self.wsgi_app(environ, start_response)

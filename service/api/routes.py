@@ -7,15 +7,17 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 
 from service.api import schemas
+from service.api.openapi import openapi as openapi_document
 from service.api.auth import ANY, PUBLIC, requires
 from service.api.problems import problem_response
 from service.api.requestlog import KEY
-from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
-from service.errors import BadRequest, Problem
+from service.decision.engine import DecideInput, DecisionEngine, DeliveryInput, OutcomeInput
+from service.errors import BadRequest, Conflict, Problem
 from service.metrics import OUTCOMES, count_decision
 from service.learning.learner import LEASE
+from service.policy import PolicyError
 from service.store import StoreUnavailable
-from service.times import parse_time
+from service.times import parse_time, to_rfc3339
 
 decisions = Blueprint("decisions", __name__)
 policies_bp = Blueprint("policies", __name__)
@@ -41,11 +43,23 @@ def _ts(dt) -> float | None:
     return dt.timestamp() if dt is not None else None
 
 
-def decide_input(payload: object) -> DecideInput:
-    """A decide request's JSON body, validated (BadRequest naming the field), as the engine's input.
-    Also what the WSGI fast path in front of this route uses (service/api/fastpath.py)."""
+def decide_input(payload: object, idempotency_key: str | None = None) -> DecideInput:
+    """A decide request's JSON body and its `Idempotency-Key` header, validated (BadRequest naming
+    the field), as the engine's input. Also what the WSGI fast path in front of this route uses
+    (service/api/fastpath.py)."""
     req = schemas.parse(schemas.DecideRequest, payload)
-    return DecideInput(req.user_id, req.context, req.consistency_key, _ts(req.timestamp))
+    request_id = req.request_id
+    if idempotency_key is not None:
+        try:
+            schemas.request_id(idempotency_key)
+        except ValueError as exc:
+            raise BadRequest(f"Idempotency-Key: {exc}", "Idempotency-Key") from None
+        if request_id is not None and request_id != idempotency_key:
+            raise BadRequest("the Idempotency-Key header and request_id differ: send one, or both alike",
+                             "request_id")
+        request_id = idempotency_key
+    return DecideInput(req.user_id, req.context, req.consistency_key, _ts(req.timestamp), request_id,
+                       req.contents, req.channels)
 
 
 @decisions.post("/v1/policies/<policy>/decide")
@@ -53,7 +67,7 @@ def decide_input(payload: object) -> DecideInput:
 def decide(policy: str):
     eng = engine()
     eng.policy(policy)  # 404 before 400: an unknown policy is the first thing to fix
-    answer = eng.decide(policy, decide_input(body()))
+    answer = eng.decide(policy, decide_input(body(), request.headers.get("Idempotency-Key")))
     count_decision(answer)
     return jsonify(answer)
 
@@ -66,6 +80,13 @@ def outcome(event_id: str):
     if not result["duplicate"]:
         OUTCOMES.labels(req.type).inc()
     return jsonify(result), 202
+
+
+@decisions.post("/v1/events/<event_id>/delivery")
+@requires("decide")
+def delivery(event_id: str):
+    req = schemas.parse(schemas.DeliveryRequest, body())
+    return jsonify(engine().record_delivery(event_id, DeliveryInput(req.status, req.reason, _ts(req.timestamp)))), 202
 
 
 @decisions.get("/v1/events/<event_id>")
@@ -91,8 +112,11 @@ def get_policy(policy: str):
     eng = engine()
     p = eng.policy(policy)
     pause = eng.pause.state(p.name)
+    reloaded = eng.store.published_policies().get(p.name)
+    if reloaded is not None:
+        reloaded = {k: v for k, v in reloaded.items() if k != "text"} | {"at": to_rfc3339(reloaded["at"])}
     return jsonify(p.summary() | {"active_model_version": eng.store.active_version(p.name),
-                                  "counts": eng.store.policy_counts(p.name, eng.clock.now()),
+                                  "counts": eng.store.policy_counts(p.name, eng.clock.now()), "reloaded": reloaded,
                                   "paused": {k: pause[k] for k in ("reason", "since")} if pause["paused"] else None,
                                   "open_breakers": sorted(t for t, b in eng.store.breakers(p.name).items()
                                                           if b["status"] == "open"),
@@ -169,6 +193,24 @@ def _pause(policy: str, paused: bool):
     return jsonify(eng.pause.set(policy, paused, req.reason, request.environ.get(KEY)))
 
 
+@policies_bp.post("/v1/policies/<policy>/reload")
+@requires("admin")
+def reload_policy(policy: str):
+    """Validate the policy's file again and serve it in every worker; an invalid file is a 409
+    naming the key and the reason, and the running policy is kept."""
+    eng = engine()
+    eng.policy(policy)
+    raw = request.get_data(cache=True)
+    req = schemas.parse(schemas.ReasonRequest, body() if raw.strip() else {})
+    source = "http" + (f" (key {request.environ[KEY]})" if request.environ.get(KEY) else "")
+    try:
+        record = current_app.extensions["tactful_reloads"].reload(policy, eng.clock.now(), source, req.reason)
+    except PolicyError as exc:
+        raise Conflict(f"the policy file does not validate, so the running policy is kept: {exc}",
+                       exc.key or "file", [{"field": exc.key or "file", "reason": exc.reason, "file": exc.path}]) from None
+    return jsonify({"policy": policy} | record | {"at": to_rfc3339(record["at"])})
+
+
 @policies_bp.patch("/v1/policies/<policy>/arms/<path:arm>")
 @requires("admin")
 def patch_arm(policy: str, arm: str):
@@ -239,7 +281,7 @@ def readyz():
 @meta.get("/openapi.json")
 @requires(PUBLIC)
 def openapi():
-    return jsonify(schemas.openapi(sorted(engine().policies), operation_scopes()))
+    return jsonify(openapi_document(sorted(engine().policies), operation_scopes()))
 
 
 def operation_scopes() -> dict[tuple[str, str], str]:

@@ -6,6 +6,9 @@
 Both need the `admin` scope. Errors are problem+json naming the field: an unknown policy (404,
 `policy`), a version that is not a number (400, `version`) or does not exist (404, `version`) or
 is already active (409, `version`), a reason that is not text (400, `reason`).
+
+Times are RFC 3339 text, as everywhere in the API: a version's `created_at`, an activation's
+`at`, a stored evaluation's count beside it.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from service.api.auth import requires
 from service.decision.engine import DecisionEngine
 from service.errors import BadRequest
 from service.learning.registry import VersionRegistry
+from service.times import to_rfc3339
 
 models_bp = Blueprint("models", __name__)
 
@@ -33,7 +37,8 @@ def _registry() -> VersionRegistry:
 
 
 def _public(v: dict) -> dict:
-    return {"version": v["version"], "parent": v["parent"], "source": v["source"], "created_at": v["created_at"],
+    return {"version": v["version"], "parent": v["parent"], "source": v["source"],
+            "created_at": to_rfc3339(v["created_at"]),
             "active": v["active"], "n_learned": v["n_learned"], "vw_args": v["vw_args"],
             "evaluations": v["evaluations"], "note": v["note"]}
 
@@ -46,7 +51,11 @@ def list_models(policy: str):
     return jsonify({"policy": p.name, "active_version": ops.store.active_version(p.name),
                     "shadow_version": ops.shadow_version(p.name),
                     "versions": [_public(v) for v in ops.versions(p.name)],
-                    "activations": ops.activations(p.name, 20)})
+                    "activations": [_activation(a) for a in ops.activations(p.name, 20)]})
+
+
+def _activation(a: dict) -> dict:
+    return a | {"at": to_rfc3339(a["at"])}
 
 
 @models_bp.post("/v1/policies/<policy>/models/<version>/activate")
@@ -64,4 +73,4 @@ def activate(policy: str, version: str):
     if not isinstance(reason, str) or not reason.strip():
         raise BadRequest("reason must be a non-empty string", "reason")
     result = _registry().activate(p.name, int(version), reason, eng.clock.now())
-    return jsonify(result)
+    return jsonify(_activation(result))

@@ -24,5 +24,5 @@ def learn(interval: float | None, batch: int, db: str, policies: str, clock: str
     loaded = _load(policies)
     store = open_store(db, must_exist=False)
     review = ContentsReview(store)
-    run_forever(build_learner(store, loaded, make_clock(clock, store), batch=batch, also=[review.before_step]),
-                interval)
+    run_forever(build_learner(store, loaded, make_clock(clock, store), batch=batch, follow_reloads=True,
+                              also=[review.before_step]), interval)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
-from service.cli.options import (db_option, now_option, now_value, open_store, policies_option, policy_named,
-                                 policy_option, since_option, time_value, until_option)
+from service.cli.options import (db_option, mismatch_option, now_option, now_value, open_store, policies_option,
+                                 policy_in_store, policy_option, since_option, time_value, until_option)
 from service.learning.registry import VersionRegistry
 from service.learning.retrain import retrain
 from service.learning.shadow_report import shadow_report
-from service.offline.errors import EvaluationError
+from service.offline.errors import EvaluationError, NotEnoughData, not_enough_data
 from service.offline.evaluate import evaluate
 from service.offline.export import export, final_decisions
 from service.offline.obd import import_obd
@@ -31,28 +31,32 @@ OUT = "out"  # default outputs go under ./out, which the repository ignores
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @since_option
 @until_option
 @click.option("--format", "fmt", type=click.Choice(["vw", "csv", "parquet"]), required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True), help="Output file.")
 @now_option
-def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
+def export_cmd(db, policies, policy_name, since, until, fmt, out, now, ignore_mismatch):
     """Export every final decision of a policy: features, allowed arms, logged probabilities,
     chosen arm, outcomes and shaped reward. `vw` is cb_adf text VW learns from as it is."""
-    policy = policy_named(policies, policy_name)
-    store = open_store(db)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     rows = final_decisions(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"))
     try:
         n = export(rows, policy, fmt, out)
     except RuntimeError as exc:  # pyarrow missing
         raise click.ClickException(str(exc)) from None
     click.echo(f"exported {n} final decisions of {policy.name} to {out} ({fmt})")
+    if n == 0:
+        click.echo(f"note: {not_enough_data(store, policy, now_value(now), time_value(since, '--since'), time_value(until, '--until'))}",
+                   err=True)
 
 
 @click.command("evaluate")
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @click.option("--candidate", help="A model version (3 or v3), a VW model file, or a baseline name.")
 @click.option("--baseline", "baselines", multiple=True,
               help="active | uniform | logged | fallback | a version | a model file (repeatable; "
@@ -69,11 +73,10 @@ def export_cmd(db, policies, policy_name, since, until, fmt, out, now):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-store", is_flag=True, help="Do not store the evaluation beside the candidate version.")
 def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, now, shadow, out, n_boot, seed,
-                 no_store):
+                 no_store, ignore_mismatch):
     """Estimate a candidate's value against the active version and baselines (IPS, SNIPS, DM, DR,
     Switch-DR with 95% intervals and effective sample sizes), as a table and a report."""
-    policy = policy_named(policies, policy_name)
-    store = open_store(db)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     at = now_value(now)
     out = out or f"{OUT}/evaluation-{policy.name}"
     command = "tactful " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -86,6 +89,8 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
         result = evaluate(store, policy, candidate, baselines or ("active", "uniform"), now=at,
                           since=time_value(since, "--since"), until=time_value(until, "--until"), n_boot=n_boot,
                           seed=seed, progress=sys.stderr.isatty())
+    except NotEnoughData as exc:  # the data is missing, not an option wrong
+        raise click.ClickException(str(exc)) from None
     except EvaluationError as exc:
         raise click.BadParameter(str(exc), param_hint="--candidate/--baseline") from None
     click.echo(result.table())
@@ -112,6 +117,7 @@ def _shadow(store, policy, now, since, until, seed, out: Path) -> None:
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @since_option
 @until_option
 @now_option
@@ -119,12 +125,11 @@ def _shadow(store, policy, now, since, until, seed, out: Path) -> None:
               help="The latest share of the decisions, held out to choose and evaluate the candidate.")
 @click.option("--bootstrap", "n_boot", default=500, show_default=True, type=click.IntRange(50))
 @click.option("--seed", default=0, show_default=True, type=int)
-def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, seed):
+def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, seed, ignore_mismatch):
     """Train VW offline from the logs over a small grid (exploration, interactions, learning rate),
     choose by DR on a later held-out time slice, and store the winner as a candidate version (not
     active) with its evaluation beside it."""
-    policy = policy_named(policies, policy_name)
-    store = open_store(db)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     try:
         r = retrain(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"),
                     holdout, n_boot=n_boot, seed=seed, progress=sys.stderr.isatty())
@@ -157,5 +162,17 @@ def import_obd_cmd(directory, db, policies):
     for s in summaries:
         click.echo(f"{s['policy']}: {s['impressions']} impressions, {s['clicks']} clicks "
                    f"(observed click rate {s['click_rate']:.4%})")
-    click.echo(f"policies written to {policies}/; evaluate with: tactful evaluate --db {db} --policies {policies} "
-               f"--policy {summaries[0]['policy']} --candidate bts-zozotown --baseline uniform")
+    click.echo(obd_next_step(summaries, db, policies))
+
+
+def obd_next_step(summaries: list[dict], db: str, policies: str) -> str:
+    """The protocol's next command (docs/ope.md): the Bernoulli TS policy estimated from the
+    uniform-random logs; without random logs, what is missing."""
+    random = [s["policy"] for s in summaries if s["logger"].lower() == "random"]
+    if not random:
+        return (f"policies written to {policies}/. The Open Bandit protocol (docs/ope.md) estimates the "
+                "Bernoulli TS policy from the uniform-random logs, and none were imported: add the `random/` "
+                "directory of the dataset and import again")
+    return (f"policies written to {policies}/; evaluate Bernoulli TS on the uniform-random logs (the protocol "
+            f"of docs/ope.md) with: tactful evaluate --db {db} --policies {policies} --policy {random[0]} "
+            "--candidate bts-zozotown --baseline uniform")

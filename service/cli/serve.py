@@ -33,6 +33,8 @@ from service.learning.learner import LEASE, LEASE_TTL, lease_holder
 from service.metrics import MULTIPROC_DIR
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
+from service.policy.reload import PolicyReloads
+from service.policy.stored import remember
 from service.store import Store, StoreUnavailable
 from service.store import open_store as connect
 from service.store.postgres import safe_location
@@ -56,9 +58,11 @@ def _prepare_store(db: str, policies_dir: str, clock_kind: str, host: str, insec
     store = open_store(db, must_exist=False)
     try:
         warning = access_warning(store, host, insecure)
-        now = make_clock(clock_kind, store).now()
+        now = make_clock(clock_kind, store).known()  # None under --clock request before any request
+        remember(store, policies, now)
         for policy in policies.values():
             ensure_active_version(store, policy, now)
+        store.forget_published_policies(list(policies))  # the files are what serves now
     finally:
         store.close()
     return policies, warning
@@ -177,7 +181,7 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
     click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} (db {safe_location(db)}, clock {clock}, "
                f"{workers} workers, " + (f"learner candidate pid {children.learner.pid}" if learner else
                                          "no learner") + "); Ctrl-C stops", err=True)
-    stopping = False
+    stopping, hangups = False, []
 
     def _stop(signum, frame):
         nonlocal stopping
@@ -185,8 +189,12 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     code = 0
     while not stopping:
+        if hangups:
+            hangups.clear()
+            reload_files(db, loaded, clock)
         if children.web.poll() is not None:
             click.echo(f"tactful: the web process exited ({children.web.returncode}); stopping", err=True)
             code = 1
@@ -198,6 +206,28 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
         shutil.rmtree(values, ignore_errors=True)
     click.echo("tactful: stopped", err=True)
     sys.exit(code)
+
+
+def reload_files(db: str, loaded: dict, clock_kind: str) -> None:
+    """SIGHUP: validate every policy's file again and publish the valid ones, which every worker
+    and the learner serve within about a second; an invalid file is reported and its policy kept."""
+    try:
+        store = open_store(db, must_exist=True)
+    except Exception as exc:  # noqa: BLE001 -- a store away: say so, serve on
+        click.echo(f"tactful: SIGHUP: cannot reach the store to reload the policies: {exc}", err=True)
+        return
+    try:
+        reloads = PolicyReloads(store, loaded, lambda p: loaded.__setitem__(p.name, p))
+        now = make_clock(clock_kind, store).now()
+        for name in sorted(loaded):
+            try:
+                record = reloads.reload(name, now, "SIGHUP")
+                click.echo(f"tactful: SIGHUP: policy {name} reloaded ({'changed' if record['changed'] else 'unchanged'},"
+                           f" {record['arm_count']} arms)", err=True)
+            except PolicyError as exc:
+                click.echo(f"tactful: SIGHUP: policy {name} kept as it runs, its file does not validate: {exc}", err=True)
+    finally:
+        store.close()
 
 
 # A learner that dies is replaced at once; if it dies again within this many seconds of its start,

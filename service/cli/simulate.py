@@ -11,6 +11,7 @@ import click
 from service.policy import PolicyError
 from service.simulation.errors import SimulationError
 from service.simulation.makers import MAKERS
+from service.simulation.report import learned_summary
 from service.simulation.run import simulate
 from service.simulation.scenario import ScenarioError
 from service.store import is_postgres
@@ -57,4 +58,6 @@ def simulate_command(scenario, policy, decisions, seed, url, db, out, makers, co
                    f"clicks {t['clicks']}, unsubscribes {t['unsubscribes']}, complaints {t['complaints']}, "
                    f"contacts/person-week {t['contacts_per_person_week']:.2f}, "
                    f"violations {m['guardrail_violations']['total']}, {m['decisions_per_second']:.0f} decisions/s")
+    if len(results["runs"]) == 1:
+        click.echo(learned_summary(next(iter(results["runs"].values()))))
     click.echo(f"wrote {out}/", err=True)

@@ -87,7 +87,8 @@ def prune_cmd(db: str, keep_versions: int | None, age: float | None, now: str | 
         at = now_value(now)
         counts = store.prune_decisions(at - age, at)
         click.echo(f"removed {counts['decisions']} decisions, {counts['outcomes']} outcomes, "
-                   f"{counts['shadow_decisions']} shadow scores")
+                   f"{counts['deliveries']} delivery reports, {counts['shadow_decisions']} shadow scores, "
+                   f"{counts['requests']} request ids older than a day")
     if not is_postgres(db):
         click.echo("(SQLite reuses the freed pages; `sqlite3 FILE VACUUM` while nothing serves returns them "
                    "to the disk)")

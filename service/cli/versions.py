@@ -10,7 +10,8 @@ import json
 
 import click
 
-from service.cli.options import db_option, now_value, open_store, policies_option, policy_named, policy_option
+from service.cli.options import (db_option, mismatch_option, now_value, policies_option, policy_in_store,
+                                 policy_option)
 from service.errors import Problem
 from service.learning.registry import VersionRegistry, PromotionRefused
 from service.times import to_rfc3339
@@ -19,10 +20,6 @@ from service.times import to_rfc3339
 @click.group("models")
 def models_group():
     """Model versions: list, show, activate, rollback, promote, shadow."""
-
-
-def _registry(db: str) -> VersionRegistry:
-    return VersionRegistry(open_store(db))
 
 
 def _version_arg(value: str) -> int:
@@ -36,16 +33,17 @@ def _version_arg(value: str) -> int:
 @db_option
 @policies_option
 @policy_option
-def models_list(db, policies, policy_name):
+@mismatch_option
+def models_list(db, policies, policy_name, ignore_mismatch):
     """Every version of a policy: parent, source, what it learned, whether it is active."""
-    policy = policy_named(policies, policy_name)
-    ops = _registry(db)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
+    ops = VersionRegistry(store)
     shadow = ops.shadow_version(policy.name)
     click.echo(f"{'':2}{'version':>7} {'parent':>6}  {'source':<8} {'created':<20} {'learned':>8}  evaluated")
     for v in ops.versions(policy.name):
         mark = "*" if v["active"] else ("s" if v["version"] == shadow else " ")
         click.echo(f"{mark:2}{v['version']:>7} {v['parent'] if v['parent'] is not None else '-':>6}  {v['source']:<8} "
-                   f"{to_rfc3339(v['created_at'])[:19]:<20} {v['n_learned'] or 0:>8}  {'yes' if v['evaluations'] else '-'}")
+                   f"{(to_rfc3339(v['created_at']) or '-')[:19]:<20} {v['n_learned'] or 0:>8}  {'yes' if v['evaluations'] else '-'}")
     click.echo("(* active, s shadow)")
 
 
@@ -53,14 +51,19 @@ def models_list(db, policies, policy_name):
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @click.argument("version")
-def models_show(db, policies, policy_name, version):
+def models_show(db, policies, policy_name, version, ignore_mismatch):
     """One version: where it came from, its activations with their reasons, its stored evaluation."""
-    policy = policy_named(policies, policy_name)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     try:
-        v = _registry(db).version(policy.name, _version_arg(version))
+        v = VersionRegistry(store).version(policy.name, _version_arg(version))
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
+    v["created_at"] = to_rfc3339(v["created_at"])
+    v["activations"] = [a | {"at": to_rfc3339(a["at"])} for a in v["activations"]]
+    if v.get("evaluation") and "stored_at" in v["evaluation"]:
+        v["evaluation"]["stored_at"] = to_rfc3339(v["evaluation"]["stored_at"])
     click.echo(json.dumps(v, indent=2, default=str))
 
 
@@ -68,13 +71,16 @@ def models_show(db, policies, policy_name, version):
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @click.argument("version")
-@click.option("--reason", required=True, help="Why: recorded with the activation.")
-def models_activate(db, policies, policy_name, version, reason):
+@click.option("--reason", default=None, help="Why: recorded with the activation (default: \"activated from the "
+              "command line\"; POST .../activate over HTTP records \"activated over HTTP\").")
+def models_activate(db, policies, policy_name, version, reason, ignore_mismatch):
     """Serve VERSION now (every worker within about a second). The revert guard watches it."""
-    policy = policy_named(policies, policy_name)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
+    reason = reason if reason and reason.strip() else "activated from the command line"
     try:
-        r = _registry(db).activate(policy.name, _version_arg(version), reason, now_value())
+        r = VersionRegistry(store).activate(policy.name, _version_arg(version), reason, now_value())
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"{policy.name}: version {r['version']} active (was {r['previous']}): {reason}")
@@ -84,13 +90,14 @@ def models_activate(db, policies, policy_name, version, reason):
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @click.option("--to", "to", default=None, help="The version to return to (default: the one active before).")
 @click.option("--reason", default=None, help="Why: recorded with the activation.")
-def models_rollback(db, policies, policy_name, to, reason):
+def models_rollback(db, policies, policy_name, to, reason, ignore_mismatch):
     """Activate the version that was active before the latest activation."""
-    policy = policy_named(policies, policy_name)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     try:
-        r = _registry(db).rollback(policy.name, now_value(), _version_arg(to) if to else None, reason)
+        r = VersionRegistry(store).rollback(policy.name, now_value(), _version_arg(to) if to else None, reason)
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"{policy.name}: rolled back to version {r['version']} (was {r['previous']})")
@@ -100,14 +107,15 @@ def models_rollback(db, policies, policy_name, to, reason):
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @click.argument("version")
 @click.option("--reason", default=None, help="Recorded with the activation (default: the evaluation's lift).")
-def models_promote(db, policies, policy_name, version, reason):
+def models_promote(db, policies, policy_name, version, reason, ignore_mismatch):
     """Activate VERSION if its stored evaluation meets every promotion criterion of the policy;
     otherwise refuse and say which it misses."""
-    policy = policy_named(policies, policy_name)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     try:
-        r = _registry(db).promote(policy, _version_arg(version), now_value(), reason)
+        r = VersionRegistry(store).promote(policy, _version_arg(version), now_value(), reason)
     except PromotionRefused as exc:
         raise click.ClickException(f"version {version} of {policy.name} is not promoted; it misses:\n  - "
                                    + "\n  - ".join(exc.misses)) from None
@@ -120,15 +128,16 @@ def models_promote(db, policies, policy_name, version, reason):
 @db_option
 @policies_option
 @policy_option
+@mismatch_option
 @click.argument("version", required=False)
 @click.option("--off", is_flag=True, help="Stop shadow scoring.")
-def models_shadow(db, policies, policy_name, version, off):
+def models_shadow(db, policies, policy_name, version, off, ignore_mismatch):
     """Score every live decision with VERSION beside the active one (logged, never served)."""
-    policy = policy_named(policies, policy_name)
+    policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     if not off and not version:
         raise click.BadParameter("name the version to shadow, or pass --off", param_hint="VERSION")
     try:
-        _registry(db).set_shadow(policy.name, None if off else _version_arg(version), now_value())
+        VersionRegistry(store).set_shadow(policy.name, None if off else _version_arg(version), now_value())
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"{policy.name}: shadow scoring {'off' if off else f'by version {version}'}")

@@ -1,5 +1,6 @@
 """A request's context, checked against the policy's declared features: the first step of a
-decision. Every error names the field (`context.NAME`) and the reason."""
+decision; and its eligible sets (the contents and channels this decision may use). Every error
+names the field (`context.NAME`, `contents[i]`, `channels[i]`) and the reason."""
 from __future__ import annotations
 
 import math
@@ -44,6 +45,24 @@ def validate_context(policy: Policy, context: Mapping[str, object], dropped: lis
     if errors:
         raise BadRequest(f"{errors[0]['field']}: {errors[0]['reason']}", errors[0]["field"], errors)
     return clean
+
+
+def eligible_sets(policy: Policy, contents: list[str] | None, channels: list[str] | None
+                  ) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """The request's eligible contents and channels (None: no restriction), each one a content
+    or a channel of the policy."""
+    errors = []
+    for name, given, known in (("contents", contents, policy.content_index), ("channels", channels,
+                                                                                policy.spec.channels)):
+        for i, value in enumerate(given or ()):
+            if value not in known:
+                errors.append({"field": f"{name}[{i}]",
+                               "reason": f"{value!r} is not a {name[:-1]} of policy {policy.name!r} "
+                                         f"(it has: {', '.join(sorted(known))})"})
+    if errors:
+        raise BadRequest(f"{errors[0]['field']}: {errors[0]['reason']}", errors[0]["field"], errors)
+    return (frozenset(contents) if contents is not None else None,
+            frozenset(channels) if channels is not None else None)
 
 
 def _feature_error(spec: FeatureSpec, value: object) -> str | None:

@@ -12,6 +12,7 @@ the tests) gets the same engine.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
@@ -22,8 +23,8 @@ from models.featurize import history_features, shared_line
 from service.clock import Clock, request_time
 from service.decision import guardrails
 from service.decision.arms import ArmSwitches, PolicyPause
-from service.decision.context import validate_context
-from service.decision.explain import render
+from service.decision.context import eligible_sets, validate_context
+from service.decision.explain import render, scored_mode
 from service.decision.localtime import budget_day
 from service.decision.modelcache import VersionCache
 from service.decision.people import People
@@ -31,7 +32,10 @@ from service.decision.sampling import in_holdout, sample, uniform_draw
 from service.errors import BadRequest, Conflict, NotFound
 from service.policy import HOLD_ARM, Policy
 from service.policy.bandit import decision_reward, ensure_active_version
-from service.store import Decision, Outcome, OutcomeConflict, PersonState, Store
+from service.policy.stored import remember
+from service.store import (REQUEST_TTL, UNDELIVERED, Decision, DeliveryConflict, DuplicateRequest, Outcome,
+                           OutcomeConflict, PersonState, RequestClaim, Store)
+from service.store.records import dumps, loads
 from service.times import to_rfc3339
 
 log = logging.getLogger("tactful.engine")
@@ -42,6 +46,21 @@ class DecideInput:
     user_id: str
     context: dict
     consistency_key: str | None = None
+    timestamp: float | None = None
+    request_id: str | None = None       # idempotency key: a repeat within a day is the same decision
+    contents: list[str] | None = None   # the eligible set: only these contents ...
+    channels: list[str] | None = None   # ... and channels (None: every one)
+
+    def digest(self, policy: str) -> str:
+        """What a repeat of this request must match (the request id aside)."""
+        return hashlib.sha256(dumps([policy, self.user_id, self.context, self.consistency_key, self.timestamp,
+                                     self.contents, self.channels]).encode()).hexdigest()
+
+
+@dataclass
+class DeliveryInput:
+    status: str                          # sent, not_sent, bounced or failed
+    reason: str | None = None
     timestamp: float | None = None
 
 
@@ -77,6 +96,18 @@ class DecisionEngine:
         self.arms = ArmSwitches(store, self.policy, clock)
         self.pause = PolicyPause(store, self.policy, clock)
 
+    def use_policy(self, policy: Policy) -> None:
+        """Serve a reloaded version of one of the engine's policies from the next decision on
+        (service/policy/reload.py): its rule tables and look-backs are computed again, and the
+        model caches, which share the engine's policy mapping, rebuild its arms on their next use."""
+        if policy.name not in self.policies:
+            raise NotFound(f"no policy named {policy.name!r} is served here", "policy")
+        self.policies[policy.name] = policy
+        self._lookback[policy.name] = guardrails.lookback(policy)
+        self._signal_lookback[policy.name] = guardrails.signal_lookback(policy)
+        self._rules[policy.name] = guardrails.RuleTables.of(policy)
+        self.people.lookback = max(self._lookback.values())
+
     def policy(self, name: str) -> Policy:
         try:
             return self.policies[name]
@@ -90,7 +121,11 @@ class DecisionEngine:
         policy = self.policy(policy_name)
         dropped: list[str] = []
         context = validate_context(policy, req.context, dropped)
+        eligible = eligible_sets(policy, req.contents, req.channels)
         now = request_time(self.clock, req.timestamp)
+        digest = req.digest(policy.name) if req.request_id is not None else None
+        if digest is not None and (earlier := self._repeat(req.request_id, digest, now)) is not None:
+            return earlier
         key = self.store.person_key(req.user_id)
         budget = policy.spec.guardrails.daily_budget
         day = budget_day(policy, now) if budget is not None else None
@@ -101,15 +136,37 @@ class DecisionEngine:
         for _ in range(self.max_attempts):
             person = self.store.person_state(key, now - self._lookback[policy.name], policy.name,
                                              now - self._signal_lookback[policy.name], day)
-            verdict = guardrails.evaluate(policy, person, now, rules=self._rules[policy.name])
+            verdict = guardrails.evaluate(policy, person, now, rules=self._rules[policy.name], eligible=eligible)
             decision = self._choose(policy, key, context, person, verdict, now, req.consistency_key, consistent)
             if dropped:
                 decision.history["dropped_features"] = dropped
-            if self.store.commit_decision(decision, person.marker, (day, budget) if day is not None else None):
+            if day is not None and decision.channel is not None:
+                decision.history["budget_day"] = day  # what a delivery report that it never went out releases
+            answer = render(policy, decision, verdict)
+            claim = None if digest is None else RequestClaim(req.request_id, digest, dumps(answer), now - REQUEST_TTL)
+            try:
+                committed = self.store.commit_decision(decision, person.marker,
+                                                       (day, budget) if day is not None else None, claim)
+            except DuplicateRequest:  # the same request, decided meanwhile by another worker or replica
+                if (earlier := self._repeat(req.request_id, digest, now)) is not None:
+                    return earlier
+                continue
+            if committed:
                 for observe in self.observers:
                     observe(policy, decision)
-                return render(policy, decision, verdict)
+                return answer
         raise Conflict("the person's state kept changing while deciding; retry the request", "user_id")
+
+    def _repeat(self, request_id: str, digest: str, now: float) -> dict | None:
+        """The answer a request id got within the idempotency window; a Conflict when it was
+        another request."""
+        earlier = self.store.request(request_id, now - REQUEST_TTL)
+        if earlier is None:
+            return None
+        if earlier["request_hash"] != digest:
+            raise Conflict(f"request id {request_id!r} was used for a different request (decision "
+                           f"{earlier['event_id']}); a retry must repeat its request exactly", "request_id")
+        return loads(earlier["response"])
 
     def _choose(self, policy: Policy, key: str, context: dict, person: PersonState, verdict: guardrails.Verdict,
                 now: float, consistency_key: str | None, consistent: tuple[str, str] | None = None) -> Decision:
@@ -141,7 +198,7 @@ class DecisionEngine:
         probs = pmf.tolist()
         pos = sample(probs, uniform_draw(event_id))
         if mode is None:
-            mode = "exploit" if probs[pos] >= max(probs) * (1 - 1e-4) else "explore"
+            mode = scored_mode(probs, pos)
         arm = policy.arms[allowed[pos]]
         ids = policy.arm_ids
         return Decision(**logged, mode=mode, arm=arm.id, probability=probs[pos],
@@ -202,6 +259,34 @@ class DecisionEngine:
                 "note": None if counted or not fresh else
                 "stored, but it arrived after the decision's reward window closed and does not change its reward"}
 
+    def record_delivery(self, event_id: str, req: DeliveryInput) -> dict:
+        """What became of a decision's message. not_sent, bounced and failed release what the
+        decision reserved (its contact, its share of the daily budget) and keep it from being
+        learned as a contact; the decision stays, for audit and evaluation."""
+        d = self.store.decision(event_id)
+        if d is None:
+            raise NotFound(f"no decision with event id {event_id!r}", "event_id")
+        self.policy(d.policy)
+        if d.channel is None:
+            raise Conflict(f"decision {event_id} was a hold: it sent nothing, so there is no delivery to report",
+                           "event_id")
+        now = request_time(self.clock, req.timestamp)
+        at = req.timestamp if req.timestamp is not None else now
+        if at < d.decided_at:
+            raise BadRequest("the delivery's timestamp is before its decision was made", "timestamp")
+        try:
+            fresh = self.store.record_delivery(event_id, d.person_key, req.status, req.reason, at, d.decided_at,
+                                               d.history.get("budget_day"), d.policy)
+        except DeliveryConflict as exc:
+            raise Conflict(str(exc), "status") from None
+        released = fresh and req.status in UNDELIVERED
+        note = None
+        if released and d.learned_version is not None:
+            note = (f"released, but it was learned (in version {d.learned_version}) before this report: "
+                    "report deliveries before the reward window closes")
+        return {"event_id": event_id, "status": req.status, "reason": req.reason, "accepted": True,
+                "duplicate": not fresh, "released": released, "note": note}
+
     # reads ----------------------------------------------------------------------------------
 
     def event(self, event_id: str) -> dict:
@@ -228,13 +313,19 @@ class DecisionEngine:
                           "at": to_rfc3339(o.at), "counted": o.counted} for o in outcomes],
             "allowed": [{"arm": a, "probability": p} for a, p in zip(d.allowed, d.probabilities)],
             "removed_arms": {a: [{"reason": r[0], "detail": r[1]} for r in rs] for a, rs in d.removed.items()},
+            "delivery": {"status": d.delivery, "reports": [
+                {"status": r["status"], "reason": r["reason"], "at": to_rfc3339(r["at"]), "released": bool(r["released"])}
+                for r in self.store.deliveries(event_id)]} if d.channel is not None else None,
         })
         return body
 
     def ensure_models(self) -> None:
-        """Give every policy an initial (untrained) model version if it has none."""
+        """Record the policies in the store (service/policy/stored.py) and give every policy an
+        initial (untrained) model version if it has none."""
+        at = self.clock.known()
+        remember(self.store, self.policies, at)
         for policy in self.policies.values():
-            ensure_active_version(self.store, policy, self.clock.now())
+            ensure_active_version(self.store, policy, at)
 
 
 def _kept_content(policy: Policy, allowed: list[int], consistent: tuple[str, str] | None,

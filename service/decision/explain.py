@@ -12,12 +12,74 @@ from service.times import to_rfc3339
 # counts them
 MODES = ("explore", "exploit", "holdout", "fallback", "consistent")
 
-WHY = {
-    "explore": "sampled an arm other than the model's favourite, to keep learning",
+# A probability within this relative distance of the largest ties with it: the engine's mode and
+# the explanation's favourite both read ties through `favourites`, so they cannot disagree.
+TIE = 1e-4
+
+SUMMARY = {
     "exploit": "the model's favourite among the allowed arms",
-    "holdout": "this person is in the policy's holdout group and gets the baseline",
+    "exploit_tied": "one of the model's {n} equal favourites among the allowed arms",
+    "explore": "sampled an arm other than the model's favourite, to keep learning",
+    "explore_flat": ("the model has no favourite yet (all {n} allowed arms are equally likely): "
+                     "one was drawn at random, to learn"),
+    "holdout": "this person is in the policy's holdout group and gets the baseline, not the model",
     "consistent": "kept the content of an earlier decision with the same consistency key",
+    "fallback": "no usable model: the policy's fallback was served",
+    "fallback_empty": "every arm was removed by a guardrail: nothing is sent",
 }
+
+
+def favourites(probabilities) -> list[int]:
+    """The positions of the most probable arms: every arm tied with the largest probability."""
+    probs = list(probabilities)
+    if not probs:
+        return []
+    top = max(probs)
+    return [i for i, p in enumerate(probs) if p >= top * (1 - TIE)]
+
+
+def scored_mode(probabilities, pos: int) -> str:
+    """The mode of a draw at `pos` from the model's own distribution: `exploit` when the drawn
+    arm is a favourite and the model has one (a flat distribution over several arms has none:
+    every draw from it explores)."""
+    top = favourites(probabilities)
+    flat = len(top) == len(probabilities) > 1
+    return "exploit" if pos in top and not flat else "explore"
+
+
+def explain_choice(mode: str, allowed: list[str], probabilities: list[float], arm: str) -> tuple[dict | None, str]:
+    """The model's favourite ({arm, probability} or None) and the summary of a decision, read
+    from what was logged, so that they agree with its mode and its chosen arm in every case:
+
+    - holdout, fallback: the model did not choose, so it names no favourite;
+    - exploit: the favourite is the chosen arm (on a tie, the chosen one of the tied arms);
+    - explore: the favourite is a more probable arm than the chosen one, or None when the
+      distribution is flat (the model has no favourite yet);
+    - consistent: the favourite among the arms of the kept content (only those were scored), or
+      None when they are equally likely.
+    """
+    if mode == "fallback" or not allowed:
+        return None, SUMMARY["fallback" if allowed else "fallback_empty"]
+    if mode == "holdout":
+        return None, SUMMARY["holdout"]
+    top = favourites(probabilities)
+    pos = allowed.index(arm) if arm in allowed else -1
+    scored = sum(1 for p in probabilities if p > 0)
+    flat = len(top) == scored > 1
+    if mode == "consistent":
+        if flat:
+            return None, SUMMARY["consistent"] + "; the model has no favourite among its arms yet"
+        best = pos if pos in top else top[0]
+        tail = ("; among its arms, the model's favourite" if best == pos
+                else "; among its arms, another than the model's favourite, to keep learning")
+        return {"arm": allowed[best], "probability": probabilities[best]}, SUMMARY["consistent"] + tail
+    if mode == "exploit" and pos in top:
+        fav = {"arm": allowed[pos], "probability": probabilities[pos]}
+        return fav, SUMMARY["exploit_tied"].format(n=len(top)) if len(top) > 1 else SUMMARY["exploit"]
+    others = [i for i in top if i != pos]
+    if flat or not others:
+        return None, SUMMARY["explore_flat"].format(n=scored)
+    return {"arm": allowed[others[0]], "probability": probabilities[others[0]]}, SUMMARY["explore"]
 
 
 def removed_summary(removed: dict[str, list]) -> tuple[dict[str, int], list[dict]]:
@@ -45,19 +107,11 @@ def removed_summary(removed: dict[str, list]) -> tuple[dict[str, int], list[dict
 def render(policy: Policy, d: Decision, verdict: Verdict | None = None) -> dict:
     arm = policy.arms[policy.arm_index[d.arm]] if d.arm in policy.arm_index else None
     reasons, groups = removed_summary(d.removed)
-    favourite = None
-    if d.allowed:
-        top = max(range(len(d.probabilities)), key=d.probabilities.__getitem__)
-        favourite = {"arm": d.allowed[top], "probability": d.probabilities[top]}
-    if "paused" in reasons:
+    favourite, why = explain_choice(d.mode, d.allowed, d.probabilities, d.arm)
+    if "paused" in reasons:  # only the hold was left to choose: say why
         why = "the policy is paused by an operator: nothing is sent until it is resumed (see removed)"
     elif set(reasons) == {"circuit_breaker"} and reasons["circuit_breaker"] == sum(not a.hold for a in policy.arms):
         why = "the policy's circuit breaker is open: nothing is sent until it closes (see removed)"
-    elif d.mode == "fallback":
-        why = ("no usable model, or no arm allowed: the policy's fallback was served" if d.allowed
-               else "every arm was removed by a guardrail: nothing is sent")
-    else:
-        why = WHY[d.mode]
     explanation = {
         "summary": why,
         "decided_at": to_rfc3339(d.decided_at),

@@ -26,6 +26,8 @@ Reason codes:
                         of the whole policy tripped the policy's circuit breaker (service/learning/
                         breaker.py); the detail gives the rate, its bound, the threshold and since
                         when. A whole policy tripped holds like a pause.
+  not_eligible_content  the request named the contents it may use (`contents`), not this one
+  not_eligible_channel  the request named the channels it may use (`channels`), not this one
 
 Time is local to the person (their time zone, else the policy's): localtime.py resolves send
 slots and quiet hours. Rules depend on few dimensions, so each group is computed once per
@@ -136,14 +138,18 @@ def signal_lookback(policy: Policy) -> float:
 
 # -- evaluation -------------------------------------------------------------------------------
 
+Eligible = tuple[frozenset | None, frozenset | None]  # a request's contents and channels (None: all)
+
+
 def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | None = None,
-             rules: RuleTables | None = None) -> Verdict:
+             rules: RuleTables | None = None, eligible: Eligible = (None, None)) -> Verdict:
     """Every arm of the policy, allowed or removed with its reasons, for this person at `now`.
 
     Each group of rules is computed once for what it depends on (a channel, a slot, a content)
     and the arms combine them. `rules` are the policy's tables (`RuleTables.of(policy)`), kept
     by a caller that evaluates often: without them the tables are built for this call, and the
-    send times it resolves are not remembered for the next.
+    send times it resolves are not remembered for the next. `eligible`: the contents and the
+    channels the request restricts this decision to (a hold arm is never removed).
     """
     tz = tz or person_tz(policy, person)
     rules = rules or RuleTables.of(policy)
@@ -158,9 +164,9 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
             return _held(policy, tripped[0], rules, tz)
     prefs = person.preferences or {}
     send_at, quiet_removed, moved = _send_times(policy, prefs, now, tz, rules.send_times)
-    channel = _channel_reasons(policy, person, now)
+    channel = _channel_reasons(policy, person, now, eligible[1])
     slots = _slot_reasons(policy, person, prefs, send_at, quiet_removed, rules)
-    content = _content_reasons(policy, person, prefs)
+    content = _content_reasons(policy, person, prefs, eligible[0])
     if tripped is not None:
         for ch, reason in tripped[1].items():
             if ch in channel:
@@ -245,8 +251,10 @@ def _send_times(policy: Policy, prefs: dict, now: float, tz: ZoneInfo, memo: dic
     return send_at, quiet_removed, moved
 
 
-def _channel_reasons(policy: Policy, person: PersonState, now: float) -> dict[str, list[Reason]]:
-    """Per channel: consent, the person's blocked channels, cooldowns, the daily budget."""
+def _channel_reasons(policy: Policy, person: PersonState, now: float, eligible: frozenset | None = None
+                     ) -> dict[str, list[Reason]]:
+    """Per channel: consent, the person's blocked channels, cooldowns, the daily budget, the
+    request's eligible channels."""
     g = policy.spec.guardrails
     blocked_channels = set((person.preferences or {}).get("blocked_channels") or ())
     unsub_until: dict[str, float] = {}
@@ -273,6 +281,8 @@ def _channel_reasons(policy: Policy, person: PersonState, now: float) -> dict[st
             reasons.append(("cooldown_complaint", f"complained, no contact until {to_rfc3339(complaint_until)}"))
         if budget_spent:
             reasons.append(("daily_budget", f"the policy's {g.daily_budget} sends for today are spent"))
+        if eligible is not None and ch not in eligible:
+            reasons.append(("not_eligible_channel", f"{ch}: not among the channels the request allows"))
         out[ch] = reasons
     return out
 
@@ -311,8 +321,10 @@ def _slot_reasons(policy: Policy, person: PersonState, prefs: dict, send_at: dic
     return out
 
 
-def _content_reasons(policy: Policy, person: PersonState, prefs: dict) -> dict[str, list[Reason]]:
-    """Per content: blocked topics (the policy's or the person's) and its runtime state."""
+def _content_reasons(policy: Policy, person: PersonState, prefs: dict, eligible: frozenset | None = None
+                     ) -> dict[str, list[Reason]]:
+    """Per content: blocked topics (the policy's or the person's), its runtime state, the
+    request's eligible contents."""
     own_topics = set(prefs.get("blocked_topics") or ())
     blocked_topics = set(policy.spec.guardrails.blocked_topics) | own_topics
     out: dict[str, list[Reason]] = {}
@@ -324,6 +336,8 @@ def _content_reasons(policy: Policy, person: PersonState, prefs: dict) -> dict[s
         st = person.arm_state.get(c.id)
         if st and st["status"] in ("retired", "out_of_stock"):
             reasons.append((st["status"], f"content {c.id!r} is {st['status'].replace('_', ' ')}"))
+        if eligible is not None and c.id not in eligible:
+            reasons.append(("not_eligible_content", f"content {c.id!r} is not among the contents the request allows"))
         out[c.id] = reasons
     return out
 

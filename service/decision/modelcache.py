@@ -20,7 +20,8 @@ class VersionCache:
     """One model per policy: the version `which(policy)` names, looked up at most every
     `refresh_seconds` of `monotonic` time, or as soon as the store announces a change (PostgreSQL
     pushes them), and loaded from the store when it changed (or when it could not be loaded
-    before). Workers only predict: a model here is never trained."""
+    before), or when its policy was reloaded (`policies` is the engine's own mapping). Workers
+    only predict: a model here is never trained."""
 
     def __init__(self, store: Store, policies: Mapping[str, Policy], which: Callable[[str], int | None],
                  refresh_seconds: float, monotonic: Callable[[], float], label: str = "active"):
@@ -33,10 +34,13 @@ class VersionCache:
         self._models: dict[str, tuple[int | None, VWPolicy | None]] = {}
         self._checked: dict[str, float] = {}
         self._generations: dict[str, int | None] = {}
+        self._built_for: dict[str, Policy] = {}  # the policy each model's arm lines were built from
 
     def get(self, policy: str) -> tuple[int | None, VWPolicy | None]:
         now = self.monotonic()
         current = self._models.get(policy)
+        if current is not None and self._built_for.get(policy) is not self.policies[policy]:
+            current = None  # the policy was reloaded (its arms may have changed): build it again
         generation = self.store.model_generation(policy)
         # a backend that pushes changes (PostgreSQL) is looked up at once when one arrives and
         # polled only rarely otherwise; without pushes (SQLite, or the push connection down),
@@ -59,9 +63,11 @@ class VersionCache:
                 # VW refuses the bytes: no model until a later look-up loads it (the engine serves
                 # the fallback, the shadow scores nothing), never the version it replaced
                 log.error("policy %s: %s model version %s cannot be loaded: %s", policy, self.label, version, exc)
-        if current is not None and current[1] is not None:
-            current[1].close()
+        old = self._models.get(policy)
+        if old is not None and old[1] is not None:
+            old[1].close()
         self._models[policy] = (version, model)
+        self._built_for[policy] = self.policies[policy]
         return version, model
 
 

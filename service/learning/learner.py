@@ -40,7 +40,7 @@ from service.clock import Clock
 from service.policy import Policy
 from service.policy.bandit import arm_lines, decision_reward, ensure_active_version, reward_spec
 from service.metrics import LEARNED, STORE_ERRORS, VERSIONS_PUBLISHED
-from service.store import Store, StoreUnavailable
+from service.store import UNDELIVERED, Store, StoreUnavailable
 
 log = logging.getLogger("tactful.learner")
 
@@ -57,7 +57,8 @@ class OnlineLearner:
 
     def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, wall_clock: Callable[[], float],
                  batch: int = 100_000, before_step: Sequence[Callable[[Policy, float], None]] = (),
-                 every_tick: Sequence[Callable[[Policy, float], None]] = ()):
+                 every_tick: Sequence[Callable[[Policy, float], None]] = (),
+                 follow: Callable[[], None] = lambda: None):
         self.store = store
         self.policies = policies
         self.clock = clock
@@ -66,17 +67,20 @@ class OnlineLearner:
         self.before_step = tuple(before_step)  # checks run before each step (the revert guard)
         self.every_tick = tuple(every_tick)  # checks run on every tick of `run` (the circuit breaker)
         self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
+        self._built_for: dict[str, Policy] = {}  # the policy each model's arm lines come from
+        self.follow = follow  # called before each step: follows policy files reloaded anywhere
 
     def _model(self, policy: Policy) -> tuple[int, VWPolicy, str]:
-        active = ensure_active_version(self.store, policy, self.clock.now())
+        active = ensure_active_version(self.store, policy, self.clock.known())
         current = self._models.get(policy.name)
-        if current is None or current[0] != active:
+        if current is None or current[0] != active or self._built_for.get(policy.name) is not policy:
             if current is not None:
                 current[1].close()
             row = self.store.model(policy.name, active)
             args = self._resume_args(policy.name, active, row["model"], row["vw_args"] or "")
             current = (active, VWPolicy(arm_lines(policy), args, model_bytes=row["model"]), args)
             self._models[policy.name] = current
+            self._built_for[policy.name] = policy
         return current
 
     @staticmethod
@@ -96,7 +100,8 @@ class OnlineLearner:
         """Learn the decisions of a policy whose window has closed, at most `limit` (else the
         learner's batch) into one new version; return how many. They are read `CHUNK` at a time,
         so a large version does not hold every decision in memory at once."""
-        policy = self.policies[policy_name]
+        self.follow()  # a reloaded policy file, a catalog change: its arms from this step on
+        policy = self.policies[policy_name].known()  # with its retired contents: decisions logged with them
         for check in self.before_step:
             check(policy, self.clock.now())
         now = self.clock.now()
@@ -137,7 +142,8 @@ class OnlineLearner:
         self._models[policy.name] = (version, model, vw_args)
         LEARNED.labels(policy.name).inc(len(learned))
         if version == parent:
-            log.warning("policy %s: none of %d closed decisions maps to the policy's arms; no new version",
+            log.warning("policy %s: none of %d closed decisions maps to the policy's arms or reached anyone; "
+                        "no new version",
                         policy.name, len(learned))
         else:
             VERSIONS_PUBLISHED.labels(policy.name).inc()
@@ -146,7 +152,11 @@ class OnlineLearner:
 
     def _learn(self, policy: Policy, model: VWPolicy, ready: list, learned: list[tuple[int, float]]) -> int:
         """Learn `ready` into `model`, appending each one's (seq, reward) to `learned`; how many
-        were skipped (their arms are no longer the policy's)."""
+        were skipped: their arms are no longer the policy's, or their message never reached the
+        person (a delivery report of not_sent, bounced or failed). Such a decision says nothing
+        of what its arm does to a person, so it is not learned as a contact, as an inactive event
+        is not learned by Personalizer; it is marked learned with its no-contact reward, so
+        evaluation keeps it (docs/ope.md)."""
         outcomes = self.store.outcomes_for([d.event_id for d in ready])
         spec = reward_spec(policy)
         arm_index = policy.arm_index
@@ -155,6 +165,9 @@ class OnlineLearner:
             reward = decision_reward(policy, d, outcomes[d.event_id], spec)
             learned.append((d.seq, reward))
             allowed = [arm_index.get(a) for a in d.allowed]
+            if d.delivery in UNDELIVERED:
+                skipped += 1
+                continue
             if d.arm not in arm_index or None in allowed:
                 skipped += 1  # the policy's arms changed since: nothing to map this decision to
                 continue

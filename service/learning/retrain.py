@@ -24,19 +24,21 @@ from models.featurize import shared_line
 from models.reward import to_cost
 from models.vw_policy import VWPolicy
 from service.policy.bandit import arm_lines, reward_spec
-from service.offline.errors import EvaluationError
+from service.offline.errors import not_enough_data
 from service.offline.evaluate import bandit_data, evaluate
 from service.offline.target_policies import model_target
 from service.offline.export import final_decisions
 from service.learning.registry import VersionRegistry
 from service.policy import Policy
-from service.store import Store
+from service.store import UNDELIVERED, Store
+from service.times import to_rfc3339
 
 EXPLORATION = ("--squarecb --gamma_scale 300 --epsilon 0.05", "--epsilon 0.1")
 # the arms' parts x context; the same with each segment's own table of arms (the `Id` namespace,
 # docs/policies.md); the parts x recent contact pressure too
 INTERACTIONS = ("-q UA --ignore I", "-q UA -q UI", "-q UA -q HA --ignore I")
 LEARNING_RATES = (0.1, 0.5)
+MIN_DECISIONS = 50  # final decisions retraining needs: a training and a held-out slice
 
 
 @dataclass
@@ -58,6 +60,8 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
     spec = reward_spec(policy)
     for row in rows:
         d = row.decision
+        if d.delivery in UNDELIVERED:  # as the online learner: a message that reached no one is not learned
+            continue
         model.learn(shared_line(d.context, d.history), [policy.arm_index[a] for a in d.allowed], row.chosen,
                     to_cost(spec, row.reward), d.probability)
     return model
@@ -66,9 +70,10 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
 def retrain(store: Store, policy: Policy, now: float, since: float | None = None,
             until: float | None = None, holdout: float = 0.2, configs: Sequence[str] | None = None,
             n_boot: int = 500, seed: int = 0, progress: bool = False) -> dict:
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     rows = list(final_decisions(store, policy, now, since, until))
-    if len(rows) < 50:
-        raise EvaluationError(f"policy {policy.name!r} has {len(rows)} final decisions; retraining needs at least 50")
+    if len(rows) < MIN_DECISIONS:
+        raise not_enough_data(store, policy, now, since, until, MIN_DECISIONS, "retraining")
     rows.sort(key=lambda r: (r.decision.decided_at, r.decision.seq))
     cut = int(len(rows) * (1 - holdout))
     train_rows, test_rows = rows[:cut], rows[cut:]
@@ -89,10 +94,10 @@ def retrain(store: Store, policy: Policy, now: float, since: float | None = None
             model.close()
     _, args, model = best
     registry = VersionRegistry(store)
-    note = {"trained_on": {"decisions": len(train_rows), "from": train_rows[0].decision.decided_at,
-                           "to": train_rows[-1].decision.decided_at},
-            "held_out": {"decisions": len(test_rows), "from": test_rows[0].decision.decided_at,
-                         "to": test_rows[-1].decision.decided_at},
+    note = {"trained_on": {"decisions": len(train_rows), "from": to_rfc3339(train_rows[0].decision.decided_at),
+                           "to": to_rfc3339(train_rows[-1].decision.decided_at)},
+            "held_out": {"decisions": len(test_rows), "from": to_rfc3339(test_rows[0].decision.decided_at),
+                         "to": to_rfc3339(test_rows[-1].decision.decided_at)},
             "search": [r.__dict__ for r in results], "chosen": args, "n_learned": len(train_rows)}
     version = registry.add_version(policy.name, model.to_bytes(), args, "retrain", now, note)
     model.close()

@@ -13,20 +13,28 @@ from service.offline.errors import EvaluationError
 from service.offline.evaluate import bandit_data
 from service.offline.export import final_decisions
 from service.offline.target_policies import uniform_target
+from service.policy.spec import format_duration
 from service.policy import Policy
 from service.store import Store
+from service.times import to_rfc3339
 
 
 def shadow_report(store: Store, policy: Policy, now: float, since: float | None = None, until: float | None = None,
                   seed: int = 0) -> dict:
     """Agreement of the shadow candidate with the served decisions and its estimated value."""
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     shadows = store.shadow_decisions(policy.name)
     if not shadows:
-        raise EvaluationError(f"policy {policy.name!r} has no shadow decisions: set a shadow candidate with "
-                              f"`tactful models shadow --policy {policy.name} VERSION`")
+        raise EvaluationError(_nothing_scored(store, policy))
     rows = [r for r in final_decisions(store, policy, now, since, until) if r.decision.event_id in shadows]
     if not rows:
-        raise EvaluationError("no shadow-scored decision is final yet")
+        first = min(s["at"] for s in shadows.values())
+        closes = first + policy.spec.reward.window
+        raise EvaluationError(
+            f"the shadow candidate of {policy.name!r} has scored {len(shadows)} live decisions, none of them final "
+            f"at {to_rfc3339(now)}" + (" in that time range" if since is not None or until is not None else "")
+            + f": a decision is final once its reward window ({format_duration(policy.spec.reward.window)}) has "
+            f"closed, the first at about {to_rfc3339(closes)}. Run again then (or pass --now with a later time)")
     data = bandit_data(policy, rows)
     pi = np.zeros((len(rows), len(policy.arms)))
     agree = greedy = 0
@@ -52,3 +60,17 @@ def shadow_report(store: Store, policy: Policy, now: float, since: float | None 
     return {"versions": sorted(versions), "n": len(rows), "agreement": agree / len(rows),
             "favourite_agreement": greedy / len(rows), "logged_mean_reward": float(data.reward.mean()),
             "estimates": [e.as_dict() for e in est], "uniform": [e.as_dict() for e in base], "text": "\n".join(lines)}
+
+
+def _nothing_scored(store: Store, policy: Policy) -> str:
+    """Why there is no shadow decision to report on: no shadow set, or one set that has not
+    scored a live decision yet."""
+    version = store.shadow_version(policy.name)
+    if version is None:
+        return (f"policy {policy.name!r} has no shadow candidate: set one with "
+                f"`tactful models shadow --policy {policy.name} VERSION`, let the service decide for a while, "
+                f"then run this again")
+    return (f"version {version} shadows policy {policy.name!r} but has scored no decision yet: it scores each "
+            f"decision the running service (`tactful serve` on this store) makes from now on, and the report "
+            f"needs those decisions to be final (reward window {format_duration(policy.spec.reward.window)}). "
+            f"Run this again once decisions were made and their window closed")

@@ -16,7 +16,7 @@ import numpy as np
 from models.featurize import HISTORY_FEATURES
 from models.ope import (SNIPS, BanditData, OffPolicyEvaluation, RewardModel, default_estimators,
                         estimate_differences, weights)
-from service.offline.errors import EvaluationError
+from service.offline.errors import not_enough_data
 from service.offline.export import LoggedDecision, final_decisions
 from service.offline.target_policies import resolve_target
 from service.policy import Policy
@@ -138,10 +138,11 @@ def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[s
     """Evaluate `candidate` and `baselines` (service/offline/target_policies.py) on the decisions of `policy`
     decided in [since, until) and final at `now` (their reward window closed), or on `rows` when
     given (retrain's held-out slice). The first baseline is the reference of the lift."""
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     if rows is None:
         rows = list(final_decisions(store, policy, now, since, until))
     if not rows:
-        raise EvaluationError(f"policy {policy.name!r} has no final decisions in that time range")
+        raise not_enough_data(store, policy, now, since, until)
     data = bandit_data(policy, rows)
     ope = OffPolicyEvaluation(data, estimators if estimators is not None else default_estimators(),
                               RewardModel(), alpha=alpha, seed=seed)

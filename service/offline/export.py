@@ -29,9 +29,12 @@ from models.reward import to_cost
 from service.policy.bandit import arm_lines, decision_reward, reward_spec
 from service.policy import Policy
 from service.times import to_rfc3339
-from service.store import Decision, Store
+from service.store import UNDELIVERED, Decision, Store
 
 FORMATS = ("vw", "csv", "parquet")
+
+# the one install hint for the parquet extra: the README's and docs/ope.md's say the same
+PARQUET_INSTALL = "pip install -c constraints.txt -e '.[parquet]'"
 
 
 @dataclass
@@ -56,6 +59,7 @@ def final_decisions(store: Store, policy: Policy, now: float, since: float | Non
     (nothing was chosen among alternatives: no policy could have acted otherwise), and decisions
     naming arms the policy no longer has.
     """
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     cursor = 0
     while True:
         decisions = store.final_decisions(policy.name, cursor, now, since, until, chunk)
@@ -94,12 +98,12 @@ def _record(policy: Policy, row: LoggedDecision) -> dict:
         "mode": d.mode, "arm": d.arm, "chosen_index": row.chosen, "probability": d.probability,
         "reward": row.reward, "cost": to_cost(reward_spec(policy), row.reward),
         "allowed": d.allowed, "probabilities": d.probabilities,
-        "context": d.context, "history": d.history, "outcomes": row.outcomes,
+        "context": d.context, "history": d.history, "outcomes": row.outcomes, "delivery": d.delivery,
     }
 
 
 CSV_COLUMNS = ["event_id", "seq", "decided_at", "model_version", "mode", "arm", "chosen_index", "probability",
-               "reward", "cost", "allowed", "probabilities", "context", "history", "outcomes"]
+               "reward", "cost", "allowed", "probabilities", "context", "history", "outcomes", "delivery"]
 JSON_COLUMNS = ("allowed", "probabilities", "context", "history", "outcomes")
 
 
@@ -107,9 +111,13 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
     """Write `rows` to `out` in `fmt` (vw, csv, parquet), its directory created if missing; return
     how many were written.
 
-    csv: one row per decision; list and object columns hold JSON text.
+    vw: training examples, as the online learner learns them: sends reported undelivered are left
+    out (not counted).
+    csv: one row per decision; list and object columns hold JSON text; `delivery` is the latest
+    delivery report's status (empty: none reported).
     parquet: the same columns; `allowed` and `probabilities` are typed lists, the others JSON text.
     """
+    policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (use one of: {', '.join(FORMATS)})")
     n = 0
@@ -119,6 +127,8 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
         lines = arm_lines(policy)
         with out.open("w", encoding="utf-8") as fh:
             for row in rows:
+                if row.decision.delivery in UNDELIVERED:  # learned from as the online learner does: not at all
+                    continue
                 fh.write(vw_example(policy, row, lines) + "\n\n")
                 n += 1
     elif fmt == "csv":
@@ -134,7 +144,8 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise RuntimeError("parquet export needs pyarrow: pip install 'tactful[parquet]'") from None
+            raise RuntimeError(f"parquet export needs pyarrow, an optional extra: {PARQUET_INSTALL} "
+                               "(in the repository, with the venv that installed Tactful), or --format csv") from None
         recs = []
         for row in rows:
             rec = _record(policy, row)
@@ -146,7 +157,8 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
                             ("chosen_index", pa.int64()), ("probability", pa.float64()),
                             ("reward", pa.float64()), ("cost", pa.float64()),
                             ("allowed", pa.list_(pa.string())), ("probabilities", pa.list_(pa.float64())),
-                            ("context", pa.string()), ("history", pa.string()), ("outcomes", pa.string())])
+                            ("context", pa.string()), ("history", pa.string()), ("outcomes", pa.string()),
+                            ("delivery", pa.string())])
         pq.write_table(pa.Table.from_pylist(recs, schema=schema), str(out))
         n = len(recs)
     return n

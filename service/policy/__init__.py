@@ -6,6 +6,7 @@ the key (dotted, with list indices) and the reason, so a typo is found without r
 """
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,7 +15,7 @@ from service.specfile import read_toml, validate
 from service.policy.spec import (HOLD_ARM, Cap, Content, FeatureSpec, PolicyError, PolicySpec, Timing)
 
 __all__ = ["HOLD_ARM", "Arm", "Cap", "Content", "FeatureSpec", "Policy", "PolicyError", "PolicySpec", "Timing",
-           "load_policies", "load_policy", "parse_policy"]
+           "load_policies", "load_policy", "parse_policy", "policy_from_text"]
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,16 @@ class Arm:
 
 
 class Policy:
-    """A validated policy with its arms enumerated once."""
+    """A validated policy with its arms enumerated once. `retired`: contents it no longer offers
+    (deleted from its live catalog, service/policy/catalog.py) whose logged decisions are still
+    learned and evaluated: `known()` is the policy with them, which the learner and the offline
+    tools use, so that an arm set that changed over time maps every logged arm."""
 
-    def __init__(self, spec: PolicySpec, path: str = "<memory>"):
+    def __init__(self, spec: PolicySpec, path: str = "<memory>", retired: tuple[Content, ...] = ()):
         self.spec = spec
         self.path = path
+        self.retired = retired
+        self._known: Policy | None = None if retired else self
         arms: list[Arm] = []
         if spec.arms.hold:
             arms.append(Arm(HOLD_ARM, None, None, None))
@@ -63,6 +69,13 @@ class Policy:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def known(self) -> "Policy":
+        """This policy with its retired contents offered again: every arm it ever had (one
+        object per policy, so caches keyed on it hold)."""
+        if self._known is None:
+            self._known = Policy(self.spec.model_copy(update={"content": self.spec.content + self.retired}), self.path)
+        return self._known
 
     def summary(self) -> dict:
         s = self.spec
@@ -112,11 +125,24 @@ def load_policy(path: str | Path) -> Policy:
     return parse_policy(read_toml(path, PolicyError), str(path), default_name=path.stem)
 
 
+def policy_from_text(text: str, path: str | Path) -> Policy:
+    """A policy from the text of its file (a reload publishes the text it validated)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(str(path), "", f"not valid TOML: {exc}") from None
+    return parse_policy(data, str(path), default_name=path.stem)
+
+
 def load_policies(directory: str | Path) -> dict[str, Policy]:
-    """Every `*.toml` in `directory`, keyed by policy name."""
+    """Every `*.toml` in `directory`, keyed by policy name; or the one policy of a file."""
     directory = Path(directory)
+    if directory.is_file():
+        policy = load_policy(directory)
+        return {policy.name: policy}
     if not directory.is_dir():
-        raise PolicyError(str(directory), "", "is not a directory of policy files")
+        raise PolicyError(str(directory), "", "is neither a directory of policy files nor a policy file")
     policies: dict[str, Policy] = {}
     for file in sorted(directory.glob("*.toml")):
         policy = load_policy(file)

@@ -32,9 +32,10 @@ def new_model(policy: Policy) -> VWPolicy:
     return VWPolicy(arm_lines(policy), policy.spec.learner.vw_args, seed=policy.spec.learner.seed)
 
 
-def ensure_active_version(store: Store, policy: Policy, now: float) -> int:
+def ensure_active_version(store: Store, policy: Policy, now: float | None) -> int:
     """The policy's active model version; when it has none, a fresh (untrained) model published
-    as its first version. The engine, the learner and `tactful serve` all start from here."""
+    as its first version, created at `now` (None: the clock has no time yet, see
+    `Clock.known`). The engine, the learner and `tactful serve` all start from here."""
     active = store.active_version(policy.name)
     if active is None:
         model = new_model(policy)
@@ -47,7 +48,8 @@ def ensure_active_version(store: Store, policy: Policy, now: float) -> int:
 
 def decision_reward(policy: Policy, d: Decision, outcomes: list[Outcome], spec: RewardSpec | None = None) -> float:
     """The final shaped reward of a decision: outcomes counted are those inside its window.
-    `spec`: the policy's `reward_spec`, when the caller rewards many decisions."""
+    `spec`: the policy's `reward_spec`, when the caller rewards many decisions. A send reported
+    as never delivered (not_sent, bounced, failed) is rewarded as no contact: no fatigue."""
     counted = [(o.type, o.value) for o in outcomes if o.counted and o.at <= d.closes_at]
-    return shaped_reward(spec or reward_spec(policy), counted, is_send=d.channel is not None,
+    return shaped_reward(spec or reward_spec(policy), counted, is_send=d.delivered,
                          recent_contacts=int(d.history.get("fatigue_contacts", 0)))

@@ -121,7 +121,7 @@ class Cap(_Frozen):
 
     @property
     def label(self) -> str:
-        return f"{'any' if self.channel == '*' else self.channel}:{_fmt_duration(self.window)}"
+        return f"{'any' if self.channel == '*' else self.channel}:{format_duration(self.window)}"
 
 
 class QuietHours(_Frozen):
@@ -402,7 +402,8 @@ class PolicySpec(_Frozen):
         return self
 
 
-def _fmt_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """Seconds as the shortest duration a policy file would write: 7d, 2h, 90s."""
     for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

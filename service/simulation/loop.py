@@ -54,6 +54,7 @@ class Run:
     rules_checked: list[str] = field(default_factory=list)
     warmup_decisions: int = 0
     warmup_violations: int = 0
+    model_version: int | None = None  # the version the target served at the end (None: no model)
 
     @property
     def decisions_per_second(self) -> float:

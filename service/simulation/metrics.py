@@ -75,6 +75,8 @@ def run_metrics(run: Run, oracle: Run | None = None) -> dict:
         "regret": _regret(run, against),
         "per_day": _per_day(run),
         "segments": _segments(run),
+        "quarters": _quarters(run),
+        "model_version": run.model_version,
     }
     if w.scenario.spec.drift and against is not None:
         metrics["drift"] = drift_recovery(run, against)
@@ -143,6 +145,13 @@ def _per_day(run: Run) -> dict:
     }
 
 
+def _quarters(run: Run) -> dict:
+    """Shaped reward per decision in each quarter of the run, realized and expected: the trend."""
+    parts = np.array_split(np.arange(len(run.arm)), 4)
+    return {"realized_per_decision": [round(float(run.realized[p].mean()), 4) if len(p) else None for p in parts],
+            "expected_per_decision": [round(float(run.expected[p].mean()), 4) if len(p) else None for p in parts]}
+
+
 def _segments(run: Run) -> dict:
     """Per segment: decisions, reward per decision, and its top arms over the last quarter."""
     w = run.world
@@ -159,6 +168,7 @@ def _segments(run: Run) -> dict:
             "shaped_reward_per_decision": round(float(run.realized[m].mean()) if m.any() else 0.0, 6),
             "top_arms_last_quarter": [{"arm": w.policy.arms[a].id, "share": round(c / max((m & last).sum(), 1), 4)}
                                       for c, a in top],
+            "hold_share_last_quarter": round(float((~run.send[m & last]).mean()) if (m & last).any() else 0.0, 4),
         }
     return per_segment
 

@@ -240,3 +240,22 @@ def comparison_table(rows: list[dict], whole: bool = False) -> list[str]:
                      f"{row['unsubscribe_rate']:.4f} | {row['contacts_per_person_week']:.2f} | "
                      f"{row['violations']} | {row['decisions_per_second']:{speed}} |")
     return lines
+
+
+def learned_summary(metrics: dict) -> str:
+    """What a run learned, in a few lines: each segment's most chosen arm over the last quarter
+    (and how often it held), the reward per decision quarter by quarter, the model version."""
+    learner = metrics.get("model_version") is not None
+    lines = [("what it learned -- " if learner else "") + "each segment's most chosen arm over the last quarter of the run:"]
+    for name, seg in metrics["segments"].items():
+        top = seg["top_arms_last_quarter"]
+        sends = [a for a in top if a["arm"] != "hold"]
+        hold = seg.get("hold_share_last_quarter")
+        favourite = f"{sends[0]['arm']:<34} {_pct(sends[0]['share']):>4} of its decisions" if sends else "(no send)"
+        lines.append(f"  {name:<16} {favourite}, hold {_pct(hold)}")
+    q = metrics["quarters"]
+    trend = " -> ".join(f"{round(x, 3) + 0.0:.3f}" for x in q["realized_per_decision"] if x is not None)
+    lines.append(f"shaped reward per decision, quarter by quarter: {trend}")
+    if learner:
+        lines.append(f"model version now served: {metrics['model_version']}")
+    return "\n".join(lines)

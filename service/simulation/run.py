@@ -59,8 +59,10 @@ def run_maker(world: World, maker: str, *, monotonic: Callable[[], float], url: 
             db = str(Path(tmp.name) / "simulation.db")
         target = InProcess(world, maker, db, world.seed, monotonic)
     try:
-        return Loop(world, maker, target, monotonic, extra_rules=extra_rules,
-                    register_timezones=register_timezones).run(progress)
+        run = Loop(world, maker, target, monotonic, extra_rules=extra_rules,
+                   register_timezones=register_timezones).run(progress)
+        run.model_version = target.active_version()
+        return run
     finally:
         target.close()
         if tmp is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from typing import Callable, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -42,6 +43,9 @@ class Target(Protocol):
 
     def learn(self, t: float, feedback: list[Feedback]) -> None: ...
 
+    def active_version(self) -> int | None:
+        """The model version the target serves now (None for a baseline, which has none)."""
+
     def close(self) -> None: ...
 
 
@@ -61,7 +65,7 @@ class InProcess:
         self.store = open_store(db, secret=f"tactful-simulation-{seed}")  # same keys, same holdout group, every run
         if self.store.decision_count():
             raise SimulationError(f"--db {db} already holds decisions: give a new file")
-        self.clock = ManualClock(float(min(world.ask_t[0], *world.warm_t[:1])) - 1.0)
+        self.clock = ManualClock(float(min([world.ask_t[0], *world.warm_t[:1]])) - 1.0)
         new_id = numbered_ids(f"{maker[:6]}{seed:x}-", 8)  # reproducible event ids
         self.scorer: Scorer | None = None
         self.learner = None
@@ -111,6 +115,9 @@ class InProcess:
         else:
             self.scorer.maker.learn(feedback)
 
+    def active_version(self) -> int | None:
+        return self.store.active_version(self.policy.name) if self.learner is not None else None
+
     def close(self) -> None:
         self.store.close()
 
@@ -120,7 +127,7 @@ class OverHTTP:
 
     mode = "http"
 
-    def __init__(self, world: World, url: str):
+    def __init__(self, world: World, url: str, wait_seconds: float = 30.0):
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise SimulationError(f"--url {url!r}: give an http:// address such as http://127.0.0.1:8000")
@@ -128,10 +135,7 @@ class OverHTTP:
         self.conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=60)
         self.prefix = parts.path.rstrip("/")
         policy = world.policy
-        try:
-            health = self._call("GET", "/healthz")
-        except OSError as exc:
-            raise SimulationError(f"--url {url}: cannot reach the server ({exc})") from None
+        health = self._wait_healthy(url, wait_seconds)
         if health.get("clock") != "request":
             raise SimulationError(f"--url {url}: the server must run with --clock request "
                                   f"(it runs with the {health.get('clock')} clock)")
@@ -145,6 +149,20 @@ class OverHTTP:
                 raise SimulationError(f"--url {url}: the server's policy {policy.name!r} has other {what} than "
                                       f"{policy.path}: simulate with the policy file the server loaded (--policy)")
         self.policy = policy
+
+    def _wait_healthy(self, url: str, seconds: float) -> dict:
+        """/healthz's answer, waiting up to `seconds` for a server that is still starting (the
+        README starts `tactful serve` in the background and the simulation right after it)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return self._call("GET", "/healthz")
+            except OSError as exc:
+                self.conn.close()
+                if time.monotonic() > deadline:
+                    raise SimulationError(f"--url {url}: cannot reach the server ({exc}); start it with "
+                                          "`tactful serve --clock request --policies POLICY` first") from None
+                time.sleep(0.5)
 
     def _call(self, method: str, path: str, body: dict | None = None, ok=(200, 202)) -> dict:
         payload = None if body is None else json.dumps(body)
@@ -185,6 +203,9 @@ class OverHTTP:
 
     def learn(self, t: float, feedback: list[Feedback]) -> None:
         pass  # the server's own learner learns, on its own cadence
+
+    def active_version(self) -> int | None:
+        return self._call("GET", f"/v1/policies/{quote(self.policy.name)}").get("active_model_version")
 
     def close(self) -> None:
         self.conn.close()

@@ -1,4 +1,4 @@
-"""What every store backend is: the queries of people.py, decisions.py, versions.py,
+"""What every store backend is: the queries of people.py, decisions.py, campaign.py, versions.py,
 coordination.py, retention.py and keys.py (written once, in SQL both SQLite and PostgreSQL accept), over the few primitives
 a backend supplies: `query`, `write`, `close`, `ping`, its schema migrations and a backup.
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Sequence
 
+from service.store.campaign import CampaignTables
 from service.store.coordination import CoordinationTables
 from service.store.decisions import DecisionLog
 from service.store.keys import KeyTables
@@ -40,7 +41,7 @@ def pending(migrations: list, found: int, known: int, where: str) -> list:
     return [step for version, step in migrations if version > found]
 
 
-class Store(PeopleTables, DecisionLog, ModelTables, CoordinationTables, RetentionTables, KeyTables,
+class Store(PeopleTables, DecisionLog, CampaignTables, ModelTables, CoordinationTables, RetentionTables, KeyTables,
             SafetyTables):
     """One store, whatever its backend. Build one with `service.store.open_store(db)`."""
 

@@ -14,7 +14,9 @@ TABLES: list[tuple[str, str | None]] = [
     ("people", None), ("signals", "id"), ("model_versions", None), ("policy_state", None),
     ("activations", "id"), ("arm_state", None), ("budget", None), ("model_evaluations", "id"),
     ("shadow_config", None), ("shadow_decisions", None), ("guard_watches", "id"), ("api_keys", "id"),
-    ("safety_events", "id"),
+    ("safety_events", "id"), ("policy_specs", "id"),
+    ("deliveries", "id"), ("requests", None),  # request ids live a day: few rows
+    ("catalog_changes", "id"),
 ]
 BATCH = 5000
 

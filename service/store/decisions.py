@@ -4,14 +4,14 @@ closed decisions; outcomes, idempotent by their own key, with the explicit signa
 counts per policy."""
 from __future__ import annotations
 
-from service.store.records import Decision, Outcome, OutcomeConflict, dumps, pack_removed
+from service.store.records import Decision, Outcome, OutcomeConflict, RequestClaim, dumps, pack_removed
 
 DECISION_COLUMNS = ("event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
                     " send_at, channel, allowed, probabilities, context, history, removed, consistency_key")
 INSERT_DECISION = f"INSERT INTO decisions({DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})"
 # every column but `removed` and `probabilities`
 _LEARNED_COLUMNS = ("seq, event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
-                    " send_at, channel, allowed, context, history, consistency_key, reward, learned_version")
+                    " send_at, channel, allowed, context, history, consistency_key, reward, learned_version, delivery")
 INSERT_OUTCOME = ("INSERT INTO outcomes(event_id, outcome_id, type, value, at, received_at, counted)"
                    " VALUES (?,?,?,?,?,?,?)")
 
@@ -31,14 +31,18 @@ class DecisionLog:
     """Queries on decisions and outcomes; mixed into `Store`."""
 
     def commit_decision(self, d: Decision, expected_marker: tuple | None,
-                        budget: tuple[str, int] | None = None) -> bool:
+                        budget: tuple[str, int] | None = None, claim: RequestClaim | None = None) -> bool:
         """Log a decision and reserve its contact in one transaction.
 
         Returns False, writing nothing, when the person's contacts, consent, signals or
         preferences changed since `expected_marker` was read (`person_state`), or when the send
         would overspend the policy's daily `budget` (day, limit): the caller re-evaluates its
         guardrails and tries again. This is what makes check-and-reserve atomic across workers
-        and replicas. Each backend does it in as few round trips as it can (sqlite.py, postgres.py)."""
+        and replicas. Each backend does it in as few round trips as it can (sqlite.py, postgres.py).
+
+        With a `claim`, the same transaction claims the decide's request id (campaign.py); when
+        another decision holds it (claimed since `claim.since`), nothing is written and
+        DuplicateRequest is raised: the caller answers with that decision."""
         raise NotImplementedError
 
     def decision(self, event_id: str) -> Decision | None:
@@ -81,6 +85,19 @@ class DecisionLog:
         params += [since] if since is not None else []
         params += [until] if until is not None else []
         return [Decision.from_row(dict(r)) for r in self.query(sql, tuple(params + [limit]))]
+
+    def finality(self, policy: str, now: float, since: float | None = None, until: float | None = None) -> dict:
+        """How many of the policy's decisions made in [since, until) are logged, how many are
+        final at `now` (window closed, or learned), and when the next one becomes final (None
+        when none is waiting): what a command says when it finds too few final decisions."""
+        where = ("policy=?" + (" AND decided_at>=?" if since is not None else "")
+                 + (" AND decided_at<?" if until is not None else ""))
+        params = [policy] + [t for t in (since, until) if t is not None]
+        row = self.query(
+            "SELECT count(*), sum(CASE WHEN closes_at<=? OR learned_version IS NOT NULL THEN 1 ELSE 0 END),"
+            " min(CASE WHEN closes_at>? AND learned_version IS NULL THEN closes_at END)"
+            f" FROM decisions WHERE {where}", tuple([now, now] + params))[0]
+        return {"decisions": row[0], "final": row[1] or 0, "next_final_at": row[2]}
 
     def import_logged(self, decisions: list[Decision], outcomes: list[Outcome]) -> None:
         """Decisions logged elsewhere (an imported data set) and their outcomes, in one transaction;

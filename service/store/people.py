@@ -111,7 +111,7 @@ class PeopleTables:
         backend's files are rid of the erased bytes where it can (`leave_no_trace`)."""
         with self.write(lock=f"person:{key}") as c:
             counts = {t: c.execute(f"DELETE FROM {t} WHERE person_key=?", (key,)).rowcount
-                      for t in ("consent", "contacts", "signals", "people")}
+                      for t in ("consent", "contacts", "signals", "people", "requests")}
             counts["decisions_unlinked"] = c.execute(
                 "UPDATE decisions SET person_key=NULL, consistency_key=NULL WHERE person_key=?", (key,)).rowcount
         self.leave_no_trace()

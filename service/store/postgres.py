@@ -35,7 +35,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from service.store import pg_schema, schema
 from service.store.base import GLOBAL, Store, pending
 from service.store.decisions import INSERT_DECISION, INSERT_OUTCOME, decision_values, outcome_values
-from service.store.records import Decision, Outcome, OutcomeConflict, StoreError, StoreUnavailable
+from service.store.records import (Decision, DuplicateRequest, Outcome, OutcomeConflict, RequestClaim, StoreError,
+                                   StoreUnavailable)
 
 log = logging.getLogger("tactful.store")
 
@@ -146,7 +147,7 @@ _ADD_OUTCOME = ("SELECT * FROM tactful_add_outcome(%s::text, %s::text, %s::text,
 _COMMIT = ("SELECT tactful_commit_decision(%s::text, %s::text, %s::text, %s::float8, %s::float8, %s::bigint,"
            " %s::text, %s::text, %s::float8, %s::float8, %s::text, %s::text, %s::text, %s::text, %s::text,"
            " %s::text, %s::text, %s::boolean, %s::float8, %s::float8, %s::bigint, %s::bigint, %s::bigint,"
-           " %s::bigint, %s::text, %s::bigint)")
+           " %s::bigint, %s::text, %s::bigint, %s::text, %s::text, %s::text, %s::float8)")
 
 
 class PostgresStore(Store):
@@ -235,12 +236,19 @@ class PostgresStore(Store):
     # -- what PostgreSQL does its own way ------------------------------------------------------
 
     def commit_decision(self, d: Decision, expected_marker: tuple | None,
-                        budget: tuple[str, int] | None = None) -> bool:
+                        budget: tuple[str, int] | None = None, claim: RequestClaim | None = None) -> bool:
         check = bool(d.person_key is not None and expected_marker)
         marker = tuple(expected_marker) if check else (None,) * 6
         day, limit = budget if budget is not None else (None, None)
+        request = (claim.request_id, claim.request_hash, claim.response, claim.since) if claim else (None,) * 4
         with self.connection() as conn:
-            seq = conn.execute(_COMMIT, decision_values(d) + (check,) + marker + (day, limit)).fetchone()[0]
+            try:
+                seq = conn.execute(_COMMIT, decision_values(d) + (check,) + marker + (day, limit)
+                                   + request).fetchone()[0]
+            except psycopg.Error as exc:
+                if exc.sqlstate == pg_schema.DUPLICATE_REQUEST:
+                    raise DuplicateRequest(claim.request_id) from None
+                raise
         if seq is None:
             return False
         d.seq = seq

@@ -17,6 +17,12 @@ def dumps(value) -> str:
 loads = orjson.loads
 
 
+# Delivery report statuses (POST /v1/events/{id}/delivery). The last three say the message never
+# reached the person: what its decision reserved is released and it is not learned as a contact.
+DELIVERY_STATUSES = ("sent", "not_sent", "bounced", "failed")
+UNDELIVERED = frozenset({"not_sent", "bounced", "failed"})
+
+
 @dataclass
 class PersonState:
     """What the guardrails need to know about one person (and the policy's runtime arm state)."""
@@ -55,6 +61,13 @@ class Decision:
     reward: float | None = None
     learned_version: int | None = None
     extra: dict = field(default_factory=dict)
+    delivery: str | None = None  # the latest delivery report's status; None: none reported (a send)
+
+    @property
+    def delivered(self) -> bool:
+        """Whether it reached, as far as anyone said, the person: a send not reported as
+        not_sent, bounced or failed. Only a delivered decision is a contact."""
+        return self.channel is not None and self.delivery not in UNDELIVERED
 
     @classmethod
     def from_row(cls, row: dict) -> "Decision":
@@ -69,7 +82,7 @@ class Decision:
             context=loads(row["context"]), history=loads(row["history"]),
             removed=unpack_removed(row["removed"]) if "removed" in row else {},
             consistency_key=row["consistency_key"], reward=row["reward"],
-            learned_version=row["learned_version"],
+            learned_version=row["learned_version"], delivery=row.get("delivery"),
         )
 
 
@@ -121,6 +134,25 @@ class StoreError(Exception):
 class StoreUnavailable(StoreError):
     """The store cannot answer now (the database down or restarting, a lock not granted in
     time): try again shortly. The HTTP API answers 503."""
+
+
+@dataclass(frozen=True)
+class RequestClaim:
+    """A decide's idempotency key, claimed in the transaction that logs its decision, with the
+    answer given (a retry gets that answer). A claim older than `since` may be taken over."""
+
+    request_id: str
+    request_hash: str
+    response: str
+    since: float
+
+
+class DuplicateRequest(Exception):
+    """Another decision claimed the same request id first (within the idempotency window)."""
+
+
+class DeliveryConflict(Exception):
+    """A delivery report that contradicts the one already recorded (sent, then not_sent)."""
 
 
 class OutcomeConflict(Exception):

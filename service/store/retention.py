@@ -2,6 +2,8 @@
 removing what serving, rolling back or learning still needs."""
 from __future__ import annotations
 
+from service.store.campaign import REQUEST_TTL
+
 # A decision may go once its reward window has closed and, for a policy the learner serves, once
 # it was learned (or lies behind the learner's cursor); the newest decision always stays, so that
 # seq keeps growing (SQLite would hand a deleted last seq out again).
@@ -44,9 +46,13 @@ class RetentionTables:
 
     def prune_decisions(self, before: float, now: float, chunk: int = 5000) -> dict[str, int]:
         """Remove the decisions made before `before` that nothing needs any more (see
-        `_PRUNABLE`), with their outcomes and shadow scores; how many rows of each. `chunk`
-        decisions per transaction, so that serving waits for none of them long."""
-        counts = {"outcomes": 0, "shadow_decisions": 0, "decisions": 0}
+        `_PRUNABLE`), with their outcomes, delivery reports and shadow scores; how many rows of
+        each; and every decide's request id older than the idempotency window (campaign.py), which
+        nothing reads any more. `chunk` decisions per transaction, so that serving waits for none
+        of them long."""
+        counts = {"outcomes": 0, "deliveries": 0, "shadow_decisions": 0, "decisions": 0}
+        with self.write() as conn:
+            counts["requests"] = conn.execute("DELETE FROM requests WHERE at < ?", (now - REQUEST_TTL,)).rowcount
         while True:
             with self.write() as conn:
                 rows = conn.execute(f"SELECT seq, event_id FROM decisions WHERE {_PRUNABLE} ORDER BY seq LIMIT ?",
@@ -54,7 +60,7 @@ class RetentionTables:
                 if not rows:
                     return counts
                 events = [(r[1],) for r in rows]
-                for table in ("outcomes", "shadow_decisions"):
+                for table in ("outcomes", "deliveries", "shadow_decisions"):
                     counts[table] += conn.executemany(f"DELETE FROM {table} WHERE event_id=?", events).rowcount
                 counts["decisions"] += conn.executemany("DELETE FROM decisions WHERE seq=?",
                                                         [(r[0],) for r in rows]).rowcount

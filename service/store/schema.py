@@ -11,7 +11,7 @@ from typing import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 8
 
 
 def _v3(db: sqlite_utils.Database) -> None:
@@ -30,11 +30,46 @@ def _v4(db: sqlite_utils.Database) -> None:
 
 
 def _v5(db: sqlite_utils.Database) -> None:
-    """Pauses and resumes of a policy, with their reasons (service/store/safety.py)."""
+    """Pauses, resumes, circuit breaker changes and contents reports of a policy, with their
+    reasons and evidence (service/store/safety.py)."""
     db.execute("CREATE TABLE IF NOT EXISTS safety_events (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
                " kind TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, by_whom TEXT, evidence TEXT,"
                " at REAL NOT NULL)")
     db.execute("CREATE INDEX IF NOT EXISTS safety_events_policy ON safety_events(policy, id)")
+
+
+def _v6(db: sqlite_utils.Database) -> None:
+    """The policies the store was written with: each policy's name, the fingerprint of its
+    parsed file, the file and the spec, appended when they change (service/policy/stored.py), so
+    that offline commands notice other policy files than the service used."""
+    db.execute("CREATE TABLE IF NOT EXISTS policy_specs (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+               " fingerprint TEXT NOT NULL, spec TEXT NOT NULL, path TEXT, recorded_at REAL)")
+    db.execute("CREATE INDEX IF NOT EXISTS policy_specs_policy ON policy_specs(policy, id)")
+
+
+def _v7(db: sqlite_utils.Database) -> None:
+    """Campaign tools (docs/integration.md): idempotent decides, by the caller's request id, with
+    the answer they got (kept 24 hours: service/store/campaign.py); delivery reports, each kept
+    for audit, and the decision's latest delivery status, which the learner and export read."""
+    db.execute("CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, policy TEXT NOT NULL,"
+               " person_key TEXT, event_id TEXT NOT NULL, request_hash TEXT NOT NULL, response TEXT NOT NULL,"
+               " at REAL NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS requests_person ON requests(person_key)")
+    db.execute("CREATE TABLE IF NOT EXISTS deliveries (id INTEGER PRIMARY KEY, event_id TEXT NOT NULL,"
+               " status TEXT NOT NULL, reason TEXT, at REAL NOT NULL, released INTEGER NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id)")
+    if "delivery" not in db["decisions"].columns_dict:
+        db.execute("ALTER TABLE decisions ADD COLUMN delivery TEXT")
+
+
+def _v8(db: sqlite_utils.Database) -> None:
+    """A policy's live content catalog: every change (a content put or deleted), with who, when
+    and why; the current catalog is the policy file's contents with these applied in order
+    (service/policy/catalog.py)."""
+    db.execute("CREATE TABLE IF NOT EXISTS catalog_changes (id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+               " content_id TEXT NOT NULL, action TEXT NOT NULL, content TEXT, at REAL NOT NULL, source TEXT,"
+               " reason TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS catalog_changes_policy ON catalog_changes(policy, id)")
 
 
 def create(db: sqlite_utils.Database) -> None:
@@ -111,4 +146,5 @@ def create(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS model_evaluations_version ON model_evaluations(policy, version)")
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(2, create), (3, _v3), (4, _v4), (5, _v5)]
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
+    (2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8)]

@@ -23,7 +23,7 @@ import sqlite_utils
 from service.store import schema
 from service.store.base import GLOBAL, Store, pending
 from service.store.decisions import DECISION_COLUMNS, INSERT_DECISION, decision_values
-from service.store.records import Decision, StoreUnavailable
+from service.store.records import Decision, DuplicateRequest, RequestClaim, StoreUnavailable
 
 # ... only if the person's state still matches the marker it was decided on (person_state)
 INSERT_DECISION_IF_UNCHANGED = (
@@ -32,6 +32,13 @@ INSERT_DECISION_IF_UNCHANGED = (
     " AND (SELECT coalesce(max(id + 0), 0) FROM consent WHERE person_key=?)=?"
     " AND (SELECT coalesce(max(id + 0), 0) FROM signals WHERE person_key=? AND at>=?)=?"
     " AND (SELECT coalesce(max(rev), 0) FROM people WHERE person_key=?)=?")
+
+
+# a decide's request id, or the take-over of one older than the idempotency window (campaign.py)
+CLAIM_REQUEST = ("INSERT INTO requests(request_id, policy, person_key, event_id, request_hash, response, at)"
+                 " VALUES (?,?,?,?,?,?,?) ON CONFLICT(request_id) DO UPDATE SET policy=excluded.policy,"
+                 " person_key=excluded.person_key, event_id=excluded.event_id, request_hash=excluded.request_hash,"
+                 " response=excluded.response, at=excluded.at WHERE requests.at<?")
 
 
 class _Stale(Exception):
@@ -155,7 +162,7 @@ class SQLiteStore(Store):
         return found, schema.SCHEMA_VERSION
 
     def commit_decision(self, d: Decision, expected_marker: tuple | None,
-                        budget: tuple[str, int] | None = None) -> bool:
+                        budget: tuple[str, int] | None = None, claim: RequestClaim | None = None) -> bool:
         """Log a decision and reserve its contact in one transaction (see `DecisionLog`).
 
         The decision row is inserted only if the marker still holds (one INSERT ... SELECT ...
@@ -182,6 +189,10 @@ class SQLiteStore(Store):
                 else:
                     cur = conn.execute(INSERT_DECISION, values)
                 d.seq = cur.lastrowid
+                if claim is not None and conn.execute(CLAIM_REQUEST, (
+                        claim.request_id, d.policy, d.person_key, d.event_id, claim.request_hash, claim.response,
+                        d.decided_at, claim.since)).rowcount != 1:
+                    raise DuplicateRequest(claim.request_id)  # undoes the whole transaction
         except _Stale:
             return False
         return True

@@ -41,8 +41,10 @@ class ModelTables:
         return {"active_version": version, "created_at": created_at, "first_unlearned_closes_at":
                 first[0][0] if first else None}
 
-    def ensure_initial_version(self, policy: str, model: bytes, vw_args: str, at: float) -> int:
-        """Version 1, an untrained model, so that every decision names a model version."""
+    def ensure_initial_version(self, policy: str, model: bytes, vw_args: str, at: float | None) -> int:
+        """Version 1, an untrained model, so that every decision names a model version. `at`
+        None: the clock has no time yet (`--clock request` before its first request); the first
+        time it gets fills it in (`fill_unknown_times`)."""
         with self.write() as conn:
             row = conn.execute("SELECT active_version FROM policy_state WHERE policy=?", (policy,)).fetchone()
             if row is not None:
@@ -55,6 +57,13 @@ class ModelTables:
             conn.execute("INSERT INTO activations(policy, version, previous, reason, at) VALUES (?,?,?,?,?)",
                          (policy, 1, None, "initial untrained model", at))
             return 1
+
+    def fill_unknown_times(self, at: float) -> None:
+        """Give the versions and activations recorded before the clock had a time the first time
+        it has."""
+        with self.write() as conn:
+            conn.execute("UPDATE model_versions SET created_at=? WHERE created_at IS NULL", (at,))
+            conn.execute("UPDATE activations SET at=? WHERE at IS NULL", (at,))
 
     def publish_learned(self, policy: str, parent: int, model: bytes | None, vw_args: str, at: float,
                         learned: list[tuple[int, float]], cursor: int, note: dict) -> int | None:
@@ -108,6 +117,30 @@ class ModelTables:
         return [dict(r) for r in self.query(
             "SELECT policy, version, parent, source, created_at, vw_args, n_learned, learned_through_seq, note "
             "FROM model_versions WHERE policy=? ORDER BY version", (policy,))]
+
+    # -- the policies the store was written with -------------------------------------------------
+
+    def record_policy(self, policy: str, fingerprint: str, spec: str, path: str | None, at: float | None) -> bool:
+        """Append the policy's fingerprint, spec and file unless the latest recorded is the same;
+        whether a row was added."""
+        with self.write() as conn:
+            row = conn.execute("SELECT fingerprint, path FROM policy_specs WHERE policy=? ORDER BY id DESC LIMIT 1",
+                               (policy,)).fetchone()
+            if row is not None and row[0] == fingerprint and row[1] == path:
+                return False
+            conn.execute("INSERT INTO policy_specs(policy, fingerprint, spec, path, recorded_at) VALUES (?,?,?,?,?)",
+                         (policy, fingerprint, spec, path, at))
+            return True
+
+    def recorded_policy(self, policy: str) -> dict | None:
+        """The latest recorded spec of the policy: {fingerprint, spec (JSON text), path, recorded_at}."""
+        rows = self.query("SELECT fingerprint, spec, path, recorded_at FROM policy_specs WHERE policy=?"
+                          " ORDER BY id DESC LIMIT 1", (policy,))
+        return dict(rows[0]) if rows else None
+
+    def recorded_policies(self) -> list[str]:
+        """The names of every policy the store was written with."""
+        return [r[0] for r in self.query("SELECT DISTINCT policy FROM policy_specs ORDER BY policy")]
 
     # -- the registry: activations, evaluations, shadow, guard ----------------------------------
 
