@@ -39,7 +39,7 @@ from service.runtime import build_engine, numbered_ids  # noqa: E402
 from service.store import SQLiteStore, open_store  # noqa: E402
 from test_erasure import USER, holding, populate, relation_files  # noqa: E402
 
-TABLES = ("consent", "contacts", "signals", "people", "decisions")
+TABLES = ("consent", "contacts", "signals", "people", "requests", "decisions")
 
 
 def sqlite_files(workdir: Path, always: bool) -> dict:

@@ -1,7 +1,7 @@
 """Erasure leaves no trace (docs/reliability.md): after `DELETE /v1/users/{user_id}`, the bytes of
-the store's files hold neither the user id, nor its keyed form, nor the consistency keys of its
-decisions. SQLite: the database, its WAL and its shared-memory file, scanned while the app still
-has them open. PostgreSQL (when its data directory is readable here, as on the development and CI
+the store's files hold neither the user id, nor its keyed form, nor the consistency keys and
+request ids (idempotency keys) of its decisions. SQLite: the database, its WAL and its
+shared-memory file, scanned while the app still has them open. PostgreSQL (when its data directory is readable here, as on the development and CI
 machines): the dead rows stay in the table and index files until VACUUM FULL rewrites them, after
 which the files of the store's schema hold none of it; that is what PostgreSQL can promise (its
 WAL, archives and backups keep the bytes longer: docs/reliability.md)."""
@@ -25,6 +25,7 @@ from service.api.app import create_app
 from service.store import SQLiteStore, StoreUnavailable, open_store
 
 USER = "erase-me-7f3a9c@example.com"
+HANDLE = USER.split("@")[0]  # a request id may not hold "@"
 ALL = {"email": True, "push": True, "sms": True, "in_app": True}
 OTHERS = 300
 
@@ -35,8 +36,8 @@ def at(day: int, minute: int) -> str:
 
 def populate(client) -> list[str]:
     """The person to erase, among OTHERS people: consent, preferences, decisions with consistency
-    keys spread over days and pages, outcomes (a click, an unsubscribe, a complaint). Their
-    consistency keys."""
+    keys and request ids spread over days and pages, outcomes (a click, an unsubscribe, a
+    complaint). Their consistency keys and request ids."""
     def ok(r, status=200):
         assert r.status_code == status, r.json
         return r.json
@@ -52,9 +53,9 @@ def populate(client) -> list[str]:
             for n in range(3):
                 ok(client.post("/v1/policies/lifecycle/decide", json={
                     "user_id": other, "context": {"segment": "s"}, "timestamp": at(day, 60 + n * 60 + i % 60)}))
-        keys.append(f"basket-{USER}-{day}")
+        keys += [f"basket-{USER}-{day}", f"spring-2026:{HANDLE}:{day}"]  # idempotency keys name people too
         d = ok(client.post("/v1/policies/lifecycle/decide", json={
-            "user_id": USER, "context": {"segment": "s"}, "consistency_key": keys[-1],
+            "user_id": USER, "context": {"segment": "s"}, "consistency_key": keys[-2], "request_id": keys[-1],
             "timestamp": at(day, 300)}))
         if not d["action"]["hold"]:
             sent.append(d)
@@ -127,7 +128,7 @@ def test_an_erased_person_leaves_no_byte_in_the_postgresql_tables_after_vacuum_f
                 assert left, "the dead rows were expected in the table files until VACUUM FULL"
                 # plain VACUUM (and autovacuum) frees the dead rows' space but leaves their bytes in
                 # the pages (PostgreSQL 15, docs/reliability.md); VACUUM FULL writes new files
-                for table in ("consent", "contacts", "signals", "people", "decisions"):
+                for table in ("consent", "contacts", "signals", "people", "requests", "decisions"):
                     admin.execute(f"VACUUM FULL {schema}.{table}")
                 assert holding(files(), needles) == {}
             finally:
@@ -163,7 +164,9 @@ def test_erasure_under_load_on_a_real_serve_leaves_no_byte_in_the_sqlite_files(t
         assert http.put(f"{base}/v1/users/{USER}/preferences", json={"timezone": "Europe/Paris"}).status_code == 200
         keys = [f"basket-{USER}-{n}" for n in range(20)]
         events = [http.post(f"{base}/v1/policies/lifecycle/decide", json={
-            "user_id": USER, "context": {"segment": "s"}, "consistency_key": k}).json()["event_id"] for k in keys]
+            "user_id": USER, "context": {"segment": "s"}, "consistency_key": k, "request_id": f"r:{HANDLE}:{n}"}
+            ).json()["event_id"] for n, k in enumerate(keys)]
+        keys += [f"r:{HANDLE}:{n}" for n in range(20)]
         for kind in ("click", "unsubscribe"):
             assert http.post(f"{base}/v1/events/{events[0]}/outcomes", json={"type": kind}).status_code == 202
         client.start()
@@ -208,8 +211,8 @@ def test_an_erasure_whose_checkpoint_cannot_finish_says_so_and_a_repeat_finishes
             store.erase_person(key)
         assert store.consent_history(key) == [] and store.person_row(key) is None
         reader.execute("COMMIT")
-        assert store.erase_person(key) == {"consent": 0, "contacts": 0, "signals": 0, "people": 0,
-                                           "decisions_unlinked": 0}
+        again = store.erase_person(key)
+        assert set(again.values()) == {0} and again["decisions_unlinked"] == 0
         assert holding(files, [key]) == {}
     finally:
         reader.close()
