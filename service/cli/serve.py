@@ -1,6 +1,10 @@
 """Serving: `tactful serve` (gunicorn workers and one learner process), its two halves `web` and
 `learn`, and `check-policies`.
 
+`serve` keeps both going: gunicorn's master replaces a worker that dies, and `serve` replaces a
+learner that dies (freeing the lease the dead one held, so the new one leads at once); only
+gunicorn itself exiting stops `serve`. docs/reliability.md has the kill -9 runs.
+
 Safe when nobody configured anything: a store that holds no API key is served without
 authentication on a loopback address only (with a warning naming `tactful keys create`); asked for
 any other address, `serve` refuses to start and says what to do, unless `--insecure-no-auth`
@@ -25,12 +29,14 @@ from gunicorn.app.base import BaseApplication
 from service.api.app import create_app
 from service.cli.options import db_option, open_store, policies_option
 from service.clock import make_clock
+from service.learning.learner import LEASE, LEASE_TTL, lease_holder
 from service.metrics import MULTIPROC_DIR
 from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
 from service.policy.reload import PolicyReloads
 from service.policy.stored import remember
 from service.store import Store, StoreUnavailable
+from service.store import open_store as connect
 from service.store.postgres import safe_location
 
 
@@ -159,7 +165,7 @@ def with_common(f):
 @with_common
 def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: bool, metrics_public: bool, db: str,
           policies: str, clock: str) -> None:
-    """Serve the HTTP API (gunicorn) with a learner candidate. Ctrl-C stops both."""
+    """Serve the HTTP API (gunicorn) with a learner candidate, replaced if it dies. Ctrl-C stops both."""
     _setup_logging()
     loaded, warning = _prepare_store(db, policies, clock, host, insecure_no_auth)
     if warning:
@@ -169,13 +175,11 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
     values, made_here = metrics_dir()
     # the database's URL goes by env, not on the command line, where `ps` would show a password
     env = dict(os.environ, TACTFUL_DB=db, **{MULTIPROC_DIR: values})
-    children = {"web": subprocess.Popen(base + ["web", "--host", host, "--port", str(port), "--workers", str(workers)]
-                                        + args + (["--insecure-no-auth"] if insecure_no_auth else [])
-                                        + (["--metrics-public"] if metrics_public else []), env=env)}
-    if learner:
-        children["learner"] = subprocess.Popen(base + ["learn"] + args, env=env)
+    web_cmd = base + ["web", "--host", host, "--port", str(port), "--workers", str(workers)] + args \
+        + (["--insecure-no-auth"] if insecure_no_auth else []) + (["--metrics-public"] if metrics_public else [])
+    children = Children(db, env, web_cmd, base + ["learn"] + args if learner else None)
     click.echo(f"Tactful serving {', '.join(loaded)} on http://{host}:{port} (db {safe_location(db)}, clock {clock}, "
-               f"{workers} workers, " + (f"learner candidate pid {children['learner'].pid}" if learner else
+               f"{workers} workers, " + (f"learner candidate pid {children.learner.pid}" if learner else
                                          "no learner") + "); Ctrl-C stops", err=True)
     stopping, hangups = False, []
 
@@ -191,22 +195,13 @@ def serve(host: str, port: int, workers: int, learner: bool, insecure_no_auth: b
         if hangups:
             hangups.clear()
             reload_files(db, loaded, clock)
-        dead = [name for name, p in children.items() if p.poll() is not None]
-        if dead:
-            click.echo(f"tactful: the {dead[0]} process exited ({children[dead[0]].returncode}); stopping", err=True)
+        if children.web.poll() is not None:
+            click.echo(f"tactful: the web process exited ({children.web.returncode}); stopping", err=True)
             code = 1
             break
+        children.tend_learner()
         time.sleep(0.2)
-    for p in children.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.time() + 15
-    for p in children.values():
-        try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    children.stop()
     if made_here:
         shutil.rmtree(values, ignore_errors=True)
     click.echo("tactful: stopped", err=True)
@@ -235,6 +230,74 @@ def reload_files(db: str, loaded: dict, clock_kind: str) -> None:
         store.close()
 
 
+# A learner that dies is replaced at once; if it dies again within this many seconds of its start,
+# the next one starts after a pause that doubles from the first to the second figure, each time
+# until one runs that long (so that a learner that cannot start does not spin).
+LEARNER_STABLE = 60.0
+LEARNER_PAUSE = (1.0, 30.0)
+
+
+class Children:
+    """The processes `serve` runs: gunicorn (`web`), whose master replaces a worker that dies, and a
+    learner candidate, which `serve` replaces when it dies. Gunicorn exiting stops `serve`."""
+
+    def __init__(self, db: str, env: dict, web_cmd: list[str], learner_cmd: list[str] | None,
+                 pauses: tuple[float, float] = LEARNER_PAUSE):
+        self.db, self.env, self.learner_cmd, self.pauses = db, env, learner_cmd, pauses
+        self.web = subprocess.Popen(web_cmd, env=env)
+        self.learner = self._start_learner() if learner_cmd else None
+        self.quick_deaths, self.pause, self.restart_at = 0, 0.0, None
+
+    def _start_learner(self) -> subprocess.Popen:
+        self.started = time.monotonic()
+        return subprocess.Popen(self.learner_cmd, env=self.env)
+
+    def tend_learner(self) -> None:
+        """Replace a learner that exited (after its pause)."""
+        now = time.monotonic()
+        if self.learner is not None and self.learner.poll() is not None:
+            dead = self.learner
+            self.learner = None
+            self.quick_deaths = 0 if now - self.started >= LEARNER_STABLE else self.quick_deaths + 1
+            self.pause = 0.0 if self.quick_deaths <= 1 else min(self.pauses[0] * 2 ** (self.quick_deaths - 2),
+                                                                self.pauses[1])
+            self.restart_at = now + self.pause
+            click.echo(f"tactful: the learner process {dead.pid} exited ({dead.returncode}); another starts "
+                       + (f"in {self.pause:g}s" if self.pause else "now"), err=True)
+            free_lease(self.db, dead.pid)
+        if self.learner is None and self.restart_at is not None and now >= self.restart_at:
+            self.learner, self.restart_at = self._start_learner(), None
+            click.echo(f"tactful: learner candidate pid {self.learner.pid}", err=True)
+
+    def stop(self) -> None:
+        running = [p for p in (self.web, self.learner) if p is not None]
+        for p in running:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.time() + 15
+        for p in running:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def free_lease(db: str, pid: int) -> None:
+    """Free the learner's lease if the learner process `pid` of this machine, which has exited,
+    held it: the next candidate then leads at once rather than when the lease runs out (LEASE_TTL).
+    If the store cannot be reached the lease simply runs out."""
+    try:
+        store = connect(db, migrate=False)
+        try:
+            store.release_lease(LEASE, lease_holder(pid))
+        finally:
+            store.close()
+    except Exception as exc:  # noqa: BLE001 -- nothing is lost: the lease expires on its own
+        click.echo(f"tactful: could not free the dead learner's lease ({exc}); it runs out within "
+                   f"{LEASE_TTL:g}s", err=True)
+
+
 @click.command(hidden=True)
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", default=8000, type=int)
@@ -245,6 +308,7 @@ def reload_files(db: str, loaded: dict, clock_kind: str) -> None:
 def web(host: str, port: int, workers: int, insecure_no_auth: bool, metrics_public: bool, db: str, policies: str,
         clock: str) -> None:
     """Only the gunicorn server (`serve` runs it beside the learner)."""
+    _setup_logging()
     store = open_store(db, must_exist=False)
     try:
         access_warning(store, host, insecure_no_auth)  # refuses as `serve` does (which printed the warning)
@@ -269,7 +333,9 @@ def web(host: str, port: int, workers: int, insecure_no_auth: bool, metrics_publ
             # gunicorn, and with it the replica; gunicorn restarts one that waits too long.
             while True:
                 try:
-                    return create_app(config)
+                    app = create_app(config)
+                    logging.getLogger("tactful").info("worker %d ready", os.getpid())
+                    return app
                 except StoreUnavailable as exc:
                     logging.getLogger("tactful").warning("waiting for the store: %s", exc)
                     time.sleep(2.0)

@@ -190,7 +190,7 @@ class OnlineLearner:
         it, since a version, its decisions' rewards and the cursor are one transaction."""
         every = {name: interval or p.spec.learner.learn_every_seconds for name, p in self.policies.items()}
         tick = min(TICK, lease_ttl / 3, *every.values())
-        lease = _Lease(self.store, f"{socket.gethostname()}:{os.getpid()}", lease_ttl, tick, stop)
+        lease = _Lease(self.store, lease_holder(os.getpid()), lease_ttl, tick, stop)
         last: dict[str, float] = {}
         backlog: dict[str, bool] = {}
         lease.start()
@@ -215,6 +215,12 @@ class OnlineLearner:
         finally:
             stop.set()
             lease.join()
+
+
+def lease_holder(pid: int) -> str:
+    """Who holds the lease when the learner process `pid` of this machine leads: what `tactful
+    serve` frees when it sees that process die (service/cli/serve.py)."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 class _Lease(threading.Thread):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from contextlib import nullcontext
 
 from service.store.records import Decision, PersonState, dumps, loads
 
@@ -29,9 +28,9 @@ _PERSON_STATE = (
 class PeopleTables:
     """Queries on people; mixed into `Store`, whose `query`, `write` and `_secret` they use."""
 
-    def erasing(self):
-        """A context in which erased rows are overwritten where the backend can."""
-        return nullcontext()
+    def leave_no_trace(self) -> None:
+        """After an erasure: make the backend's files hold no byte of what was erased, where the
+        backend can (SQLite can; PostgreSQL keeps dead rows until VACUUM: docs/reliability.md)."""
 
     def person_key(self, user_id: str) -> str:
         return hmac.new(self._secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
@@ -108,13 +107,14 @@ class PeopleTables:
 
     def erase_person(self, key: str) -> dict:
         """Erase a person: their consent, preferences, signals and contacts are deleted; their
-        decisions stay, unlinked (no person key, no consistency key), for learning. Deleted rows
-        are overwritten where the backend can (`erasing`)."""
-        with self.erasing(), self.write(lock=f"person:{key}") as c:
+        decisions stay, unlinked (no person key, no consistency key), for learning. Then the
+        backend's files are rid of the erased bytes where it can (`leave_no_trace`)."""
+        with self.write(lock=f"person:{key}") as c:
             counts = {t: c.execute(f"DELETE FROM {t} WHERE person_key=?", (key,)).rowcount
                       for t in ("consent", "contacts", "signals", "people", "requests")}
             counts["decisions_unlinked"] = c.execute(
                 "UPDATE decisions SET person_key=NULL, consistency_key=NULL WHERE person_key=?", (key,)).rowcount
+        self.leave_no_trace()
         return counts
 
     # -- runtime arm state -------------------------------------------------------------------

@@ -6,6 +6,8 @@ atomic whatever `lock` a caller names.
 
 People are stored under a key, HMAC-SHA256(server secret, user_id), never under their user id.
 The secret is created on first use and kept in the `meta` table unless the operator supplies one.
+Every connection deletes with `secure_delete` on, and an erasure ends with a TRUNCATE checkpoint,
+so that an erased person leaves no byte in the file or its WAL (`leave_no_trace`).
 """
 from __future__ import annotations
 
@@ -64,6 +66,10 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Deleted content is overwritten with zeros, in b-tree pages and in pages freed: no byte
+        # of an erased person stays behind in unused space (leave_no_trace, docs/reliability.md).
+        # The pages are written anyway; zeroing them costs a memset.
+        conn.execute("PRAGMA secure_delete=ON")
         # Checkpoint every 8000 WAL pages (32 MB) rather than SQLite's 1000: every decision
         # rewrites the same few B-tree pages, and a checkpoint copies each page once however
         # often it changed, so rarer checkpoints copy (and fsync) far less.
@@ -191,9 +197,17 @@ class SQLiteStore(Store):
             return False
         return True
 
-    def erasing(self):
-        """Deleted rows are overwritten on disk while a person is erased (secure_delete)."""
-        return _SecureDelete(self.wconn)
+    def leave_no_trace(self) -> None:
+        """After an erasure: every connection deletes with `secure_delete` on, so the newest copy
+        of each page holds no erased byte; a TRUNCATE checkpoint then writes those pages over the
+        older copies in the database file and empties the WAL, which still held them. It waits
+        (up to the store's timeout) for a moment with no writer and no reader of an older
+        snapshot, and holds off writers while it copies; if it cannot complete, StoreUnavailable
+        (the erasure itself is committed: asking again finishes it)."""
+        busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise StoreUnavailable(f"{self.path}: the person is erased, but the checkpoint that removes the "
+                                   f"erased bytes from the WAL could not complete; erase again to finish")
 
     def backup(self, out: str) -> None:
         """A consistent copy of the live store in `out` (SQLite's online backup: writers go on)."""
@@ -202,14 +216,3 @@ class SQLiteStore(Store):
             self.conn.backup(target)
         finally:
             target.close()
-
-
-class _SecureDelete:
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.execute("PRAGMA secure_delete=ON")
-
-    def __exit__(self, *exc):
-        self.conn.execute("PRAGMA secure_delete=OFF")
