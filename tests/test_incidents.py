@@ -1,0 +1,64 @@
+"""Incidents in simulation: a content that turns offensive on a given day. The truth (and so the
+oracle) knows it from that moment on and for that content only."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from conftest import REPO_ROOT
+from service.decision.explain import MODES
+from service.simulation.run import run_maker
+from service.simulation.truth import sigmoid
+from service.simulation.world import build_world
+
+SCENARIOS = REPO_ROOT / "examples" / "scenarios"
+OFFENSIVE = SCENARIOS / "offensive.toml"
+DAY = 86400.0
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
+
+
+def test_an_incident_shifts_its_contents_hazards_from_its_moment_on():
+    world = build_world(OFFENSIVE, decisions=200)
+    truth, policy = world.truth, world.policy
+    incident = world.scenario.spec.incidents[0]
+    sends = np.flatnonzero(~truth.is_hold)
+    hours, pressure = np.full(len(sends), 19), np.full(len(sends), 1.0)
+    at = truth.start + incident.at
+    before = truth.probabilities(1, at - 1.0, sends, hours, pressure)
+    after = truth.probabilities(1, at, sends, hours, pressure)
+    offending = np.array([policy.arms[a].content.id == incident.content for a in sends])
+    email_or_sms = np.array([policy.arms[a].channel in ("email", "sms") for a in sends])
+    assert offending.any() and (~offending).any()
+    # exactly the declared logit shifts, on that content's arms only
+    assert np.allclose(_logit(after["unsubscribe"][offending]) - _logit(before["unsubscribe"][offending]),
+                       incident.unsubscribe)
+    assert np.array_equal(after["unsubscribe"][~offending], before["unsubscribe"][~offending])
+    hit = offending & email_or_sms  # complaints only where the scenario has them (email, sms)
+    assert np.allclose(_logit(after["complaint"][hit]) - _logit(before["complaint"][hit]), incident.complaint)
+    assert not after["complaint"][~email_or_sms].any()
+    for k in ("open", "click", "convert"):  # engagement does not change
+        assert np.array_equal(after[k], before[k])
+    # the shaped reward the oracle maximises falls for that content only
+    r_before, r_after = truth.expected_reward(before, 2), truth.expected_reward(after, 2)
+    assert (r_after[offending] < r_before[offending]).all()
+    assert np.array_equal(r_after[~offending], r_before[~offending])
+    assert after["unsubscribe"][offending].mean() > 10 * before["unsubscribe"][offending].mean()
+    assert np.allclose(sigmoid(_logit(before["unsubscribe"])), before["unsubscribe"])
+
+
+def test_the_oracle_stops_sending_the_offending_content():
+    """The oracle knows the truth, incidents included: it sent the spring sale before the
+    incident and (outside the holdout group, which gets uniform choice) never after."""
+    world = build_world(OFFENSIVE, decisions=1500, seed=5)
+    run = run_maker(world, "oracle", monotonic=time.monotonic, progress=False)
+    incident = world.scenario.spec.incidents[0]
+    spring = np.array([world.policy.arms[a].content is not None and world.policy.arms[a].content.id == incident.content
+                       for a in run.arm])
+    after = world.ask_t >= world.truth.start + incident.at
+    decided = run.mode_code != MODES.index("holdout")
+    assert (spring & ~after & decided).sum() > 20
+    assert (spring & after & decided).sum() == 0
+    assert np.allclose(run.expected[decided], run.best[decided])
