@@ -193,7 +193,7 @@ def test_a_whole_policy_tripped_holds_every_decision(run):
 @pytest.mark.parametrize("rate", [0.005, 0.01])
 def test_noise_never_trips_it(rate):
     """At half the threshold and below, 200 runs of 20,000 sends each, judged every 50 sends
-    (400 looks per run), never trip: the exact 99% lower bound and the minimum of sends hold,
+    (400 looks per run), never trip: the exact lower bound (99.75% each of 4 spans) and the minimum of sends hold,
     for rare complaints too."""
     s = Safety()
     for seed in range(200):
@@ -210,3 +210,23 @@ def test_few_sends_never_trip_it_however_bad():
     s = Safety(min_sends=200)
     assert not any(e["over"] for e in judge((199, 199, 0), s))
     assert any(e["over"] for e in judge((200, 40, 0), s))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spans, bad_sends", [(4, range(1, 300)), (1, range(300, 3000))])
+def test_a_content_that_turns_bad_mid_window_trips_on_its_recent_sends(run, spans, bad_sends):
+    """Regression: judged over the whole window only (spans = 1), a content clean for a window
+    and then offending waited until its bad sends outweighed the window's good ones (in the
+    offensive simulation, 3 days and 1,200 sends at 5%). The latest half, quarter, ... of the
+    window are judged too (the default, 4 spans), so it trips on a few hundred bad sends at most.
+    (Sends to trip here, in 300 runs of a model of this test: 50-243 with 4 spans, 370-794 with 1.)"""
+    r = run(f'window = "3d"\nmin_sends = 100\ncheck_every = "10m"\nlevels = ["content"]\nspans = {spans}')
+    for _ in range(3 * 1440):  # a clean window: one decision a minute, half of them sending the content
+        r.decide({"spring_sale": 0.002})
+    assert not r.engine.store.breakers("lifecycle")
+    clean = r.sends_of("spring_sale")
+    while not r.engine.store.breakers("lifecycle"):
+        r.decide({"spring_sale": 0.1})
+        assert r.n < 3 * 1440 + 6000
+    assert list(r.engine.store.breakers("lifecycle")) == ["content:spring_sale"]
+    assert r.sends_of("spring_sale") - clean in bad_sends, (clean, r.sends_of("spring_sale") - clean)
