@@ -230,3 +230,27 @@ def test_a_content_that_turns_bad_mid_window_trips_on_its_recent_sends(run, span
         assert r.n < 3 * 1440 + 6000
     assert list(r.engine.store.breakers("lifecycle")) == ["content:spring_sale"]
     assert r.sends_of("spring_sale") - clean in bad_sends, (clean, r.sends_of("spring_sale") - clean)
+
+
+@pytest.mark.slow
+def test_an_open_content_breaker_does_not_trip_its_channels_or_the_policy_on_the_same_sends(run):
+    """Regression: a content tripped, and then its own sends, still in the window, tripped its
+    channels and the whole policy too (in the offensive simulation, the email channel 2.6 days
+    later). A channel leaves out the sends of its contents whose breakers are open, the policy
+    those of its open contents and channels: only the offender stops. (Here half the sends are
+    the offender's: watching the whole policy too, it would trip first, on its own evidence.)"""
+    r = run('min_sends = 100\ncheck_every = "10m"\nlevels = ["content", "channel"]')
+    while "content:spring_sale" not in r.engine.store.breakers("lifecycle"):
+        r.decide({"spring_sale": 0.3})
+        assert r.n < 1500
+    for _ in range(300):  # a few hours more: the tripped content's sends stay in every channel's window
+        r.decide({"spring_sale": 0.3})
+    assert list(r.engine.store.breakers("lifecycle")) == ["content:spring_sale"]
+    # a channel that offends by itself still trips, leaving out the open content's sends
+    while "channel:push" not in r.engine.store.breakers("lifecycle"):
+        r.decide({"spring_sale": 0.3, "push": 0.3})
+        assert r.n < 5000
+    trip = r.engine.store.safety_events("lifecycle")[0]
+    assert trip["target"] == "channel:push" and trip["evidence"]["left_out"] == ["content:spring_sale"]
+    assert "leaving out the sends of content 'spring_sale' (open)" in trip["reason"]
+    assert sorted(r.engine.store.breakers("lifecycle")) == ["channel:push", "content:spring_sale"]
