@@ -1,15 +1,21 @@
 """Incidents in simulation: a content that turns offensive on a given day. The truth (and so the
-oracle) knows it from that moment on and for that content only."""
+oracle) knows it from that moment on and for that content only; the scenario policies carry the
+example policy's circuit breaker; and in a small run of the real decision code the breaker trips
+after the incident, on that content, and never before -- nor in a run where nothing changes."""
 from __future__ import annotations
 
 import time
+import tomllib
 
 import numpy as np
-from conftest import REPO_ROOT
+import pytest
+
+from conftest import POLICIES_DIR, REPO_ROOT
 from service.decision.explain import MODES
 from service.simulation.run import run_maker
 from service.simulation.truth import sigmoid
 from service.simulation.world import build_world
+from service.store import open_store
 
 SCENARIOS = REPO_ROOT / "examples" / "scenarios"
 OFFENSIVE = SCENARIOS / "offensive.toml"
@@ -62,3 +68,54 @@ def test_the_oracle_stops_sending_the_offending_content():
     assert (spring & ~after & decided).sum() > 20
     assert (spring & after & decided).sum() == 0
     assert np.allclose(run.expected[decided], run.best[decided])
+
+
+def test_the_scenario_policies_carry_the_example_policys_circuit_breaker():
+    example = tomllib.loads((POLICIES_DIR / "lifecycle.toml").read_text())["safety"]
+    for path in sorted((SCENARIOS / "policies").glob("*.toml")):
+        assert tomllib.loads(path.read_text()).get("safety") == example, path.name
+
+
+def _trips(db: str) -> list[dict]:
+    store = open_store(db)
+    try:
+        return [e for e in store.safety_events("lifecycle", 1000) if e["kind"] in ("trip", "reopen")]
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_the_breaker_trips_on_the_offending_content_after_the_incident_and_not_before(tmp_path):
+    world = build_world(OFFENSIVE, decisions=12000, seed=2)
+    incident = world.scenario.spec.incidents[0]
+    db = str(tmp_path / "offensive.db")
+    run = run_maker(world, "tactful", monotonic=time.monotonic, db=db, progress=False)
+    assert run.violations.sum() == 0
+    trips = _trips(db)
+    assert trips, "the breaker never tripped"
+    first = min(trips, key=lambda e: e["at"])
+    assert first["target"] == f"content:{incident.content}" and first["kind"] == "trip"
+    assert world.truth.start + incident.at <= first["at"] < world.ask_t[-1]  # not before the incident
+    assert {e["target"] for e in trips} == {f"content:{incident.content}"}  # nothing else
+    # once open, the content reaches only the probe share of people: far fewer sends than before
+    contents = np.array([a.content.id if a.content else "" for a in world.policy.arms])[run.arm]
+    sent = run.send & (contents == incident.content)
+    days = (world.ask_t - world.truth.start) / DAY
+    before = sent[(days >= 7) & (days < 14)].sum() / 7
+    after = sent[world.ask_t >= first["at"]].sum() / ((world.ask_t[-1] - first["at"]) / DAY)
+    assert before > 20 and after < before / 4, (before, after)
+    # without the breaker, the same decisions up to the trip (same event ids, same draws), more sends after
+    bare = run_maker(world, "no-breaker", monotonic=time.monotonic, progress=False)
+    until = world.ask_t < first["at"]
+    assert np.array_equal(bare.arm[until], run.arm[until])
+    assert (bare.send & (np.array([a.content.id if a.content else "" for a in world.policy.arms])[bare.arm]
+                         == incident.content))[~until].sum() > sent[~until].sum()
+
+
+@pytest.mark.slow
+def test_the_breaker_never_trips_where_nothing_changes(tmp_path):
+    world = build_world(SCENARIOS / "standard.toml", decisions=12000, seed=2)
+    db = str(tmp_path / "standard.db")
+    run = run_maker(world, "tactful", monotonic=time.monotonic, db=db, progress=False)
+    assert run.violations.sum() == 0 and run.send.sum() > 5000
+    assert _trips(db) == []
