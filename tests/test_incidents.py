@@ -1,9 +1,13 @@
 """Incidents in simulation: a content that turns offensive on a given day. The truth (and so the
 oracle) knows it from that moment on and for that content only; the scenario policies carry the
 example policy's circuit breaker; and in a small run of the real decision code the breaker trips
-after the incident, on that content, and never before -- nor in a run where nothing changes."""
+after the incident, on that content, and never before -- nor in a run where nothing changes; and
+the study script (scripts/breaker_study.py) runs end to end."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import tomllib
 
@@ -119,3 +123,22 @@ def test_the_breaker_never_trips_where_nothing_changes(tmp_path):
     run = run_maker(world, "tactful", monotonic=time.monotonic, db=db, progress=False)
     assert run.violations.sum() == 0 and run.send.sum() > 5000
     assert _trips(db) == []
+
+
+@pytest.mark.slow
+def test_breaker_study_script_small(tmp_path):
+    """scripts/breaker_study.py end to end, on small runs: its figures and its section."""
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "breaker_study.py"), "--small", "--seeds", "1",
+                           "--no-progress", "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "breaker.json").read_text())
+    a = data["offensive"]
+    assert a["same_decisions_until_the_first_event"]
+    assert a["runs"]["breaker"]["trip"]["day"] >= a["incident_day"]
+    assert a["runs"]["no-breaker"]["events"] == [] and a["runs"]["no-breaker"]["trip"] is None
+    assert a["saved"]["breaker"]["unsubscribes"] == (a["runs"]["no-breaker"]["unsubscribes"]
+                                                     - a["runs"]["breaker"]["unsubscribes"])
+    assert data["standard"]["false_trips"] == 0 and len(data["standard"]["seeds"]) == 1
+    section = (tmp_path / "breaker.md").read_text()
+    assert section.startswith("## Circuit breaker\n") and "0 false trips" in section
