@@ -217,7 +217,7 @@ def test_few_sends_never_trip_it_however_bad():
 def test_a_content_that_turns_bad_mid_window_trips_on_its_recent_sends(run, spans, bad_sends):
     """Regression: judged over the whole window only (spans = 1), a content clean for a window
     and then offending waited until its bad sends outweighed the window's good ones (in the
-    offensive simulation, 3 days and 1,200 sends at 5%). The latest half, quarter, ... of the
+    offensive simulation, 2.9 days and 1,120 sends at 5%). The latest half, quarter, ... of the
     window are judged too (the default, 4 spans), so it trips on a few hundred bad sends at most.
     (Sends to trip here, in 300 runs of a model of this test: 50-243 with 4 spans, 370-794 with 1.)"""
     r = run(f'window = "3d"\nmin_sends = 100\ncheck_every = "10m"\nlevels = ["content"]\nspans = {spans}')
