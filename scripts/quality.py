@@ -71,6 +71,16 @@ def reload(out: Path) -> dict:
     return {"results": results, "timings": timings}
 
 
+def kept_section(doc: str, heading: str = "## Circuit breaker") -> str:
+    """The section of docs/quality.md that another script writes (scripts/breaker_study.py
+    --docs), up to the next heading, to keep when this one rewrites the page; "" when none."""
+    start = doc.find("\n" + heading + "\n")
+    if start < 0:
+        return ""
+    end = doc.find("\n## ", start + 1)
+    return doc[start + 1:end + 1 if end >= 0 else len(doc)]
+
+
 def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
@@ -123,7 +133,8 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "# Learning quality, measured in simulation",
         "",
         "Every figure on this page was written by `scripts/quality.py`" + (" --small" if small else "") + ", which anyone can "
-        "rerun (`.venv/bin/python scripts/quality.py --docs`; CI runs `--small` through `tests/test_simulate.py`). "
+        "rerun (`.venv/bin/python scripts/quality.py --docs`; CI runs `--small` through `tests/test_simulate.py`), "
+        "except the last section, [Circuit breaker](#circuit-breaker), which `scripts/breaker_study.py --docs` writes. "
         "The simulator and the scenarios are described in [simulation.md](simulation.md). Each scenario runs "
         "every decision maker on the same population, at the same moments, with the same random draws, "
         "behind the same guardrails, through the real engine; shaped reward is the scenario policy's own "
@@ -350,7 +361,9 @@ def main() -> int:
         images.mkdir(parents=True, exist_ok=True)
         for name in PLAN:
             shutil.copy(out / name / "comparison.png", images / f"{name}.png")
-        (ROOT / "docs" / "quality.md").write_text(document(data, s, False, "quality"))
+        page = ROOT / "docs" / "quality.md"
+        kept = kept_section(page.read_text()) if page.exists() else ""
+        page.write_text(document(data, s, False, "quality") + ("\n" + kept if kept else ""))
     print(json.dumps(s, indent=2))
     return 1 if s["violations"] else 0
 

@@ -195,7 +195,7 @@ def test_a_whole_policy_tripped_holds_every_decision(run):
 @pytest.mark.parametrize("rate", [0.005, 0.01])
 def test_noise_never_trips_it(rate):
     """At half the threshold and below, 200 runs of 20,000 sends each, judged every 50 sends
-    (400 looks per run), never trip: the exact 99% lower bound and the minimum of sends hold,
+    (400 looks per run), never trip: the exact lower bound (99.75% each of 4 spans) and the minimum of sends hold,
     for rare complaints too."""
     s = Safety()
     for seed in range(200):
@@ -212,3 +212,47 @@ def test_few_sends_never_trip_it_however_bad():
     s = Safety(min_sends=200)
     assert not any(e["over"] for e in judge((199, 199, 0), s))
     assert any(e["over"] for e in judge((200, 40, 0), s))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spans, bad_sends", [(4, range(1, 300)), (1, range(300, 3000))])
+def test_a_content_that_turns_bad_mid_window_trips_on_its_recent_sends(run, spans, bad_sends):
+    """Regression: judged over the whole window only (spans = 1), a content clean for a window
+    and then offending waited until its bad sends outweighed the window's good ones (in the
+    offensive simulation, 2.9 days and 1,120 sends at 5%). The latest half, quarter, ... of the
+    window are judged too (the default, 4 spans), so it trips on a few hundred bad sends at most.
+    (Sends to trip here, in 300 runs of a model of this test: 50-243 with 4 spans, 370-794 with 1.)"""
+    r = run(f'window = "3d"\nmin_sends = 100\ncheck_every = "10m"\nlevels = ["content"]\nspans = {spans}')
+    for _ in range(3 * 1440):  # a clean window: one decision a minute, half of them sending the content
+        r.decide({"spring_sale": 0.002})
+    assert not r.engine.store.breakers("lifecycle")
+    clean = r.sends_of("spring_sale")
+    while not r.engine.store.breakers("lifecycle"):
+        r.decide({"spring_sale": 0.1})
+        assert r.n < 3 * 1440 + 6000
+    assert list(r.engine.store.breakers("lifecycle")) == ["content:spring_sale"]
+    assert r.sends_of("spring_sale") - clean in bad_sends, (clean, r.sends_of("spring_sale") - clean)
+
+
+@pytest.mark.slow
+def test_an_open_content_breaker_does_not_trip_its_channels_or_the_policy_on_the_same_sends(run):
+    """Regression: a content tripped, and then its own sends, still in the window, tripped its
+    channels and the whole policy too (in the offensive simulation, the email channel 2.6 days
+    later). A channel leaves out the sends of its contents whose breakers are open, the policy
+    those of its open contents and channels: only the offender stops. (Here half the sends are
+    the offender's: watching the whole policy too, it would trip first, on its own evidence.)"""
+    r = run('min_sends = 100\ncheck_every = "10m"\nlevels = ["content", "channel"]')
+    while "content:spring_sale" not in r.engine.store.breakers("lifecycle"):
+        r.decide({"spring_sale": 0.3})
+        assert r.n < 1500
+    for _ in range(300):  # a few hours more: the tripped content's sends stay in every channel's window
+        r.decide({"spring_sale": 0.3})
+    assert list(r.engine.store.breakers("lifecycle")) == ["content:spring_sale"]
+    # a channel that offends by itself still trips, leaving out the open content's sends
+    while "channel:push" not in r.engine.store.breakers("lifecycle"):
+        r.decide({"spring_sale": 0.3, "push": 0.3})
+        assert r.n < 5000
+    trip = r.engine.store.safety_events("lifecycle")[0]
+    assert trip["target"] == "channel:push" and trip["evidence"]["left_out"] == ["content:spring_sale"]
+    assert "leaving out the sends of content 'spring_sale' (open)" in trip["reason"]
+    assert sorted(r.engine.store.breakers("lifecycle")) == ["channel:push", "content:spring_sale"]

@@ -42,6 +42,9 @@ def _scenario_with(tmp_path, edit) -> str:
     return str(path)
 
 
+INCIDENT = '\n[[incidents]]\ncontent = "spring_sale"\nat = "14d"\nunsubscribe = 3.0\ncomplaint = 1.0\n'
+
+
 @pytest.mark.parametrize("edit, key, reason", [
     (lambda t: t.replace("share = 0.35", "share = 0.45", 1), "segments", "add up to 1.1, not 1"),
     (lambda t: t.replace("promotion = 1.2", "promo = 1.2", 1), "segments[1].topics.promo", "unknown topic 'promo'"),
@@ -51,6 +54,13 @@ def _scenario_with(tmp_path, edit) -> str:
      "segments[0].regions[1].timezone", "not an IANA time zone"),
     (lambda t: t.replace("[consent]", "[consent]\nfax = 0.5"), "consent.fax", "unknown channel 'fax'"),
     (lambda t: t + '\n[[drift]]\nsegment = "nobody"\nat = "14d"\n', "drift[0].segment", "unknown segment 'nobody'"),
+    (lambda t: t + INCIDENT.replace("spring_sale", "summer_sale"), "incidents[0].content",
+     "unknown content 'summer_sale'"),
+    (lambda t: t + INCIDENT.replace('"14d"', '"28d"'), "incidents[0].at", "after the run ends (28 days)"),
+    (lambda t: t + INCIDENT.replace('"14d"', '"two weeks"'), "incidents[0].at", "is not a duration"),
+    (lambda t: t + INCIDENT.replace("unsubscribe = 3.0", "unsubscribe = 0").replace("complaint = 1.0", ""),
+     "incidents[0]", "shifts the unsubscribe or the complaint hazard"),
+    (lambda t: t + INCIDENT + "clicks = -1.0\n", "incidents[0].clicks", "unknown key"),
 ])
 def test_bad_scenarios_name_file_key_and_reason(tmp_path, edit, key, reason):
     path = _scenario_with(tmp_path, edit)
@@ -69,11 +79,12 @@ def test_cli_reports_a_bad_scenario_clearly(tmp_path):
 
 
 def test_shipped_scenarios_load():
-    for name in ("standard", "fatigue-heavy", "drift"):
+    for name in ("standard", "fatigue-heavy", "drift", "offensive"):
         sc = load_scenario(SCENARIOS / f"{name}.toml")
         assert sc.name == name
         assert sc.policy_path.exists()
     assert load_scenario(SCENARIOS / "drift.toml").spec.drift
+    assert load_scenario(SCENARIOS / "offensive.toml").spec.incidents
 
 
 # -- the independent check --------------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 A policy with a `[safety]` table (service/policy/spec.py `Safety`, docs/guardrails.md) is watched
 over a sliding window of its sends: the unsubscribe and complaint rates per content, per channel
-and for the whole policy. A rate trips its breaker when at least `min_sends` sends are counted
-and the rate's one-sided lower confidence bound (Clopper and Pearson's exact interval, which
-stays honest for a handful of rare complaints) is above the threshold -- so a few unlucky sends
-never trip it, and a content whose rate is truly twice the threshold trips after a few hundred.
+and for the whole policy. A rate trips its breaker when, over the window or one of its latest
+spans (half, quarter, ...: `spans` of them, so that a content turning bad mid-window trips on its
+recent sends rather than once they outnumber the window's good ones), at least `min_sends`
+sends are counted and the rate's one-sided lower confidence bound (Clopper and Pearson's exact
+interval, which stays honest for a handful of rare complaints; at `1 - (1 - confidence) / spans`
+each, so that the spans together keep the policy's confidence) is above the threshold -- so a
+few unlucky sends never trip it, and a content whose rate is truly twice the threshold trips
+after a few hundred.
 
 An open breaker is a row of `arm_state` (service/store/safety.py) that the guardrails read with
 each person's state: its content's or channel's arms are removed with reason `circuit_breaker`
@@ -51,11 +55,15 @@ def label(what: str) -> str:
     return "the policy" if kind == "policy" else f"{kind} {name!r}"
 
 
-def tally(policy: Policy, what: str, per_arm: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
-    """Sends, unsubscribes and complaints of what `what` watches, from the per-arm counts."""
+def tally(policy: Policy, what: str, per_arm: dict[str, tuple[int, int, int]],
+          skip: frozenset[str] = frozenset()) -> tuple[int, int, int]:
+    """Sends, unsubscribes and complaints of what `what` watches, from the per-arm counts, leaving
+    out the arms in `skip`."""
     kind, _, name = what.partition(":")
     sends = unsub = compl = 0
     for arm_id, (n, u, c) in per_arm.items():
+        if arm_id in skip:
+            continue
         i = policy.arm_index.get(arm_id)
         arm = policy.arms[i] if i is not None else None
         if kind == "policy" or (arm is not None and (
@@ -65,17 +73,48 @@ def tally(policy: Policy, what: str, per_arm: dict[str, tuple[int, int, int]]) -
     return sends, unsub, compl
 
 
-def judge(counts: tuple[int, int, int], s: Safety) -> list[dict]:
-    """Each rate's evidence: events, sends, point estimate, exact bounds at the policy's
-    confidence (each one-sided), the threshold, and whether it is surely over or surely under."""
+def span_confidence(s: Safety) -> float:
+    """The one-sided level each of the `spans` judged spans is held to (Bonferroni): together they
+    trip a rate that is truly at its threshold with at most the policy's 1 - confidence."""
+    return 1 - (1 - s.confidence) / s.spans
+
+
+def spans(s: Safety, now: float, start: float) -> list[float]:
+    """Where the judged spans start, longest first: the window (from `start`, which a close or a
+    reset may have moved later), then its latest half, quarter, ... (those after `start`)."""
+    out = [start]
+    for i in range(1, s.spans):
+        t = now - s.window / 2 ** i
+        if t > out[-1]:
+            out.append(t)
+    return out
+
+
+def answered(policy: Policy, what: str, opened: set[str]) -> tuple[list[str], frozenset[str]]:
+    """The open breakers below `what` (a channel's contents; the policy's contents and channels)
+    and their arms, whose sends `what` leaves out: an offending content already stopped must not
+    trip its channel or the whole policy too, on the same sends."""
+    kind = what.partition(":")[0]
+    below = [w for w in sorted(opened) if (kind == "channel" and w.startswith("content:"))
+             or (kind == "policy" and w.startswith(("content:", "channel:")))]
+    arms = frozenset(a.id for a in policy.arms if not a.hold and (
+        f"content:{a.content.id}" in below or f"channel:{a.channel}" in below))
+    return below, arms
+
+
+def judge(counts: tuple[int, int, int], s: Safety, confidence: float | None = None) -> list[dict]:
+    """Each rate's evidence: events, sends, point estimate, exact bounds at `confidence` (each
+    one-sided; by default a span's, `span_confidence`), the threshold, and whether it is surely
+    over or surely under."""
     sends = counts[0]
+    confidence = span_confidence(s) if confidence is None else confidence
     out = []
     for (rate, key), events in zip(RATES, counts[1:]):
         threshold = getattr(s, key)
-        lower, upper = clopper_pearson(events, sends, 2 * (1 - s.confidence)) if sends else (0.0, 1.0)
+        lower, upper = clopper_pearson(events, sends, 2 * (1 - confidence)) if sends else (0.0, 1.0)
         enough = sends >= s.min_sends
         out.append({"rate": rate, "events": events, "sends": sends, "point": events / sends if sends else None,
-                    "lower": lower, "upper": upper, "confidence": s.confidence, "threshold": threshold,
+                    "lower": lower, "upper": upper, "confidence": confidence, "threshold": threshold,
                     "over": enough and lower > threshold, "under": enough and upper < threshold})
     return out
 
@@ -109,35 +148,43 @@ class CircuitBreaker:
                 counts[t] = self.store.breaker_counts(policy.name, t)
             return counts[t]
 
+        opened = {w for w, st in states.items() if st["status"] == "open"}
         changes = []
-        for what in targets(policy, s.levels):
+        for what in targets(policy, s.levels):  # contents first: what they answer for, channels leave out
             st = states.get(what)
+            below, skip = answered(policy, what, opened)
             if st is not None and st["status"] == "open":
                 if st["probe_from"] is None or now < st["probe_from"]:
                     continue  # open until reset, or still cooling off
-                evidence = judge(tally(policy, what, since(st["probe_from"])), s)
+                evidence = judge(tally(policy, what, since(st["probe_from"]), skip), s, s.confidence)  # one span
                 if all(e["under"] for e in evidence):
                     changes.append(self._close(policy, what, evidence, st["probe_from"], now))
+                    opened.discard(what)
                 elif any(e["over"] for e in evidence):
-                    changes.append(self._open(policy, what, evidence, st["probe_from"], now, "reopen"))
+                    changes.append(self._open(policy, what, evidence, st["probe_from"], now, "reopen", below))
             else:
                 start = now - s.window if st is None else max(now - s.window, st["since"])
-                evidence = judge(tally(policy, what, since(start)), s)
-                if any(e["over"] for e in evidence):
-                    changes.append(self._open(policy, what, evidence, start, now, "trip"))
+                for t in spans(s, now, start):
+                    evidence = judge(tally(policy, what, since(t), skip), s)
+                    if any(e["over"] for e in evidence):
+                        changes.append(self._open(policy, what, evidence, t, now, "trip", below))
+                        opened.add(what)
+                        break
         return changes
 
-    def _open(self, policy: Policy, what: str, evidence: list[dict], start: float, now: float, kind: str) -> dict:
+    def _open(self, policy: Policy, what: str, evidence: list[dict], start: float, now: float, kind: str,
+              below: list[str]) -> dict:
         s = policy.spec.safety
         e = max((e for e in evidence if e["over"]), key=lambda e: e["lower"] / e["threshold"])
         probe_from = now + s.probe_after if s.probe_after is not None else None
+        aside = f", leaving out the sends of {', '.join(label(w) for w in below)} (open)" if below else ""
         detail = (f"circuit breaker: the {e['rate']} rate of {label(what)} is {e['point']:.2%} ({e['events']} of "
-                  f"{e['sends']} sends since {to_rfc3339(start)}; {e['confidence']:.0%} lower bound "
+                  f"{e['sends']} sends since {to_rfc3339(start)}{aside}; {100 * e['confidence']:g}% lower bound "
                   f"{e['lower']:.2%}), above the threshold {e['threshold']:.2%}; open since {to_rfc3339(now)}"
                   + (f", probing {s.probe_share:.0%} of people from {to_rfc3339(probe_from)}" if probe_from
                      else ", until an operator resets it"))
         self.store.set_breaker(policy.name, what, "open", probe_from, detail, kind,
-                               {"rates": evidence, "since": start}, None, now)
+                               {"rates": evidence, "since": start, "left_out": below}, None, now)
         log.warning("policy %s: %s", policy.name, detail)
         return {"target": what, "kind": kind, "detail": detail}
 

@@ -278,13 +278,18 @@ class Safety(_Frozen):
     """The circuit breaker (docs/guardrails.md): over the last `window` of sends, the unsubscribe
     and complaint rates per content, per channel and for the whole policy. A rate trips its
     breaker only on a strong signal: at least `min_sends` sends, and the rate's one-sided lower
-    confidence bound (Clopper-Pearson, at `confidence`) above its threshold. A tripped content or channel
+    confidence bound (Clopper-Pearson, at `confidence`, shared by the `spans` trailing spans
+    judged: the window, its latest half, quarter, ...) above its threshold. A tripped content or channel
     loses its arms in every decision (reason `circuit_breaker`); a tripped policy holds every
     decision. It stays open until an operator resets it, or, with `probe_after`, probes again
     after that cool-off with `probe_share` of people, and closes once `min_sends` probe sends
     show the rate's upper bound under the threshold (it opens again if their lower bound is over)."""
 
     window: float = 7 * 86400.0
+    # the window and its latest half, quarter, ...: `spans` trailing spans judged each, so that a
+    # content that turns bad mid-window trips on its recent sends instead of waiting for the bad
+    # ones to outnumber the window's good ones (each span at 1 - (1 - confidence) / spans)
+    spans: int = Field(default=4, ge=1, le=8)
     min_sends: int = Field(default=200, ge=1)
     confidence: float = Field(default=0.99, gt=0.5, lt=1)
     max_unsubscribe_rate: float = Field(default=0.02, gt=0, le=1)

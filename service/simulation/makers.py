@@ -2,6 +2,7 @@
 
     tactful         the policy as written: the real engine and the real online learner
     fatigue-blind   the same, with the reward reduced to clicks (no fatigue term, no penalties)
+    no-breaker      the same, without the policy's `[safety]` table: no circuit breaker
     thompson, static-best, uniform, oracle   baselines (models/baselines.py), plugged in where the
                     engine's VW model scores the allowed arms: same engine, same guardrails, same
                     decision log
@@ -24,8 +25,8 @@ from service.policy import Policy, parse_policy
 from service.simulation.errors import SimulationError
 from service.simulation.world import World
 
-MAKERS = ("tactful", "fatigue-blind", "thompson", "static-best", "uniform", "oracle")
-LEARNERS = ("tactful", "fatigue-blind")  # the makers that decide with the policy's own VW model
+MAKERS = ("tactful", "fatigue-blind", "no-breaker", "thompson", "static-best", "uniform", "oracle")
+LEARNERS = ("tactful", "fatigue-blind", "no-breaker")  # the makers that decide with the policy's own VW model
 
 
 def check_maker(name: str) -> None:
@@ -47,6 +48,22 @@ def fatigue_blind(data: dict, path: str) -> Policy:
     reward["min"], reward["max"] = 0.0, 1.0
     d["reward"] = reward
     return parse_policy(d, f"{path} (fatigue-blind)", default_name=Path(path).stem)
+
+
+def without_breaker(data: dict, path: str) -> Policy:
+    """The same policy without its `[safety]` table: no circuit breaker watches it."""
+    d = json.loads(json.dumps(data, default=str))
+    d.pop("safety", None)
+    return parse_policy(d, f"{path} (no breaker)", default_name=Path(path).stem)
+
+
+TWINS = {"fatigue-blind": fatigue_blind, "no-breaker": without_breaker}  # the policy, edited
+
+
+def maker_policy(name: str, world: World) -> Policy:
+    """The policy a decision maker runs: the world's own, or its twin's edit of it."""
+    twin = TWINS.get(name)
+    return twin(world.policy_data, world.policy.path) if twin else world.policy
 
 
 def make_baseline(name: str, world: World, seed: int):

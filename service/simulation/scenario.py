@@ -119,6 +119,23 @@ class Drift(_Frozen):
     _hours = field_validator("hours")(lambda cls, v: _hours_ok(v))
 
 
+class Incident(_Frozen):
+    """From `at` (after the start) on, sends of `content` offend: `unsubscribe` and `complaint`
+    are added to the logits of that content's unsubscribe and complaint hazards (truth.py)."""
+    content: str
+    at: float
+    unsubscribe: float = 0.0
+    complaint: float = 0.0
+
+    _at = field_validator("at", mode="before")(lambda cls, v: _duration(v))
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "Incident":
+        if self.unsubscribe == 0 and self.complaint == 0:
+            raise ValueError("an incident shifts the unsubscribe or the complaint hazard (a logit shift, e.g. 3.0)")
+        return self
+
+
 class Hazard(_Frozen):
     base: float = -7.0
     pressure: float = Field(default=0.0, ge=0)
@@ -165,6 +182,7 @@ class ScenarioSpec(_Frozen):
     complaint: Hazard = Hazard(base=-9.0)
     segments: tuple[Segment, ...] = Field(min_length=1)
     drift: tuple[Drift, ...] = ()
+    incidents: tuple[Incident, ...] = ()
 
     _le = field_validator("learn_every", mode="before")(lambda cls, v: _duration(v))
 
@@ -194,6 +212,9 @@ class ScenarioSpec(_Frozen):
                 raise KeyedError(f"drift[{i}].segment", f"unknown segment {d.segment!r} (segments: {', '.join(names)})")
             if d.at >= self.days * 86400:
                 raise KeyedError(f"drift[{i}].at", f"the drift happens after the run ends ({self.days:g} days)")
+        for i, inc in enumerate(self.incidents):
+            if inc.at >= self.days * 86400:
+                raise KeyedError(f"incidents[{i}].at", f"the incident happens after the run ends ({self.days:g} days)")
         return self
 
 

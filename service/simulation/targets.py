@@ -20,8 +20,8 @@ from service.decision.engine import DecideInput, OutcomeInput
 from service.decision.modelcache import ModelCache
 from service.runtime import build_engine, build_learner, numbered_ids
 from service.simulation.errors import SimulationError
-from service.simulation.makers import (LEARNERS, AfterLearning, Phase, Scorer, ScorerCache, fatigue_blind,
-                                       make_baseline)
+from service.simulation.makers import (LEARNERS, AfterLearning, Phase, Scorer, ScorerCache, make_baseline,
+                                       maker_policy)
 from service.simulation.world import World
 from service.store import open_store
 from service.times import parse_time, to_rfc3339
@@ -59,14 +59,16 @@ class InProcess:
 
     def __init__(self, world: World, maker: str, db: str, seed: int, monotonic: Callable[[], float]):
         self.world = world
-        policy = fatigue_blind(world.policy_data, world.policy.path) if maker == "fatigue-blind" else world.policy
+        policy = maker_policy(maker, world)
         self.policy = policy
         self.policies = {policy.name: policy}
         self.store = open_store(db, secret=f"tactful-simulation-{seed}")  # same keys, same holdout group, every run
         if self.store.decision_count():
             raise SimulationError(f"--db {db} already holds decisions: give a new file")
         self.clock = ManualClock(float(min([world.ask_t[0], *world.warm_t[:1]])) - 1.0)
-        new_id = numbered_ids(f"{maker[:6]}{seed:x}-", 8)  # reproducible event ids
+        # reproducible event ids; `no-breaker` takes Tactful's, hence its draws: the two runs are
+        # the same until a breaker first acts
+        new_id = numbered_ids(f"{('tactful' if maker == 'no-breaker' else maker)[:6]}{seed:x}-", 8)
         self.scorer: Scorer | None = None
         self.learner = None
         self.ready = self.learned = 0
@@ -112,6 +114,9 @@ class InProcess:
             self.ready += len(feedback)
             if self.ready > self.learned:
                 self.learned += self.learner.step(self.policy.name, limit=self.ready - self.learned)
+            else:  # nothing to learn: the checks the service's learner runs on every tick (the breaker)
+                for check in self.learner.every_tick:
+                    check(self.policy, t)
         else:
             self.scorer.maker.learn(feedback)
 

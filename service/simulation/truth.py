@@ -8,12 +8,13 @@ segment g, delivered at local hour h, with contact pressure P:
     P(click)         = sigmoid(z)
     P(open)          = sigmoid(z + response.open_lift)           (a click implies an open)
     P(convert)       = P(click) * convert[k]
-    P(unsubscribe)   = sigmoid(u.base + u.pressure * P + u.irrelevance * max(0, -r))
+    P(unsubscribe)   = sigmoid(u.base + u.pressure * P + u.irrelevance * max(0, -r) + incidents.unsubscribe[c])
     P(complaint)     = same shape with its own coefficients, on the channels it names;
                        a complaint also unsubscribes the person from the channel
     P = sum over the person's earlier sends of 0.5 ** (age / fatigue.half_life)
 
-Drift replaces some of a segment's parameters from a given time on. `sample_outcomes` draws
+Drift replaces some of a segment's parameters from a given time on; an incident shifts one
+content's hazards (for every segment) from a given time on. `sample_outcomes` draws
 what one person does after one send (and when) from these probabilities and the ask's uniform
 draws. Nothing here imports Flask or the store: the same truth drives the simulator, the oracle
 and notebooks.
@@ -117,6 +118,11 @@ class Truth:
             prev[self.segment_index[d.segment]] = self._segment_truth(current[d.segment])
             self.epochs.append((d.at, prev))
         self.start = spec.start.timestamp()
+        # incidents: (start offset in seconds, unsubscribe logit shift per arm, complaint logit shift per arm)
+        self.incidents = [(inc.at, np.array([inc.unsubscribe if a.content == inc.content else 0.0 for a in self.arms]),
+                           np.array([inc.complaint if a.content == inc.content else 0.0 for a in self.arms]))
+                          for inc in spec.incidents]
+        self._no_shift = np.zeros(len(self.arms))
 
     # names in the scenario must be names of the policy ------------------------------------
 
@@ -137,6 +143,10 @@ class Truth:
             check("consent", [ch], channels, "channel")
         for hz in ("unsubscribe", "complaint"):
             check(f"{hz}.channels", getattr(sc.spec, hz).channels, channels, "channel")
+        for i, inc in enumerate(sc.spec.incidents):
+            if inc.content not in contents:
+                raise sc.error(f"incidents[{i}].content", f"unknown content {inc.content!r} "
+                                                          f"(the policy has: {', '.join(sorted(contents))})")
         prefs = [(f"segments[{i}]", s) for i, s in enumerate(sc.spec.segments)]
         prefs += [(f"drift[{i}]", d) for i, d in enumerate(sc.spec.drift)]
         for key, p in prefs:
@@ -180,6 +190,15 @@ class Truth:
                 current = segs
         return current[segment]
 
+    def hazard_shifts(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """The incidents' logit shifts of the unsubscribe and complaint hazards per arm, at `t`."""
+        offset = t - self.start
+        unsub, complaint = self._no_shift, self._no_shift
+        for at, u, c in self.incidents:
+            if offset >= at:
+                unsub, complaint = unsub + u, complaint + c
+        return unsub, complaint
+
     # probabilities and the expected shaped reward -----------------------------------------
 
     def probabilities(self, segment: int, t: float, arms: np.ndarray, local_hour: np.ndarray,
@@ -194,8 +213,10 @@ class Truth:
         convert = click * st.convert[arms]
         u, c = spec.unsubscribe, spec.complaint
         irr = st.irrelevance[arms]
-        unsub = sigmoid(u.base + u.pressure * pressure + u.irrelevance * irr) * self.unsub_mask[arms]
-        complaint = sigmoid(c.base + c.pressure * pressure + c.irrelevance * irr) * self.complaint_mask[arms]
+        u_shift, c_shift = self.hazard_shifts(t)
+        unsub = sigmoid(u.base + u.pressure * pressure + u.irrelevance * irr + u_shift[arms]) * self.unsub_mask[arms]
+        complaint = (sigmoid(c.base + c.pressure * pressure + c.irrelevance * irr + c_shift[arms])
+                     * self.complaint_mask[arms])
         return {"open": opened, "click": click, "convert": convert, "unsubscribe": unsub, "complaint": complaint}
 
     def expected_reward(self, probs: Mapping[str, np.ndarray], fatigue_contacts: int) -> np.ndarray:
