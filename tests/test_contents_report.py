@@ -64,7 +64,7 @@ def test_a_clearly_worse_content_is_marked_and_an_unlucky_one_is_not(logged):
         assert by["win_back"]["vs_best"]["hi"] < 0 and by["win_back"]["vs_hold"]["hi"] < 0
         unlucky = by["bundle_offer"]
         assert unlucky["decisions"] == 60 and not unlucky["retire"]
-        assert unlucky["vs_hold"]["lo"] < 0 < unlucky["vs_hold"]["hi"]  # too few sends to tell it from holding
+        assert unlucky["vs_hold"]["lo"] < 0 or unlucky["vs_best"]["hi"] >= 0  # never surely worse than both
         assert all(not e["retire"] for cid, e in by.items() if cid != "win_back")
 
         r = app.test_client().get("/v1/policies/lifecycle/contents/report")
