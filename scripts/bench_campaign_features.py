@@ -3,7 +3,7 @@ VW model, the example policy): a decide without a request id, with a new one (th
 more statement in the decision's transaction, and the answer is stored), the repeat of one (one
 read, no decision), a decide restricted to an eligible set, and a delivery report that releases.
 
-    python scripts/bench_campaign.py [--n 500]
+    python scripts/bench_campaign_features.py [--n 500]
 
 Prints a table of microseconds (p50, p99) per operation; docs/benchmarks.md records a run.
 """
