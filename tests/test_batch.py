@@ -4,6 +4,7 @@ batch, the probabilities logged, the contacts reserved, request ids -- on both b
 invalid request gets its own problem in its place; a batch over the limit is a 413."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,31 @@ def test_a_batch_takes_request_ids_not_the_idempotency_header(client):
 def test_an_unknown_policy_is_a_404_for_the_whole_batch(client):
     r = client.post("/v1/policies/nope/decide/batch", json={"requests": [{"user_id": "u1"}]})
     assert r.status_code == 404 and r.json["field"] == "policy"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batches_and_single_decides_racing_for_one_person_send_once(backend, tmp_path):
+    """Check-and-reserve stays atomic with batches: batches and single decides for the same
+    person, at once from several threads, pass a cap that allows one send exactly once."""
+    with store_address(backend, tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            engine.people.set_consent("carol", {"push": True, "email": False, "sms": False, "in_app": False},
+                                      "test", None)
+            carol = DecideInput("carol", {"segment": "s"})
+            others = [DecideInput(f"o{i}", {"segment": "s"}) for i in range(5)]
+
+            def batch(i: int) -> list:
+                return engine.decide_batch("lifecycle", [carol, *others, carol, carol])
+
+            def single(i: int) -> list:
+                return [engine.decide("lifecycle", carol) for _ in range(4)]
+
+            with ThreadPoolExecutor(max_workers=6) as pool:
+                answers = [a for out in pool.map(lambda i: (batch if i % 2 else single)(i), range(12)) for a in out]
+            mine = [a for a in answers if "event_id" in a]
+            assert len(mine) == len(answers) == 6 * 8 + 6 * 4
+            contacts = engine.people.person("carol")["contacts"]
+            assert len(contacts) == 1 and contacts[0]["channel"] == "push", contacts
+        finally:
+            engine.store.close()

@@ -150,9 +150,11 @@ _COMMIT = ("SELECT tactful_commit_decision(%s::text, %s::text, %s::text, %s::flo
            " %s::bigint, %s::text, %s::bigint, %s::text, %s::text, %s::text, %s::float8)")
 
 
-# every person of a batch locked at once, in the order of their keys
-_LOCK_PEOPLE = ("SELECT count(pg_advisory_xact_lock(hashtextextended('person:' || k, 0)))"
-                " FROM (SELECT unnest(%s::text[]) AS k ORDER BY 1) AS people")
+# the learning barrier (shared) and every person of a batch, locked at once, in the order the
+# commit function takes them (the barrier first) and in the order of the people's keys
+_LOCK_PEOPLE = (f"SELECT pg_advisory_xact_lock_shared({pg_schema.BARRIER[0]}, {pg_schema.BARRIER[1]}),"
+                " (SELECT count(pg_advisory_xact_lock(hashtextextended('person:' || k, 0)))"
+                " FROM (SELECT unnest(%s::text[]) AS k ORDER BY 1) AS people)")
 
 
 class _Stale(Exception):
@@ -270,9 +272,11 @@ class PostgresStore(Store):
 
     def commit_decisions(self, batch: list[tuple[Decision, tuple | None, tuple[str, int] | None,
                                                   RequestClaim | None]]) -> bool:
-        """Many decisions in one transaction: the people's locks taken first, in one order for
-        every transaction (two batches naming the same people cannot deadlock), then each decision
-        through `tactful_commit_decision`, pipelined (one flush, not a round trip each)."""
+        """Many decisions in one transaction: the learning barrier and the people's locks taken
+        first, in the order single decides take them and in one order of people for every batch
+        (two batches naming the same people cannot deadlock, nor a batch and a single decide),
+        then each decision through `tactful_commit_decision`, pipelined (one flush, not a round
+        trip each)."""
         keys = sorted({d.person_key for d, *_ in batch if d.person_key is not None})
         params = [_commit_params(d, marker, budget, claim) for d, marker, budget, claim in batch]
         try:
