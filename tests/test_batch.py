@@ -42,7 +42,8 @@ def logged(engine, event_id: str) -> dict:
     return {k: v for k, v in vars(d).items() if k != "seq"}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.slow) if b == "postgresql" else b
+                                     for b in BACKENDS])  # on PostgreSQL about 2 s
 def test_a_batch_gives_the_decisions_single_decides_give(backend, tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "batch").mkdir()
