@@ -1,0 +1,226 @@
+"""Azure Personalizer's REST API on Tactful, in process: Rank with per-request actions, Reward,
+Activate, multi-slot, configuration, the model, evaluations, errors in Personalizer's shape, the
+subscription key. Real app, real SQLite file, real VW, the real online learner; the official
+clients drive a real `tactful serve` in tests/test_personalizer_e2e.py."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import POLICIES_DIR, REPO_ROOT
+from service.api.app import create_app
+from service.api.auth import create_key
+from service.clock import ManualClock
+from service.policy import load_policy
+from service.runtime import build_learner
+
+START = 1_780_000_000.0
+LOOP = REPO_ROOT / "examples" / "personalizer" / "personalizer.toml"
+ACTIONS = [{"id": "news", "features": [{"topic": "news", "length": 3}]},
+           {"id": "sport", "features": [{"topic": "sport"}, {"length": 1}]}]
+PREFERS = {"morning": "news", "evening": "sport"}
+
+
+@pytest.fixture
+def loop(tmp_path):
+    clock = ManualClock(START)
+    policies = {p.name: p for p in (load_policy(LOOP), load_policy(POLICIES_DIR / "lifecycle.toml"))}
+    app = create_app({"DB": str(tmp_path / "p.db"), "POLICIES": policies, "CLOCK": clock, "ACCESS_LOG": False,
+                      "MODEL_REFRESH_SECONDS": 0})
+    yield app, app.test_client(), clock
+    app.extensions["tactful"].store.close()
+
+
+def rank(client, context: str | None = None, path="/personalizer/rank?api-version=2022-09-01-preview", **extra):
+    body = {"contextFeatures": [{"time": context or "morning"}], "actions": ACTIONS} | extra
+    return client.post(path, json=body)
+
+
+def assert_error(r, status: int, code: str, target: str | None = None):
+    assert r.status_code == status, r.data
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.json["error"]["code"] == code and r.json["error"]["message"]
+    if target is not None:
+        assert r.json["error"]["target"] == target
+
+
+def learner(app, clock):
+    engine = app.extensions["tactful"]
+    return build_learner(engine.store, engine.policies, clock)
+
+
+def test_rank_answers_in_both_url_forms_and_a_retry_is_the_same_event(loop):
+    _, client, _ = loop
+    first = rank(client, eventId="e1", excludedActions=["sport"])
+    assert first.status_code == 201
+    assert first.json["eventId"] == "e1" and first.json["rewardActionId"] == "news"
+    assert first.json["ranking"] == [{"id": "news", "probability": 1.0}, {"id": "sport", "probability": 0.0}]
+    for path in ("/personalizer/v1.0/rank", "/personalizer/rank"):  # the doubled slash: over HTTP, in the e2e test
+        again = rank(client, path=path, eventId="e1", excludedActions=["sport"])
+        assert again.status_code == 201 and again.json == first.json
+    assert_error(rank(client, "evening", eventId="e1"), 409, "Conflict", "eventId")
+    fresh = rank(client, path="/personalizer/v1.0/rank")
+    assert fresh.status_code == 201 and fresh.json["eventId"] != "e1"
+    assert sum(a["probability"] for a in fresh.json["ranking"]) == pytest.approx(1.0)
+    assert fresh.json["ranking"][0]["id"] == fresh.json["rewardActionId"]
+
+
+def test_bad_input_is_answered_in_personalizers_error_shape(loop):
+    _, client, _ = loop
+    assert_error(client.post("/personalizer/rank", json={"actions": []}), 400, "BadArgument", "actions")
+    assert_error(rank(client, excludedActions=["news", "sport"]), 400, "BadArgument", "excludedActions")
+    assert_error(client.post("/personalizer/rank", json={"actions": [{"id": "a"}, {"id": "a"}]}), 400,
+                 "BadArgument", "actions[1].id")
+    assert_error(rank(client, deferActivation="yes"), 400, "BadArgument", "deferActivation")
+    event = rank(client).json["eventId"]
+    assert_error(client.post(f"/personalizer/events/{event}/reward", json={"value": 2}), 400, "BadArgument", "value")
+    assert_error(client.post("/personalizer/events/nope/reward", json={"value": 1}), 404, "ResourceNotFound",
+                 "eventId")
+    assert_error(client.get("/personalizer/nowhere"), 404, "ResourceNotFound")
+    assert_error(client.delete("/personalizer/logs"), 501, "NotSupported")
+    assert_error(client.get("/personalizer/featureImportances"), 501, "NotSupported")
+    decide = client.post("/v1/policies/personalizer/decide", json={"user_id": "u1", "context": {}})
+    assert decide.status_code == 409 and "/personalizer/rank" in decide.json["detail"]  # Tactful's own shape
+
+
+def test_the_learner_learns_each_contexts_preference_from_the_logged_actions(loop):
+    """Two contexts, two actions: the online learner learns from the actions and features logged
+    with each event (there is no catalogue), and Rank then serves each context its preference."""
+    app, client, clock = loop
+    for i in range(300):
+        context = ("morning", "evening")[i % 2]
+        r = rank(client, context).json
+        reward = 1.0 if r["rewardActionId"] == PREFERS[context] else 0.0
+        assert client.post(f"/personalizer/events/{r['eventId']}/reward", json={"value": reward}).status_code == 204
+    clock.advance(601)
+    assert learner(app, clock).step("personalizer") == 300
+    client.put("/personalizer/configurations/service", json={"explorationPercentage": 0.0})
+    for context, preferred in PREFERS.items():
+        r = rank(client, context).json
+        assert r["rewardActionId"] == preferred and r["ranking"][0]["probability"] == 1.0
+    event = client.get(f"/v1/events/{r['eventId']}").json  # Tactful's explanation of a Rank event
+    assert event["policy"] == "personalizer" and event["explanation"]["history"]["personalizer"]["actions"]
+
+
+def test_deferred_events_are_learned_only_once_activated(loop):
+    app, client, clock = loop
+    kept = rank(client, eventId="kept", deferActivation=True).json
+    dropped = rank(client, eventId="dropped", deferActivation=True).json
+    assert client.post("/personalizer/events/kept/activate").status_code == 204
+    for r in (kept, dropped):
+        client.post(f"/personalizer/events/{r['eventId']}/reward", json={"value": 1.0})
+    clock.advance(601)
+    assert learner(app, clock).step("personalizer") == 2
+    note = json.loads(app.extensions["tactful"].store.versions("personalizer")[-1]["note"])
+    assert note["decisions"] == 2 and note["skipped"] == 1
+    assert_error(client.post("/personalizer/events/nope/activate"), 404, "ResourceNotFound")
+
+
+def test_multislot_rank_gives_each_slot_its_own_action_and_takes_rewards_per_slot(loop):
+    app, client, clock = loop
+    body = {"contextFeatures": [{"time": "morning"}], "actions": ACTIONS + [{"id": "music", "features": []}],
+            "slots": [{"id": "hero", "baselineAction": "sport", "features": [{"size": "large"}]},
+                      {"id": "side", "baselineAction": "news", "excludedActions": ["music"]}],
+            "eventId": "m1", "deferActivation": True}
+    r = client.post("/personalizer/multislot/rank", json=body)
+    assert r.status_code == 201 and r.json["eventId"] == "m1"
+    chosen = {s["id"]: s["rewardActionId"] for s in r.json["slots"]}
+    assert set(chosen) == {"hero", "side"} and chosen["hero"] != chosen["side"] and chosen["side"] != "music"
+    assert client.post("/personalizer/multislot/rank", json=body).json == r.json  # a retry
+    rewards = {"reward": [{"slotId": "hero", "value": 1.0}, {"slotId": "side", "value": -0.5}]}
+    assert client.post("/personalizer/multislot/events/m1/reward", json=rewards).status_code == 204
+    assert client.post("/personalizer/multislot/events/m1/activate").status_code == 204
+    assert_error(client.post("/personalizer/multislot/events/m1/reward",
+                             json={"reward": [{"slotId": "nope", "value": 1}]}), 404, "ResourceNotFound", "slotId")
+    clock.advance(601)
+    assert learner(app, clock).step("personalizer") == 2
+    store = app.extensions["tactful"].store
+    assert {d.reward for d in store.decisions_with_prefix("personalizer", "m1#slot:")} == {1.0, -0.5}
+
+
+def test_service_configuration_is_read_updated_and_applied(loop):
+    app, client, clock = loop
+    conf = client.get("/personalizer/configurations/service").json
+    assert conf["rewardWaitTime"] == "PT10M" and conf["learningMode"] == "Online"
+    new = client.put("/personalizer/configurations/service",
+                     json=conf | {"rewardWaitTime": "PT30S", "defaultReward": -0.25, "learningMode": "Apprentice"})
+    assert new.status_code == 200 and new.json["rewardWaitTime"] == "PT30S" and new.json["defaultReward"] == -0.25
+    assert client.get("/personalizer/configurations/service").json["learningMode"] == "Apprentice"
+    for i in range(6):  # the apprentice serves the baseline, the first action, and learns
+        r = rank(client, ("morning", "evening")[i % 2]).json
+        assert r["rewardActionId"] == "news" and r["ranking"][0]["probability"] == 1.0
+    clock.advance(31)
+    assert learner(app, clock).step("personalizer") == 6
+    metrics = client.get("/personalizer/configurations/service").json["latestApprenticeModeMetrics"]
+    assert metrics["numberOfEvents"] == 6 and 0 <= metrics["numberOfImitatedEvents"] <= 6
+    assert metrics["sumOfRewards"] == pytest.approx(-1.5)  # no reward came: the default, -0.25 each
+    for field, value in (("rewardWaitTime", "soon"), ("rewardWaitTime", "PT1S"), ("learningMode", "Offline"),
+                         ("explorationPercentage", 2), ("rewardAggregation", "max")):
+        assert_error(client.put("/personalizer/configurations/service", json={field: value}), 400, "BadArgument", field)
+
+
+def test_learning_policy_and_model_are_versions_that_roll_back(loop):
+    app, client, _ = loop
+    before = client.get("/personalizer/configurations/policy").json
+    assert before["arguments"].startswith("--cb_explore_adf ") and "-q UA" in before["arguments"]
+    new = client.put("/personalizer/configurations/policy", json={"name": "x", "arguments": "--cb_explore_adf --epsilon 0.3 -q UA"})
+    assert new.status_code == 200 and new.json["arguments"] == "--cb_explore_adf --epsilon 0.3 -q UA"
+    assert_error(client.put("/personalizer/configurations/policy", json={"arguments": "--no_such_option"}),
+                 400, "BadArgument", "arguments")
+    assert client.delete("/personalizer/configurations/policy").json["arguments"] == before["arguments"]
+    exported = client.get("/personalizer/model")
+    assert exported.status_code == 200 and exported.mimetype == "application/octet-stream" and exported.data
+    assert client.put("/personalizer/model", data=exported.data,
+                      content_type="application/octet-stream").status_code == 204
+    assert_error(client.put("/personalizer/model", data=b"not a model"), 400, "BadArgument", "body")
+    assert client.delete("/personalizer/model").status_code == 204
+    props = client.get("/personalizer/model/properties").json
+    assert props["creationTime"] and props["lastModifiedTime"] and props["version"] == 5
+    models = client.get("/v1/policies/personalizer/models").json  # each change a version, rollback-able
+    assert [v["source"] for v in models["versions"]][1:] == ["personalizer policy", "personalizer policy",
+                                                              "import", "personalizer reset"]
+
+
+def test_an_evaluation_estimates_each_setting_with_an_interval(loop):
+    app, client, clock = loop
+    for i in range(120):
+        context = ("morning", "evening")[i % 2]
+        r = rank(client, context).json
+        client.post(f"/personalizer/events/{r['eventId']}/reward",
+                    json={"value": 1.0 if r["rewardActionId"] == PREFERS[context] else 0.0})
+    clock.advance(601)
+    body = {"name": "try", "startTime": "2020-01-01T00:00:00Z", "endTime": "2100-01-01T00:00:00Z",
+            "policies": [{"name": "interactions", "arguments": "--cb_explore_adf --epsilon 0.1 -q UA -l 0.5"}]}
+    created = client.put("/personalizer/evaluations/ev1", json=body)
+    assert created.status_code == 200 and created.json["status"] == "Succeeded" and created.json["events"] == 120
+    results = {p["name"]: p for p in client.get("/personalizer/evaluations/ev1").json["content"]["value"]}
+    assert set(results) == {"Online", "Baseline", "interactions"}
+    for p in results.values():
+        lo, hi = p["summary"]["confidenceInterval"]
+        assert lo <= p["summary"]["expectedReward"] <= hi
+    assert results["Baseline"]["summary"]["expectedReward"] == pytest.approx(0.5, abs=0.25)
+    assert [e["id"] for e in client.get("/personalizer/evaluations").json["value"]] == ["ev1"]
+    assert client.delete("/personalizer/evaluations/ev1").status_code == 204
+    assert_error(client.get("/personalizer/evaluations/ev1"), 404, "ResourceNotFound", "evaluationId")
+    assert client.get("/personalizer/logs/properties").json["events"] == 120
+
+
+def test_the_subscription_key_is_a_tactful_key_with_its_scopes(loop):
+    app, client, _ = loop
+    store = app.extensions["tactful"].store
+    decide = create_key(store, "ranker", ["decide"], time.time())
+    admin = create_key(store, "ops", ["admin"], time.time())
+    app.extensions["tactful_keys"].refresh()
+    assert_error(rank(client), 401, "Unauthorized")
+    ok = client.post("/personalizer/rank", json={"actions": ACTIONS}, headers={"Ocp-Apim-Subscription-Key": decide})
+    assert ok.status_code == 201
+    assert_error(client.get("/personalizer/configurations/service", headers={"Ocp-Apim-Subscription-Key": decide}),
+                 403, "PermissionDenied")
+    assert client.get("/personalizer/configurations/service",
+                      headers={"Ocp-Apim-Subscription-Key": admin}).status_code == 200
+    assert_error(client.get("/personalizer/model", headers={"Ocp-Apim-Subscription-Key": "tk_unknown"}),
+                 401, "Unauthorized")
+    # the header is Personalizer's only: Tactful's own routes still want Authorization
+    assert client.get("/v1/policies", headers={"Ocp-Apim-Subscription-Key": admin}).status_code == 401
