@@ -224,3 +224,46 @@ def test_the_subscription_key_is_a_tactful_key_with_its_scopes(loop):
                  401, "Unauthorized")
     # the header is Personalizer's only: Tactful's own routes still want Authorization
     assert client.get("/v1/policies", headers={"Ocp-Apim-Subscription-Key": admin}).status_code == 401
+
+
+CHANNELED = [{"id": "mail", "features": [{"channel": "email", "topic": "promotion"}]},
+             {"id": "ping", "features": [{"channel": "push", "topic": "news"}]},
+             {"id": "promo", "features": [{"channel": "push", "topic": "promotion"}]},
+             {"id": "plain", "features": [{"length": 2}]}]
+
+
+def test_guardrails_apply_to_rank_where_the_context_names_a_person(loop):
+    """Actions that declare a channel or a topic meet the person's consent, preferences and
+    signals; an action that declares neither, or a context without a person, ranks as
+    Personalizer did."""
+    app, client, _ = loop
+    assert client.put("/v1/users/u1/consent", json={"channels": {"push": True}, "source": "test"}).status_code == 200
+    assert client.put("/v1/users/u1/preferences", json={"blocked_topics": ["promotion"]}).status_code == 200
+    ranked = client.post("/personalizer/rank", json={"contextFeatures": [{"user_id": "u1", "time": "am"}],
+                                                     "actions": CHANNELED, "eventId": "g1"}).json
+    probability = {a["id"]: a["probability"] for a in ranked["ranking"]}
+    assert probability["mail"] == probability["promo"] == 0.0 and probability["ping"] + probability["plain"] == 1.0
+    event = client.get("/v1/events/g1").json
+    assert {r["reason"] for r in event["removed_arms"]["mail"]} == {"no_consent", "blocked_topic"}
+    assert [r["reason"] for r in event["removed_arms"]["promo"]] == ["blocked_topic"]
+    assert "user_id" not in event["context"]  # the person is keyed, never a feature
+    anonymous = client.post("/personalizer/rank", json={"contextFeatures": [{"time": "am"}], "actions": CHANNELED,
+                                                        "eventId": "g2"}).json
+    assert all(a["probability"] > 0 for a in anonymous["ranking"])  # no person: Personalizer's behaviour
+    only_mail = client.post("/personalizer/rank", json={"contextFeatures": [{"user_id": "u1"}],
+                                                        "actions": CHANNELED[:1], "eventId": "g3"})
+    assert only_mail.status_code == 201 and only_mail.json["rewardActionId"] is None
+    assert only_mail.json["ranking"] == [{"id": "mail", "probability": 0.0}]
+
+
+def test_a_ranked_push_is_a_contact_and_a_refused_channel_is_not_ranked(loop):
+    app, client, _ = loop
+    client.put("/v1/users/u2/consent", json={"channels": {"push": True}, "source": "test"})
+    ping = [CHANNELED[1]]
+    r = client.post("/personalizer/rank", json={"contextFeatures": [{"user_id": "u2"}], "actions": ping}).json
+    assert r["rewardActionId"] == "ping"
+    contacts = client.get("/v1/users/u2").json["contacts"]
+    assert [(c["channel"], c["policy"]) for c in contacts] == [("push", "personalizer")]
+    client.put("/v1/users/u2/consent", json={"channels": {"push": False}, "source": "test"})
+    again = client.post("/personalizer/rank", json={"contextFeatures": [{"user_id": "u2"}], "actions": ping}).json
+    assert again["rewardActionId"] is None

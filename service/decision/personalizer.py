@@ -21,16 +21,19 @@ import numpy as np
 
 from models.featurize import action_line, flatten_features, shared_line
 from service.clock import Clock, request_time
+from service.decision import guardrails
 from service.decision.explain import scored_mode
 from service.decision.modelcache import VersionCache
 from service.decision.sampling import sample, uniform_draw
 from service.errors import BadRequest, Conflict, NotFound
-from service.policy import Policy
+from service.policy import HOLD_ARM, Policy
 from service.policy.personalizer import ACTIVATE, REWARD, ServiceSettings
-from service.store import Decision, Outcome, OutcomeConflict, Store
+from service.store import Decision, Outcome, OutcomeConflict, PersonState, Store
 from service.store.records import dumps
 
 SLOT = "#slot:"
+ATTEMPTS = 20  # tries when the person's state keeps changing under a Rank (as decide does)
+PERSON = "user_id"  # the context feature that names a person
 SETTINGS = ("personalizer", "service", "settings")  # where a loop's service configuration is kept
 
 
@@ -89,23 +92,25 @@ class RankLoop:
         allowed = [a for a in req.actions if a.id not in set(req.excluded)]
         if not allowed:
             raise BadRequest("every action is excluded: nothing is left to rank", "excludedActions")
-        d = self._decide(event_id, req, req.context, allowed, baseline=allowed[0].id)
-        d.history["personalizer"]["excluded"] = [a.id for a in req.actions if a.id in set(req.excluded)]
-        self._commit(d)
-        return self._ranking(d)
+        for _ in range(ATTEMPTS):
+            d, marker = self._decide(event_id, req, req.context, allowed, baseline=allowed[0].id)
+            d.history["personalizer"]["excluded"] = [a.id for a in req.actions if a.id in set(req.excluded)]
+            if self._commit(d, marker):
+                return self._ranking(d)
+        raise Conflict("the person's state kept changing while ranking; retry the request", "contextFeatures")
 
     def rank_slots(self, req: RankInput) -> dict:
         """A multi-slot Rank: {eventId, slots: [{id, rewardActionId}]}, each slot choosing among
-        the actions the slots before it left."""
+        the actions the slots before it left. Each slot is logged on its own (a slot whose
+        person's state changed meanwhile is ranked again)."""
         event_id = req.event_id or self.new_id()
         slots = req.slots or []
         first = self._repeat(f"{event_id}{SLOT}{slots[0].id}", req) if slots else None
         if first is not None:
             return {"eventId": event_id, "slots": [
-                {"id": s.id, "rewardActionId": self._slot_decision(event_id, s.id).arm} for s in slots]}
+                {"id": s.id, "rewardActionId": _shown(self._slot_decision(event_id, s.id))} for s in slots]}
         taken: set[str] = set()
         chosen = []
-        decisions = []
         for i, slot in enumerate(slots):
             allowed = [a for a in req.actions if a.id not in taken and a.id not in set(slot.excluded)]
             if not allowed:
@@ -113,58 +118,91 @@ class RankLoop:
                                  "or excluded every one", f"slots[{i}]")
             context = req.context + [{"slot": {"id": slot.id}}] + slot.features
             baseline = slot.baseline if slot.baseline in {a.id for a in allowed} else allowed[0].id
-            d = self._decide(f"{event_id}{SLOT}{slot.id}", req, context, allowed, baseline)
-            d.history["personalizer"]["slot"] = slot.id
+            for _ in range(ATTEMPTS):
+                d, marker = self._decide(f"{event_id}{SLOT}{slot.id}", req, context, allowed, baseline)
+                d.history["personalizer"]["slot"] = slot.id
+                if self._commit(d, marker):
+                    break
+            else:
+                raise Conflict("the person's state kept changing while ranking; retry the request", "contextFeatures")
             taken.add(d.arm)
-            decisions.append(d)
-            chosen.append({"id": slot.id, "rewardActionId": d.arm})
-        for d in decisions:
-            self._commit(d)
+            chosen.append({"id": slot.id, "rewardActionId": _shown(d)})
         return {"eventId": event_id, "slots": chosen}
 
+    def _guard(self, person_id: str | None, features: dict[str, dict], now: float
+               ) -> tuple[PersonState | None, dict[str, list], dict[str, str | None]]:
+        """Tactful's guardrails, where the context names a person and an action declares a
+        channel or a topic: the person's state, the removed actions with their reasons, and each
+        action's channel."""
+        declared = [(aid, _text(f.get("channel")), _text(f.get("topic"))) for aid, f in features.items()]
+        channels = {aid: ch for aid, ch, _ in declared}
+        if person_id is None or not any(ch or topic for _, ch, topic in declared):
+            return None, {}, channels
+        policy = self.policy
+        person = self.store.person_state(self.store.person_key(person_id), now - guardrails.lookback(policy),
+                                         policy.name, now - guardrails.signal_lookback(policy))
+        reasons = guardrails.rank_reasons(policy, person, now, declared)
+        return person, {aid: rs for aid, rs in reasons.items() if rs}, channels
+
     def _decide(self, event_id: str, req: RankInput, context_groups: list[dict], allowed: list[Action],
-                baseline: str) -> Decision:
+                baseline: str) -> tuple[Decision, tuple | None]:
         policy, settings = self.policy, self.settings()
         now = request_time(self.clock, None)
+        person_id, context_groups = _named_person(context_groups)
         context = flatten_features(context_groups)
         features = {a.id: flatten_features(a.features) for a in allowed}
-        lines = [action_line(a.id, features[a.id]) for a in allowed]
-        version, model = self.models.get(policy.name)
-        pmf, mode = None, None
-        if model is not None:
-            try:
-                pmf = model.predict_lines(shared_line(context, {}), lines)
-            except (RuntimeError, ValueError):
-                pmf = None
+        person, removed, channels = self._guard(person_id, features, now)
+        allowed = [a for a in allowed if a.id not in removed]
+        history = {"personalizer": {
+            "actions": [{"id": a.id, "features": features[a.id]} for a in allowed],
+            "deferred": req.deferred, "digest": req.digest(), "learning_mode": settings.learning_mode,
+            "baseline": baseline if baseline not in removed else (allowed[0].id if allowed else None),
+            "default_reward": settings.default_reward, "aggregation": settings.reward_aggregation,
+            "event": req.event_id}}
+        logged = dict(event_id=event_id, policy=policy.name, person_key=person.key if person else None,
+                      decided_at=now, closes_at=now + settings.reward_wait, context=context, history=history,
+                      removed=removed)
+        if not allowed:  # every action removed by a guardrail: nothing is shown
+            return Decision(**logged, model_version=None, mode="fallback", arm=HOLD_ARM, probability=1.0,
+                            send_at=None, channel=None, allowed=[], probabilities=[]), person.marker
+        version, pmf, mode = self._score(policy, context, [action_line(a.id, features[a.id]) for a in allowed])
         ids = [a.id for a in allowed]
-        if pmf is None:
-            pmf, mode = np.full(len(allowed), 1.0 / len(allowed)), "fallback"
-        else:  # Personalizer's exploration: the model's favourite, but explorationPercentage of the time any
+        if pmf is not None:  # Personalizer's exploration: the model's favourite, but explorationPercentage of the time any
+            history["personalizer"]["model_choice"] = ids[int(np.argmax(pmf))]
             top = np.zeros(len(allowed))
             top[int(np.argmax(pmf))] = 1.0
             pmf = (1 - settings.exploration) * top + settings.exploration / len(allowed)
+        else:
+            pmf = np.full(len(allowed), 1.0 / len(allowed))
         probs = [float(p) for p in pmf]
-        favourite = ids[int(np.argmax(pmf))]
         if settings.learning_mode != "Online":  # Apprentice, LoggingOnly: the baseline is served
-            pos, mode = ids.index(baseline), "fallback"
+            pos, mode = ids.index(history["personalizer"]["baseline"]), "fallback"
             probs = [1.0 if i == pos else 0.0 for i in range(len(ids))]
         else:
             pos = sample(probs, uniform_draw(event_id))
             mode = mode or scored_mode(probs, pos)
-        history = {"personalizer": {
-            "actions": [{"id": a.id, "features": features[a.id]} for a in allowed],
-            "deferred": req.deferred, "digest": req.digest(), "learning_mode": settings.learning_mode,
-            "baseline": baseline, "model_choice": favourite, "default_reward": settings.default_reward,
-            "aggregation": settings.reward_aggregation, "event": req.event_id}}
-        return Decision(event_id=event_id, policy=policy.name, person_key=None, decided_at=now,
-                        closes_at=now + settings.reward_wait, model_version=version, mode=mode, arm=ids[pos],
-                        probability=probs[pos], send_at=None, channel=None, allowed=ids, probabilities=probs,
-                        context=context, history=history, removed={})
+        channel = channels[ids[pos]] if person else None  # a contact, shown now, where a guardrail applied
+        return Decision(**logged, model_version=version, mode=mode, arm=ids[pos], probability=probs[pos],
+                        send_at=now if channel else None, channel=channel, allowed=ids,
+                        probabilities=probs), person.marker if person else None
 
-    def _commit(self, d: Decision) -> None:
+    def _score(self, policy: Policy, context: dict, lines: list[str]) -> tuple[int | None, np.ndarray | None, str | None]:
+        """The active version, its probabilities of the actions (None without a usable model)
+        and the mode when the model could not score."""
+        version, model = self.models.get(policy.name)
+        if model is not None:
+            try:
+                return version, model.predict_lines(shared_line(context, {}), lines), None
+            except (RuntimeError, ValueError):
+                pass
+        return version, None, "fallback"
+
+    def _commit(self, d: Decision, marker: tuple | None) -> bool:
+        """Log the event (and reserve its contact when a guardrail applied): False when the
+        person's state changed since it was read."""
         try:
-            self.store.commit_decision(d, None)
-        except Exception as exc:  # the same event id logged meanwhile by another worker
+            return self.store.commit_decision(d, marker)
+        except Exception as exc:  # noqa: BLE001 -- each backend's own unique-key error
             if self.store.decision(d.event_id) is not None:
                 raise Conflict(f"event {d.event_id!r} was ranked meanwhile by another request", "eventId") from exc
             raise
@@ -183,12 +221,13 @@ class RankLoop:
     @staticmethod
     def _ranking(d: Decision) -> dict:
         logged = dict(zip(d.allowed, d.probabilities))
-        excluded = d.history["personalizer"].get("excluded", [])
-        order = [d.arm] + sorted((a for a in d.allowed if a != d.arm), key=lambda a: -logged[a])
+        left_out = list(d.removed) + d.history["personalizer"].get("excluded", [])
+        order = ([d.arm] if d.arm in logged else []) + sorted((a for a in d.allowed if a != d.arm),
+                                                              key=lambda a: -logged[a])
         return {"eventId": d.history["personalizer"].get("event") or d.event_id,
                 "ranking": [{"id": a, "probability": logged[a]} for a in order]
-                + [{"id": a, "probability": 0.0} for a in excluded],
-                "rewardActionId": d.arm}
+                + [{"id": a, "probability": 0.0} for a in left_out],
+                "rewardActionId": _shown(d)}
 
     # reward, activate -----------------------------------------------------------------------
 
@@ -231,3 +270,25 @@ class RankLoop:
             raise NotFound(f"no multi-slot event with id {event_id!r}", "eventId")
         for d in decisions:
             self._record(d, ACTIVATE, 1.0)
+
+
+def _shown(d: Decision) -> str | None:
+    """The action an event shows: None when guardrails removed every one."""
+    return d.arm if d.arm in d.allowed else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _named_person(groups: list[dict]) -> tuple[str | None, list[dict]]:
+    """The person a context names (a `user_id` in one of its feature objects), and the context
+    without it: a person's id is never a model feature, nor logged in clear (the store keys it)."""
+    person = None
+    out = []
+    for g in groups:
+        if PERSON in g:
+            person = person or _text(g[PERSON])
+            g = {k: v for k, v in g.items() if k != PERSON}
+        out.append(g)
+    return person, out

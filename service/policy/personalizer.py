@@ -136,10 +136,10 @@ def event_reward(d: Decision, outcomes: list[Outcome]) -> float:
 
 
 def learnable(d: Decision, outcomes: list[Outcome]) -> bool:
-    """Whether a Rank event is learned: not in LoggingOnly mode, and, when its activation was
-    deferred, activated within its wait."""
+    """Whether a Rank event is learned: it showed an action (guardrails left one), it is not in
+    LoggingOnly mode, and, when its activation was deferred, it was activated within its wait."""
     settings = d.history.get("personalizer", {})
-    if settings.get("learning_mode") == "LoggingOnly":
+    if settings.get("learning_mode") == "LoggingOnly" or d.arm not in d.allowed:
         return False
     if settings.get("deferred"):
         return any(o.type == ACTIVATE and o.at <= d.closes_at for o in outcomes)
