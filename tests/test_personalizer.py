@@ -267,3 +267,31 @@ def test_a_ranked_push_is_a_contact_and_a_refused_channel_is_not_ranked(loop):
     client.put("/v1/users/u2/consent", json={"channels": {"push": False}, "source": "test"})
     again = client.post("/personalizer/rank", json={"contextFeatures": [{"user_id": "u2"}], "actions": ping}).json
     assert again["rewardActionId"] is None
+
+
+def test_the_loops_store_queries_on_both_backends(store_url, tmp_path):
+    """Configuration, multi-slot events, evaluations, the log's extent and the apprentice's
+    events: the queries of service/store/personalizer.py, on SQLite and on PostgreSQL."""
+    clock = ManualClock(START)
+    app = create_app({"DB": store_url, "POLICIES": {"personalizer": load_policy(LOOP)}, "CLOCK": clock,
+                      "ACCESS_LOG": False, "MODEL_REFRESH_SECONDS": 0})
+    client = app.test_client()
+    try:
+        assert client.put("/personalizer/configurations/service",
+                          json={"learningMode": "Apprentice", "rewardWaitTime": "PT1M"}).status_code == 200
+        body = {"actions": ACTIONS, "slots": [{"id": "a"}, {"id": "b"}], "eventId": "m"}
+        assert client.post("/personalizer/multislot/rank", json=body).status_code == 201
+        assert client.post("/personalizer/multislot/events/m/activate").status_code == 204
+        assert client.post("/personalizer/multislot/events/m/reward",
+                           json={"reward": [{"slotId": "b", "value": 0.5}]}).status_code == 204
+        clock.advance(61)
+        assert learner(app, clock).step("personalizer") == 2
+        assert client.get("/personalizer/configurations/service").json["latestApprenticeModeMetrics"][
+            "numberOfEvents"] == 2
+        assert client.get("/personalizer/logs/properties").json["events"] == 2
+        assert client.put("/personalizer/evaluations/e", json={"name": "e"}).json["events"] == 2
+        assert [e["id"] for e in client.get("/personalizer/evaluations").json["value"]] == ["e"]
+        assert client.delete("/personalizer/evaluations/e").status_code == 204
+        assert client.get("/personalizer/evaluations").json["value"] == []
+    finally:
+        app.extensions["tactful"].store.close()
