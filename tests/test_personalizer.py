@@ -13,6 +13,10 @@ from conftest import POLICIES_DIR, REPO_ROOT
 from service.api.app import create_app
 from service.api.auth import create_key
 from service.clock import ManualClock
+from service.learning.retrain import retrain
+from service.offline.errors import EvaluationError
+from service.offline.evaluate import evaluate
+from service.offline.export import export, final_decisions
 from service.policy import load_policy
 from service.runtime import build_learner
 
@@ -295,3 +299,27 @@ def test_the_loops_store_queries_on_both_backends(store_url, tmp_path):
         assert client.get("/personalizer/evaluations").json["value"] == []
     finally:
         app.extensions["tactful"].store.close()
+
+
+def test_export_writes_rank_events_as_the_learner_learns_them(loop, tmp_path):
+    """`tactful export`'s library twin: a Rank event's VW example is built from its logged
+    actions; an event whose deferred activation never came is in the CSV, not in the examples."""
+    app, client, clock = loop
+    kept = rank(client, "evening", eventId="k").json
+    client.post("/personalizer/events/k/reward", json={"value": 1.0})
+    rank(client, eventId="never", deferActivation=True)
+    clock.advance(601)
+    engine = app.extensions["tactful"]
+    policy = engine.policies["personalizer"]
+    n = export(final_decisions(engine.store, policy, clock.now()), policy, "vw", tmp_path / "out.vw")
+    examples = (tmp_path / "out.vw").read_text().strip().split("\n\n")
+    assert n == 1 and len(examples) == 1
+    shared, *actions = examples[0].splitlines()
+    assert shared.startswith("shared |User time=evening")
+    assert [line.startswith("0:0.000000:") for line in actions] == [a["id"] == kept["rewardActionId"] for a in ACTIONS]
+    assert all("|Arm " in line and "|Id arm=" in line for line in actions)
+    assert export(final_decisions(engine.store, policy, clock.now()), policy, "csv", tmp_path / "out.csv") == 2
+    with pytest.raises(EvaluationError, match="/personalizer/evaluations"):
+        evaluate(engine.store, policy, "active", now=clock.now())
+    with pytest.raises(EvaluationError, match="/personalizer/evaluations"):
+        retrain(engine.store, policy, clock.now())
