@@ -13,7 +13,9 @@ from conftest import POLICIES_DIR, REPO_ROOT
 from service.api.app import create_app
 from service.api.auth import create_key
 from service.clock import ManualClock
+from service.learning.registry import VersionRegistry
 from service.learning.retrain import retrain
+from service.learning.shadow_report import shadow_report
 from service.offline.errors import EvaluationError
 from service.offline.evaluate import evaluate
 from service.offline.export import export, final_decisions
@@ -323,3 +325,23 @@ def test_export_writes_rank_events_as_the_learner_learns_them(loop, tmp_path):
         evaluate(engine.store, policy, "active", now=clock.now())
     with pytest.raises(EvaluationError, match="/personalizer/evaluations"):
         retrain(engine.store, policy, clock.now())
+
+
+def test_the_shadow_candidate_scores_rank_events_and_rollback_serves_an_older_version(loop):
+    app, client, clock = loop
+    engine = app.extensions["tactful"]
+    registry = VersionRegistry(engine.store)
+    client.put("/personalizer/configurations/policy", json={"arguments": "--epsilon 0.1 -q UA -q UI"})
+    registry.set_shadow("personalizer", 1, clock.now())
+    for i in range(40):
+        r = rank(client, ("morning", "evening")[i % 2]).json
+        client.post(f"/personalizer/events/{r['eventId']}/reward", json={"value": 1.0 if i % 3 else 0.0})
+    assert len(engine.store.shadow_decisions("personalizer")) == 40
+    clock.advance(601)
+    report = shadow_report(engine.store, engine.policies["personalizer"], clock.now())
+    assert report["versions"] == [1] and report["n"] == 40 and 0 <= report["agreement"] <= 1
+    lo, hi = report["estimates"][0]["lo"], report["estimates"][0]["hi"]
+    assert lo <= report["estimates"][0]["value"] <= hi
+    registry.rollback("personalizer", clock.now())
+    assert client.get("/personalizer/configurations/policy").json["arguments"] == \
+        "--cb_explore_adf " + load_policy(LOOP).spec.learner.vw_args

@@ -53,7 +53,7 @@ def route(rule: str, **options):
 def init_app(app: Flask, engine: DecisionEngine) -> None:
     app.register_blueprint(personalizer_bp)
     app.extensions["tactful_personalizer"] = RankLoop(engine.store, lambda: _policy(engine), engine.clock,
-                                                      engine.models, engine.new_id)
+                                                      engine.models, engine.new_id, engine.observers)
     app.after_request(_personalizer_errors)
     app.wsgi_app = MergeSlashes(app.wsgi_app)
 

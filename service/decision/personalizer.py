@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from service.decision.modelcache import VersionCache
 from service.decision.sampling import sample, uniform_draw
 from service.errors import BadRequest, Conflict, NotFound
 from service.policy import HOLD_ARM, Policy
-from service.policy.personalizer import ACTIVATE, REWARD, ServiceSettings
+from service.policy.personalizer import ACTIVATE, REWARD, ServiceSettings, served_pmf
 from service.store import Decision, Outcome, OutcomeConflict, PersonState, Store
 from service.store.records import dumps
 
@@ -71,8 +71,9 @@ class RankLoop:
     activations. Built from the engine's parts (service/api/personalizer.py)."""
 
     def __init__(self, store: Store, policy: Callable[[], Policy], clock: Clock, models: VersionCache,
-                 new_id: Callable[[], str]):
+                 new_id: Callable[[], str], observers: Iterable[Callable[[Policy, Decision], None]] = ()):
         self.store, self._policy, self.clock, self.models, self.new_id = store, policy, clock, models, new_id
+        self.observers = tuple(observers)  # told of every logged event (the shadow candidate scores it)
 
     @property
     def policy(self) -> Policy:
@@ -169,9 +170,8 @@ class RankLoop:
         ids = [a.id for a in allowed]
         if pmf is not None:  # Personalizer's exploration: the model's favourite, but explorationPercentage of the time any
             history["personalizer"]["model_choice"] = ids[int(np.argmax(pmf))]
-            top = np.zeros(len(allowed))
-            top[int(np.argmax(pmf))] = 1.0
-            pmf = (1 - settings.exploration) * top + settings.exploration / len(allowed)
+            history["personalizer"]["exploration"] = settings.exploration
+            pmf = served_pmf(pmf, settings.exploration)
         else:
             pmf = np.full(len(allowed), 1.0 / len(allowed))
         probs = [float(p) for p in pmf]
@@ -201,11 +201,15 @@ class RankLoop:
         """Log the event (and reserve its contact when a guardrail applied): False when the
         person's state changed since it was read."""
         try:
-            return self.store.commit_decision(d, marker)
+            committed = self.store.commit_decision(d, marker)
         except Exception as exc:  # noqa: BLE001 -- each backend's own unique-key error
             if self.store.decision(d.event_id) is not None:
                 raise Conflict(f"event {d.event_id!r} was ranked meanwhile by another request", "eventId") from exc
             raise
+        if committed:
+            for observe in self.observers:
+                observe(self.policy, d)
+        return committed
 
     def _repeat(self, event_id: str, req: RankInput) -> Decision | None:
         """The event already ranked under this id (a client's retry), or None; a Conflict when the

@@ -36,6 +36,26 @@ def logged_events(store: Store, policy: Policy, since: float | None, until: floa
             for d in decisions if d.history.get("personalizer", {}).get("actions")]
 
 
+def event_data(events: list[tuple[Decision, float, bool]]) -> BanditData:
+    """Rank events as logged bandit feedback: K the most actions an event had, each event's
+    actions in their logged order."""
+    k = max(len(d.allowed) for d, _, _ in events)
+    n = len(events)
+    allowed = np.zeros((n, k), dtype=bool)
+    action = np.zeros(n, dtype=int)
+    for i, (d, _, _) in enumerate(events):
+        allowed[i, :len(d.allowed)] = True
+        action[i] = d.allowed.index(d.arm)
+    return BanditData(reward=np.array([r for _, r, _ in events]), action=action,
+                      pscore=np.array([d.probability for d, _, _ in events]), allowed=allowed,
+                      reward_bounds=(-1.0, 1.0))
+
+
+def estimate(name: str, arguments: str, source: str, data: BanditData, pi: np.ndarray) -> dict:
+    """A target policy's expected reward over Rank events (SNIPS) and its 95% interval."""
+    return _result(name, arguments, source, data, pi)
+
+
 def _result(name: str, arguments: str, source: str, data: BanditData, pi: np.ndarray) -> dict:
     est = SNIPS()
     lo, hi = est.interval(data, pi)
@@ -56,16 +76,9 @@ def evaluate_settings(events: list[tuple[Decision, float, bool]], settings: list
     events = [e for e in events if e[2]]  # only the events the loop learns are evaluated
     if not events:
         return []
-    k = max(len(d.allowed) for d, _, _ in events)
-    n = len(events)
-    allowed = np.zeros((n, k), dtype=bool)
-    action = np.zeros(n, dtype=int)
-    for i, (d, _, _) in enumerate(events):
-        allowed[i, :len(d.allowed)] = True
-        action[i] = d.allowed.index(d.arm)
-    data = BanditData(reward=np.array([r for _, r, _ in events]), action=action,
-                      pscore=np.array([d.probability for d, _, _ in events]), allowed=allowed,
-                      reward_bounds=(-1.0, 1.0))
+    data = event_data(events)
+    n, k = data.n, data.n_arms
+    action = data.action
     online = np.zeros((n, k))
     online[np.arange(n), action] = data.pscore  # weights of 1: SNIPS gives the logged mean
     baseline = np.zeros((n, k))

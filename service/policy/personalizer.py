@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+
 from service.errors import BadRequest
 from service.store import Decision, Outcome
 
@@ -144,6 +146,14 @@ def learnable(d: Decision, outcomes: list[Outcome]) -> bool:
     if settings.get("deferred"):
         return any(o.type == ACTIVATE and o.at <= d.closes_at for o in outcomes)
     return True
+
+
+def served_pmf(model_pmf: np.ndarray, exploration: float) -> np.ndarray:
+    """Personalizer's exploration over a model's scores: its favourite with probability
+    1 - exploration, and exploration spread evenly over every action."""
+    top = np.zeros(len(model_pmf))
+    top[int(np.argmax(model_pmf))] = 1.0
+    return (1 - exploration) * top + exploration / len(model_pmf)
 
 
 def reward_cost(reward: float) -> float:
