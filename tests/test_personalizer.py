@@ -181,6 +181,8 @@ def test_learning_policy_and_model_are_versions_that_roll_back(loop):
     assert client.put("/personalizer/model", data=exported.data,
                       content_type="application/octet-stream").status_code == 204
     assert_error(client.put("/personalizer/model", data=b"not a model"), 400, "BadArgument", "body")
+    large = b"x" * (2 * 1024 * 1024)  # larger than other bodies may be: refused as a model, not for its size
+    assert_error(client.put("/personalizer/model", data=large), 400, "BadArgument", "body")
     assert client.delete("/personalizer/model").status_code == 204
     props = client.get("/personalizer/model/properties").json
     assert props["creationTime"] and props["lastModifiedTime"] and props["version"] == 5

@@ -29,6 +29,7 @@ from service.policy import Policy
 
 PREFIX = "/personalizer"
 HEADER = "Ocp-Apim-Subscription-Key"
+MODEL_MAX_BYTES = 256 * 1024 * 1024  # a model file imported with PUT /model (other bodies: MAX_CONTENT_LENGTH)
 personalizer_bp = Blueprint("personalizer", __name__, url_prefix=PREFIX)
 
 # Personalizer's error codes, by status
@@ -289,6 +290,7 @@ def get_model():
 @route("/model", methods=["PUT"])
 @requires("admin")
 def put_model():
+    request.max_content_length = MODEL_MAX_BYTES
     _admin().import_model(request.get_data())
     return _no_content()
 
