@@ -262,6 +262,8 @@ def test_guardrails_apply_to_rank_where_the_context_names_a_person(loop):
                                                         "actions": CHANNELED[:1], "eventId": "g3"})
     assert only_mail.status_code == 201 and only_mail.json["rewardActionId"] is None
     assert only_mail.json["ranking"] == [{"id": "mail", "probability": 0.0}]
+    metrics = client.get("/metrics").data.decode()  # counted as decides are, where the work happens
+    assert 'tactful_removed_arms_total{policy="personalizer",reason="no_consent"}' in metrics
 
 
 def test_a_ranked_push_is_a_contact_and_a_refused_channel_is_not_ranked(loop):
@@ -277,6 +279,7 @@ def test_a_ranked_push_is_a_contact_and_a_refused_channel_is_not_ranked(loop):
     assert again["rewardActionId"] is None
 
 
+@pytest.mark.slow  # the same queries run in the fast tests above on SQLite; CI runs both backends
 def test_the_loops_store_queries_on_both_backends(store_url, tmp_path):
     """Configuration, multi-slot events, evaluations, the log's extent and the apprentice's
     events: the queries of service/store/personalizer.py, on SQLite and on PostgreSQL."""

@@ -26,6 +26,7 @@ from service.decision.explain import scored_mode
 from service.decision.modelcache import VersionCache
 from service.decision.sampling import sample, uniform_draw
 from service.errors import BadRequest, Conflict, NotFound
+from service.metrics import DECISIONS, REMOVED
 from service.policy import HOLD_ARM, Policy
 from service.policy.personalizer import ACTIVATE, REWARD, ServiceSettings, served_pmf
 from service.store import Decision, Outcome, OutcomeConflict, PersonState, Store
@@ -209,6 +210,10 @@ class RankLoop:
         if committed:
             for observe in self.observers:
                 observe(self.policy, d)
+            DECISIONS.labels(d.policy, d.mode, "true" if d.arm not in d.allowed else "false").inc()
+            for reasons in d.removed.values():
+                for code, _ in reasons:
+                    REMOVED.labels(d.policy, code).inc()
         return committed
 
     def _repeat(self, event_id: str, req: RankInput) -> Decision | None:
