@@ -20,6 +20,7 @@ from service.offline.errors import EvaluationError
 from service.offline.evaluate import evaluate
 from service.offline.export import export, final_decisions
 from service.policy import load_policy
+from service.policy.stored import canonical
 from service.runtime import build_learner
 
 START = 1_780_000_000.0
@@ -350,3 +351,10 @@ def test_the_shadow_candidate_scores_rank_events_and_rollback_serves_an_older_ve
     registry.rollback("personalizer", clock.now())
     assert client.get("/personalizer/configurations/policy").json["arguments"] == \
         "--cb_explore_adf " + load_policy(LOOP).spec.learner.vw_args
+
+
+def test_a_catalog_policys_fingerprint_is_what_stores_written_before_kinds_recorded():
+    """`kind` is new: at its default it stays out of the canonical spec, so a store written before
+    it does not see its unchanged catalog policies as changed (service/policy/stored.py)."""
+    assert '"kind"' not in canonical(load_policy(POLICIES_DIR / "lifecycle.toml"))
+    assert '"kind":"personalizer"' in canonical(load_policy(LOOP))
