@@ -13,6 +13,7 @@ from conftest import POLICIES_DIR, REPO_ROOT
 from service.api.app import create_app
 from service.api.auth import create_key
 from service.clock import ManualClock
+from service.errors import BadRequest
 from service.learning.registry import VersionRegistry
 from service.learning.retrain import retrain
 from service.learning.shadow_report import shadow_report
@@ -20,6 +21,7 @@ from service.offline.errors import EvaluationError
 from service.offline.evaluate import evaluate
 from service.offline.export import export, final_decisions
 from service.policy import load_policy
+from service.policy.personalizer import format_timespan, parse_timespan
 from service.policy.stored import canonical
 from service.runtime import build_learner
 
@@ -358,3 +360,16 @@ def test_a_catalog_policys_fingerprint_is_what_stores_written_before_kinds_recor
     it does not see its unchanged catalog policies as changed (service/policy/stored.py)."""
     assert '"kind"' not in canonical(load_policy(POLICIES_DIR / "lifecycle.toml"))
     assert '"kind":"personalizer"' in canonical(load_policy(LOOP))
+
+
+@pytest.mark.parametrize("text,seconds", [("PT10M", 600), ("PT5S", 5), ("P1DT2H", 93600), ("00:10:00", 600),
+                                          ("1.02:00:00", 93600), ("PT1H30M", 5400)])
+def test_durations_in_both_forms_personalizer_clients_send(text, seconds):
+    assert parse_timespan(text, "rewardWaitTime") == seconds
+    assert parse_timespan(format_timespan(seconds), "rewardWaitTime") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "P", "PT", "10 minutes", "T10M", 600])
+def test_a_duration_that_is_not_one_names_its_field(text):
+    with pytest.raises(BadRequest, match="modelExportFrequency"):
+        parse_timespan(text, "modelExportFrequency")
