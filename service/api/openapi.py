@@ -200,7 +200,7 @@ def _paths(policies: Mapping[str, Policy]) -> dict:
                            "its place. Within the batch, guardrails hold as between single decides (two requests "
                            "for one person respect the caps and the minimum gap between them).",
             "responses": _ok("200", "One answer per request", "BatchDecideResponse"),
-            "x-fails": ["400", "404", "413", "503"],
+            "x-fails": ["400", "404", "409", "413", "503"],
             "x-why": {"413": f"The body is larger than {{limit}} bytes, or holds more than {MAX_BATCH} requests "
                              "(named in `field`: `requests`)"}}},
         "/v1/events/{event_id}/outcomes": {"post": {

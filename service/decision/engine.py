@@ -134,7 +134,7 @@ class DecisionEngine:
     # decide ---------------------------------------------------------------------------------
 
     def decide(self, policy_name: str, req: DecideInput) -> dict:
-        policy = self.policy(policy_name)
+        policy = self.decidable(policy_name)
         ask = self.prepare(policy, req)
         if ask.digest is not None and (earlier := self.repeat(req.request_id, ask.digest, ask.now)) is not None:
             return earlier
@@ -157,7 +157,16 @@ class DecisionEngine:
     def decide_batch(self, policy_name: str, reqs: list[DecideInput | Problem]) -> list[dict | Problem]:
         """Decide for many requests of one policy, in order, in as few store transactions as
         it can (service/decision/batch.py): each answer or Problem in its request's place."""
-        return decide_batch(self, self.policy(policy_name), reqs)
+        return decide_batch(self, self.decidable(policy_name), reqs)
+
+    def decidable(self, name: str) -> Policy:
+        """The policy a decide names, if it decides: a Personalizer policy ranks the actions each
+        request brings instead (409)."""
+        policy = self.policy(name)
+        if policy.spec.kind == "personalizer":
+            raise Conflict(f"policy {policy.name!r} ranks the actions each request brings: call POST "
+                           "/personalizer/rank (docs/personalizer.md)", "policy")
+        return policy
 
     def prepare(self, policy: Policy, req: DecideInput) -> Ask:
         """A decide request validated against its policy, with what the store is asked for it."""
