@@ -23,7 +23,9 @@ Part 2 (HTTP). `tactful serve --workers 2` (gunicorn, sync workers, plus the lea
 examples/policies, and an empty Flask app (scripts/_empty_app.py) under gunicorn with 2 sync
 workers, both loaded over loopback by wrk (or a Python load generator when wrk is missing) with
 POST /v1/policies/lifecycle/decide and varied users and contexts.
-Target: decide throughput >= half the empty endpoint's.
+Target: decide throughput >= half the empty endpoint's. The headline HTTP figures (issue 16)
+come from scripts/bench_http.py: wrk only, alternating pairs, batch decides, CPU per request of
+the server and of wrk.
 """
 from __future__ import annotations
 

@@ -37,6 +37,12 @@ class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class TooLarge(Problem):
+    """A request larger than the service takes (a batch of too many requests)."""
+
+    status, title, slug = 413, "Request Entity Too Large", "request-entity-too-large"
+
+
 class UnsupportedMediaType(Problem):
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
 

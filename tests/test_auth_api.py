@@ -23,6 +23,8 @@ CONSENT = {"channels": {"email": True, "push": True}, "source": "test"}
 # (method, OpenAPI path, concrete path, body, scope, status once allowed): every route of the app
 ROUTES = [
     ("post", "/v1/policies/{policy}/decide", "/v1/policies/lifecycle/decide", DECIDE, "decide", 200),
+    ("post", "/v1/policies/{policy}/decide/batch", "/v1/policies/lifecycle/decide/batch", {"requests": [DECIDE]},
+     "decide", 200),
     ("post", "/v1/events/{event_id}/outcomes", "/v1/events/{event}/outcomes", {"type": "click"}, "decide", 202),
     ("post", "/v1/events/{event_id}/delivery", "/v1/events/{event}/delivery", {"status": "sent"}, "decide", 202),
     ("get", "/v1/events/{event_id}", "/v1/events/{event}", None, "decide", 200),

@@ -92,6 +92,8 @@ def test_bad_input_is_answered_in_personalizers_error_shape(loop):
     assert_error(client.get("/personalizer/featureImportances"), 501, "NotSupported")
     decide = client.post("/v1/policies/personalizer/decide", json={"user_id": "u1", "context": {}})
     assert decide.status_code == 409 and "/personalizer/rank" in decide.json["detail"]  # Tactful's own shape
+    batch = client.post("/v1/policies/personalizer/decide/batch", json={"requests": [{"user_id": "u1"}]})
+    assert batch.status_code == 409 and "/personalizer/rank" in batch.json["detail"]  # the whole batch
 
 
 def test_the_learner_learns_each_contexts_preference_from_the_logged_actions(loop):

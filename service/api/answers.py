@@ -183,3 +183,13 @@ class Problem(BaseModel):
     field: str | None = None
     errors: list[dict[str, Any]] = []
     scope: str | None = Field(default=None, description="A 403's: the scope the request needs.")
+
+
+class BatchProblem(Problem):
+    index: int = Field(description="The place of the request it answers in the batch, from 0.")
+
+
+class BatchDecideResponse(BaseModel):
+    policy: str
+    decisions: list[DecideResponse | BatchProblem] = Field(
+        description="One answer per request, in the batch's order: its decision, or its problem (with its `index`).")

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from service.api import answers, schemas
 from service.api.auth import ANY, PUBLIC
+from service.decision.batch import MAX_BATCH
 from service.decision.context import context_schema
 from service.learning.breaker import targets as breaker_targets
 from service.policy import Policy
@@ -36,10 +37,10 @@ MODELS = [schemas.DecideRequest, answers.DecideResponse, schemas.OutcomeRequest,
           answers.Erased, answers.PolicyList, answers.ArmState, answers.ModelList, answers.Activation,
           answers.KeyList, answers.KeyCreated, answers.KeyRevoked, answers.Health, answers.Ready,
           schemas.DeliveryRequest, answers.DeliveryResponse, schemas.ReasonRequest, schemas.ContentRequest,
-          schemas.PauseRequest, schemas.BreakerResetRequest]
+          schemas.PauseRequest, schemas.BreakerResetRequest, schemas.BatchDecideRequest, answers.BatchDecideResponse]
 REQUESTS = {"DecideRequest", "OutcomeRequest", "ConsentRequest", "PreferencesRequest", "ArmPatchRequest",
             "KeyRequest", "ActivateRequest", "DeliveryRequest", "ReasonRequest", "ContentRequest", "PauseRequest",
-            "BreakerResetRequest"}
+            "BreakerResetRequest", "BatchDecideRequest"}
 WHY = {"400": "Invalid input: the field and the reason", "404": "Not found (named in `field`)",
        "409": "Conflict (named in `field`)", "413": "The body is larger than {limit} bytes",
        "415": "The body is not JSON: send `Content-Type: application/json`",
@@ -153,10 +154,11 @@ def _answers(op: dict, max_body: int | None) -> None:
     """Turn the operation's `x-fails` (the problem statuses it can answer) into responses; a body
     may also be too large (413) or not JSON (415)."""
     fails = op.pop("x-fails")
+    why = WHY | op.pop("x-why", {})
     if "requestBody" in op:
-        fails = [*fails, "413", "415"] if max_body is not None else [*fails, "415"]
+        fails = {*fails, "415"} | ({"413"} if max_body is not None else set())
     for code in sorted(fails):
-        op["responses"][code] = _problem(WHY[code].format(limit=max_body))
+        op["responses"][code] = _problem(why[code].format(limit=max_body))
 
 
 def _secure(op: dict, scope: str) -> None:
@@ -191,6 +193,16 @@ def _paths(policies: Mapping[str, Policy]) -> dict:
             "responses": _ok("200", "The decision", "DecideResponse", {
                 "GetEvent": ("getEvent", event_link), "ReportOutcome": ("reportOutcome", event_link)}),
             "x-fails": ["400", "404", "409", "503"]}},
+        "/v1/policies/{policy}/decide/batch": {"post": {
+            "operationId": "decideBatch", "parameters": [policy], "requestBody": _body("BatchDecideRequest"),
+            "description": f"Up to {MAX_BATCH} decides of the policy in one request, written in one store transaction; "
+                           "the answers in the requests' order, an invalid request's problem (with its `index`) in "
+                           "its place. Within the batch, guardrails hold as between single decides (two requests "
+                           "for one person respect the caps and the minimum gap between them).",
+            "responses": _ok("200", "One answer per request", "BatchDecideResponse"),
+            "x-fails": ["400", "404", "409", "413", "503"],
+            "x-why": {"413": f"The body is larger than {{limit}} bytes, or holds more than {MAX_BATCH} requests "
+                             "(named in `field`: `requests`)"}}},
         "/v1/events/{event_id}/outcomes": {"post": {
             "operationId": "reportOutcome", "parameters": [event], "requestBody": _body("OutcomeRequest"),
             "responses": _ok("202", "Stored (or acknowledged as a repeat)", "OutcomeResponse",

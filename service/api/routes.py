@@ -83,6 +83,33 @@ def decide(policy: str):
     return jsonify(answer)
 
 
+@decisions.post("/v1/policies/<policy>/decide/batch")
+@requires("decide")
+def decide_batch(policy: str):
+    """Many decides in one request and one store transaction (service/decision/batch.py): each
+    answer in its request's place, an invalid request's problem among them: the single decide's
+    problem document (its `field` named as in a single decide's body) with the request's `index`."""
+    eng = engine()
+    eng.policy(policy)
+    if request.headers.get("Idempotency-Key") is not None:
+        raise BadRequest("a batch takes no Idempotency-Key header: give each request its own request_id",
+                         "Idempotency-Key")
+    reqs: list = []
+    for item in schemas.batch_requests(body()):
+        try:
+            reqs.append(decide_input(item))
+        except Problem as p:
+            reqs.append(p)
+    out = []
+    for i, answer in enumerate(eng.decide_batch(policy, reqs)):
+        if isinstance(answer, Problem):
+            out.append(answer.to_dict() | {"index": i})
+        else:
+            count_decision(answer)
+            out.append(answer)
+    return jsonify({"policy": policy, "decisions": out})
+
+
 @decisions.post("/v1/events/<event_id>/outcomes")
 @requires("decide")
 def outcome(event_id: str):

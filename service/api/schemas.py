@@ -15,7 +15,8 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       PlainSerializer, StringConstraints, ValidationError, WithJsonSchema, field_validator)
 
 from service.api.auth import NAME_PATTERN, SCOPES
-from service.errors import BadRequest
+from service.decision.batch import MAX_BATCH
+from service.errors import BadRequest, TooLarge
 from service.policy import Policy
 from service.times import iana_zone, to_rfc3339
 
@@ -96,6 +97,40 @@ class DecideRequest(_Request):
     channels: list[Name] | None = Field(default=None, min_length=1, max_length=16,
                                         description="Only these channels; the others are removed as "
                                                     "`not_eligible_channel`.")
+
+
+class BatchDecideRequest(_Request):
+    """Many decides of one policy (`POST /v1/policies/<policy>/decide/batch`). Each request is
+    validated on its own: an invalid one gets its problem in its place, the others are decided."""
+
+    requests: list[DecideRequest] = Field(
+        min_length=1, max_length=MAX_BATCH,
+        description=f"Up to {MAX_BATCH} decide requests, each the body of a single decide (with its own "
+                    "`request_id` for idempotency); answered in this order.")
+
+
+def batch_requests(payload: Any) -> list:
+    """The `requests` of a batch decide's body, each left to validate on its own (`parse`); a
+    BadRequest for an envelope that is not `{"requests": [...]}`, a TooLarge (413) over the
+    limit."""
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object", "body")
+    for name in payload:
+        if name != "requests":
+            field = _field((name,))
+            reason = NUL_REASON if "\x00" in name else "is not a field of this request"
+            raise BadRequest(f"{field}: {reason}", field, [{"field": field, "reason": reason}])
+    items = payload.get("requests")
+    if not isinstance(items, list):
+        reason = "is required" if items is None and "requests" not in payload else "must be an array of decide requests"
+        raise BadRequest(f"requests: {reason}", "requests", [{"field": "requests", "reason": reason}])
+    if not items:
+        raise BadRequest("requests: must hold at least one request", "requests")
+    if len(items) > MAX_BATCH:
+        reason = f"holds {len(items)} requests, more than the limit of {MAX_BATCH} in one batch"
+        raise TooLarge(f"requests: {reason}", "requests", [{"field": "requests", "reason": reason,
+                                                            "limit": MAX_BATCH}])
+    return items
 
 
 class DeliveryRequest(_Request):

@@ -23,13 +23,14 @@ from models.featurize import history_features, shared_line
 from service.clock import Clock, request_time
 from service.decision import guardrails
 from service.decision.arms import ArmSwitches, PolicyPause
+from service.decision.batch import decide_batch
 from service.decision.context import eligible_sets, validate_context
 from service.decision.explain import render, scored_mode
 from service.decision.localtime import budget_day
 from service.decision.modelcache import VersionCache
 from service.decision.people import People
 from service.decision.sampling import in_holdout, sample, uniform_draw
-from service.errors import BadRequest, Conflict, NotFound
+from service.errors import BadRequest, Conflict, NotFound, Problem
 from service.policy import HOLD_ARM, Policy
 from service.policy.bandit import decision_reward, ensure_active_version
 from service.policy.stored import remember
@@ -70,6 +71,21 @@ class OutcomeInput:
     value: float = 1.0
     outcome_id: str | None = None
     timestamp: float | None = None
+
+
+@dataclass
+class Ask:
+    """A decide request validated against its policy: what deciding it needs besides the
+    person's state."""
+    req: DecideInput
+    context: dict
+    dropped: list[str]
+    eligible: tuple
+    now: float
+    digest: str | None                   # what a repeat of its request id must match
+    key: str                             # the person's key
+    day: str | None                      # the budget day, when the policy has a daily budget
+    budget: tuple[str, int] | None       # (day, limit)
 
 
 Observer = Callable[[Policy, Decision], None]  # told of every logged decision (shadow scoring)
@@ -118,49 +134,84 @@ class DecisionEngine:
     # decide ---------------------------------------------------------------------------------
 
     def decide(self, policy_name: str, req: DecideInput) -> dict:
-        policy = self.policy(policy_name)
+        policy = self.decidable(policy_name)
+        ask = self.prepare(policy, req)
+        if ask.digest is not None and (earlier := self.repeat(req.request_id, ask.digest, ask.now)) is not None:
+            return earlier
+        consistent = self.consistent(policy, ask)
+        for _ in range(self.max_attempts):
+            person = self.store.person_state(ask.key, ask.now - self._lookback[policy.name], policy.name,
+                                             ask.now - self._signal_lookback[policy.name], ask.day)
+            decision, answer, claim = self.decision(policy, ask, person, consistent)
+            try:
+                committed = self.store.commit_decision(decision, person.marker, ask.budget, claim)
+            except DuplicateRequest:  # the same request, decided meanwhile by another worker or replica
+                if (earlier := self.repeat(req.request_id, ask.digest, ask.now)) is not None:
+                    return earlier
+                continue
+            if committed:
+                self.observe(policy, decision)
+                return answer
+        raise Conflict("the person's state kept changing while deciding; retry the request", "user_id")
+
+    def decide_batch(self, policy_name: str, reqs: list[DecideInput | Problem]) -> list[dict | Problem]:
+        """Decide for many requests of one policy, in order, in as few store transactions as
+        it can (service/decision/batch.py): each answer or Problem in its request's place."""
+        return decide_batch(self, self.decidable(policy_name), reqs)
+
+    def decidable(self, name: str) -> Policy:
+        """The policy a decide names, if it decides: a Personalizer policy ranks the actions each
+        request brings instead (409)."""
+        policy = self.policy(name)
         if policy.spec.kind == "personalizer":
             raise Conflict(f"policy {policy.name!r} ranks the actions each request brings: call POST "
                            "/personalizer/rank (docs/personalizer.md)", "policy")
+        return policy
+
+    def prepare(self, policy: Policy, req: DecideInput) -> Ask:
+        """A decide request validated against its policy, with what the store is asked for it."""
         dropped: list[str] = []
         context = validate_context(policy, req.context, dropped)
         eligible = eligible_sets(policy, req.contents, req.channels)
         now = request_time(self.clock, req.timestamp)
         digest = req.digest(policy.name) if req.request_id is not None else None
-        if digest is not None and (earlier := self._repeat(req.request_id, digest, now)) is not None:
-            return earlier
-        key = self.store.person_key(req.user_id)
         budget = policy.spec.guardrails.daily_budget
         day = budget_day(policy, now) if budget is not None else None
-        consistent = None
-        if req.consistency_key is not None:
-            consistent = self.store.consistent_arm(key, policy.name, req.consistency_key,
-                                                   now - policy.spec.consistency.ttl)
-        for _ in range(self.max_attempts):
-            person = self.store.person_state(key, now - self._lookback[policy.name], policy.name,
-                                             now - self._signal_lookback[policy.name], day)
-            verdict = guardrails.evaluate(policy, person, now, rules=self._rules[policy.name], eligible=eligible)
-            decision = self._choose(policy, key, context, person, verdict, now, req.consistency_key, consistent)
-            if dropped:
-                decision.history["dropped_features"] = dropped
-            if day is not None and decision.channel is not None:
-                decision.history["budget_day"] = day  # what a delivery report that it never went out releases
-            answer = render(policy, decision, verdict)
-            claim = None if digest is None else RequestClaim(req.request_id, digest, dumps(answer), now - REQUEST_TTL)
-            try:
-                committed = self.store.commit_decision(decision, person.marker,
-                                                       (day, budget) if day is not None else None, claim)
-            except DuplicateRequest:  # the same request, decided meanwhile by another worker or replica
-                if (earlier := self._repeat(req.request_id, digest, now)) is not None:
-                    return earlier
-                continue
-            if committed:
-                for observe in self.observers:
-                    observe(policy, decision)
-                return answer
-        raise Conflict("the person's state kept changing while deciding; retry the request", "user_id")
+        return Ask(req, context, dropped, eligible, now, digest, self.store.person_key(req.user_id), day,
+                   (day, budget) if day is not None else None)
 
-    def _repeat(self, request_id: str, digest: str, now: float) -> dict | None:
+    def consistent(self, policy: Policy, ask: Ask) -> tuple[str, str] | None:
+        """(event id, arm) of the decision whose content a consistency key keeps, if any."""
+        if ask.req.consistency_key is None:
+            return None
+        return self.store.consistent_arm(ask.key, policy.name, ask.req.consistency_key,
+                                         ask.now - policy.spec.consistency.ttl)
+
+    def lookbacks(self, policy: Policy) -> tuple[float, float]:
+        """How far back a person's contacts and signals are read for this policy (seconds)."""
+        return self._lookback[policy.name], self._signal_lookback[policy.name]
+
+    def decision(self, policy: Policy, ask: Ask, person: PersonState, consistent: tuple[str, str] | None
+                 ) -> tuple[Decision, dict, RequestClaim | None]:
+        """The decision for a prepared request and the person's state, its answer, and the claim
+        of its request id: what is committed next."""
+        verdict = guardrails.evaluate(policy, person, ask.now, rules=self._rules[policy.name], eligible=ask.eligible)
+        decision = self._choose(policy, ask.key, ask.context, person, verdict, ask.now, ask.req.consistency_key,
+                                consistent)
+        if ask.dropped:
+            decision.history["dropped_features"] = ask.dropped
+        if ask.day is not None and decision.channel is not None:
+            decision.history["budget_day"] = ask.day  # what a delivery report that it never went out releases
+        answer = render(policy, decision, verdict)
+        claim = (None if ask.digest is None else
+                 RequestClaim(ask.req.request_id, ask.digest, dumps(answer), ask.now - REQUEST_TTL))
+        return decision, answer, claim
+
+    def observe(self, policy: Policy, decision: Decision) -> None:
+        for observe in self.observers:
+            observe(policy, decision)
+
+    def repeat(self, request_id: str, digest: str, now: float) -> dict | None:
         """The answer a request id got within the idempotency window; a Conflict when it was
         another request."""
         earlier = self.store.request(request_id, now - REQUEST_TTL)

@@ -45,6 +45,15 @@ class DecisionLog:
         DuplicateRequest is raised: the caller answers with that decision."""
         raise NotImplementedError
 
+    def commit_decisions(self, batch: list[tuple[Decision, tuple | None, tuple[str, int] | None,
+                                                  RequestClaim | None]]) -> bool:
+        """Log many decisions in one transaction, in order, each as `commit_decision` would with
+        its (marker, budget, claim): all of them, or nothing (False when a marker or a budget no
+        longer holds; DuplicateRequest when a request id was claimed elsewhere). A marker is
+        checked before the batch's first write for its person; later decisions for the same
+        person pass None (service/decision/batch.py)."""
+        raise NotImplementedError
+
     def decision(self, event_id: str) -> Decision | None:
         rows = self.query("SELECT * FROM decisions WHERE event_id=?", (event_id,))
         return Decision.from_row(dict(rows[0])) if rows else None

@@ -150,6 +150,27 @@ _COMMIT = ("SELECT tactful_commit_decision(%s::text, %s::text, %s::text, %s::flo
            " %s::bigint, %s::text, %s::bigint, %s::text, %s::text, %s::text, %s::float8)")
 
 
+# the learning barrier (shared) and every person of a batch, locked at once, in the order the
+# commit function takes them (the barrier first) and in the order of the people's keys
+_LOCK_PEOPLE = (f"SELECT pg_advisory_xact_lock_shared({pg_schema.BARRIER[0]}, {pg_schema.BARRIER[1]}),"
+                " (SELECT count(pg_advisory_xact_lock(hashtextextended('person:' || k, 0)))"
+                " FROM (SELECT unnest(%s::text[]) AS k ORDER BY 1) AS people)")
+
+
+class _Stale(Exception):
+    """A decision of a batch found its person's state or the budget changed."""
+
+
+def _commit_params(d: Decision, expected_marker: tuple | None, budget: tuple[str, int] | None,
+                   claim: RequestClaim | None) -> tuple:
+    """The parameters of `_COMMIT` for one decision."""
+    check = bool(d.person_key is not None and expected_marker)
+    marker = tuple(expected_marker) if check else (None,) * 6
+    day, limit = budget if budget is not None else (None, None)
+    request = (claim.request_id, claim.request_hash, claim.response, claim.since) if claim else (None,) * 4
+    return decision_values(d) + (check,) + marker + (day, limit) + request
+
+
 class PostgresStore(Store):
     """The store in a PostgreSQL database (or the schema its URL's search_path names)."""
 
@@ -237,14 +258,9 @@ class PostgresStore(Store):
 
     def commit_decision(self, d: Decision, expected_marker: tuple | None,
                         budget: tuple[str, int] | None = None, claim: RequestClaim | None = None) -> bool:
-        check = bool(d.person_key is not None and expected_marker)
-        marker = tuple(expected_marker) if check else (None,) * 6
-        day, limit = budget if budget is not None else (None, None)
-        request = (claim.request_id, claim.request_hash, claim.response, claim.since) if claim else (None,) * 4
         with self.connection() as conn:
             try:
-                seq = conn.execute(_COMMIT, decision_values(d) + (check,) + marker + (day, limit)
-                                   + request).fetchone()[0]
+                seq = conn.execute(_COMMIT, _commit_params(d, expected_marker, budget, claim)).fetchone()[0]
             except psycopg.Error as exc:
                 if exc.sqlstate == pg_schema.DUPLICATE_REQUEST:
                     raise DuplicateRequest(claim.request_id) from None
@@ -252,6 +268,37 @@ class PostgresStore(Store):
         if seq is None:
             return False
         d.seq = seq
+        return True
+
+    def commit_decisions(self, batch: list[tuple[Decision, tuple | None, tuple[str, int] | None,
+                                                  RequestClaim | None]]) -> bool:
+        """Many decisions in one transaction: the learning barrier and the people's locks taken
+        first, in the order single decides take them and in one order of people for every batch
+        (two batches naming the same people cannot deadlock, nor a batch and a single decide),
+        then each decision through `tactful_commit_decision`, pipelined (one flush, not a round
+        trip each)."""
+        keys = sorted({d.person_key for d, *_ in batch if d.person_key is not None})
+        params = [_commit_params(d, marker, budget, claim) for d, marker, budget, claim in batch]
+        try:
+            with self.connection() as conn, conn.transaction():
+                conn.execute(_LOCK_PEOPLE, (keys,))
+                cur = conn.cursor()
+                cur.executemany(_COMMIT, params, returning=True)
+                seqs = []
+                while True:
+                    seqs.append(cur.fetchone()[0])
+                    if not cur.nextset():
+                        break
+                if any(seq is None for seq in seqs):
+                    raise _Stale
+        except _Stale:
+            return False
+        except psycopg.Error as exc:
+            if exc.sqlstate == pg_schema.DUPLICATE_REQUEST:
+                raise DuplicateRequest(str(exc)) from None
+            raise
+        for (d, *_), seq in zip(batch, seqs):
+            d.seq = seq
         return True
 
     def add_outcome(self, o: Outcome, person_key: str | None = None, signal: tuple[str, str | None] | None = None,

@@ -169,30 +169,20 @@ class SQLiteStore(Store):
         WHERE), and the `decision_reserves_contact` trigger adds the contact and counts it
         towards suppression in the same statement: a decision is one write.
         """
-        values = decision_values(d)
         try:
             with self.write() as conn:
-                if budget is not None and d.channel is not None:
-                    day, limit = budget
-                    row = conn.execute("SELECT used FROM budget WHERE policy=? AND day=?", (d.policy, day)).fetchone()
-                    if (row[0] if row else 0) >= limit:
-                        raise _Stale
-                    conn.execute("INSERT INTO budget(policy, day, used) VALUES (?,?,1) "
-                                 "ON CONFLICT(policy, day) DO UPDATE SET used=budget.used+1", (d.policy, day))
-                if d.person_key is not None and expected_marker:
-                    since, ssince, contact, consent, signal, rev = expected_marker
-                    key = d.person_key
-                    cur = conn.execute(INSERT_DECISION_IF_UNCHANGED, values + (
-                        key, since, contact, key, consent, key, ssince, signal, key, rev))
-                    if cur.rowcount != 1:
-                        raise _Stale
-                else:
-                    cur = conn.execute(INSERT_DECISION, values)
-                d.seq = cur.lastrowid
-                if claim is not None and conn.execute(CLAIM_REQUEST, (
-                        claim.request_id, d.policy, d.person_key, d.event_id, claim.request_hash, claim.response,
-                        d.decided_at, claim.since)).rowcount != 1:
-                    raise DuplicateRequest(claim.request_id)  # undoes the whole transaction
+                _commit(conn, d, expected_marker, budget, claim)
+        except _Stale:
+            return False
+        return True
+
+    def commit_decisions(self, batch: list[tuple[Decision, tuple | None, tuple[str, int] | None,
+                                                  RequestClaim | None]]) -> bool:
+        """Many decisions in one write transaction, each written as `commit_decision` writes one."""
+        try:
+            with self.write() as conn:
+                for d, marker, budget, claim in batch:
+                    _commit(conn, d, marker, budget, claim)
         except _Stale:
             return False
         return True
@@ -216,3 +206,31 @@ class SQLiteStore(Store):
             self.conn.backup(target)
         finally:
             target.close()
+
+
+def _commit(conn: sqlite3.Connection, d: Decision, expected_marker: tuple | None, budget: tuple[str, int] | None,
+            claim: RequestClaim | None) -> None:
+    """One decision's writes inside a write transaction; _Stale when its person's state or the
+    budget changed, DuplicateRequest when its request id is taken (either undoes the transaction)."""
+    values = decision_values(d)
+    if budget is not None and d.channel is not None:
+        day, limit = budget
+        row = conn.execute("SELECT used FROM budget WHERE policy=? AND day=?", (d.policy, day)).fetchone()
+        if (row[0] if row else 0) >= limit:
+            raise _Stale
+        conn.execute("INSERT INTO budget(policy, day, used) VALUES (?,?,1) "
+                     "ON CONFLICT(policy, day) DO UPDATE SET used=budget.used+1", (d.policy, day))
+    if d.person_key is not None and expected_marker:
+        since, ssince, contact, consent, signal, rev = expected_marker
+        key = d.person_key
+        cur = conn.execute(INSERT_DECISION_IF_UNCHANGED, values + (
+            key, since, contact, key, consent, key, ssince, signal, key, rev))
+        if cur.rowcount != 1:
+            raise _Stale
+    else:
+        cur = conn.execute(INSERT_DECISION, values)
+    d.seq = cur.lastrowid
+    if claim is not None and conn.execute(CLAIM_REQUEST, (
+            claim.request_id, d.policy, d.person_key, d.event_id, claim.request_hash, claim.response,
+            d.decided_at, claim.since)).rowcount != 1:
+        raise DuplicateRequest(claim.request_id)
