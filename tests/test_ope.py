@@ -195,9 +195,9 @@ def test_retrain_writes_an_inactive_candidate_with_its_evaluation(tmp_path):
     run, policy, world, rows = _log(tmp_path, logging="engine", n=1500, seed=2)
     store = run.engine.store
     before = store.active_version(policy.name)
-    configs = grid(learning_rates=(0.5,), interactions=("-q UA",))
+    configs = grid(interactions=("-q UA",), bits=18)
     r = retrain(store, policy, now=run.clock.now(), configs=configs, n_boot=200)
-    assert r["train"] == 1200 and r["held_out"] == 300
+    assert r["train"] == 900 and r["select"] == 300 and r["held_out"] == 300
     assert store.active_version(policy.name) == before  # a candidate, not active
     ops = VersionRegistry(store)
     v = ops.version(policy.name, r["version"])
@@ -287,8 +287,10 @@ def test_retrain_shadow_and_promote_commands(tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["retrain", *base, "--now", str(run.clock.now()), "--bootstrap", "100"])
     assert r.exit_code == 0, r.output
-    assert "trained on 960 decisions, chose on the 240 latest" in r.output
-    assert r.output.count("-q UA") == 12 and r.output.count("-q UI") == 4 and "*" in r.output
+    assert "trained on 720 decisions, chose on the next 240" in r.output
+    assert "trained again on those 960 decisions, evaluated on the 240 latest (held out)" in r.output
+    assert r.output.count("-q UA") == 6 and r.output.count("-q UI") == 2 and "*" in r.output
+    assert r.output.count("--clip_p 0.5 -b 22") == 6 and "--clip_p 0.1" not in r.output
     version = int(r.output.split("candidate version ")[1].split()[0])
     r = runner.invoke(main, ["models", "shadow", *base, str(version)])
     assert r.exit_code == 0, r.output
