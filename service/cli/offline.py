@@ -21,7 +21,8 @@ from service.learning.shadow_report import shadow_report
 from service.offline.errors import EvaluationError, NotEnoughData, not_enough_data
 from service.offline.evaluate import evaluate
 from service.offline.export import export, final_decisions
-from service.offline.obd import import_obd
+from service.offline.obd import campaign_of, import_obd
+from service.offline.obd_priors import ZOZOTOWN_PRIOR
 from service.offline.report import write_report
 
 OUT = "out"  # default outputs go under ./out, which the repository ignores
@@ -172,13 +173,25 @@ def import_obd_cmd(directory, db, policies):
 
 
 def obd_next_step(summaries: list[dict], db: str, policies: str) -> str:
-    """The protocol's next command (docs/ope.md): the Bernoulli TS policy estimated from the
-    uniform-random logs; without random logs, what is missing."""
-    random = [s["policy"] for s in summaries if s["logger"].lower() == "random"]
-    if not random:
-        return (f"policies written to {policies}/. The Open Bandit protocol (docs/ope.md) estimates the "
-                "Bernoulli TS policy from the uniform-random logs, and none were imported: add the `random/` "
-                "directory of the dataset and import again")
-    return (f"policies written to {policies}/; evaluate Bernoulli TS on the uniform-random logs (the protocol "
-            f"of docs/ope.md) with: tactful evaluate --db {db} --policies {policies} --policy {random[0]} "
-            "--candidate bts-zozotown --baseline uniform")
+    """The protocol's next command per imported campaign (docs/ope.md): the Bernoulli TS policy
+    estimated from that campaign's uniform-random logs; without random logs, what is missing;
+    for a campaign with no published prior, a command that works without one (retrain)."""
+    campaigns = sorted({s.get("campaign") or campaign_of(s["policy"]) for s in summaries})
+    lines = [f"policies written to {policies}/."]
+    for campaign in campaigns:
+        mine = [s for s in summaries if (s.get("campaign") or campaign_of(s["policy"])) == campaign]
+        random = [s["policy"] for s in mine if s["logger"].lower() == "random"]
+        if campaign not in ZOZOTOWN_PRIOR:
+            lines.append(f"campaign {campaign!r}: no Bernoulli TS prior is published for it (Open Bandit Pipeline "
+                         f"has {', '.join(sorted(ZOZOTOWN_PRIOR))}), so bts-zozotown cannot be evaluated on it; "
+                         f"train and evaluate a first model version with: tactful retrain --db {db} "
+                         f"--policies {policies} --policy {(random or [mine[0]['policy']])[0]}")
+        elif not random:
+            lines.append(f"campaign {campaign!r}: the Open Bandit protocol (docs/ope.md) estimates the Bernoulli TS "
+                         "policy from the uniform-random logs, and none were imported: add the `random/` "
+                         "directory of the dataset and import again")
+        else:
+            lines.append(f"campaign {campaign!r}: evaluate Bernoulli TS on the uniform-random logs (the protocol "
+                         f"of docs/ope.md) with: tactful evaluate --db {db} --policies {policies} --policy "
+                         f"{random[0]} --candidate bts-zozotown --baseline uniform")
+    return "\n".join(lines)
