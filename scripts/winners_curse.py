@@ -119,7 +119,7 @@ def summary(runs: list[dict], scheme: str) -> dict:
             "hi": float(err.mean() + half),
             "estimated": float(np.mean([r[scheme]["estimated"] for r in runs])),
             "true": float(np.mean([r[scheme]["true"] for r in runs])),
-            "passes_lift_criterion": len(promoted)}
+            "passes_lift_criterion": len(promoted), "truly_better": sum(r["true"] > 0 for r in promoted)}
 
 
 def main() -> None:
@@ -142,13 +142,13 @@ def main() -> None:
     rows = [summary(runs, s) for s in ("same_slice", "held_out")]
     print(f"\n{args.seeds} seeds of {args.n} decisions logged by {args.logging}, grid of {len(configs)}, {time.time() - t0:.0f} s")
     print("| scheme | mean estimated lift | mean true lift | estimated - true: mean [95% interval] "
-          "| lift's lower bound > 0 |")
-    print("| --- | ---: | ---: | --- | ---: |")
+          "| lift's lower bound > 0 | of which truly better |")
+    print("| --- | ---: | ---: | --- | ---: | ---: |")
     names = {"same_slice": "chosen and evaluated on the same slice (before)",
              "held_out": "chosen on one slice, evaluated on a later one (now)"}
     for s in rows:
         print(f"| {names[s['scheme']]} | {s['estimated']:+.4f} | {s['true']:+.4f} | {s['bias']:+.4f} "
-              f"[{s['lo']:+.4f}, {s['hi']:+.4f}] | {s['passes_lift_criterion']} of {s['seeds']} |")
+              f"[{s['lo']:+.4f}, {s['hi']:+.4f}] | {s['passes_lift_criterion']} of {s['seeds']} | {s['truly_better']} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"runs": runs, "summary": rows, "n": args.n, "logging": args.logging}, indent=1))
 
