@@ -115,9 +115,12 @@ def test_the_parquet_hint_is_the_readmes(served, tmp_path):
 
 
 def test_the_obd_import_suggests_the_protocols_command():
-    both = [{"policy": "obd-men-bts", "logger": "bts"}, {"policy": "obd-men-random", "logger": "random"}]
+    both = [{"policy": "obd-men-bts", "logger": "bts"}, {"policy": "obd-men-random", "logger": "random"},
+            {"policy": "obd-women-random", "campaign": "women", "logger": "random"}]
     hint = obd_next_step(both, "obd.db", "out/obd-policies")
     assert ("tactful evaluate --db obd.db --policies out/obd-policies --policy obd-men-random "
+            "--candidate bts-zozotown --baseline uniform") in hint
+    assert ("tactful evaluate --db obd.db --policies out/obd-policies --policy obd-women-random "
             "--candidate bts-zozotown --baseline uniform") in hint
     assert "none were imported" in obd_next_step(both[:1], "obd.db", "out/obd-policies")
 

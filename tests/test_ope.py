@@ -2,6 +2,9 @@
 retraining, shadow mode and the automatic revert guard, all over the real engine and store."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -195,9 +198,9 @@ def test_retrain_writes_an_inactive_candidate_with_its_evaluation(tmp_path):
     run, policy, world, rows = _log(tmp_path, logging="engine", n=1500, seed=2)
     store = run.engine.store
     before = store.active_version(policy.name)
-    configs = grid(learning_rates=(0.5,), interactions=("-q UA",))
+    configs = grid(interactions=("-q UA",), bits=18)
     r = retrain(store, policy, now=run.clock.now(), configs=configs, n_boot=200)
-    assert r["train"] == 1200 and r["held_out"] == 300
+    assert r["train"] == 900 and r["select"] == 300 and r["held_out"] == 300
     assert store.active_version(policy.name) == before  # a candidate, not active
     ops = VersionRegistry(store)
     v = ops.version(policy.name, r["version"])
@@ -287,8 +290,10 @@ def test_retrain_shadow_and_promote_commands(tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["retrain", *base, "--now", str(run.clock.now()), "--bootstrap", "100"])
     assert r.exit_code == 0, r.output
-    assert "trained on 960 decisions, chose on the 240 latest" in r.output
-    assert r.output.count("-q UA") == 12 and r.output.count("-q UI") == 4 and "*" in r.output
+    assert "trained on 720 decisions, chose on the next 240" in r.output
+    assert "trained again on those 960 decisions, evaluated on the 240 latest (held out)" in r.output
+    assert r.output.count("-q UA") == 6 and r.output.count("-q UI") == 2 and "*" in r.output
+    assert r.output.count("--clip_p 0.5 -b 22") == 6 and "--clip_p 0.1" not in r.output
     version = int(r.output.split("candidate version ")[1].split()[0])
     r = runner.invoke(main, ["models", "shadow", *base, str(version)])
     assert r.exit_code == 0, r.output
@@ -303,3 +308,22 @@ def test_retrain_shadow_and_promote_commands(tmp_path):
     # 240 held-out decisions are fewer than the policy's default minimum of 1000: refused, and said why
     r = runner.invoke(main, ["models", "promote", *base, str(version)])
     assert r.exit_code == 1 and "min_decisions: evaluated on 240 decisions" in r.output, r.output
+
+
+@pytest.mark.slow
+def test_the_winners_curse_script_runs_both_schemes_on_the_same_log(tmp_path):
+    """scripts/winners_curse.py (docs/models.md), two small seeds: both schemes evaluate on the
+    latest 20% and store a model trained on the earliest 80%, so when they choose the same
+    configuration their estimates and true lifts agree; only the slice that chose differs."""
+    out = tmp_path / "curse.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "winners_curse.py"), "--seeds", "2", "--n", "600",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "| chosen on one slice, evaluated on a later one (now) |" in proc.stdout
+    result = json.loads(out.read_text())
+    assert [s["scheme"] for s in result["summary"]] == ["same_slice", "held_out"]
+    for run in result["runs"]:
+        a, b = run["same_slice"], run["held_out"]
+        assert np.isfinite([a["estimated"], a["true"], b["estimated"], b["true"]]).all()
+        if a["chosen"] == b["chosen"]:
+            assert a["estimated"] == pytest.approx(b["estimated"]) and a["true"] == pytest.approx(b["true"])

@@ -21,7 +21,8 @@ from service.learning.shadow_report import shadow_report
 from service.offline.errors import EvaluationError, NotEnoughData, not_enough_data
 from service.offline.evaluate import evaluate
 from service.offline.export import export, final_decisions
-from service.offline.obd import import_obd
+from service.offline.obd import campaign_of, import_obd
+from service.offline.obd_priors import ZOZOTOWN_PRIOR
 from service.offline.report import write_report
 
 OUT = "out"  # default outputs go under ./out, which the repository ignores
@@ -121,24 +122,30 @@ def _shadow(store, policy, now, since, until, seed, out: Path) -> None:
 @since_option
 @until_option
 @now_option
-@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
-              help="The latest share of the decisions, held out to choose and evaluate the candidate.")
+@click.option("--select", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.45),
+              help="The share of the decisions before the held-out slice on which the grid is compared.")
+@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.45),
+              help="The latest share of the decisions, held out to evaluate the chosen candidate (and "
+                   "nothing else: it takes no part in training or choosing).")
 @click.option("--bootstrap", "n_boot", default=500, show_default=True, type=click.IntRange(50))
 @click.option("--seed", default=0, show_default=True, type=int)
-def retrain_cmd(db, policies, policy_name, since, until, now, holdout, n_boot, seed, ignore_mismatch):
-    """Train VW offline from the logs over a small grid (exploration, interactions, learning rate),
-    choose by DR on a later held-out time slice, and store the winner as a candidate version (not
-    active) with its evaluation beside it."""
+def retrain_cmd(db, policies, policy_name, since, until, now, select, holdout, n_boot, seed, ignore_mismatch):
+    """Train VW offline from the logs over a small grid (exploration, interactions), choose by DR
+    on a later time slice, train the winner on everything before the held-out slice, and store it
+    as a candidate version (not active) with its evaluation on the latest, held-out slice. A policy
+    with logs and no active version (imported logs) gets its first version this way."""
     policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
     try:
         r = retrain(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"),
-                    holdout, n_boot=n_boot, seed=seed, progress=sys.stderr.isatty())
+                    holdout, n_boot=n_boot, seed=seed, progress=sys.stderr.isatty(), select=select)
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"trained on {r['train']} decisions, chose on the {r['held_out']} latest (DR on the held-out slice):")
+    click.echo(f"trained on {r['train']} decisions, chose on the next {r['select']} (DR on the selection slice):")
     for c in r["search"]:
         mark = "*" if c.vw_args == r["chosen"] else " "
         click.echo(f" {mark} {c.dr:.4f} [{c.lo:.4f}, {c.hi:.4f}]  {c.vw_args}")
+    click.echo(f"the chosen configuration trained again on those {r['train'] + r['select']} decisions, "
+               f"evaluated on the {r['held_out']} latest (held out):")
     click.echo(r["evaluation"].table())
     click.echo(f"candidate version {r['version']} of {policy.name} written (not active); promote with: "
                f"tactful models promote --db {db} --policies {policies} --policy {policy.name} {r['version']}")
@@ -166,13 +173,25 @@ def import_obd_cmd(directory, db, policies):
 
 
 def obd_next_step(summaries: list[dict], db: str, policies: str) -> str:
-    """The protocol's next command (docs/ope.md): the Bernoulli TS policy estimated from the
-    uniform-random logs; without random logs, what is missing."""
-    random = [s["policy"] for s in summaries if s["logger"].lower() == "random"]
-    if not random:
-        return (f"policies written to {policies}/. The Open Bandit protocol (docs/ope.md) estimates the "
-                "Bernoulli TS policy from the uniform-random logs, and none were imported: add the `random/` "
-                "directory of the dataset and import again")
-    return (f"policies written to {policies}/; evaluate Bernoulli TS on the uniform-random logs (the protocol "
-            f"of docs/ope.md) with: tactful evaluate --db {db} --policies {policies} --policy {random[0]} "
-            "--candidate bts-zozotown --baseline uniform")
+    """The protocol's next command per imported campaign (docs/ope.md): the Bernoulli TS policy
+    estimated from that campaign's uniform-random logs; without random logs, what is missing;
+    for a campaign with no published prior, a command that works without one (retrain)."""
+    campaigns = sorted({s.get("campaign") or campaign_of(s["policy"]) for s in summaries})
+    lines = [f"policies written to {policies}/."]
+    for campaign in campaigns:
+        mine = [s for s in summaries if (s.get("campaign") or campaign_of(s["policy"])) == campaign]
+        random = [s["policy"] for s in mine if s["logger"].lower() == "random"]
+        if campaign not in ZOZOTOWN_PRIOR:
+            lines.append(f"campaign {campaign!r}: no Bernoulli TS prior is published for it (Open Bandit Pipeline "
+                         f"has {', '.join(sorted(ZOZOTOWN_PRIOR))}), so bts-zozotown cannot be evaluated on it; "
+                         f"train and evaluate a first model version with: tactful retrain --db {db} "
+                         f"--policies {policies} --policy {(random or [mine[0]['policy']])[0]}")
+        elif not random:
+            lines.append(f"campaign {campaign!r}: the Open Bandit protocol (docs/ope.md) estimates the Bernoulli TS "
+                         "policy from the uniform-random logs, and none were imported: add the `random/` "
+                         "directory of the dataset and import again")
+        else:
+            lines.append(f"campaign {campaign!r}: evaluate Bernoulli TS on the uniform-random logs (the protocol "
+                         f"of docs/ope.md) with: tactful evaluate --db {db} --policies {policies} --policy "
+                         f"{random[0]} --candidate bts-zozotown --baseline uniform")
+    return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Real logged data: the Open Bandit Dataset (Saito et al., arXiv:2008.07146) in a Tactful store.
 
 `tactful import-obd DIR` reads OBD's CSV format: DIR is a campaign directory holding one
-directory per logging policy (`random/`, `bts/`), or one such directory itself, each with
+directory per logging policy (`random/`, `bts/`), or one such directory itself, or the whole
+dataset as obp lays it out (`<logger>/<campaign>/`, campaigns `men`, `women`, `all`), each with
 `<campaign>.csv` (one row per impression: timestamp, item_id, position 1..3, click,
 propensity_score, user_feature_0..3, user-item_affinity_0..N-1) and `item_context.csv`.
 
@@ -21,7 +22,8 @@ How OBD maps onto Tactful:
 
 The Bernoulli TS evaluation policy of OBD's protocol (obp's `BernoulliTS(is_zozotown_prior=True,
 campaign=...)` and its `compute_batch_action_dist`): every round draws a Beta(alpha_i, beta_i)
-sample per item from ZOZOTOWN's prior and shows the top 3 items in order; the probability of
+sample per item from ZOZOTOWN's prior of that campaign (service/offline/obd_priors.py: all
+three campaigns, obp's published numbers) and shows the top 3 items in order; the probability of
 item i at position k is estimated from `n_sim` such draws. obp (which pulls in torch and pins old
 libraries) is not a dependency: this reimplements that computation with the same priors; see
 docs/ope.md.
@@ -37,21 +39,12 @@ import numpy as np
 from tqdm import tqdm
 
 from service.offline.errors import EvaluationError
+from service.offline.obd_priors import ZOZOTOWN_PRIOR
 from service.offline.export import LoggedDecision
 from service.times import parse_time
 from service.policy import Policy, load_policy
 from service.store import Decision, Outcome, Store
 
-# ZOZOTOWN's Bernoulli TS priors per item (obp/policy/conf/prior_bts.yaml, Apache-2.0).
-ZOZOTOWN_PRIOR = {
-    "men": {
-        "alpha": [47, 8, 62, 142, 3, 6, 100, 48, 23, 71, 61, 13, 16, 518, 30, 7, 4, 23, 8, 10, 11, 11, 18, 121,
-                  11, 4, 32, 30, 9, 22, 6, 23, 5, 54],
-        "beta": [12198, 3566, 15993, 35522, 2367, 3100, 24665, 13210, 7061, 18061, 17449, 5644, 6787, 111326,
-                 8776, 3334, 2271, 7389, 2659, 3665, 4724, 3561, 5085, 27407, 4601, 2923, 8897, 8654, 4000,
-                 6580, 3174, 6766, 2602, 14506],
-    },
-}
 LEN_LIST = 3
 
 
@@ -72,11 +65,33 @@ def bts_action_dist(campaign: str = "men", n_sim: int = 100_000, seed: int = 123
     return counts / n_sim
 
 
+def campaign_of(policy_name: str) -> str:
+    """The OBD campaign of an imported policy (`obd-<campaign>-<logger>`), or '' for another policy."""
+    parts = policy_name.split("-")
+    return parts[1] if len(parts) >= 3 and parts[0] == "obd" else ""
+
+
+def prior_for(campaign: str, n_items: int) -> str | None:
+    """Why the Bernoulli TS prior cannot serve `campaign` with `n_items` items, or None when it can."""
+    if campaign not in ZOZOTOWN_PRIOR:
+        return (f"no Bernoulli TS prior is published for campaign {campaign!r}: Open Bandit Pipeline's "
+                f"prior_bts.yaml has {', '.join(sorted(ZOZOTOWN_PRIOR))}")
+    k = len(ZOZOTOWN_PRIOR[campaign]["alpha"])
+    if k != n_items:
+        return f"the {campaign!r} prior covers {k} items and these logs have {n_items}"
+    return None
+
+
 def bts_target(policy: Policy, rows: Sequence[LoggedDecision], n_sim: int = 100_000) -> np.ndarray:
     """The Bernoulli TS policy's distribution over items at each logged decision's position."""
-    campaign = policy.name.split("-")[1] if policy.name.startswith("obd-") else "men"
-    if campaign not in ZOZOTOWN_PRIOR or any("position" not in r.decision.context for r in rows[:1]):
-        raise EvaluationError(f"bts-zozotown evaluates Open Bandit Dataset logs (obd-men-*), not {policy.name!r}")
+    campaign = campaign_of(policy.name)
+    if not campaign or any("position" not in r.decision.context for r in rows[:1]):
+        raise EvaluationError(f"bts-zozotown evaluates Open Bandit Dataset logs (obd-men-*, obd-women-*, "
+                              f"obd-all-*, from `tactful import-obd`), not {policy.name!r}")
+    n_items = sum(1 for a in policy.arms if a.id.startswith("item_"))
+    why = prior_for(campaign, n_items)
+    if why:
+        raise EvaluationError(f"bts-zozotown cannot evaluate {policy.name!r}: {why}")
     dist = bts_action_dist(campaign, n_sim)
     pi = np.zeros((len(rows), len(policy.arms)))
     cols = [policy.arm_index[f"item_{i}:web:now"] for i in range(dist.shape[0])]
@@ -88,15 +103,19 @@ def bts_target(policy: Policy, rows: Sequence[LoggedDecision], n_sim: int = 100_
 # -- reading OBD ---------------------------------------------------------------------------------
 
 def logger_dirs(directory: str | Path) -> list[tuple[str, str, Path]]:
-    """(campaign, logger, csv file) for each logging policy under `directory`."""
-    d = Path(directory)
+    """(campaign, logger, csv file) for each logging policy under `directory`: a logger's directory
+    (`<campaign>.csv` beside `item_context.csv`), a campaign's (`<logger>/<campaign>.csv`), or the
+    dataset's as obp lays it out (`<logger>/<campaign>/<campaign>.csv`)."""
+    d = Path(directory).resolve()
     if not d.is_dir():
         raise FileNotFoundError(f"{d} is not a directory")
     found = []
-    for sub in ([d] if (d / "item_context.csv").exists() else sorted(p for p in d.iterdir() if p.is_dir())):
-        for f in sorted(sub.glob("*.csv")):
+    for items in sorted(p for p in d.glob("**/item_context.csv") if len(p.relative_to(d).parts) <= 3):
+        for f in sorted(items.parent.glob("*.csv")):
             if f.name != "item_context.csv":
-                found.append((f.stem, sub.name, f))
+                sub = items.parent
+                logger = sub.parent.name if sub.name == f.stem and sub != d else sub.name
+                found.append((f.stem, logger, f))
     if not found:
         raise FileNotFoundError(f"{d} holds no OBD logs (<logger>/<campaign>.csv and item_context.csv)")
     return found
@@ -147,7 +166,10 @@ def import_obd(directory: str | Path, store: Store, policies_dir: str | Path, pr
         policy = load_policy(out_dir / f"{name}.toml")
         n_items = len(items)
         arms = [f"item_{i}:web:now" for i in range(n_items)]
-        dist = bts_action_dist(campaign) if logger == "bts" and campaign in ZOZOTOWN_PRIOR else None
+        if logger == "bts" and prior_for(campaign, n_items):
+            raise ValueError(f"{path}: logged by Bernoulli TS, whose other items' probabilities come from its "
+                             f"prior, but {prior_for(campaign, n_items)}")
+        dist = bts_action_dist(campaign) if logger == "bts" else None
         total = sum(1 for _ in path.open()) - 1
         n = clicks = 0
         batch: list[Decision] = []

@@ -45,7 +45,8 @@ SEGMENTS = ("bargain", "newbie", "loyal", "lapsed")
 
 
 # The engine's learner as the logger: the example policy's settings (examples/policies), with a
-# larger exploration floor and fewer hash bits for this small policy.
+# larger exploration floor and fewer hash bits for this small policy, and no history cross (this
+# world does not tire).
 ENGINE_ARGS = "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --ignore I --clip_p 0.5 -l 0.1 -b 18"
 # ... and the example's settings before 2026-11-23: weights up to 10 and VW's default step. A
 # greedier logger, which gives up on unlucky arms sooner: the hard case for the estimators.
@@ -181,3 +182,52 @@ def true_value(world: World, segments: list[str], allowed: list[list[str]], targ
     seg_index = {s: i for i, s in enumerate(world.segments)}
     rows = table[[seg_index[s] for s in segments]]
     return float(np.mean(np.sum(target * rows, axis=1)))
+
+
+# -- a population that tires ----------------------------------------------------------------------
+
+def tiring_policy(vw_args: str, per_contact: float = 0.2) -> Policy:
+    """The world policy on one timing (`now`: a send is a contact at once), rewarded for clicks,
+    with a fatigue term of `per_contact` for each contact in the last 7 days."""
+    return world_policy(name="tiring", logging="engine", vw_args=vw_args, extra={
+        "timing": [{"name": "now", "delay_minutes": 0}],
+        "reward": {"window": "1h", "default": 0.0, "weights": {"click": 1.0}, "min": -5.0, "max": 1.0,
+                   "fatigue": {"per_contact": per_contact, "window": "7d"}}})
+
+
+def tiring_log(db: str | Path, vw_args: str, seed: int = 0, n: int = 2400, people: int = 40,
+               step: float = 3600.0, click: float = 0.4, decay: float = 0.3, per_contact: float = 0.2) -> dict:
+    """The real engine and online learner (a step every 100 decisions) on a population that tires:
+    a send's click probability is `click` x `decay`^(the person's contacts in the last 7 days), and
+    the policy's reward charges `per_contact` for each, so a send pays only to a rested person and
+    holding (worth 0) is best for a tired one. One person is asked every `step` seconds. Returns,
+    over the last third: the hold share of tired (a contact in the last 7 days) and of rested
+    people, how many of each, and the mean shaped reward."""
+    policy = tiring_policy(vw_args, per_contact)
+    engine, clock = make_engine(db, {policy.name: policy}, id_prefix=f"t{seed}")
+    learner = build_learner(engine.store, engine.policies, clock)
+    rng = np.random.default_rng(seed)
+    sends: dict[int, list[float]] = {}
+    holds: dict[str, list[bool]] = {"rested": [], "tired": []}
+    rewards = []
+    for i in range(n):
+        u = int(rng.integers(people))
+        now = clock.now()
+        recent = sum(1 for at in sends.get(u, ()) if at > now - 7 * 86400)
+        r = engine.decide(policy.name, DecideInput(f"p{u}", {"segment": "all"}))
+        held, reward = r["action"]["hold"], 0.0
+        if not held:
+            sends.setdefault(u, []).append(now)
+            if rng.random() < click * decay ** recent:
+                engine.record_outcome(r["event_id"], OutcomeInput("click", outcome_id="click"))
+                reward = 1.0
+            reward -= per_contact * recent
+        if i >= 2 * n // 3:
+            holds["tired" if recent else "rested"].append(held)
+            rewards.append(reward)
+        clock.advance(step)
+        if (i + 1) % 100 == 0:
+            learner.step(policy.name)
+    engine.store.close()
+    return {"hold_tired": float(np.mean(holds["tired"])), "hold_rested": float(np.mean(holds["rested"])),
+            "tired": len(holds["tired"]), "rested": len(holds["rested"]), "reward": float(np.mean(rewards))}
