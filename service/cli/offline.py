@@ -15,6 +15,7 @@ import click
 
 from service.cli.options import (db_option, mismatch_option, now_option, now_value, open_store, policies_option,
                                  policy_in_store, policy_option, since_option, time_value, until_option)
+from service.learning.rank_retrain import evaluate_rank, retrain_rank, table
 from service.learning.registry import VersionRegistry
 from service.learning.retrain import retrain
 from service.learning.shadow_report import shadow_report
@@ -86,6 +87,9 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
         return
     if not candidate:
         raise click.BadParameter("name the candidate to evaluate (or use --shadow)", param_hint="--candidate")
+    if policy.spec.kind == "personalizer":
+        _rank_evaluate(store, policy, candidate, at, since, until, n_boot, seed, Path(out), no_store)
+        return
     try:
         result = evaluate(store, policy, candidate, baselines or ("active", "uniform"), now=at,
                           since=time_value(since, "--since"), until=time_value(until, "--until"), n_boot=n_boot,
@@ -100,6 +104,41 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
         VersionRegistry(store).store_evaluation(policy.name, result.candidate_version, result.as_dict(), at)
         click.echo(f"stored beside {policy.name} version {result.candidate_version}")
     click.echo(f"report: {report}")
+
+
+def _rank_evaluate(store, policy, candidate, at, since, until, n_boot, seed, out: Path, no_store) -> None:
+    """`evaluate` on a Personalizer loop (service/learning/rank_retrain.py): a version or VW
+    arguments scored over the logged Rank events, printed and written to `out`/evaluation.json."""
+    try:
+        result = evaluate_rank(store, policy, candidate, at, time_value(since, "--since"),
+                               time_value(until, "--until"), n_boot=n_boot, seed=seed)
+    except NotEnoughData as exc:
+        raise click.ClickException(str(exc)) from None
+    except EvaluationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--candidate") from None
+    click.echo(table(result))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=2))
+    if result["version"] is not None and not no_store:
+        VersionRegistry(store).store_evaluation(policy.name, result["version"], result, at)
+        click.echo(f"stored beside {policy.name} version {result['version']}")
+    click.echo(f"report: {out / 'evaluation.json'}")
+
+
+def _rank_retrain(store, policy, r_args: dict, db, policies) -> None:
+    try:
+        r = retrain_rank(store, policy, **r_args)
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"learned {r['train']} Rank events, chose on the next {r['select']} (SNIPS, progressive):")
+    for c in r["search"]:
+        mark = "*" if c["vw_args"] == r["chosen"] else " "
+        click.echo(f" {mark} {c['value']:.4f} [{c['lo']:.4f}, {c['hi']:.4f}]  {c['vw_args']}")
+    click.echo(f"the chosen setting learned those {r['train'] + r['select']} events, evaluated on the "
+               f"{r['held_out']} latest (held-out):")
+    click.echo(table(r["evaluation"]))
+    click.echo(f"candidate version {r['version']} of {policy.name} written (not active); promote with: "
+               f"tactful models promote --db {db} --policies {policies} --policy {policy.name} {r['version']}")
 
 
 def _shadow(store, policy, now, since, until, seed, out: Path) -> None:
@@ -135,6 +174,11 @@ def retrain_cmd(db, policies, policy_name, since, until, now, select, holdout, n
     as a candidate version (not active) with its evaluation on the latest, held-out slice. A policy
     with logs and no active version (imported logs) gets its first version this way."""
     policy, store = policy_in_store(db, policies, policy_name, ignore_mismatch)
+    if policy.spec.kind == "personalizer":
+        _rank_retrain(store, policy, {"now": now_value(now), "since": time_value(since, "--since"),
+                                      "until": time_value(until, "--until"), "holdout": holdout, "select": select,
+                                      "n_boot": n_boot, "seed": seed}, db, policies)
+        return
     try:
         r = retrain(store, policy, now_value(now), time_value(since, "--since"), time_value(until, "--until"),
                     holdout, n_boot=n_boot, seed=seed, progress=sys.stderr.isatty(), select=select)

@@ -46,5 +46,6 @@ def per_request_actions(policy: Policy, what: str) -> EvaluationError:
     """The error for a catalogue tool asked about a policy whose actions arrive with each request."""
     return EvaluationError(
         f"policy {policy.name!r} ranks per-request actions (kind = \"personalizer\"): {what} works over a "
-        "catalogue of arms. Evaluate its learning settings with PUT /personalizer/evaluations/{id} and apply one "
-        "with PUT /personalizer/configurations/policy (docs/personalizer.md); `tactful export` writes its log")
+        "catalogue of arms. For this policy, service/learning/rank_retrain.py scores versions and settings over "
+        "each event's own actions (`tactful evaluate` and `tactful retrain` run it), as PUT "
+        "/personalizer/evaluations/{id} does (docs/personalizer.md)")
