@@ -88,7 +88,6 @@ def test_bad_input_is_answered_in_personalizers_error_shape(loop):
     assert_error(client.post("/personalizer/events/nope/reward", json={"value": 1}), 404, "ResourceNotFound",
                  "eventId")
     assert_error(client.get("/personalizer/nowhere"), 404, "ResourceNotFound")
-    assert_error(client.delete("/personalizer/logs"), 501, "NotSupported")
     assert_error(client.get("/personalizer/featureImportances"), 501, "NotSupported")
     decide = client.post("/v1/policies/personalizer/decide", json={"user_id": "u1", "context": {}})
     assert decide.status_code == 409 and "/personalizer/rank" in decide.json["detail"]  # Tactful's own shape
@@ -215,9 +214,29 @@ def test_an_evaluation_estimates_each_setting_with_an_interval(loop):
         assert lo <= p["summary"]["expectedReward"] <= hi
     assert results["Baseline"]["summary"]["expectedReward"] == pytest.approx(0.5, abs=0.25)
     assert [e["id"] for e in client.get("/personalizer/evaluations").json["value"]] == ["ev1"]
+    before = client.get("/personalizer/configurations/policy").json["arguments"]
+    assert_error(client.post("/personalizer/configurations/applyFromEvaluation",
+                             json={"evaluationId": "ev1", "policyName": "Baseline"}), 400, "BadArgument", "policyName")
+    applied = client.post("/personalizer/configurations/applyFromEvaluation",
+                          json={"evaluationId": "ev1", "policyName": "interactions"})
+    assert applied.status_code == 204
+    after = client.get("/personalizer/configurations/policy").json["arguments"]
+    assert after != before and "-q UA -l 0.5" in after
+    engine = app.extensions["tactful"]
+    version = engine.store.model("personalizer", engine.store.active_version("personalizer"))
+    assert version["source"] == "evaluation"
+    for context, preferred in PREFERS.items():  # the applied model learned the evaluation's events
+        r = rank(client, context).json
+        assert max(r["ranking"], key=lambda a: a["probability"])["id"] == preferred
     assert client.delete("/personalizer/evaluations/ev1").status_code == 204
     assert_error(client.get("/personalizer/evaluations/ev1"), 404, "ResourceNotFound", "evaluationId")
-    assert client.get("/personalizer/logs/properties").json["events"] == 120
+    assert client.get("/personalizer/logs/properties").json["events"] == 120 + 2
+    assert learner(app, clock).step("personalizer") == 120  # the two ranked above wait for their reward
+    pending = rank(client, "morning").json["eventId"]
+    assert client.delete("/personalizer/logs").status_code == 204
+    # what the learner learned goes; what it has still to learn stays
+    assert client.get("/personalizer/logs/properties").json["events"] == 3
+    assert client.get(f"/v1/events/{pending}").status_code == 200
 
 
 def test_the_subscription_key_is_a_tactful_key_with_its_scopes(loop):

@@ -347,7 +347,19 @@ def delete_evaluation(evaluation_id: str):
 
 
 @route("/logs", methods=["DELETE"])
+@requires("admin")
+def delete_logs():
+    _admin().delete_logs()
+    return _no_content()
+
+
 @route("/configurations/applyFromEvaluation", methods=["POST"])
+@requires("admin")
+def apply_from_evaluation():
+    _admin().apply_from_evaluation(body())
+    return _no_content()
+
+
 @route("/featureImportances", methods=["GET"])
 @route("/featureImportances/<feature_importance_id>", methods=["GET", "PUT", "DELETE"])
 @requires("admin")

@@ -16,7 +16,7 @@ from models.vw_policy import VWPolicy, check_model
 from service.clock import Clock
 from service.errors import BadRequest, NotFound
 from service.learning.registry import VersionRegistry
-from service.offline.personalizer import evaluate_settings, logged_events
+from service.offline.personalizer import evaluate_settings, logged_events, train_setting
 from service.policy import Policy
 from service.policy.bandit import ensure_active_version
 from service.policy.personalizer import ServiceSettings, learnable, settings_from_json
@@ -174,6 +174,39 @@ class LoopAdmin:
 
     def evaluations(self) -> list[dict]:
         return self.store.personalizer_documents(self.name, EVALUATION)
+
+    def apply_from_evaluation(self, body: object) -> None:
+        """POST /configurations/applyFromEvaluation: a setting of an evaluation becomes the
+        learning policy, with a model that learned the evaluation's events from nothing (as
+        Personalizer applies "learning settings and model"), published as a new version."""
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object", "body")
+        for field in ("evaluationId", "policyName"):
+            if not isinstance(body.get(field), str) or not body[field]:
+                raise BadRequest(f"{field}: required, a string", field)
+        doc = self.evaluation(body["evaluationId"])
+        result = next((p for p in doc.get("policyResults", []) if p["name"] == body["policyName"]), None)
+        if result is None or result["name"] == "Baseline":
+            raise BadRequest(f"policyName: evaluation {body['evaluationId']!r} has no learning setting named "
+                             f"{body['policyName']!r}", "policyName")
+        args = " ".join(t for t in (result.get("arguments") or "").split() if t not in ("--cb_explore_adf", "--cb_adf"))
+        now = self.clock.now()
+        since = parse_time(doc["startTime"]) if doc.get("startTime") else None
+        until = parse_time(doc["endTime"]) if doc.get("endTime") else None
+        try:
+            model = train_setting(logged_events(self.store, self.policy, since, until, now), args,
+                                  self.policy.spec.learner.seed)
+        except RuntimeError as exc:
+            raise BadRequest(f"policyName: VW refuses the setting's arguments: {exc}", "policyName") from None
+        self._publish(model, args, "evaluation",
+                      f"learning policy {body['policyName']!r} applied from evaluation {body['evaluationId']!r}")
+
+    def delete_logs(self) -> dict:
+        """DELETE /logs: the loop's logged events that nothing needs any more (final and learned,
+        with their rewards), as `tactful prune` removes them; events still within their reward wait
+        stay until learned, and what the model learned stays in it."""
+        now = self.clock.now()
+        return self.store.prune_decisions(now, now, policy=self.name)
 
     def delete_evaluation(self, evaluation_id: str) -> None:
         self.store.delete_personalizer_document(self.name, EVALUATION, evaluation_id)

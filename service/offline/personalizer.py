@@ -107,6 +107,22 @@ def _replay(events: list[tuple[Decision, float, bool]], arguments: str, k: int) 
     return pi
 
 
+def train_setting(events: list[tuple[Decision, float, bool]], arguments: str, seed: int = 0) -> bytes:
+    """A model of the setting learned from nothing over the events the loop learns, in log order:
+    what applying an evaluated setting (POST /configurations/applyFromEvaluation) serves."""
+    model = VWPolicy([], _own_args(arguments), seed)
+    try:
+        for d, reward, learned in events:
+            if not learned:
+                continue
+            actions = d.history["personalizer"]["actions"]
+            model.learn_lines(shared_line(d.context, {}), [action_line(a["id"], a["features"]) for a in actions],
+                              d.allowed.index(d.arm), reward_cost(reward), d.probability)
+        return model.to_bytes()
+    finally:
+        model.close()
+
+
 def _own_args(arguments: str) -> str:
     """A setting's arguments without what Tactful sets itself (`--cb_explore_adf` and file options)."""
     drop = {"--cb_explore_adf", "--cb_adf", "--quiet"}

@@ -44,19 +44,20 @@ class RetentionTables:
                     removed[policy] = sorted(gone)
         return removed
 
-    def prune_decisions(self, before: float, now: float, chunk: int = 5000) -> dict[str, int]:
+    def prune_decisions(self, before: float, now: float, chunk: int = 5000, policy: str | None = None) -> dict[str, int]:
         """Remove the decisions made before `before` that nothing needs any more (see
         `_PRUNABLE`), with their outcomes, delivery reports and shadow scores; how many rows of
         each; and every decide's request id older than the idempotency window (campaign.py), which
         nothing reads any more. `chunk` decisions per transaction, so that serving waits for none
-        of them long."""
+        of them long. With `policy`, that policy's decisions only (a Personalizer loop's DELETE /logs)."""
         counts = {"outcomes": 0, "deliveries": 0, "shadow_decisions": 0, "decisions": 0}
         with self.write() as conn:
             counts["requests"] = conn.execute("DELETE FROM requests WHERE at < ?", (now - REQUEST_TTL,)).rowcount
         while True:
             with self.write() as conn:
-                rows = conn.execute(f"SELECT seq, event_id FROM decisions WHERE {_PRUNABLE} ORDER BY seq LIMIT ?",
-                                    (before, now, 2 ** 62, chunk)).fetchall()
+                mine = " AND policy = ?" if policy is not None else ""
+                rows = conn.execute(f"SELECT seq, event_id FROM decisions WHERE {_PRUNABLE}{mine} ORDER BY seq LIMIT ?",
+                                    (before, now, 2 ** 62, *((policy,) if policy is not None else ()), chunk)).fetchall()
                 if not rows:
                     return counts
                 events = [(r[1],) for r in rows]
