@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 
 from service.api import openapi as document, schemas
-from service.api.auth import ANY, PUBLIC, requires
+from service.api.auth import ANY, CONSOLE, PUBLIC, requires
 from service.api.problems import problem_response
 from service.api.requestlog import KEY
 from service.decision.engine import DecideInput, DecisionEngine, DeliveryInput, OutcomeInput
@@ -288,10 +288,13 @@ def openapi():
 
 
 def operation_scopes() -> dict[tuple[str, str], str]:
-    """What each route needs, by its OpenAPI path and method (`/v1/users/{user_id}`, `get`)."""
+    """What each route needs, by its OpenAPI path and method (`/v1/users/{user_id}`, `get`). The
+    console's HTML pages (scope CONSOLE, under /ui) are not part of the JSON API: left out."""
     out = {}
     for rule in current_app.url_map.iter_rules():
         scope = getattr(current_app.view_functions[rule.endpoint], "scope", None)
+        if scope == CONSOLE:
+            continue
         path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             out[(path, method.lower())] = scope
