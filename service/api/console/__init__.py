@@ -24,9 +24,14 @@ def init_app(app: Flask) -> None:
     app.secret_key = store.console_secret()
     app.config.update(SESSION_COOKIE_NAME=COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       SESSION_COOKIE_PATH="/ui")
-    app.jinja_env.globals.update(csrf_token=csrf_token, rfc3339=to_rfc3339, duration=duration, pct=pct, num=num,
+    app.jinja_env.globals.update(csrf_token=csrf_token, rfc3339=when, duration=duration, pct=pct, num=num,
                                  scopes=list(SCOPES))
     app.register_blueprint(console_bp)
+
+
+def when(seconds: float | None) -> str | None:
+    """A time as RFC 3339 text to the second (the API's keeps the microseconds)."""
+    return to_rfc3339(float(round(seconds))) if seconds is not None else None
 
 
 def duration(seconds: float | None) -> str:

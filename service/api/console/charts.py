@@ -13,7 +13,7 @@ from markupsafe import Markup
 # dark enough on white for text and lines: blue 8.4:1, orange 5.5:1, green 6.0:1, grey 8.5:1
 BLUE, ORANGE, GREY, GREEN = "#1d4e89", "#b34700", "#4d4d4d", "#2e7031"
 PALETTE = (BLUE, ORANGE, GREEN, GREY)
-W, H, LEFT, BOTTOM, TOP = 640, 200, 48, 24, 12
+W, H, LEFT, BOTTOM, TOP = 640, 260, 64, 30, 26
 
 
 def _svg(title: str, desc: str, body: str, height: int = H) -> Markup:
@@ -31,10 +31,10 @@ def _axis(lo: float, hi: float, labels: Sequence[str]) -> str:
     out = [f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W}" y2="{H - BOTTOM}" stroke="{GREY}"/>',
            f'<text x="{LEFT - 4}" y="{TOP + 4}" text-anchor="end" class="tick">{_fmt(hi)}</text>',
            f'<text x="{LEFT - 4}" y="{H - BOTTOM}" text-anchor="end" class="tick">{_fmt(lo)}</text>']
-    step = max(1, len(labels) // 6)
+    step = max(1, len(labels) // (4 if labels and len(labels[0]) > 6 else 6))
     for i in range(0, len(labels), step):
         x = LEFT + (i + 0.5) * (W - LEFT) / len(labels)
-        out.append(f'<text x="{x:.1f}" y="{H - 6}" text-anchor="middle" class="tick">{escape(labels[i])}</text>')
+        out.append(f'<text x="{x:.1f}" y="{H - 8}" text-anchor="middle" class="tick">{escape(labels[i])}</text>')
     return "".join(out)
 
 
@@ -87,25 +87,25 @@ def hbars(title: str, items: Sequence[tuple[str, float]]) -> Markup:
     if not items:
         return _svg(title, "nothing to show", f'<text x="{LEFT}" y="24" class="tick">nothing in this window</text>',
                     40)
-    row, label_w = 22, 150
+    row, label_w = 30, 230
     height = row * len(items) + 8
     top = max(v for _, v in items) or 1
     parts = []
     for i, (name, v) in enumerate(items):
         y = 4 + i * row
-        width = (W - label_w - 70) * v / top
-        parts.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" class="tick">{escape(name)}</text>'
+        width = (W - label_w - 90) * v / top
+        parts.append(f'<text x="{label_w - 6}" y="{y + 20}" text-anchor="end" class="tick">{escape(name)}</text>'
                      f'<rect x="{label_w}" y="{y + 3}" width="{width:.1f}" height="{row - 6}" fill="{BLUE}"/>'
-                     f'<text x="{label_w + width + 6:.1f}" y="{y + 15}" class="tick">{v:g}</text>')
+                     f'<text x="{label_w + width + 6:.1f}" y="{y + 20}" class="tick">{v:g}</text>')
     return _svg(title, "; ".join(f"{n}: {v:g}" for n, v in items), "".join(parts), height)
 
 
 def _legend(series: Sequence[tuple[str, Sequence]]) -> str:
     out, x = [], LEFT + 8
     for k, (name, _) in enumerate(series):
-        out.append(f'<rect x="{x}" y="2" width="10" height="10" fill="{PALETTE[k]}"/>'
-                   f'<text x="{x + 14}" y="11" class="tick">{escape(name)}</text>')
-        x += 24 + 8 * len(name)
+        out.append(f'<rect x="{x}" y="4" width="14" height="14" fill="{PALETTE[k]}"/>'
+                   f'<text x="{x + 18}" y="17" class="tick">{escape(name)}</text>')
+        x += 34 + 10 * len(name)
     return "".join(out)
 
 

@@ -17,7 +17,7 @@ from service.times import to_rfc3339
 
 HOUR = 3600.0
 SPANS = {"24h": (24 * HOUR, 24), "7d": (7 * 24 * HOUR, 28)}  # name -> (seconds, buckets)
-VERSIONS_SHOWN = 15  # the newest versions listed on a policy's page (the active one always)
+VERSIONS_SHOWN = 8  # the newest versions listed on a policy's page (the active one always)
 Z95 = 1.959964
 
 
@@ -147,7 +147,7 @@ def versions(registry: VersionRegistry, eng: DecisionEngine, p: Policy, w: Windo
     active = eng.store.active_version(p.name)
     last = registry.activations(p.name, 10)
     return {"versions": shown, "count": len(all_versions), "active": active, "shadow": shadow_view,
-            "activations": [a | {"at": to_rfc3339(a["at"])} for a in last],
+            "activations": last,
             "rollback_to": last[0]["previous"] if last and last[0]["previous"] is not None else None}
 
 
@@ -160,5 +160,5 @@ def _estimates(evaluation: dict | None) -> dict | None:
     rows = [r for r in body.get("rows", []) if isinstance(r, dict)]
     candidate = body.get("candidate")
     mine = [r for r in rows if r.get("target") == candidate] or rows
-    return {"rows": mine[:4], "lift": body.get("lift"), "at": to_rfc3339(evaluation.get("stored_at")),
+    return {"rows": mine[:4], "lift": body.get("lift"), "at": evaluation.get("stored_at"),
             "held_out": bool(body.get("held_out"))}

@@ -38,7 +38,7 @@ def _span() -> str:
 def _labels(w: figures.Window) -> list[str]:
     """Each bucket's start: its time of day (UTC) for hours, with its date for longer ones."""
     times = [to_rfc3339(w.start + i * w.width) for i in range(w.count)]
-    return [t[11:16] if w.width < 43200 else f"{t[5:10]} {t[11:13]}h" for t in times]
+    return [t[11:16] if w.count * w.width <= 86400 else f"{t[5:10]} {t[11:13]}h" for t in times]
 
 
 @console_bp.get("/")
