@@ -73,6 +73,7 @@ def main() -> None:
         token = create_key(store, "operator", ["admin", "people:read", "people:write"], time.time())
         store.close()
         os.environ["TACTFUL_REPORTS"] = str(reports)
+        os.environ["TACTFUL_SECRET"] = "tactful-simulation-1"  # the scenario's seed's: its people's keys
         policies = Path(tmp) / "policies"  # the scenario's policy alone (its directory holds two `lifecycle`s)
         policies.mkdir()
         (policies / "lifecycle.toml").write_text((SCENARIO.parent / "policies" / "lifecycle-sim.toml").read_text())

@@ -7,6 +7,8 @@ access.py: signing in, the session, CSRF and scopes; pages.py: the pages; action
 figures.py: what the pages compute; charts.py: the SVG."""
 from __future__ import annotations
 
+import re
+
 from flask import Flask
 
 from service.api.auth import SCOPES
@@ -26,12 +28,18 @@ def init_app(app: Flask) -> None:
                       SESSION_COOKIE_PATH="/ui")
     app.jinja_env.globals.update(csrf_token=csrf_token, rfc3339=when, duration=duration, pct=pct, num=num,
                                  scopes=list(SCOPES))
+    app.jinja_env.filters["seconds"] = to_the_second
     app.register_blueprint(console_bp)
 
 
 def when(seconds: float | None) -> str | None:
     """A time as RFC 3339 text to the second (the API's keeps the microseconds)."""
     return to_rfc3339(float(round(seconds))) if seconds is not None else None
+
+
+def to_the_second(text: str | None) -> str | None:
+    """RFC 3339 text from the API without its fraction of a second."""
+    return re.sub(r"\.\d+Z$", "Z", text) if text else text
 
 
 def duration(seconds: float | None) -> str:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, session, url_for
 
 from service.api.auth import CONSOLE, SCOPES, KeyRing, requires, token_hash
+from service.api.requestlog import KEY
 
 HERE = Path(__file__).parent
 console_bp = Blueprint("console", __name__, url_prefix="/ui", template_folder="templates", static_folder=None)
@@ -82,6 +83,8 @@ def page(*scopes: str, action: bool = False) -> Callable:
             g.viewer = viewer()
             if g.viewer is None:
                 return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
+            if g.viewer.name is not None:  # the request log names the key, as for an API request
+                request.environ[KEY] = g.viewer.name
             if scopes and not g.viewer.may(*scopes):
                 abort(403, f"this needs an API key with the scope {' or '.join(repr(s) for s in scopes)}; the key "
                            f"{g.viewer.name!r} has {', '.join(sorted(g.viewer.scopes)) or 'none'}")
