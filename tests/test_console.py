@@ -14,8 +14,9 @@ import pytest
 
 from conftest import POLICIES_DIR, REPO_ROOT
 from service.api.app import create_app
-from service.api.auth import create_key
+from service.api.auth import CONSOLE as CONSOLE_SCOPE, create_key
 from service.api.console import charts
+from service.api.routes import operation_scopes
 from service.learning.registry import VersionRegistry
 
 CONSOLE = REPO_ROOT / "service" / "api" / "console"
@@ -294,3 +295,15 @@ def test_the_templates_and_the_stylesheet_ship_with_the_package():
     files = [p.relative_to(CONSOLE) for p in CONSOLE.rglob("*") if p.is_file() and p.suffix != ".py"
              and "__pycache__" not in p.parts]
     assert files and all(any(Path(f).match(pat) for pat in patterns) for f in files), files
+
+
+def test_the_console_is_every_route_under_ui_and_nothing_else(app):
+    """What operation_scopes (so the OpenAPI document and tests/test_auth_api.py's table) leaves
+    out is exactly the console: every route under /ui, each checking its own session."""
+    with app.test_request_context():
+        declared = {path for path, _ in operation_scopes()}
+    rules = list(app.url_map.iter_rules())
+    console = {r.rule for r in rules if app.view_functions[r.endpoint].scope == CONSOLE_SCOPE}
+    assert console and all(r.startswith("/ui/") for r in console)
+    assert {r.rule for r in rules if r.rule.startswith("/ui")} == console
+    assert not [p for p in declared if p.startswith("/ui")]

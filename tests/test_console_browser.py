@@ -109,6 +109,8 @@ def test_an_operator_signs_in_checks_switches_rolls_back_and_looks_up(served):
     driver.find_element(By.ID, "sign-in").click()
     until(lambda: "/ui/sign-in" not in driver.current_url)
     assert "Signed in with the key operator" in driver.find_element(By.CSS_SELECTOR, "header").text
+    cookie = {c["name"]: c for c in driver.get_cookies()}["tactful_console"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]
 
     # the overview's numbers are the API's for the same data
     listed = api.get(f"{base}/v1/policies").json()["policies"][0]
