@@ -9,10 +9,10 @@ installs it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -23,26 +23,27 @@ from service.api.auth import create_key
 from service.learning.registry import VersionRegistry
 from service.store import open_store
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# Debian's packages (`chromium`, `chromium-driver`), found on PATH
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.e2e
 
 
 def browser(width: int = 1280, height: int = 900):
     """Headless chromium, through the system's chromedriver (Selenium Manager is not asked for one)."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    missing = [name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)) if path is None]
     if missing:
-        reason = f"no browser: {', '.join(missing)} missing (apt-get install chromium chromium-driver)"
+        reason = f"no browser: {' and '.join(missing)} not found (apt-get install chromium chromium-driver)"
         if os.environ.get("CI"):
             pytest.fail(reason + " (CI is set: the browser tests must run)")
         pytest.skip(reason)
     from selenium import webdriver  # noqa: PLC0415 -- only where a browser runs
     from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 f"--window-size={width},{height}", "--disable-extensions", "--no-first-run"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.implicitly_wait(5)
     return driver
 

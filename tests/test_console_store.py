@@ -79,6 +79,7 @@ def test_the_latest_decision_and_the_shadow_agreement(logged):
     logged.add_shadow_decision("e3", "lifecycle", 3, "hold", 0.6, [0.4, 0.6], T + 30)
     assert logged.shadow_agreement("lifecycle", 2, T) == {"scored": 2, "agreed": 1}
     assert logged.shadow_agreement("lifecycle", 2, T + 15) == {"scored": 1, "agreed": 0}
+    assert logged.shadow_agreement("lifecycle", 2, T, limit=1) == {"scored": 1, "agreed": 0}  # the newest: e2
 
 
 def test_the_session_secret_is_the_same_for_every_opening_of_a_store(store_url):

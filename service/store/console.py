@@ -15,6 +15,7 @@ from service.store.records import unpack_removed
 # the number of the bucket a decision falls in: (decided_at - start) // width, for decided_at >= start
 BUCKET = "CAST((decided_at - ?) / ? AS INTEGER)"
 REMOVALS_READ = 2000  # the newest decisions whose removed arms the console counts
+SHADOW_READ = 10000  # the newest shadow scores whose agreement it counts
 
 
 def _num(x) -> float:
@@ -88,11 +89,12 @@ class ConsoleFigures:
                     reasons[code] = reasons.get(code, 0) + 1
         return {"decisions_read": len(rows), "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
 
-    def shadow_agreement(self, policy: str, version: int, since: float) -> dict:
-        """Of the live decisions since `since` that shadow version `version` scored: how many, and
-        on how many it drew the arm that was served."""
+    def shadow_agreement(self, policy: str, version: int, since: float, limit: int = SHADOW_READ) -> dict:
+        """Of the newest `limit` live decisions since `since` that shadow version `version` scored:
+        how many, and on how many it drew the arm that was served."""
         row = self.query(
-            "SELECT count(*), sum(CASE WHEN s.arm = d.arm THEN 1 ELSE 0 END) FROM shadow_decisions s"
-            " JOIN decisions d ON d.event_id = s.event_id WHERE s.policy=? AND s.version=? AND s.at>=?",
-            (policy, version, since))[0]
+            "SELECT count(*), sum(CASE WHEN s.arm = d.arm THEN 1 ELSE 0 END) FROM"
+            " (SELECT event_id, arm FROM shadow_decisions WHERE policy=? AND version=? AND at>=?"
+            " ORDER BY at DESC LIMIT ?) s JOIN decisions d ON d.event_id = s.event_id",
+            (policy, version, since, limit))[0]
         return {"scored": int(row[0]), "agreed": int(_num(row[1]))}
