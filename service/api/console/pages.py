@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flask import abort, current_app, g, render_template, request, send_file
+from flask import abort, current_app, g, redirect, render_template, request, send_file, url_for
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
@@ -130,6 +130,14 @@ def report(name: str):
         return send_file(path, mimetype="image/png", max_age=0)
     html = Markup(_markdown.render(path.read_text(encoding="utf-8", errors="replace")))
     return render_template("report.html", name=name, html=html)
+
+
+@console_bp.get("")
+@requires(CONSOLE)
+def root():
+    """/ui without its slash: to the overview (rather than Flask's redirect, which would answer
+    before any view, so for the API's rules: a key first)."""
+    return redirect(url_for("console.overview"))
 
 
 @console_bp.get("/static/<name>")
