@@ -132,10 +132,18 @@ def test_an_operator_signs_in_checks_switches_rolls_back_and_looks_up(served):
     driver.find_element(By.ID, "switch-spring_sale").click()
     until(lambda: "Content spring_sale is now out_of_stock" in driver.find_element(By.CSS_SELECTOR, ".flash").text)
     assert "out of stock" in driver.find_element(By.CSS_SELECTOR, "#content-spring_sale [data-status]").text
+    # and one arm alone, in the arms' table
+    arm = "loyalty_reward:email:evening"
+    driver.find_element(By.ID, f"status-{arm}").send_keys("retired")
+    driver.find_element(By.ID, f"reason-{arm}").send_keys("wrong tone")
+    driver.find_element(By.ID, f"switch-{arm}").click()
+    until(lambda: f"Arm {arm} is now retired" in driver.find_element(By.CSS_SELECTOR, ".flash").text)
+    assert driver.find_element(By.CSS_SELECTOR, f'[id="arm-{arm}"] [data-status]').text == "retired"
     # every worker reads the switches with the person's state: the next decision follows them
-    contents = [api.post(f"{base}/v1/policies/lifecycle/decide", json={"user_id": f"u{i}", "context": {"segment": "s"}})
-                .json()["action"]["content"] for i in range(20, 60)]
-    assert "spring_sale" not in contents and any(contents)
+    actions = [api.post(f"{base}/v1/policies/lifecycle/decide", json={"user_id": f"u{i}", "context": {"segment": "s"}})
+               .json()["action"] for i in range(20, 60)]
+    assert not [a for a in actions if a["content"] == "spring_sale" or a["arm"] == arm]
+    assert any(not a["hold"] for a in actions)
 
     # roll back from the page: the API serves the older version
     driver.find_element(By.ID, "rollback-reason").send_keys("version 2 misbehaves")
