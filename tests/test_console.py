@@ -232,6 +232,15 @@ def test_console_pages_are_html_and_stay_out_of_the_openapi_document(client):
     assert client.get("/v1/policies").headers.get("Set-Cookie") is None  # the API sets no cookie
 
 
+def test_console_answers_forbid_scripts_framing_and_caching(client):
+    page = client.get("/ui/people?user_id=u1")
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "script" not in csp
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    assert "<script" not in page.get_data(as_text=True)
+    assert client.get("/ui/nowhere").headers["X-Frame-Options"] == "DENY"
+
+
 def test_sign_in_goes_back_only_to_a_console_page(app, client):
     token = add_key(app, "ops", ["admin"])
     for target, expected in [("/ui/reports", "/ui/reports"), ("https://evil.example/ui", "/ui/"),

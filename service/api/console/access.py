@@ -93,6 +93,24 @@ def page(*scopes: str, action: bool = False) -> Callable:
     return wrap
 
 
+# no script at all, nothing from elsewhere, never framed (a confirmation box cannot be clicked
+# through another site's page); inline style attributes only (the arms' share bars)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+}
+
+
+@console_bp.after_request
+def _headers(response):
+    """Every console answer: the security headers; pages (people, keys' names) never cached."""
+    response.headers.update(SECURITY_HEADERS)
+    if response.mimetype == "text/html":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _local(target: str | None) -> str:
     """Where to go after signing in: a console path of this site, nothing else."""
     parts = urlsplit(target or "")
