@@ -150,6 +150,14 @@ def test_a_content_switched_off_from_the_console_is_never_chosen(app, client):
     assert sends > 0
 
 
+def test_a_paused_policy_says_so_on_its_page(client):
+    assert 'id="paused"' not in text(client.get("/ui/policies/lifecycle"))
+    client.post("/v1/policies/lifecycle/pause", json={"reason": "bad copy in the spring sale"})
+    page = text(client.get("/ui/policies/lifecycle"))
+    assert 'id="paused"' in page and "bad copy in the spring sale" in page
+    assert "paused</span>" in text(client.get("/ui/"))
+
+
 def test_an_action_without_a_reason_or_confirmation_is_refused(app, client):
     page = client.get("/ui/policies/lifecycle")
     r = client.post("/ui/policies/lifecycle/switch", data={"csrf": csrf(page.data), "target": "win_back",

@@ -72,9 +72,11 @@ def policy(policy: str):
     w = figures.window(eng, p.name, span)
     registry: VersionRegistry = current_app.extensions["tactful_versions"]
     arms = figures.arms(eng, p, w)
+    open_breakers = {t: b for t, b in eng.store.breakers(p.name).items() if b["status"] == "open"}
     return render_template("policy.html", p=p, w=w, span=span, spans=list(figures.SPANS), arms=arms,
                            contents=figures.contents(eng, p), models=figures.versions(registry, eng, p, w),
-                           statuses=["active", "retired", "out_of_stock"])
+                           statuses=["active", "retired", "out_of_stock"], paused=eng.store.pause_state(p.name),
+                           open_breakers=open_breakers)
 
 
 @console_bp.get("/people")
