@@ -1,7 +1,7 @@
 """Screenshots of the operator's console (docs/console.md, the README) at 1280 and 390 px wide.
 
 Simulates the `see-it-learn` scenario into a fresh SQLite store (4,000 decisions, in process, with
-its report written where `tactful simulate` writes it), evaluates the version before the active one
+its report written under out/console-screenshots/, the console's reports directory), evaluates the version before the active one
 (`tactful evaluate`, which stores its estimates beside it), creates an operator's key, starts `tactful serve` on that
 store with TACTFUL_REPORTS pointing at the simulation's report, signs in with Debian's headless
 chromium (through tests/test_console_browser.py's `browser`) and saves one PNG per page and width
@@ -15,6 +15,7 @@ import argparse
 import base64
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,8 +67,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        db, reports = f"{tmp}/sim.db", Path(tmp) / "reports"
-        simulate(SCENARIO, monotonic=time.monotonic, decisions=args.decisions, db=db, out=reports / "simulation",
+        # the reports under the repository's out/ (ignored by git), so the page shows a relative path
+        reports = Path("out") / "console-screenshots"
+        shutil.rmtree(ROOT / reports, ignore_errors=True)
+        db = f"{tmp}/sim.db"
+        simulate(SCENARIO, monotonic=time.monotonic, decisions=args.decisions, db=db,
+                 out=ROOT / reports / "simulation",
                  progress=False)
         store = open_store(db)
         token = create_key(store, "operator", ["admin", "people:read", "people:write"], time.time())
@@ -81,7 +86,8 @@ def main() -> None:
         previous = str(len(VersionRegistry(open_store(db)).versions("lifecycle")) - 1)
         subprocess.run([sys.executable, "-m", "service.cli", "evaluate", "--db", db, "--policies", str(policies),
                         "--policy", "lifecycle", "--candidate", previous, "--bootstrap", "100",
-                        "--out", str(reports / "evaluation-lifecycle")], cwd=ROOT, check=True, capture_output=True)
+                        "--out", str(ROOT / reports / "evaluation-lifecycle")], cwd=ROOT, check=True,
+                       capture_output=True)
         proc, base = start_serve(["--db", db, "--policies", str(policies), "--workers", "1"], Path(tmp) / "serve.log")
         driver = browser()
         try:
