@@ -11,7 +11,6 @@ import re
 
 from flask import Flask
 
-from service.api.auth import SCOPES
 from service.api.console import actions, pages  # noqa: F401 -- their routes join the blueprint
 from service.api.console.access import console_bp, csrf_token
 from service.times import to_rfc3339
@@ -26,8 +25,7 @@ def init_app(app: Flask) -> None:
     app.secret_key = store.console_secret()
     app.config.update(SESSION_COOKIE_NAME=COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       SESSION_COOKIE_PATH="/ui")
-    app.jinja_env.globals.update(csrf_token=csrf_token, rfc3339=when, duration=duration, pct=pct, num=num,
-                                 scopes=list(SCOPES))
+    app.jinja_env.globals.update(csrf_token=csrf_token, rfc3339=when, duration=duration, pct=pct, num=num)
     app.jinja_env.filters["seconds"] = to_the_second
     app.register_blueprint(console_bp)
 
