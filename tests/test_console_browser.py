@@ -48,10 +48,17 @@ def browser(width: int = 1280, height: int = 900):
     return driver
 
 
+LONG = "evaluation-lifecycle-candidate-version-that-has-a-very-long-name"
+
+
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, monkeypatch):
     """`tactful serve` on a store with an operator's key, a person with consent, a few decisions,
-    and a second model version active (so there is one to roll back from)."""
+    and a second model version active (so there is one to roll back from); a report with a long
+    name in its reports directory."""
+    (tmp_path / "reports" / LONG).mkdir(parents=True)
+    (tmp_path / "reports" / LONG / "report.md").write_text("# An evaluation\n\nIts `estimates_of_every_kind.png`.\n")
+    monkeypatch.setenv("TACTFUL_REPORTS", str(tmp_path / "reports"))
     db = str(tmp_path / "console.db")
     store = open_store(db)
     token = create_key(store, "operator", ["admin", "people:read", "people:write", "decide"], time.time())
@@ -165,6 +172,8 @@ def test_an_operator_signs_in_checks_switches_rolls_back_and_looks_up(served):
     # at a phone's width no page scrolls sideways (wide tables scroll inside their box)
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
-    for path in ("/ui/", "/ui/policies/lifecycle", "/ui/people?user_id=u3", "/ui/reports"):
+    for path in ("/ui/", "/ui/policies/lifecycle", "/ui/people?user_id=u3", "/ui/reports",
+                 f"/ui/reports/{LONG}/report.md"):
         driver.get(base + path)
         assert driver.execute_script("return document.documentElement.scrollWidth") <= 390, path
+    assert driver.find_element(By.CSS_SELECTOR, ".report h1").text == "An evaluation"
