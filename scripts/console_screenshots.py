@@ -1,11 +1,13 @@
 """Screenshots of the operator's console (docs/console.md, the README) at 1280 and 390 px wide.
 
-Simulates the `see-it-learn` scenario into a fresh SQLite store (4,000 decisions, in process, with
-its report written under out/console-screenshots/, the console's reports directory), evaluates the version before the active one
-(`tactful evaluate`, which stores its estimates beside it), creates an operator's key, starts `tactful serve` on that
-store with TACTFUL_REPORTS pointing at the simulation's report, signs in with Debian's headless
-chromium (through tests/test_console_browser.py's `browser`) and saves one PNG per page and width
-into docs/console/, reduced to 64 colours so that each stays small.
+Simulates the `see-it-learn` scenario into a fresh SQLite store (4,000 decisions, in process),
+with its report written under out/console-screenshots/ (the console's reports directory here);
+evaluates the version before the active one (`tactful evaluate`, which stores its estimates beside
+it and writes its report there too); creates an operator's key; starts `tactful serve` on that
+store with TACTFUL_REPORTS naming that directory and the scenario's secret (so its people are
+found); signs in with Debian's headless chromium (through tests/test_console_browser.py's
+`browser`) and saves one PNG per page and width into docs/console/, reduced to 64 colours so that
+each stays small.
 
     .venv/bin/python scripts/console_screenshots.py [--out docs/console] [--decisions 4000]
 """

@@ -300,7 +300,8 @@ def test_every_input_has_a_label(app, client):
 def test_colours_have_a_contrast_of_at_least_4_5_to_1():
     css = (CONSOLE / "static" / "console.css").read_text()
     ink = dict(re.findall(r"--([a-z-]+): (#[0-9a-f]{6})", css))
-    pairs = [(ink["ink"], ink["bg"]), (ink["muted"], ink["bg"]), (ink["accent"], ink["bg"]), (ink["muted"], ink["soft"]),
+    pairs = [(ink["ink"], ink["bg"]), (ink["muted"], ink["bg"]), (ink["accent"], ink["bg"]),
+             (ink["muted"], ink["soft"]),
              (ink["warn-ink"], ink["warn-bg"]), (ink["ok-ink"], ink["ok-bg"]), (ink["bad"], "#fde8e7"),
              ("#ffffff", ink["accent"]), ("#ffffff", ink["bad"])]
     pairs += [(c, "#ffffff") for c in charts.PALETTE]

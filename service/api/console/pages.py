@@ -54,7 +54,8 @@ def overview():
         b = o["buckets"]
         o["window"] = w
         o["volume_chart"] = charts.stacked_bars(f"{p.name}: sends and holds per {w.width / 3600:g} h", labels,
-                                                [("sends", [x["sends"] for x in b]), ("holds", [x["holds"] for x in b])])
+                                                [("sends", [x["sends"] for x in b]),
+                                                 ("holds", [x["holds"] for x in b])])
         o["reward_chart"] = charts.lines(f"{p.name}: mean shaped reward of final decisions", labels,
                                          [("policy", o["reward_series"]), ("holdout group", o["holdout_series"])])
         o["removed_chart"] = charts.hbars(f"{p.name}: removed arms by reason",
