@@ -105,3 +105,34 @@ def arm_line(content_id: str | None, topic: str | None = None, tags: Iterable[st
 def label_action(line: str, cost: float, probability: float) -> str:
     """The chosen action's line with its cb label `0:cost:probability`."""
     return f"0:{cost:.6f}:{probability:.6f} {line}"
+
+
+def flatten_features(groups: Iterable[Mapping[str, object]]) -> dict[str, object]:
+    """Personalizer's feature lists (a list of JSON objects, values possibly nested objects or
+    lists) as one flat mapping: nested keys joined with `.`, a list of scalars as one feature per
+    item (`name=item`, as a categorical), numbers and booleans kept, everything else a string."""
+    out: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, Mapping):
+                    walk(prefix, item)
+                elif item is not None:
+                    out[f"{prefix}={item}"] = True
+        elif value is not None:
+            out[prefix] = value
+
+    for group in groups:
+        walk("", group)
+    return out
+
+
+def action_line(action_id: str, features: Mapping[str, object]) -> str:
+    """A per-request action (Personalizer's `actions`): its features in the Arm namespace, so the
+    policy's `-q UA` crosses them with the context, and its id in the Id namespace as for catalog
+    arms."""
+    return f"|Arm {_features(features)} |Id arm={_tok(action_id)}"

@@ -97,6 +97,21 @@ class VWPolicy:
             lines.append(label_action(line, cost, probability) if pos == chosen else line)
         self.ws.learn(lines)
 
+    def predict_lines(self, shared: str, lines: Sequence[str]) -> np.ndarray:
+        """The probability of each action given as VW text (per-request actions, whose lines are
+        not the workspace's catalogue); sums to 1."""
+        probs = self.ws.predict([shared, *lines])
+        total = sum(probs)
+        if len(probs) != len(lines) or not math.isfinite(total) or total <= 0:
+            raise ValueError(f"VW returned an unusable distribution over {len(lines)} actions")
+        return np.array(probs) / total
+
+    def learn_lines(self, shared: str, lines: Sequence[str], chosen: int, cost: float, probability: float) -> None:
+        """Learn from one logged decision over actions given as VW text: `chosen` is a position in
+        `lines`."""
+        self.ws.learn([shared] + [label_action(line, cost, probability) if pos == chosen else line
+                                  for pos, line in enumerate(lines)])
+
     def to_bytes(self) -> bytes:
         return _save(self.ws)
 
@@ -186,3 +201,8 @@ def _save(ws: vw.Workspace) -> bytes:
             return fh.read()
     finally:
         os.unlink(path)
+
+
+def check_model(model_bytes: bytes) -> None:
+    """Raise RuntimeError (VW's reason) unless VW loads these bytes as a model."""
+    _load(model_bytes).finish()

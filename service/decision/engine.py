@@ -119,6 +119,9 @@ class DecisionEngine:
 
     def decide(self, policy_name: str, req: DecideInput) -> dict:
         policy = self.policy(policy_name)
+        if policy.spec.kind == "personalizer":
+            raise Conflict(f"policy {policy.name!r} ranks the actions each request brings: call POST "
+                           "/personalizer/rank (docs/personalizer.md)", "policy")
         dropped: list[str] = []
         context = validate_context(policy, req.context, dropped)
         eligible = eligible_sets(policy, req.contents, req.channels)

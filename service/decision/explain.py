@@ -137,7 +137,8 @@ def render(policy: Policy, d: Decision, verdict: Verdict | None = None) -> dict:
             "channel": d.channel,
             "timing": arm.timing.name if arm and arm.timing else None,
             "send_at": to_rfc3339(d.send_at),
-            "hold": d.channel is None,
+            # a Rank event (per-request actions) holds only when its guardrails left no action
+            "hold": d.channel is None if policy.spec.kind == "catalog" else d.arm not in d.allowed,
         },
         "probability": d.probability,
         "removed": {"count": len(d.removed), "reasons": reasons},

@@ -46,7 +46,7 @@ from service.store import PersonState
 from service.store.safety import BREAKER, POLICY_TARGET
 from service.times import to_rfc3339
 
-__all__ = ["RuleTables", "Verdict", "evaluate", "exceeds_cap", "lookback", "signal_lookback"]
+__all__ = ["RuleTables", "Verdict", "evaluate", "exceeds_cap", "lookback", "rank_reasons", "signal_lookback"]
 
 Reason = tuple[str, str]  # (code, human detail)
 Slot = tuple[str, str]    # (channel, timing name)
@@ -96,10 +96,15 @@ class RuleTables:
             by_slot.setdefault((arm.channel, arm.timing.name), []).append(
                 (i, arm.id, c.id, vf, vu,
                  bool(sup) and any(r.matches(c.id, arm.channel, arm.timing.name) for r in sup.allow)))
-        caps = {ch: [(cap.window, cap.max, cap.channel == "*", ("frequency_cap", _cap_detail(cap)))
-                     for cap in policy.spec.guardrails.caps if cap.channel in ("*", ch)]
-                for ch in policy.spec.channels}
-        return cls(hold, by_slot, dated, caps)
+        return cls(hold, by_slot, dated, _caps(policy, policy.spec.channels))
+
+
+def _caps(policy: Policy, channels) -> dict[str, list[tuple[float, int, bool, Reason]]]:
+    """Per channel, the caps that count its contacts: (window, max, whether every channel counts,
+    the removal reason)."""
+    return {ch: [(cap.window, cap.max, cap.channel == "*", ("frequency_cap", _cap_detail(cap)))
+                 for cap in policy.spec.guardrails.caps if cap.channel in ("*", ch)]
+            for ch in channels}
 
 
 def exceeds_cap(times: list[float], t: float, window: float, limit: int) -> bool:
@@ -251,8 +256,37 @@ def _send_times(policy: Policy, prefs: dict, now: float, tz: ZoneInfo, memo: dic
     return send_at, quiet_removed, moved
 
 
-def _channel_reasons(policy: Policy, person: PersonState, now: float, eligible: frozenset | None = None
-                     ) -> dict[str, list[Reason]]:
+def rank_reasons(policy: Policy, person: PersonState, now: float,
+                 actions: list[tuple[str, str | None, str | None]]) -> dict[str, list[Reason]]:
+    """Rank's guardrails (service/decision/personalizer.py, docs/personalizer.md): for each
+    per-request action (id, channel, topic), the rules of `evaluate` that depend on what it
+    declares, for a send now. A channel brings the channel's rules (consent, blocked channel,
+    cooldowns, caps, the personal cap, the minimum gap), a topic the topic's (blocked by the
+    person or the policy); a paused policy removes every action. Send slots, quiet hours, validity
+    windows, suppression, the daily budget, the circuit breaker and arm switches need declared
+    arms and do not apply."""
+    pause = person.arm_state.get(POLICY_TARGET) if person.arm_state else None
+    if pause is not None:
+        why = f"the policy is paused by an operator: {pause.get('reason') or 'no reason given'}"
+        return {aid: [("paused", why)] for aid, _, _ in actions}
+    channels = sorted({ch for _, ch, _ in actions if ch})
+    by_channel = _channel_reasons(policy, person, now, channels=channels)
+    rules = RuleTables([], {}, False, _caps(policy, channels))
+    slots = _slot_reasons(policy, person, person.preferences or {}, {(ch, "now"): now for ch in channels}, {}, rules)
+    own_topics = set((person.preferences or {}).get("blocked_topics") or ())
+    blocked = set(policy.spec.guardrails.blocked_topics) | own_topics
+    out: dict[str, list[Reason]] = {}
+    for aid, ch, topic in actions:
+        reasons = list(by_channel[ch] + slots[(ch, "now")]) if ch else []
+        if topic is not None and topic in blocked:
+            who = "the person" if topic in own_topics else "the policy"
+            reasons.append(("blocked_topic", f"topic {topic!r} is blocked by {who}"))
+        out[aid] = reasons
+    return out
+
+
+def _channel_reasons(policy: Policy, person: PersonState, now: float, eligible: frozenset | None = None,
+                     channels=None) -> dict[str, list[Reason]]:
     """Per channel: consent, the person's blocked channels, cooldowns, the daily budget, the
     request's eligible channels."""
     g = policy.spec.guardrails
@@ -266,7 +300,7 @@ def _channel_reasons(policy: Policy, person: PersonState, now: float, eligible: 
             complaint_until = max(complaint_until or 0.0, at + g.cooldown.complaint)
     budget_spent = g.daily_budget is not None and person.budget_used >= g.daily_budget
     out: dict[str, list[Reason]] = {}
-    for ch in policy.spec.channels:
+    for ch in policy.spec.channels if channels is None else channels:
         reasons = []
         granted = person.consent.get(ch)
         if granted is False:

@@ -33,12 +33,13 @@ import socket
 import threading
 from typing import Callable, Mapping, Sequence
 
-from models.featurize import shared_line
+from models.featurize import action_line, shared_line
 from models.reward import to_cost
 from models.vw_policy import VWPolicy, options_args, resume_conflicts, stored_options
 from service.clock import Clock
 from service.policy import Policy
 from service.policy.bandit import arm_lines, decision_reward, ensure_active_version, reward_spec
+from service.policy.personalizer import event_reward, learnable, reward_cost
 from service.metrics import LEARNED, STORE_ERRORS, VERSIONS_PUBLISHED
 from service.store import UNDELIVERED, Store, StoreUnavailable
 
@@ -158,6 +159,8 @@ class OnlineLearner:
         is not learned by Personalizer; it is marked learned with its no-contact reward, so
         evaluation keeps it (docs/ope.md)."""
         outcomes = self.store.outcomes_for([d.event_id for d in ready])
+        if policy.spec.kind == "personalizer":
+            return _learn_events(model, ready, outcomes, learned)
         spec = reward_spec(policy)
         arm_index = policy.arm_index
         skipped = 0
@@ -215,6 +218,25 @@ class OnlineLearner:
         finally:
             stop.set()
             lease.join()
+
+
+def _learn_events(model: VWPolicy, ready: list, outcomes: dict, learned: list[tuple[int, float]]) -> int:
+    """Learn Rank events (a Personalizer loop's, service/decision/personalizer.py) from the actions
+    and features logged with each: the catalogue plays no part. An event in LoggingOnly mode, or
+    deferred and never activated, is marked learned with its reward but not learned; how many."""
+    skipped = 0
+    for d in ready:
+        logged = outcomes[d.event_id]
+        reward = event_reward(d, logged)
+        learned.append((d.seq, reward))
+        actions = d.history.get("personalizer", {}).get("actions")
+        if not actions or not learnable(d, logged):
+            skipped += 1
+            continue
+        lines = [action_line(a["id"], a["features"]) for a in actions]
+        model.learn_lines(shared_line(d.context, {}), lines, d.allowed.index(d.arm), reward_cost(reward),
+                          d.probability)
+    return skipped
 
 
 def lease_holder(pid: int) -> str:

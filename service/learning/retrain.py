@@ -24,7 +24,7 @@ from models.featurize import shared_line
 from models.reward import to_cost
 from models.vw_policy import VWPolicy
 from service.policy.bandit import arm_lines, reward_spec
-from service.offline.errors import not_enough_data
+from service.offline.errors import not_enough_data, per_request_actions
 from service.offline.evaluate import bandit_data, evaluate
 from service.offline.target_policies import model_target
 from service.offline.export import final_decisions
@@ -70,6 +70,8 @@ def train(policy: Policy, rows, vw_args: str, seed: int = 0) -> VWPolicy:
 def retrain(store: Store, policy: Policy, now: float, since: float | None = None,
             until: float | None = None, holdout: float = 0.2, configs: Sequence[str] | None = None,
             n_boot: int = 500, seed: int = 0, progress: bool = False) -> dict:
+    if policy.spec.kind == "personalizer":
+        raise per_request_actions(policy, "`tactful retrain`")
     policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     rows = list(final_decisions(store, policy, now, since, until))
     if len(rows) < MIN_DECISIONS:

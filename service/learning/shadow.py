@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 from typing import Callable, Mapping
 
-from models.featurize import shared_line
+from models.featurize import action_line, shared_line
 from service.decision.modelcache import VersionCache
 from service.decision.sampling import sample, uniform_draw
 from service.learning.registry import VersionRegistry
 from service.policy import Policy
+from service.policy.personalizer import served_pmf
 from service.store import Decision
 
 log = logging.getLogger("tactful.models")
@@ -37,7 +38,12 @@ class ShadowScorer:
             version, model = self.models.get(policy.name)
             if model is None:
                 return
-            pmf = model.predict(shared_line(d.context, d.history), [policy.arm_index[a] for a in d.allowed])
+            if policy.spec.kind == "personalizer":  # a Rank event: its own actions, served as Rank serves
+                ranked = d.history["personalizer"]
+                pmf = served_pmf(model.predict_lines(shared_line(d.context, {}), [
+                    action_line(a["id"], a["features"]) for a in ranked["actions"]]), ranked.get("exploration", 0.0))
+            else:
+                pmf = model.predict(shared_line(d.context, d.history), [policy.arm_index[a] for a in d.allowed])
             pos = sample(pmf, uniform_draw(d.event_id))
             self.registry.store.add_shadow_decision(d.event_id, d.policy, version, d.allowed[pos], float(pmf[pos]),
                                                     [float(p) for p in pmf], d.decided_at)

@@ -12,6 +12,7 @@ from models.ope import OffPolicyEvaluation, RewardModel, default_estimators
 from service.offline.errors import EvaluationError
 from service.offline.evaluate import bandit_data
 from service.offline.export import final_decisions
+from service.offline.personalizer import estimate, event_data
 from service.offline.target_policies import uniform_target
 from service.policy.spec import format_duration
 from service.policy import Policy
@@ -35,6 +36,8 @@ def shadow_report(store: Store, policy: Policy, now: float, since: float | None 
             f"at {to_rfc3339(now)}" + (" in that time range" if since is not None or until is not None else "")
             + f": a decision is final once its reward window ({format_duration(policy.spec.reward.window)}) has "
             f"closed, the first at about {to_rfc3339(closes)}. Run again then (or pass --now with a later time)")
+    if policy.spec.kind == "personalizer":
+        return _ranked_report(policy, rows, shadows)
     data = bandit_data(policy, rows)
     pi = np.zeros((len(rows), len(policy.arms)))
     agree = greedy = 0
@@ -60,6 +63,30 @@ def shadow_report(store: Store, policy: Policy, now: float, since: float | None 
     return {"versions": sorted(versions), "n": len(rows), "agreement": agree / len(rows),
             "favourite_agreement": greedy / len(rows), "logged_mean_reward": float(data.reward.mean()),
             "estimates": [e.as_dict() for e in est], "uniform": [e.as_dict() for e in base], "text": "\n".join(lines)}
+
+
+def _ranked_report(policy: Policy, rows: list, shadows: dict) -> dict:
+    """The shadow report of a Personalizer loop's Rank events: agreement with the served actions
+    and the candidate's expected reward (SNIPS, docs/personalizer.md)."""
+    events = [(r.decision, r.reward, True) for r in rows]
+    data = event_data(events)
+    pi = np.zeros((data.n, data.n_arms))
+    agree = greedy = 0
+    for i, row in enumerate(rows):
+        s = shadows[row.decision.event_id]
+        pi[i, :len(s["probabilities"])] = s["probabilities"]
+        agree += s["arm"] == row.decision.arm
+        greedy += int(np.argmax(s["probabilities"])) == int(np.argmax(row.decision.probabilities))
+    est = estimate("shadow", "", "Custom", data, pi)["summary"]
+    versions = sorted({shadows[r.decision.event_id]["version"] for r in rows})
+    text = (f"shadow candidate version(s) {versions} of {policy.name}: {len(rows)} final Rank events\n"
+            f"agreement with the served action: {agree / len(rows):.1%} (same draw); same favourite: "
+            f"{greedy / len(rows):.1%}\nserved (logged) mean reward: {float(data.reward.mean()):.4f}\n"
+            f"  candidate SNIPS {est['expectedReward']} {est['confidenceInterval']}")
+    return {"versions": versions, "n": len(rows), "agreement": agree / len(rows),
+            "favourite_agreement": greedy / len(rows), "logged_mean_reward": float(data.reward.mean()),
+            "estimates": [{"estimator": "SNIPS", "value": est["expectedReward"], "lo": est["confidenceInterval"][0],
+                           "hi": est["confidenceInterval"][1]}], "uniform": [], "text": text}
 
 
 def _nothing_scored(store: Store, policy: Policy) -> str:

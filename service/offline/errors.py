@@ -40,3 +40,11 @@ def not_enough_data(store: Store, policy: Policy, now: float, since: float | Non
         msg += (f"; the next becomes final at {to_rfc3339(f['next_final_at'])}. Run again then, or pass "
                 f"--now with a later time to count them as final now (their outcomes may be incomplete)")
     return NotEnoughData(f"{msg}; {SEE_IT_LEARN}")
+
+
+def per_request_actions(policy: Policy, what: str) -> EvaluationError:
+    """The error for a catalogue tool asked about a policy whose actions arrive with each request."""
+    return EvaluationError(
+        f"policy {policy.name!r} ranks per-request actions (kind = \"personalizer\"): {what} works over a "
+        "catalogue of arms. Evaluate its learning settings with PUT /personalizer/evaluations/{id} and apply one "
+        "with PUT /personalizer/configurations/policy (docs/personalizer.md); `tactful export` writes its log")

@@ -16,7 +16,7 @@ import numpy as np
 from models.featurize import HISTORY_FEATURES
 from models.ope import (SNIPS, BanditData, OffPolicyEvaluation, RewardModel, default_estimators,
                         estimate_differences, weights)
-from service.offline.errors import not_enough_data
+from service.offline.errors import not_enough_data, per_request_actions
 from service.offline.export import LoggedDecision, final_decisions
 from service.offline.target_policies import resolve_target
 from service.policy import Policy
@@ -138,6 +138,8 @@ def evaluate(store: Store, policy: Policy, candidate: str, baselines: Sequence[s
     """Evaluate `candidate` and `baselines` (service/offline/target_policies.py) on the decisions of `policy`
     decided in [since, until) and final at `now` (their reward window closed), or on `rows` when
     given (retrain's held-out slice). The first baseline is the reference of the lift."""
+    if policy.spec.kind == "personalizer":
+        raise per_request_actions(policy, "`tactful evaluate`")
     policy = policy.known()  # every arm it ever had: the log's arm sets change over time
     if rows is None:
         rows = list(final_decisions(store, policy, now, since, until))

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from models.featurize import label_action, shared_line
+from models.featurize import action_line, label_action, shared_line
 from models.reward import to_cost
 from service.policy.bandit import arm_lines, decision_reward, reward_spec
+from service.policy.personalizer import ACTIVATE, reward_cost
 from service.policy import Policy
 from service.times import to_rfc3339
 from service.store import UNDELIVERED, Decision, Store
@@ -60,6 +61,7 @@ def final_decisions(store: Store, policy: Policy, now: float, since: float | Non
     naming arms the policy no longer has.
     """
     policy = policy.known()  # every arm it ever had: the log's arm sets change over time
+    per_request = policy.spec.kind == "personalizer"
     cursor = 0
     while True:
         decisions = store.final_decisions(policy.name, cursor, now, since, until, chunk)
@@ -68,8 +70,12 @@ def final_decisions(store: Store, policy: Policy, now: float, since: float | Non
         cursor = decisions[-1].seq
         outcomes = store.outcomes_for([d.event_id for d in decisions])
         for d in decisions:
-            if not d.allowed or d.arm not in d.allowed or d.arm not in policy.arm_index \
-                    or any(a not in policy.arm_index for a in d.allowed):
+            if not d.allowed or d.arm not in d.allowed:
+                continue
+            if per_request:  # a Rank event: its actions are logged with it
+                if not d.history.get("personalizer", {}).get("actions"):
+                    continue
+            elif d.arm not in policy.arm_index or any(a not in policy.arm_index for a in d.allowed):
                 continue
             outs = outcomes[d.event_id]
             reward = d.reward if d.learned_version is not None and d.reward is not None \
@@ -80,9 +86,16 @@ def final_decisions(store: Store, policy: Policy, now: float, since: float | Non
 
 
 def vw_example(policy: Policy, row: LoggedDecision, lines: list[str] | None = None) -> str:
-    """One decision as a cb_adf multi-line example (without the separating empty line)."""
-    lines = lines or arm_lines(policy)
+    """One decision as a cb_adf multi-line example (without the separating empty line); a Rank
+    event's from the actions and features logged with it, as the online learner learns it."""
     d = row.decision
+    if policy.spec.kind == "personalizer":
+        logged = [action_line(a["id"], a["features"]) for a in d.history["personalizer"]["actions"]]
+        cost = reward_cost(row.reward)
+        return "\n".join([shared_line(d.context, {})] + [label_action(line, cost, d.probability)
+                                                          if pos == row.chosen else line
+                                                          for pos, line in enumerate(logged)])
+    lines = lines or arm_lines(policy)
     cost = to_cost(reward_spec(policy), row.reward)
     out = [shared_line(d.context, d.history)]
     for pos, arm in enumerate(d.allowed):
@@ -100,6 +113,18 @@ def _record(policy: Policy, row: LoggedDecision) -> dict:
         "allowed": d.allowed, "probabilities": d.probabilities,
         "context": d.context, "history": d.history, "outcomes": row.outcomes, "delivery": d.delivery,
     }
+
+
+def _learned_event(policy: Policy, row: LoggedDecision) -> bool:
+    """Whether the online learner learns this decision, as far as a Rank event's settings say:
+    not in LoggingOnly mode, and activated if its activation was deferred (every catalogue
+    decision is)."""
+    settings = row.decision.history.get("personalizer") if policy.spec.kind == "personalizer" else None
+    if settings is None:
+        return True
+    if settings.get("learning_mode") == "LoggingOnly":
+        return False
+    return not settings.get("deferred") or any(o["type"] == ACTIVATE for o in row.outcomes)
 
 
 CSV_COLUMNS = ["event_id", "seq", "decided_at", "model_version", "mode", "arm", "chosen_index", "probability",
@@ -128,6 +153,8 @@ def export(rows: Iterable[LoggedDecision], policy: Policy, fmt: str, out: str | 
         with out.open("w", encoding="utf-8") as fh:
             for row in rows:
                 if row.decision.delivery in UNDELIVERED:  # learned from as the online learner does: not at all
+                    continue
+                if not _learned_event(policy, row):  # a Rank event the learner passes over
                     continue
                 fh.write(vw_example(policy, row, lines) + "\n\n")
                 n += 1

@@ -81,6 +81,7 @@ class Policy:
         s = self.spec
         return {
             "name": s.name,
+            "kind": s.kind,  # "personalizer": its actions arrive with each Rank (docs/personalizer.md)
             "description": s.description,
             "timezone": s.timezone,
             "arms": [

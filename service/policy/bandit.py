@@ -7,6 +7,7 @@ from models.featurize import arm_line
 from models.reward import RewardSpec, shaped_reward
 from models.vw_policy import VWPolicy
 from service.policy import Policy
+from service.policy.personalizer import event_reward
 from service.store import Decision, Outcome, Store
 
 
@@ -49,7 +50,10 @@ def ensure_active_version(store: Store, policy: Policy, now: float | None) -> in
 def decision_reward(policy: Policy, d: Decision, outcomes: list[Outcome], spec: RewardSpec | None = None) -> float:
     """The final shaped reward of a decision: outcomes counted are those inside its window.
     `spec`: the policy's `reward_spec`, when the caller rewards many decisions. A send reported
-    as never delivered (not_sent, bounced, failed) is rewarded as no contact: no fatigue."""
+    as never delivered (not_sent, bounced, failed) is rewarded as no contact: no fatigue. A
+    Personalizer loop's event is rewarded as Personalizer did (service/policy/personalizer.py)."""
+    if policy.spec.kind == "personalizer":
+        return event_reward(d, outcomes)
     counted = [(o.type, o.value) for o in outcomes if o.counted and o.at <= d.closes_at]
     return shaped_reward(spec or reward_spec(policy), counted, is_send=d.delivered,
                          recent_contacts=int(d.history.get("fatigue_contacts", 0)))

@@ -322,11 +322,14 @@ class Safety(_Frozen):
 
 class PolicySpec(_Frozen):
     name: str = Field(pattern=NAME_RE)
+    # "catalog": arms from the declared contents, channels and timings; "personalizer": the
+    # actions arrive with each Rank request (service/decision/personalizer.py, docs/personalizer.md)
+    kind: Literal["catalog", "personalizer"] = "catalog"
     description: str = ""
     timezone: str = "UTC"
-    channels: tuple[str, ...] = Field(min_length=1)
-    content: tuple[Content, ...] = Field(min_length=1)
-    timing: tuple[Timing, ...] = Field(min_length=1)
+    channels: tuple[str, ...] = ()
+    content: tuple[Content, ...] = ()
+    timing: tuple[Timing, ...] = ()
     arms: Arms = Arms()
     features: dict[str, FeatureSpec] = {}
     guardrails: Guardrails = Guardrails()
@@ -362,6 +365,11 @@ class PolicySpec(_Frozen):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "PolicySpec":
+        if self.kind == "catalog":
+            for key in ("channels", "content", "timing"):
+                if not getattr(self, key):
+                    raise KeyedError(key, "List should have at least 1 item (a catalog policy needs "
+                                          "channels, content and timing; kind = \"personalizer\" needs none)")
         ids = [c.id for c in self.content]
         for i, cid in enumerate(ids):
             if cid in ids[:i]:

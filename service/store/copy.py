@@ -16,7 +16,7 @@ TABLES: list[tuple[str, str | None]] = [
     ("shadow_config", None), ("shadow_decisions", None), ("guard_watches", "id"), ("api_keys", "id"),
     ("safety_events", "id"), ("policy_specs", "id"),
     ("deliveries", "id"), ("requests", None),  # request ids live a day: few rows
-    ("catalog_changes", "id"),
+    ("catalog_changes", "id"), ("personalizer_documents", None),
 ]
 BATCH = 5000
 

@@ -297,6 +297,12 @@ _V8 = [
     "CREATE INDEX IF NOT EXISTS catalog_changes_policy ON catalog_changes(policy, id)",
 ]
 
+# A Personalizer loop's documents (schema.py's _v9)
+_V9 = [
+    """CREATE TABLE IF NOT EXISTS personalizer_documents (policy text NOT NULL, kind text NOT NULL, name text NOT NULL,
+        body text NOT NULL, at double precision, PRIMARY KEY (policy, kind, name))""",
+]
+
 # (version, statements), applied in order inside one transaction
 MIGRATIONS: list[tuple[int, list[str]]] = [
-    (2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7), (8, _V8)]
+    (2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7), (8, _V8), (9, _V9)]

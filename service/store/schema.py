@@ -72,6 +72,13 @@ def _v8(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS catalog_changes_policy ON catalog_changes(policy, id)")
 
 
+def _v9(db: sqlite_utils.Database) -> None:
+    """A Personalizer loop's documents (service/store/personalizer.py): its service configuration
+    and its evaluations, JSON each, by policy, kind and name."""
+    db.execute("CREATE TABLE IF NOT EXISTS personalizer_documents (policy TEXT NOT NULL, kind TEXT NOT NULL,"
+               " name TEXT NOT NULL, body TEXT NOT NULL, at REAL, PRIMARY KEY (policy, kind, name))")
+
+
 def create(db: sqlite_utils.Database) -> None:
     """Every table, index and trigger of version 2, inside the caller's write transaction."""
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
@@ -147,4 +154,4 @@ def create(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
-    (2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8)]
+    (2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9)]
