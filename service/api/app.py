@@ -15,8 +15,8 @@ from typing import Any, Mapping
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from service.api import catalog, keys, metrics, personalizer, routes, safety, versions
-from service.api.auth import ANY, PUBLIC, KeyRing
+from service.api import catalog, console, keys, metrics, personalizer, routes, safety, versions
+from service.api.auth import ANY, CONSOLE, PUBLIC, KeyRing
 from service.api.fastpath import DecideFastPath
 from service.api.requestlog import KEY, POLICY, ROUTE, RequestLog, stderr_lines
 from service.api.schemas import NUL_REASON
@@ -47,6 +47,9 @@ DEFAULTS = {
     # GET /metrics without a key (a port only the monitoring network reaches); otherwise it needs
     # a key with the scope `metrics`
     "METRICS_PUBLIC": False,
+    # where the console finds the written reports (Markdown and PNG) it lists: where `tactful
+    # evaluate` and `tactful simulate` write by default (docs/console.md)
+    "REPORTS": "out",
 }
 
 
@@ -82,6 +85,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     personalizer.init_app(app, engine)
     ring = KeyRing(store, refresh_seconds=float(app.config["KEYS_REFRESH_SECONDS"]))
     keys.init_app(app, ring)
+    console.init_app(app)
     _authorize_requests(app, ring)
     _handle_errors(app)
     app.wsgi_app = DecideFastPath(app, engine, ring, follow_reloads(reloads))
@@ -140,13 +144,14 @@ def _no_nul_in_path(params: dict) -> None:
 
 def _unrouted_scope(app: Flask) -> str:
     """What a request no view answers needs before it learns why: a method a public path does not
-    allow is a 405 for anyone (as for `TRACE /healthz`); anything else needs a valid key first."""
+    allow (or a console page's: it needs no Authorization header) is a 405 for anyone (as for
+    `TRACE /healthz`); anything else needs a valid key first."""
     error = request.routing_exception
     if not isinstance(error, MethodNotAllowed) or not error.valid_methods:
         return ANY
     adapter = app.url_map.bind_to_environ(request.environ)
     scopes = {app.view_functions[adapter.match(method=m)[0]].scope for m in error.valid_methods}
-    return PUBLIC if scopes == {PUBLIC} else ANY
+    return PUBLIC if scopes <= {PUBLIC, CONSOLE} else ANY
 
 
 def _handle_errors(app: Flask) -> None:

@@ -41,6 +41,9 @@ SCOPES: dict[str, str] = {
 }
 PUBLIC = "public"  # no key needed
 ANY = "any"        # any valid key, whatever its scopes
+# a page of the operator's console (service/api/console/): no Authorization header, it checks the
+# key its signed session cookie names itself; not part of the JSON API nor of its OpenAPI document
+CONSOLE = "console"
 
 TOKEN_PREFIX = "tk_"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -49,7 +52,7 @@ LAST_USED_EVERY = 60.0  # seconds: a key's stored last use is at most this much 
 
 def requires(scope: str) -> Callable:
     """Mark a view function with what it needs: a scope of SCOPES, ANY or PUBLIC."""
-    if scope not in SCOPES and scope not in (ANY, PUBLIC):
+    if scope not in SCOPES and scope not in (ANY, PUBLIC, CONSOLE):
         raise ValueError(f"unknown scope {scope!r}")
 
     def mark(view):
@@ -152,11 +155,22 @@ class KeyRing:
         else:
             self._failing = False
 
+    def valid_key(self, key_hash: str) -> Key | None:
+        """The key with this hash if it is known and not revoked (as read at most `refresh_seconds`
+        ago), its use recorded as a request's is; None otherwise. What the console's session
+        names, checked again on every page."""
+        self._current()
+        key = self._keys.get(key_hash)
+        if key is None or key.revoked:
+            return None
+        self._used.add(key_hash)
+        return key
+
     def authorize(self, header: str | None, scope: str) -> Key | None:
         """The key an `Authorization` header carries, if the route needs one (None when it does
         not, or when the store holds no key); Unauthorized (401) without a valid key, Forbidden
         (403, naming the scope) when the key lacks `scope`."""
-        if scope == PUBLIC or not self.enforced:
+        if scope in (PUBLIC, CONSOLE) or not self.enforced:
             return None
         if not header:
             raise Unauthorized("this request needs an API key: send `Authorization: Bearer <key>` (an operator "

@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 
 from service.api import openapi as document, schemas
-from service.api.auth import ANY, PUBLIC, requires
+from service.api.auth import ANY, CONSOLE, PUBLIC, requires
 from service.api.problems import problem_response
 from service.api.requestlog import KEY
 from service.decision.engine import DecideInput, DecisionEngine, DeliveryInput, OutcomeInput
@@ -317,12 +317,15 @@ def openapi():
 def operation_scopes(compat: bool = False) -> dict[tuple[str, str], str]:
     """What each route needs, by its OpenAPI path and method (`/v1/users/{user_id}`, `get`); with
     `compat`, the routes of the Personalizer compatibility surface, which follow Personalizer's own
-    specification and are left out of Tactful's OpenAPI document (service/api/personalizer.py)."""
+    specification and are left out of Tactful's OpenAPI document (service/api/personalizer.py). The
+    console's HTML pages (scope CONSOLE, under /ui) are not part of either API: left out of both."""
     out = {}
     for rule in current_app.url_map.iter_rules():
         if rule.rule.startswith("/personalizer/") != compat:
             continue
         scope = getattr(current_app.view_functions[rule.endpoint], "scope", None)
+        if scope == CONSOLE:
+            continue
         path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             out[(path, method.lower())] = scope

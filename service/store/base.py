@@ -1,5 +1,5 @@
 """What every store backend is: the queries of people.py, decisions.py, campaign.py, versions.py,
-coordination.py, retention.py, keys.py and personalizer.py (written once, in SQL both SQLite and PostgreSQL accept), over the few primitives
+coordination.py, retention.py, keys.py, personalizer.py and console.py (written once, in SQL both SQLite and PostgreSQL accept), over the few primitives
 a backend supplies: `query`, `write`, `close`, `ping`, its schema migrations and a backup.
 
 A backend's rows answer both `row[0]` and `row["column"]`, and `dict(row)` gives the columns by
@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Sequence
 
 from service.store.campaign import CampaignTables
+from service.store.console import ConsoleFigures
 from service.store.coordination import CoordinationTables
 from service.store.decisions import DecisionLog
 from service.store.keys import KeyTables
@@ -43,7 +44,7 @@ def pending(migrations: list, found: int, known: int, where: str) -> list:
 
 
 class Store(PeopleTables, DecisionLog, CampaignTables, ModelTables, CoordinationTables, RetentionTables, KeyTables,
-            SafetyTables, PersonalizerTables):
+            SafetyTables, PersonalizerTables, ConsoleFigures):
     """One store, whatever its backend. Build one with `service.store.open_store(db)`."""
 
     kind: str = ""       # "sqlite" or "postgresql"

@@ -175,6 +175,8 @@ class PostgresStore(Store):
     """The store in a PostgreSQL database (or the schema its URL's search_path names)."""
 
     kind = "postgresql"
+    # a cast to integer rounds here (SQLite's truncates): floor first (service/store/console.py)
+    bucket_sql = "CAST(floor((decided_at - ?::float8) / ?::float8) AS INTEGER)"
 
     def __init__(self, url: str, secret: str | None = None, migrate: bool = True, max_connections: int = 4,
                  timeout: float = 30.0, wait: bool = True):
