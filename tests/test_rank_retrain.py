@@ -51,12 +51,12 @@ def logged(tmp_path):
     clock.advance(601)
     # what is evaluated is served as Rank would serve it now: with the usual 20% exploration
     client.put("/personalizer/configurations/service", json={"explorationPercentage": 0.2})
-    yield app.extensions["tactful"].store, policies["personalizer"], clock, db, tmp_path / "policies"
+    yield app.extensions["tactful"].store, policies["personalizer"], clock, db, tmp_path / "policies", client
     app.extensions["tactful"].store.close()
 
 
 def test_a_learning_setting_is_scored_above_what_was_served_and_a_version_from_its_state(logged):
-    store, policy, clock, _, _ = logged
+    store, policy, clock, _, _, client = logged
     setting = evaluate_rank(store, policy, "--cb_type mtr -q UA -q UI", clock.now())
     names = {e["name"]: e for e in setting["estimates"]}
     assert setting["n"] == 600 and set(names) == {"--cb_type mtr -q UA -q UI", "Online", "Baseline"}
@@ -74,7 +74,7 @@ def test_a_learning_setting_is_scored_above_what_was_served_and_a_version_from_i
 
 
 def test_retrain_stores_a_candidate_evaluated_on_a_held_out_slice_that_promote_accepts(logged):
-    store, policy, clock, _, _ = logged
+    store, policy, clock, _, _, client = logged
     r = retrain_rank(store, policy, clock.now())
     assert (r["train"], r["select"], r["held_out"]) == (360, 120, 120)
     registry = VersionRegistry(store)
@@ -89,7 +89,7 @@ def test_retrain_stores_a_candidate_evaluated_on_a_held_out_slice_that_promote_a
 
 
 def test_the_cli_evaluates_and_retrains_a_rank_loop(logged, tmp_path):
-    store, policy, clock, db, policies = logged
+    store, policy, clock, db, policies, _ = logged
     now = ["--now", "2026-06-01T00:00:00Z"]
     runner = CliRunner()
     out = runner.invoke(main, ["evaluate", "--db", db, "--policies", str(policies), "--policy", "personalizer",
@@ -100,3 +100,13 @@ def test_the_cli_evaluates_and_retrains_a_rank_loop(logged, tmp_path):
     out = runner.invoke(main, ["retrain", "--db", db, "--policies", str(policies), "--policy", "personalizer", *now])
     assert out.exit_code == 0, out.output
     assert "tactful models promote" in out.output and "held-out" in out.output
+
+
+def test_the_console_shows_a_retrained_rank_candidates_estimates(logged):
+    store, policy, clock, _, _, client = logged
+    r = retrain_rank(store, policy, clock.now())
+    page = client.get("/ui/policies/personalizer")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    lift = r["evaluation"]["lift"]
+    assert f"lift over Online (SNIPS) {lift['value']:+.3f}" in text and "SNIPS Online" in text

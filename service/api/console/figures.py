@@ -160,5 +160,10 @@ def _estimates(evaluation: dict | None) -> dict | None:
     rows = [r for r in body.get("rows", []) if isinstance(r, dict)]
     candidate = body.get("candidate")
     mine = [r for r in rows if r.get("target") == candidate] or rows
-    return {"rows": mine[:4], "lift": body.get("lift"), "at": evaluation.get("stored_at"),
+    if not mine and isinstance(body.get("estimates"), list):  # a Personalizer loop's (rank_retrain.py)
+        mine = [{"estimator": f"SNIPS {e.get('name')}", "value": e.get("value"), "lo": e.get("lo"),
+                 "hi": e.get("hi"), "n": body.get("n")} for e in body["estimates"] if isinstance(e, dict)]
+    by = "SNIPS" if body.get("policy_kind") == "personalizer" else "DR"
+    return {"rows": mine[:4], "lift": body.get("lift"), "reference": body.get("reference"), "lift_by": by,
+            "at": evaluation.get("stored_at"),
             "held_out": bool(body.get("held_out"))}
