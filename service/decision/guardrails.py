@@ -340,18 +340,24 @@ def _slot_reasons(policy: Policy, person: PersonState, prefs: dict, send_at: dic
         times.sort()
     every.sort()
     personal = prefs.get("max_contacts_per_week")
+    # per channel, once for its slots: the caps its contacts can reach (`exceeds_cap` is False
+    # for the others whatever the slot's time), each with the contacts it counts
+    live: dict[str, list] = {}
+    for ch in {slot[0] for slot in send_at}:
+        live[ch] = [(every if everywhere else by_channel.get(ch, ()), window, limit, reason)
+                    for window, limit, everywhere, reason in rules.caps[ch]
+                    if limit <= 0 or len(every if everywhere else by_channel.get(ch, ())) >= limit]
     out: dict[Slot, list[Reason]] = {}
     for (ch, name), t in send_at.items():
         reasons = []
         if (ch, name) in quiet_removed:
             reasons.append(quiet_removed[(ch, name)])
-        for window, limit, everywhere, reason in rules.caps[ch]:
-            times = every if everywhere else by_channel.get(ch, ())
+        for times, window, limit, reason in live[ch]:
             if exceeds_cap(times, t, window, limit):
                 reasons.append(reason)
         if personal is not None and exceeds_cap(every, t, 7 * 86400.0, int(personal)):
             reasons.append(("personal_cap", f"at most {personal} contacts per week, the person's own limit"))
-        if g.min_gap:
+        if g.min_gap and every:
             i = bisect_right(every, t - g.min_gap)   # the first contact after t - gap
             if i < len(every) and every[i] < t + g.min_gap:
                 reasons.append(("min_gap", f"another contact at {to_rfc3339(every[i])}, closer than the policy's "
