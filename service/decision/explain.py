@@ -34,8 +34,8 @@ def favourites(probabilities) -> list[int]:
     probs = list(probabilities)
     if not probs:
         return []
-    top = max(probs)
-    return [i for i, p in enumerate(probs) if p >= top * (1 - TIE)]
+    floor = max(probs) * (1 - TIE)  # once, not once per arm
+    return [i for i, p in enumerate(probs) if p >= floor]
 
 
 def scored_mode(probabilities, pos: int) -> str:
@@ -64,7 +64,7 @@ def explain_choice(mode: str, allowed: list[str], probabilities: list[float], ar
         return None, SUMMARY["holdout"]
     top = favourites(probabilities)
     pos = allowed.index(arm) if arm in allowed else -1
-    scored = sum(1 for p in probabilities if p > 0)
+    scored = sum(map((0.0).__lt__, probabilities))  # the arms with p > 0, counted in C
     flat = len(top) == scored > 1
     if mode == "consistent":
         if flat:

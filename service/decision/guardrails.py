@@ -73,13 +73,17 @@ class RuleTables:
     (index, arm id, content id, valid_from, valid_until, whether suppression still allows it);
     whether any content has a validity window; per channel, the caps that count its contacts
     (window, max, whether every channel counts, the removal reason); and the slots' send times
-    already resolved (`resolve_send_at`'s memo)."""
+    already resolved (`resolve_send_at`'s memo); the policy's own quiet-hours rule as
+    `out_of_quiet` reads it (none: empty) and the set of all its channels, which a person's quiet
+    hours cover."""
 
     hold: list[int]
     by_slot: dict[Slot, list[tuple]]
     dated: bool
     caps: dict[str, list[tuple[float, int, bool, Reason]]]
     send_times: dict = field(default_factory=dict)
+    quiet: tuple = ()
+    every_channel: frozenset = frozenset()
 
     @classmethod
     def of(cls, policy: Policy) -> "RuleTables":
@@ -96,7 +100,10 @@ class RuleTables:
             by_slot.setdefault((arm.channel, arm.timing.name), []).append(
                 (i, arm.id, c.id, vf, vu,
                  bool(sup) and any(r.matches(c.id, arm.channel, arm.timing.name) for r in sup.allow)))
-        return cls(hold, by_slot, dated, _caps(policy, policy.spec.channels))
+        q = policy.spec.guardrails.quiet_hours
+        quiet = ((q.start, q.end, q.action, frozenset(q.channels or policy.spec.channels), "the policy's"),) if q else ()
+        return cls(hold, by_slot, dated, _caps(policy, policy.spec.channels), quiet=quiet,
+                   every_channel=frozenset(policy.spec.channels))
 
 
 def _caps(policy: Policy, channels) -> dict[str, list[tuple[float, int, bool, Reason]]]:
@@ -168,7 +175,7 @@ def evaluate(policy: Policy, person: PersonState, now: float, tz: ZoneInfo | Non
         if tripped[0] is not None:
             return _held(policy, tripped[0], rules, tz)
     prefs = person.preferences or {}
-    send_at, quiet_removed, moved = _send_times(policy, prefs, now, tz, rules.send_times)
+    send_at, quiet_removed, moved = _send_times(policy, prefs, now, tz, rules)
     channel = _channel_reasons(policy, person, now, eligible[1])
     slots = _slot_reasons(policy, person, prefs, send_at, quiet_removed, rules)
     content = _content_reasons(policy, person, prefs, eligible[0])
@@ -221,22 +228,20 @@ def probing(person_key: str, what: str, opened_at: float | None, share: float) -
     return int.from_bytes(digest, "big") / 2.0 ** 64 < share
 
 
-def _send_times(policy: Policy, prefs: dict, now: float, tz: ZoneInfo, memo: dict
+def _send_times(policy: Policy, prefs: dict, now: float, tz: ZoneInfo, rules: RuleTables
                 ) -> tuple[dict[Slot, float], dict[Slot, Reason], dict[Slot, tuple[float, float]]]:
     """Each slot's send time per channel, moved out of quiet hours where the policy says so (per
     channel: quiet hours may not apply to every channel); the slots removed for quiet hours; the
     moves made."""
     spec = policy.spec
     g = spec.guardrails
+    memo = rules.send_times
     raw_send_at = {t.name: resolve_send_at(t, now, tz, memo) for t in spec.timing}
-    quiet_rules = []
-    if g.quiet_hours:
-        quiet_rules.append((g.quiet_hours.start, g.quiet_hours.end, g.quiet_hours.action,
-                            frozenset(g.quiet_hours.channels or spec.channels), "the policy's"))
+    quiet_rules = list(rules.quiet)  # the policy's rule, built once per policy
     if prefs.get("quiet_hours"):
         q = prefs["quiet_hours"]
         quiet_rules.append((q["start"], q["end"], g.quiet_hours.action if g.quiet_hours else "move",
-                            frozenset(spec.channels), "the person's"))
+                            rules.every_channel, "the person's"))
     send_at: dict[Slot, float] = {}
     quiet_removed: dict[Slot, Reason] = {}
     moved: dict[Slot, tuple[float, float]] = {}
@@ -335,18 +340,24 @@ def _slot_reasons(policy: Policy, person: PersonState, prefs: dict, send_at: dic
         times.sort()
     every.sort()
     personal = prefs.get("max_contacts_per_week")
+    # per channel, once for its slots: the caps its contacts can reach (`exceeds_cap` is False
+    # for the others whatever the slot's time), each with the contacts it counts
+    live: dict[str, list] = {}
+    for ch in {slot[0] for slot in send_at}:
+        live[ch] = [(every if everywhere else by_channel.get(ch, ()), window, limit, reason)
+                    for window, limit, everywhere, reason in rules.caps[ch]
+                    if limit <= 0 or len(every if everywhere else by_channel.get(ch, ())) >= limit]
     out: dict[Slot, list[Reason]] = {}
     for (ch, name), t in send_at.items():
         reasons = []
         if (ch, name) in quiet_removed:
             reasons.append(quiet_removed[(ch, name)])
-        for window, limit, everywhere, reason in rules.caps[ch]:
-            times = every if everywhere else by_channel.get(ch, ())
+        for times, window, limit, reason in live[ch]:
             if exceeds_cap(times, t, window, limit):
                 reasons.append(reason)
         if personal is not None and exceeds_cap(every, t, 7 * 86400.0, int(personal)):
             reasons.append(("personal_cap", f"at most {personal} contacts per week, the person's own limit"))
-        if g.min_gap:
+        if g.min_gap and every:
             i = bisect_right(every, t - g.min_gap)   # the first contact after t - gap
             if i < len(every) and every[i] < t + g.min_gap:
                 reasons.append(("min_gap", f"another contact at {to_rfc3339(every[i])}, closer than the policy's "

@@ -54,6 +54,11 @@ class Store(PeopleTables, DecisionLog, CampaignTables, ModelTables, Coordination
         """Rows of one read, from this thread's connection."""
         raise NotImplementedError
 
+    def query_before_write(self, sql: str, params: Sequence | dict = ()) -> list[Any]:
+        """Rows of one read that this thread's next write follows (a person's state, read before
+        their decision is committed): where the backend reads it fastest. `query` by default."""
+        return self.query(sql, params)
+
     def write(self, lock: str | None = GLOBAL) -> AbstractContextManager:
         """A write transaction; its connection's `execute` and `executemany` take the same SQL as
         `query`. `lock` is what the transaction serialises on: GLOBAL (every other GLOBAL write

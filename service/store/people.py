@@ -47,7 +47,7 @@ class PeopleTables:
         prefs, unengaged, rev = {}, 0, 0
         signals, last_signal = [], 0
         arm_state, budget_used = {}, 0
-        for part, a, b, c, d, e, f in self.query(_PERSON_STATE, {
+        for part, a, b, c, d, e, f in self.query_before_write(_PERSON_STATE, {
                 "k": key, "since": since, "ssince": signals_since, "policy": policy, "day": budget_day}):
             if part == 0:    # contact: id, channel, at
                 contacts.append((b, c))
