@@ -17,6 +17,7 @@ from service.learning.rank_retrain import evaluate_rank, retrain_rank
 from service.learning.registry import VersionRegistry
 from service.offline.errors import EvaluationError, NotEnoughData
 from service.policy import load_policy
+from service.runtime import build_learner
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +111,39 @@ def test_the_console_shows_a_retrained_rank_candidates_estimates(logged):
     text = page.get_data(as_text=True)
     lift = r["evaluation"]["lift"]
     assert f"lift over Online (SNIPS) {lift['value']:+.3f}" in text and "SNIPS Online" in text
+
+
+def test_a_rank_loop_learns_evaluates_and_retrains_on_both_backends(store_url, tmp_path):
+    """The loop end to end in process on each backend: Rank and Reward, the online learner learns
+    from the logged actions, DELETE /logs keeps what is still to learn, and retrain stores a
+    candidate with its held-out evaluation."""
+    (tmp_path / "policies").mkdir()
+    text = (REPO_ROOT / "examples" / "personalizer" / "personalizer.toml").read_text()
+    (tmp_path / "policies" / "personalizer.toml").write_text(text + "\n[promotion]\nmin_decisions = 50\n")
+    clock = ManualClock(START)
+    policy = load_policy(tmp_path / "policies" / "personalizer.toml")
+    app = create_app({"DB": store_url, "POLICIES": {policy.name: policy}, "CLOCK": clock, "ACCESS_LOG": False,
+                      "MODEL_REFRESH_SECONDS": 0})
+    client = app.test_client()
+    store = app.extensions["tactful"].store
+    try:
+        for i in range(300):
+            context = ("morning", "evening")[i % 2]
+            r = client.post("/personalizer/v1.0/rank",
+                            json={"contextFeatures": [{"time": context}], "actions": ACTIONS}).json
+            assert client.post(f"/personalizer/v1.0/events/{r['eventId']}/reward",
+                               json={"value": 1.0 if r["rewardActionId"] == PREFERS[context] else 0.0}).status_code == 204
+            clock.advance(1)
+        clock.advance(601)
+        learner = build_learner(store, {policy.name: policy}, clock)
+        assert learner.step(policy.name) == 300
+        client.put("/personalizer/configurations/service", json={"explorationPercentage": 0.0})
+        for context, preferred in PREFERS.items():
+            assert client.post("/personalizer/rank", json={"contextFeatures": [{"time": context}],
+                                                           "actions": ACTIONS}).json["rewardActionId"] == preferred
+        r = retrain_rank(store, policy, clock.now())
+        assert VersionRegistry(store).latest_evaluation(policy.name, r["version"])["n"] == 60
+        assert client.delete("/personalizer/logs").status_code == 204
+        assert client.get("/personalizer/logs/properties").json["events"] == 2  # the two ranked after learning
+    finally:
+        store.close()
