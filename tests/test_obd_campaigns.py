@@ -148,3 +148,15 @@ def test_retrain_trains_a_first_version_on_imported_obd_logs(tmp_path):
     # the reference's IPS value on the held-out slice is that slice's observed click rate, exactly
     assert logged["IPS"]["value"] == pytest.approx(ev["logged_mean_reward"])
     assert v["note"]["held_out"]["decisions"] == 2000 and v["note"]["selected_on"]["decisions"] == 2000
+    # evaluating the candidate on all the logs (its own training decisions included) is shown but not
+    # stored: it would overstate it and replace the held-out evaluation that promote reads; with no
+    # active version, the default reference is the logging policy
+    r = cli("evaluate", "--db", db, "--policies", pol, "--policy", "obd-men-random", "--candidate", "1",
+            "--bootstrap", "50", "--out", tmp_path / "ev")
+    assert r.exit_code == 0, r.output
+    assert "lift of v1 over logged" in r.output and "not stored beside obd-men-random version 1" in r.output
+    assert VersionRegistry(store).latest_evaluation("obd-men-random", 1)["held_out"]
+    since = v["note"]["held_out"]["from"]
+    r = cli("evaluate", "--db", db, "--policies", pol, "--policy", "obd-men-random", "--candidate", "1",
+            "--since", since, "--bootstrap", "50", "--out", tmp_path / "ev")
+    assert r.exit_code == 0 and "stored beside obd-men-random version 1" in r.output, r.output

@@ -101,6 +101,10 @@ def test_the_cli_evaluates_and_retrains_a_rank_loop(logged, tmp_path):
     out = runner.invoke(main, ["retrain", "--db", db, "--policies", str(policies), "--policy", "personalizer", *now])
     assert out.exit_code == 0, out.output
     assert "tactful models promote" in out.output and "held-out" in out.output
+    version = int(out.output.split("candidate version ")[1].split()[0])
+    out = runner.invoke(main, ["evaluate", "--db", db, "--policies", str(policies), "--policy", "personalizer",
+                               "--candidate", str(version), "--out", str(tmp_path / "ev2"), *now])
+    assert out.exit_code == 0 and f"not stored beside personalizer version {version}" in out.output, out.output
 
 
 def test_the_console_shows_a_retrained_rank_candidates_estimates(logged):

@@ -17,7 +17,7 @@ from service.cli.options import (db_option, mismatch_option, now_option, now_val
                                  policy_in_store, policy_option, since_option, time_value, until_option)
 from service.learning.rank_retrain import evaluate_rank, retrain_rank, table
 from service.learning.registry import VersionRegistry
-from service.learning.retrain import retrain
+from service.learning.retrain import reference_baselines, retrain
 from service.learning.shadow_report import shadow_report
 from service.offline.errors import EvaluationError, NotEnoughData, not_enough_data
 from service.offline.evaluate import evaluate
@@ -25,6 +25,7 @@ from service.offline.export import export, final_decisions
 from service.offline.obd import campaign_of, import_obd
 from service.offline.obd_priors import ZOZOTOWN_PRIOR
 from service.offline.report import write_report
+from service.times import to_rfc3339
 
 OUT = "out"  # default outputs go under ./out, which the repository ignores
 
@@ -62,7 +63,8 @@ def export_cmd(db, policies, policy_name, since, until, fmt, out, now, ignore_mi
 @click.option("--candidate", help="A model version (3 or v3), a VW model file, or a baseline name.")
 @click.option("--baseline", "baselines", multiple=True,
               help="active | uniform | logged | fallback | a version | a model file (repeatable; "
-                   "default: active and uniform). The first is the reference for the lift.")
+                   "default: active and uniform, or logged and uniform while the policy has no active "
+                   "version, as after import-obd). The first is the reference for the lift.")
 @since_option
 @until_option
 @now_option
@@ -91,7 +93,7 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
         _rank_evaluate(store, policy, candidate, at, since, until, n_boot, seed, Path(out), no_store)
         return
     try:
-        result = evaluate(store, policy, candidate, baselines or ("active", "uniform"), now=at,
+        result = evaluate(store, policy, candidate, baselines or reference_baselines(store, policy), now=at,
                           since=time_value(since, "--since"), until=time_value(until, "--until"), n_boot=n_boot,
                           seed=seed, progress=sys.stderr.isatty())
     except NotEnoughData as exc:  # the data is missing, not an option wrong
@@ -101,9 +103,25 @@ def evaluate_cmd(db, policies, policy_name, candidate, baselines, since, until, 
     click.echo(result.table())
     report = write_report(result, out, command)
     if result.candidate_version is not None and not no_store:
-        VersionRegistry(store).store_evaluation(policy.name, result.candidate_version, result.as_dict(), at)
-        click.echo(f"stored beside {policy.name} version {result.candidate_version}")
+        _store_beside(store, policy, result.candidate_version, result.as_dict(), at, since)
     click.echo(f"report: {report}")
+
+
+def _store_beside(store, policy, version: int, evaluation: dict, at: float, since: str | None) -> None:
+    """Store an evaluation beside the version it evaluated (what `tactful models promote` reads),
+    unless it is in-sample: a retrained version evaluated on decisions it was trained on would
+    look better than it is and replace retrain's held-out evaluation."""
+    registry = VersionRegistry(store)
+    end = registry.trained_until(policy.name, version)
+    start = time_value(since, "--since")
+    if end is not None and (start is None or start <= end):
+        click.echo(f"not stored beside {policy.name} version {version}: it was trained on decisions up to "
+                   f"{to_rfc3339(end)} and this evaluation includes them, so it overstates the version (its "
+                   f"held-out evaluation from retrain stays what promote reads); evaluate it on later decisions "
+                   f"only, with --since after {to_rfc3339(end)}, to store one")
+        return
+    registry.store_evaluation(policy.name, version, evaluation, at)
+    click.echo(f"stored beside {policy.name} version {version}")
 
 
 def _rank_evaluate(store, policy, candidate, at, since, until, n_boot, seed, out: Path, no_store) -> None:
@@ -120,8 +138,7 @@ def _rank_evaluate(store, policy, candidate, at, since, until, n_boot, seed, out
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(result, indent=2))
     if result["version"] is not None and not no_store:
-        VersionRegistry(store).store_evaluation(policy.name, result["version"], result, at)
-        click.echo(f"stored beside {policy.name} version {result['version']}")
+        _store_beside(store, policy, result["version"], result, at, since)
     click.echo(f"report: {out / 'evaluation.json'}")
 
 

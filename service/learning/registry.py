@@ -22,6 +22,7 @@ import logging
 from service.errors import Conflict, NotFound
 from service.policy import Policy
 from service.store import AlreadyActive, NoSuchVersion, Store
+from service.times import parse_time
 
 log = logging.getLogger("tactful.models")
 
@@ -65,6 +66,16 @@ class VersionRegistry:
 
     def activations(self, policy: str, limit: int = 20) -> list[dict]:
         return self.store.activations(policy, limit)
+
+    def trained_until(self, policy: str, version: int) -> float | None:
+        """When the newest decision a retrained version learned was made (`retrain` notes it), or
+        None for other versions. An evaluation that includes decisions up to then is in-sample:
+        it overstates the version, so it must not be what `promote` reads."""
+        row = self.store.model(policy, version)
+        note = json.loads(row["note"] or "{}") if row else {}
+        end = (note.get("trained_on") or {}).get("to") if isinstance(note.get("trained_on"), dict) else None
+        end = end or note.get("trained_to")
+        return parse_time(end) if isinstance(end, str) else None
 
     # -- writing versions -------------------------------------------------------------------------
 
