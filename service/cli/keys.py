@@ -49,7 +49,7 @@ def create_cmd(name: str, scopes: list[str], db: str) -> None:
     click.echo(f"Created the API key {name!r} ({', '.join(scopes)}) in {store.location}. It is shown this once: "
                f"keep it now (only its hash is stored).", err=True)
     if first:
-        click.echo("This is the store's first key: from now on every request but /healthz and /openapi.json "
+        click.echo("This is the store's first key: from now on every request but /healthz, /readyz and /openapi.json "
                    "needs a key (running services within a second or two).", err=True)
 
 
@@ -66,7 +66,7 @@ def list_cmd(show_all: bool, db: str) -> None:
         click.echo("no API key: the store serves without authentication, on a loopback address only "
                    "(tactful keys create --name NAME --scopes ...)", err=True)
     elif not any(k["revoked_at"] is None for k in every):
-        click.echo("no active API key (every one is revoked): every request but /healthz and /openapi.json is "
+        click.echo("no active API key (every one is revoked): every request but /healthz, /readyz and /openapi.json is "
                    "refused until you create one", err=True)
     if not keys:
         return
@@ -90,5 +90,5 @@ def revoke_cmd(name: str, db: str) -> None:
     store.close()
     if not done:
         raise click.ClickException(f"no API key named {name!r} (tactful keys list shows them)")
-    click.echo(f"Revoked the API key {name!r}." + ("" if left else " No key is left: every request but /healthz "
+    click.echo(f"Revoked the API key {name!r}." + ("" if left else " No key is left: every request but /healthz, /readyz "
                                                    "and /openapi.json is refused until you create one."), err=True)

@@ -8,7 +8,7 @@ gunicorn itself exiting stops `serve`. docs/reliability.md has the kill -9 runs.
 Safe when nobody configured anything: a store that holds no API key is served without
 authentication on a loopback address only (with a warning naming `tactful keys create`); asked for
 any other address, `serve` refuses to start and says what to do, unless `--insecure-no-auth`
-says the network is private. Once the store holds a key, every request but /healthz and
+says the network is private. Once the store holds a key, every request but /healthz, /readyz and
 /openapi.json needs one, whatever the address or the flag (service/api/auth.py)."""
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def access_warning(store: Store, host: str, insecure: bool) -> str | None:
     keys = store.api_keys(include_revoked=True)
     if keys:
         if not any(k["revoked_at"] is None for k in keys):
-            return ("WARNING: every API key of this store is revoked: every request but /healthz and "
+            return ("WARNING: every API key of this store is revoked: every request but /healthz, /readyz and "
                     f"/openapi.json is refused until you create one ({CREATE_KEY}).")
         return "--insecure-no-auth changes nothing: this store holds API keys, and every request needs one." \
             if insecure else None
