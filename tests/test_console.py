@@ -133,6 +133,12 @@ def test_every_action_needs_the_sessions_csrf_token(app, client):
     assert r.status_code == 302
     state = app.extensions["tactful"].store.arm_states("lifecycle")["win_back"]
     assert state["status"] == "retired" and state["reason"] == "console (key ops): test"
+    arm = "welcome_tips:email:now"
+    r = client.post("/ui/policies/lifecycle/switch", data={"csrf": csrf(page.data), "target": arm,
+                                                          "status": "retired", "reason": "typo in subject"})
+    assert r.status_code == 302
+    row = text(client.get("/ui/policies/lifecycle")).split(f'id="arm-{arm}"')[1].split("</tr>")[0]
+    assert "retired" in row and "console (key ops): typo in subject" in row  # who switched it, and why
 
 
 def test_a_content_switched_off_from_the_console_is_never_chosen(app, client):

@@ -115,6 +115,8 @@ def test_the_console_shows_a_retrained_rank_candidates_estimates(logged):
     text = page.get_data(as_text=True)
     lift = r["evaluation"]["lift"]
     assert f"lift over Online (SNIPS) {lift['value']:+.3f}" in text and "SNIPS Online" in text
+    assert "no longer offered" not in text and 'id="arm-hold"' not in text and "(a Rank action)" in text
+    assert "declares no contents" in text
 
 
 def test_a_rank_loop_learns_evaluates_and_retrains_on_both_backends(store_url, tmp_path):

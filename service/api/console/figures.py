@@ -102,7 +102,8 @@ def arms(eng: DecisionEngine, p: Policy, w: Window) -> list[dict]:
     figures = eng.store.arm_figures(p.name, w.start, w.end)
     states = eng.store.arm_states(p.name)
     chosen = sum(f["chosen"] for f in figures.values())
-    by_id = {a.id: a for a in p.arms}
+    rank = p.spec.kind == "personalizer"  # its actions arrive with each Rank request: none declared
+    by_id = {} if rank else {a.id: a for a in p.arms}
     out = []
     for arm_id in list(by_id) + sorted(set(figures) - set(by_id)):
         f = figures.get(arm_id, {"chosen": 0, "reward_sum": 0.0, "reward_squares": 0.0, "rewarded": 0})
@@ -110,7 +111,7 @@ def arms(eng: DecisionEngine, p: Policy, w: Window) -> list[dict]:
         content = arm.content.id if arm is not None and arm.content is not None else None
         state = states.get(arm_id) or states.get(content) or {}
         mean, lo, hi = interval(f["reward_sum"], f["reward_squares"], f["rewarded"])
-        out.append({"arm": arm_id, "content": content, "in_policy": arm is not None,
+        out.append({"arm": arm_id, "content": content, "in_policy": arm is not None, "per_request": rank,
                     "status": state.get("status", "active"), "reason": state.get("reason"),
                     "chosen": f["chosen"], "share": _share(f["chosen"], chosen), "rewarded": f["rewarded"],
                     "mean": mean, "lo": lo, "hi": hi})
