@@ -81,6 +81,7 @@ def test_retrain_stores_a_candidate_evaluated_on_a_held_out_slice_that_promote_a
     registry = VersionRegistry(store)
     stored = registry.latest_evaluation(policy.name, r["version"])
     assert stored["held_out"] is True and stored["n"] == 120 and stored["reference"] == "Online"
+    assert registry.version(policy.name, r["version"])["n_learned"] == 480
     assert stored["lift"]["lo"] > 0 and r["chosen"] in {s["vw_args"] for s in r["search"]}
     assert store.active_version(policy.name) != r["version"]  # a candidate, not active
     registry.promote(policy, r["version"], clock.now())

@@ -192,7 +192,8 @@ def retrain_rank(store: Store, policy: Policy, now: float, since: float | None =
     finally:
         model.close()
     registry = VersionRegistry(store)
-    note = {"trained_on": len(train) + len(choose), "trained_to": to_rfc3339(choose[-1][0].decided_at),
+    note = {"trained_on": len(train) + len(choose), "n_learned": len(train) + len(choose),
+            "trained_to": to_rfc3339(choose[-1][0].decided_at),
             "selected_on": len(choose), "held_out": len(held_out),
             "search": search, "chosen": chosen}
     version = registry.add_version(policy.name, model_bytes, chosen, "retrain", now, note)
