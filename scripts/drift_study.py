@@ -166,8 +166,8 @@ def summary(rows: list, settings: list[tuple[str, str]], seeds: list[int]) -> st
     head += " | " + " | ".join(f"standard seed {s}" for s in seeds) + " |"
     lines = [head, "| " + " | ".join(["---"] * (2 + 2 * len(seeds))) + " |"]
     for name, extra in settings:
-        cells = [cell("drift", name, s, "days_to_80", str) + " (" + cell("drift", name, s, "daily_days_to_80", str) + ")"
-                 for s in seeds]
+        cells = [(cell("drift", name, s, "days_to_80", str) + " (" + cell("drift", name, s, "daily_days_to_80", str)
+                  + ")").replace(" ()", "") for s in seeds]
         cells += [cell("standard", name, s, "share", lambda x: f"{100 * x:.1f}%") for s in seeds]
         lines.append(f"| {name} | `{extra or '(none)'}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
