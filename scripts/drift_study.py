@@ -2,15 +2,15 @@
 """Drift recovery study behind docs/quality.md, "Drift recovery (issue 15)": Tactful's learner
 settings against the `drift` scenario's recovery and `standard`'s share of the oracle.
 
-    nice .venv/bin/python scripts/drift_study.py                      # the recorded comparison
-                                                                       # (about an hour on 2 cores)
+    nice .venv/bin/python scripts/drift_study.py                      # the recorded settings and
+                                                                       # seeds (about an hour, 2 cores)
     nice .venv/bin/python scripts/drift_study.py --seeds 3 --no-standard \\
         --setting "pt0.25=--power_t 0.25"                              # one candidate, one seed
 
 Each setting is a name and extra VW arguments appended to the scenario policy's own `vw_args`
 (an option given there, such as `-l`, replaces the policy's own: VW keeps the first of two; the
-empty setting is the policy as it is). For every seed the oracle runs once per scenario and every setting is compared with it:
-the settings change only Tactful's learner, not the population, the asks or the draws.
+empty setting is the policy as it is). For every seed the oracle runs once per scenario and every
+setting is compared with it: the settings change only Tactful's learner, not the population, the asks or the draws.
 
 `drift`: days from the change (day 14) to the end of the day by which the drifted segment's
 expected shaped reward over the trailing 3 days is at least 80% of the oracle's and stays so
@@ -42,7 +42,8 @@ from service.simulation.scenario import load_scenario  # noqa: E402
 from service.simulation.world import build_world  # noqa: E402
 
 SCENARIOS = ROOT / "examples" / "scenarios"
-DEFAULT_SETTINGS = ["current=", "pt0.25=--power_t 0.25", "pt0.25-l0.03=--power_t 0.25 -l 0.03"]
+DEFAULT_SETTINGS = ["current=", "pt0.25=--power_t 0.25", "pt0.25-l0.03=--power_t 0.25 -l 0.03",
+                    "pt0.4=--power_t 0.4"]
 
 
 def parse_setting(text: str) -> tuple[str, str]:
@@ -136,7 +137,8 @@ def drift_row(run, oracle) -> dict:
     rec = d["recovered_by_end_of_day"]
     return {"days_to_80": None if rec is None else rec - change + 1,
             "daily_days_to_80": days_stays_above(d["daily_share_of_oracle"], change, 0.8),
-            "best_case_days": best_case_days(run, oracle), "recovered_by_end_of_day": rec, "before_change": d["share_before_change_last_3_days"],
+            "best_case_days": best_case_days(run, oracle), "recovered_by_end_of_day": rec,
+            "before_change": d["share_before_change_last_3_days"],
             "share": round(float(run.realized.sum() / oracle.realized.sum()), 4),
             "daily": d["daily_share_of_oracle"][change:]}
 

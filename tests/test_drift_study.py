@@ -64,6 +64,6 @@ def test_drift_study_small_end_to_end(tmp_path):
     rows = json.loads(out.read_text())
     assert [(r["scenario"], r["setting"]) for r in rows] == [("drift", "current"), ("drift", "pt"), ("standard", "pt")]
     drift = rows[0]
-    assert len(drift["daily"]) == 14 and drift["violations"] == 0
+    assert len(drift["daily"]) >= 14 and drift["violations"] == 0
     assert drift["best_case_days"] is None or drift["best_case_days"] >= 1
     assert "| pt | `--power_t 0.25` |" in proc.stdout
