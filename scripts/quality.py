@@ -71,9 +71,13 @@ def reload(out: Path) -> dict:
     return {"results": results, "timings": timings}
 
 
-def kept_section(doc: str, heading: str = "## Circuit breaker") -> str:
-    """The section of docs/quality.md that another script writes (scripts/breaker_study.py
-    --docs), up to the next heading, to keep when this one rewrites the page; "" when none."""
+KEPT = ("## Circuit breaker", "## Drift recovery (issue 15)")
+
+
+def kept_section(doc: str, heading: str = KEPT[0]) -> str:
+    """A section of docs/quality.md that another script writes (KEPT: scripts/breaker_study.py
+    --docs, scripts/drift_study.py), up to the next heading, to keep when this one rewrites the
+    page; "" when none."""
     start = doc.find("\n" + heading + "\n")
     if start < 0:
         return ""
@@ -134,7 +138,8 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "",
         "Every figure on this page was written by `scripts/quality.py`" + (" --small" if small else "") + ", which anyone can "
         "rerun (`.venv/bin/python scripts/quality.py --docs`; CI runs `--small` through `tests/test_simulate.py`), "
-        "except the last section, [Circuit breaker](#circuit-breaker), which `scripts/breaker_study.py --docs` writes. "
+        "except the last two sections: [Circuit breaker](#circuit-breaker), which `scripts/breaker_study.py --docs` "
+        "writes, and [Drift recovery (issue 15)](#drift-recovery-issue-15), from `scripts/drift_study.py`. "
         "The simulator and the scenarios are described in [simulation.md](simulation.md). Each scenario runs "
         "every decision maker on the same population, at the same moments, with the same random draws, "
         "behind the same guardrails, through the real engine; shaped reward is the scenario policy's own "
@@ -234,8 +239,8 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         + (f"{s['drift_recovered_by_end_of_day'] + 1 - 14} days" if s['drift_recovered_by_end_of_day'] is not None
            else "more than the rest of the run")
         + " of virtual time (the 2-day reward window, then enough new evidence against adaptive learning rates "
-        "that have already decayed) to be back at 80%. To try: a drift detector that resets the learning "
-        "rates, or `--power_t` below 0.5.",
+        "that have already decayed) to be back at 80%. `--power_t 0.25` and a 3-day target: "
+        "[Drift recovery (issue 15)](#drift-recovery-issue-15).",
         f"- Speed: {s['tactful_standard_decisions_per_second']:,.0f} decisions/s for Tactful in `standard`, "
         f"{200_000 / s['tactful_standard_decisions_per_second']:.0f} s for 200,000 decisions; most of it in "
         f"the engine's decide ({per_part.get('decide', 0):.0f} s of {s['tactful_standard_seconds']:.0f}). "
@@ -362,7 +367,7 @@ def main() -> int:
         for name in PLAN:
             shutil.copy(out / name / "comparison.png", images / f"{name}.png")
         page = ROOT / "docs" / "quality.md"
-        kept = kept_section(page.read_text()) if page.exists() else ""
+        kept = "".join(kept_section(page.read_text(), h) for h in KEPT) if page.exists() else ""
         page.write_text(document(data, s, False, "quality") + ("\n" + kept if kept else ""))
     print(json.dumps(s, indent=2))
     return 1 if s["violations"] else 0
