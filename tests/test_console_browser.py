@@ -146,6 +146,7 @@ def test_an_operator_signs_in_checks_switches_rolls_back_and_looks_up(served):
     driver.find_element(By.ID, f"switch-{arm}").click()
     until(lambda: f"Arm {arm} is now retired" in driver.find_element(By.CSS_SELECTOR, ".flash").text)
     assert driver.find_element(By.CSS_SELECTOR, f'[id="arm-{arm}"] [data-status]').text == "retired"
+    assert "console (key operator): wrong tone" in driver.find_element(By.CSS_SELECTOR, f'[id="arm-{arm}"]').text
     # every worker reads the switches with the person's state: the next decision follows them
     actions = [api.post(f"{base}/v1/policies/lifecycle/decide", json={"user_id": f"u{i}", "context": {"segment": "s"}})
                .json()["action"] for i in range(20, 60)]
