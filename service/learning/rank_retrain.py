@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.featurize import action_line, shared_line
 from models.ope.data import BanditData
 from models.ope.estimators import SNIPS
 from models.vw_policy import VWPolicy
 from service.learning.personalizer import SERVICE
 from service.learning.registry import VersionRegistry
 from service.offline.errors import EvaluationError, NotEnoughData
-from service.offline.personalizer import event_data, logged_events
+from service.offline.personalizer import (baseline_target, event_data, learn_events, logged_events, online_target,
+                                          own_args, progressive)
 from service.policy import Policy
-from service.policy.personalizer import ServiceSettings, reward_cost, served_pmf
+from service.policy.personalizer import ServiceSettings, served_pmf
 from service.store import Decision, Store
 from service.times import to_rfc3339
 
@@ -54,49 +54,13 @@ def learned_events(store: Store, policy: Policy, now: float, since: float | None
     return events
 
 
-def _lines(d: Decision) -> tuple[str, list[str]]:
-    actions = d.history["personalizer"]["actions"]
-    return shared_line(d.context, {}), [action_line(a["id"], a["features"]) for a in actions]
-
-
-def learn(model: VWPolicy, events: list[Event]) -> None:
-    for d, reward, _ in events:
-        shared, lines = _lines(d)
-        model.learn_lines(shared, lines, d.allowed.index(d.arm), reward_cost(reward), d.probability)
-
-
 def exploration(store: Store, policy: Policy) -> float:
     """The loop's explorationPercentage now (GET /personalizer/configurations/service)."""
     return ServiceSettings.from_stored(store.personalizer_document(policy.name, *SERVICE)).exploration
 
 
-def progressive(model: VWPolicy, events: list[Event], k: int, explore: float) -> np.ndarray:
-    """The probability Rank would serve each logged action with, each before the model learns
-    that event."""
-    pi = np.zeros((len(events), k))
-    for i, (d, reward, _) in enumerate(events):
-        shared, lines = _lines(d)
-        pi[i, :len(lines)] = served_pmf(model.predict_lines(shared, lines), explore)
-        model.learn_lines(shared, lines, d.allowed.index(d.arm), reward_cost(reward), d.probability)
-    return pi
-
-
-def _args(arguments: str) -> str:
-    drop = {"--cb_explore_adf", "--cb_adf", "--quiet"}
-    return " ".join(t for t in arguments.split() if t not in drop)
-
-
-def _baseline(events: list[Event], k: int) -> np.ndarray:
-    pi = np.zeros((len(events), k))
-    for i, (d, _, _) in enumerate(events):
-        pi[i, d.allowed.index(d.history["personalizer"].get("baseline", d.allowed[0]))] = 1.0
-    return pi
-
-
-def _online(data: BanditData) -> np.ndarray:
-    pi = np.zeros((data.n, data.n_arms))
-    pi[np.arange(data.n), data.action] = data.pscore  # weights of 1: SNIPS gives the logged mean
-    return pi
+def _served(explore: float):
+    return lambda pmf: served_pmf(pmf, explore)
 
 
 def lift(data: BanditData, pi: np.ndarray, n_boot: int, seed: int) -> dict:
@@ -126,8 +90,8 @@ def evaluation(name: str, data: BanditData, pi: np.ndarray, events: list[Event],
     return {"policy_kind": "personalizer", "candidate": name, "reference": "Online", "n": int(data.n),
             "from": to_rfc3339(events[0][0].decided_at), "to": to_rfc3339(events[-1][0].decided_at),
             "estimator": "SNIPS", "lift": lift(data, pi, n_boot, seed),
-            "estimates": [_estimate(name, data, pi), _estimate("Online", data, _online(data)),
-                          _estimate("Baseline", data, _baseline(events, data.n_arms))]}
+            "estimates": [_estimate(name, data, pi), _estimate("Online", data, online_target(data)),
+                          _estimate("Baseline", data, baseline_target(events, data.n_arms))]}
 
 
 def _need(events: list[Event], policy: Policy, what: str, need: int = MIN_EVENTS) -> None:
@@ -151,12 +115,12 @@ def evaluate_rank(store: Store, policy: Policy, candidate: str, now: float, sinc
             raise EvaluationError(f"policy {policy.name!r} has no model version {version}")
         model = VWPolicy([], row["vw_args"] or "", seed, model_bytes=row["model"])
     elif candidate.startswith("-"):
-        model = VWPolicy([], _args(candidate), seed)
+        model = VWPolicy([], own_args(candidate), seed)
     else:
         raise EvaluationError(f"candidate {candidate!r}: a model version (3 or v3) or VW arguments "
                               "(for a Personalizer loop)")
     try:
-        pi = progressive(model, events, data.n_arms, exploration(store, policy))
+        pi = progressive(model, events, data.n_arms, _served(exploration(store, policy)))
     finally:
         model.close()
     result = evaluation(f"version {version}" if version is not None else candidate, data, pi, events, n_boot, seed)
@@ -177,18 +141,18 @@ def retrain_rank(store: Store, policy: Policy, now: float, since: float | None =
     for args in grid:
         model = VWPolicy([], args, seed)
         try:
-            learn(model, train)
-            pi = progressive(model, choose, k, explore)
+            learn_events(model, train)
+            pi = progressive(model, choose, k, _served(explore))
         finally:
             model.close()
         search.append(_estimate(args, _padded(choose, k), pi) | {"vw_args": args})
     chosen = max(search, key=lambda r: r["value"])["vw_args"]
     model = VWPolicy([], chosen, seed)
     try:
-        learn(model, train + choose)
+        learn_events(model, train + choose)
         model_bytes = model.to_bytes()
         data = _padded(held_out, k)
-        pi = progressive(model, held_out, k, explore)
+        pi = progressive(model, held_out, k, _served(explore))
     finally:
         model.close()
     registry = VersionRegistry(store)

@@ -77,53 +77,77 @@ def evaluate_settings(events: list[tuple[Decision, float, bool]], settings: list
     if not events:
         return []
     data = event_data(events)
-    n, k = data.n, data.n_arms
-    action = data.action
-    online = np.zeros((n, k))
-    online[np.arange(n), action] = data.pscore  # weights of 1: SNIPS gives the logged mean
-    baseline = np.zeros((n, k))
-    for i, (d, _, _) in enumerate(events):
-        baseline[i, d.allowed.index(d.history["personalizer"].get("baseline", d.allowed[0]))] = 1.0
-    out = [_result("Online", online_args, "Online", data, online),
-           _result("Baseline", "", "Baseline", data, baseline)]
+    out = [_result("Online", online_args, "Online", data, online_target(data)),
+           _result("Baseline", "", "Baseline", data, baseline_target(events, data.n_arms))]
     for name, arguments in settings:
-        out.append(_result(name, arguments, "Custom", data, _replay(events, arguments, k)))
+        out.append(_result(name, arguments, "Custom", data, _replay(events, arguments, data.n_arms)))
     return out
+
+
+def online_target(data: BanditData) -> np.ndarray:
+    """What was served: the logged action with its own probability (weights of 1: SNIPS gives the
+    logged mean)."""
+    pi = np.zeros((data.n, data.n_arms))
+    pi[np.arange(data.n), data.action] = data.pscore
+    return pi
+
+
+def baseline_target(events: list[tuple[Decision, float, bool]], k: int) -> np.ndarray:
+    """Personalizer's baseline: each request's first action, or the slot's baseline action."""
+    pi = np.zeros((len(events), k))
+    for i, (d, _, _) in enumerate(events):
+        pi[i, d.allowed.index(d.history["personalizer"].get("baseline", d.allowed[0]))] = 1.0
+    return pi
+
+
+def event_lines(d: Decision) -> tuple[str, list[str]]:
+    """A Rank event's VW shared line and action lines, rebuilt from what its decision logged."""
+    actions = d.history["personalizer"]["actions"]
+    return shared_line(d.context, {}), [action_line(a["id"], a["features"]) for a in actions]
+
+
+def learn_events(model: VWPolicy, events: list[tuple[Decision, float, bool]]) -> None:
+    """`model` learns the events the loop learns, in log order."""
+    for d, reward, learned in events:
+        if learned:
+            shared, lines = event_lines(d)
+            model.learn_lines(shared, lines, d.allowed.index(d.arm), reward_cost(reward), d.probability)
+
+
+def progressive(model: VWPolicy, events: list[tuple[Decision, float, bool]], k: int,
+                serve=None) -> np.ndarray:
+    """The model's probability of every logged action (through `serve`, when given: the pmf Rank
+    would serve from the model's), each before it learns that event."""
+    pi = np.zeros((len(events), k))
+    for i, (d, reward, _) in enumerate(events):
+        shared, lines = event_lines(d)
+        pmf = model.predict_lines(shared, lines)
+        pi[i, :len(lines)] = serve(pmf) if serve is not None else pmf
+        model.learn_lines(shared, lines, d.allowed.index(d.arm), reward_cost(reward), d.probability)
+    return pi
 
 
 def _replay(events: list[tuple[Decision, float, bool]], arguments: str, k: int) -> np.ndarray:
     """The setting's probability of every logged action, before it learned that event."""
-    model = VWPolicy([], _own_args(arguments))
-    pi = np.zeros((len(events), k))
+    model = VWPolicy([], own_args(arguments))
     try:
-        for i, (d, reward, _) in enumerate(events):
-            actions = d.history["personalizer"]["actions"]
-            lines = [action_line(a["id"], a["features"]) for a in actions]
-            shared = shared_line(d.context, {})
-            pi[i, :len(lines)] = model.predict_lines(shared, lines)
-            model.learn_lines(shared, lines, d.allowed.index(d.arm), reward_cost(reward), d.probability)
+        return progressive(model, events, k)
     finally:
         model.close()
-    return pi
 
 
 def train_setting(events: list[tuple[Decision, float, bool]], arguments: str, seed: int = 0) -> bytes:
     """A model of the setting learned from nothing over the events the loop learns, in log order:
     what applying an evaluated setting (POST /configurations/applyFromEvaluation) serves."""
-    model = VWPolicy([], _own_args(arguments), seed)
+    model = VWPolicy([], own_args(arguments), seed)
     try:
-        for d, reward, learned in events:
-            if not learned:
-                continue
-            actions = d.history["personalizer"]["actions"]
-            model.learn_lines(shared_line(d.context, {}), [action_line(a["id"], a["features"]) for a in actions],
-                              d.allowed.index(d.arm), reward_cost(reward), d.probability)
+        learn_events(model, events)
         return model.to_bytes()
     finally:
         model.close()
 
 
-def _own_args(arguments: str) -> str:
+def own_args(arguments: str) -> str:
     """A setting's arguments without what Tactful sets itself (`--cb_explore_adf` and file options)."""
     drop = {"--cb_explore_adf", "--cb_adf", "--quiet"}
     return " ".join(t for t in arguments.split() if t not in drop)
