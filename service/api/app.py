@@ -50,6 +50,10 @@ DEFAULTS = {
     # where the console finds the written reports (Markdown and PNG) it lists: where `tactful
     # evaluate` and `tactful simulate` write by default (docs/console.md)
     "REPORTS": "out",
+    # seconds between a served worker's WAL checkpoints, taken in a thread of its own rather than
+    # in the decide whose commit fills the WAL (SQLite only; 0: SQLite's automatic checkpoints).
+    # `tactful serve` sets 1.0 (service/cli/serve.py); an app built in a test keeps 0
+    "CHECKPOINT_SECONDS": 0.0,
 }
 
 
@@ -61,6 +65,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
 
     store = open_store(str(app.config["DB"]), secret=app.config["SECRET"])
+    if app.config["CHECKPOINT_SECONDS"]:
+        store.checkpoint_in_background(float(app.config["CHECKPOINT_SECONDS"]))
     policies = app.config["POLICIES"]
     if isinstance(policies, (str, Path)):
         policies = load_policies(policies)

@@ -315,7 +315,8 @@ def web(host: str, port: int, workers: int, insecure_no_auth: bool, metrics_publ
     finally:
         store.close()
     config = {"DB": db, "POLICIES": policies, "CLOCK": clock, "SECRET": os.environ.get("TACTFUL_SECRET"),
-              "METRICS_PUBLIC": metrics_public, "REPORTS": os.environ.get("TACTFUL_REPORTS", "out")}
+              "METRICS_PUBLIC": metrics_public, "REPORTS": os.environ.get("TACTFUL_REPORTS", "out"),
+              "CHECKPOINT_SECONDS": 1.0}
 
     class Server(BaseApplication):
         def load_config(self):

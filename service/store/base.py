@@ -70,6 +70,10 @@ class Store(PeopleTables, DecisionLog, CampaignTables, ModelTables, Coordination
     def close(self) -> None:
         raise NotImplementedError
 
+    def checkpoint_in_background(self, every: float, restart_pages: int = 8000) -> None:
+        """Take the store's periodic housekeeping off the callers' path, every `every` seconds in a
+        thread of its own (a served worker's store). Only SQLite has any: see SQLiteStore."""
+
     def ping(self) -> None:
         """Raise if the store cannot answer a query (health checks)."""
         self.query("SELECT 1")

@@ -11,6 +11,7 @@ so that an erased person leaves no byte in the file or its WAL (`leave_no_trace`
 """
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 import threading
@@ -24,6 +25,14 @@ from service.store import schema
 from service.store.base import GLOBAL, Store, pending
 from service.store.decisions import DECISION_COLUMNS, INSERT_DECISION, decision_values
 from service.store.records import Decision, DuplicateRequest, RequestClaim, StoreUnavailable
+
+log = logging.getLogger("tactful.store")
+
+# Checkpoint every 8000 WAL pages (32 MB) rather than SQLite's 1000: every decision rewrites the
+# same few B-tree pages, and a checkpoint copies each page once however often it changed, so rarer
+# checkpoints copy (and fsync) far less.
+AUTOCHECKPOINT_PAGES = 8000
+RESTART_WAIT_MS = 250
 
 # ... only if the person's state still matches the marker it was decided on (person_state)
 INSERT_DECISION_IF_UNCHANGED = (
@@ -55,6 +64,8 @@ class SQLiteStore(Store):
         self.timeout = timeout
         self._local = threading.local()
         self._secret = secret.encode() if secret else None
+        self._autocheckpoint = AUTOCHECKPOINT_PAGES
+        self._checkpointer: _Checkpointer | None = None
         if migrate:
             self.migrate()
 
@@ -70,10 +81,7 @@ class SQLiteStore(Store):
         # of an erased person stays behind in unused space (leave_no_trace, docs/reliability.md).
         # The pages are written anyway; zeroing them costs a memset.
         conn.execute("PRAGMA secure_delete=ON")
-        # Checkpoint every 8000 WAL pages (32 MB) rather than SQLite's 1000: every decision
-        # rewrites the same few B-tree pages, and a checkpoint copies each page once however
-        # often it changed, so rarer checkpoints copy (and fsync) far less.
-        conn.execute("PRAGMA wal_autocheckpoint=8000")
+        conn.execute(f"PRAGMA wal_autocheckpoint={self._autocheckpoint}")
         conn.execute(f"PRAGMA busy_timeout={busy_ms}")
         return conn
 
@@ -97,7 +105,29 @@ class SQLiteStore(Store):
     def db(self) -> sqlite_utils.Database:
         return sqlite_utils.Database(self.wconn)  # for schema changes, inside `write`
 
+    def checkpoint_in_background(self, every: float, restart_pages: int = AUTOCHECKPOINT_PAGES) -> None:
+        """Checkpoint the WAL in a thread of this store's own, every `every` seconds, instead of in
+        whichever commit crosses `AUTOCHECKPOINT_PAGES`: that commit's caller (a decide, in a
+        served worker) would wait for the whole checkpoint, 30-40 ms for 32 MB of WAL, about once
+        a second under load (docs/benchmarks.md). The checkpoints are PASSIVE, as automatic ones
+        are: they copy what no reader still needs and never block a writer; when another
+        connection is checkpointing, this one skips its turn. Once the WAL holds `restart_pages`,
+        it is made to start over (see `_Checkpointer.run`). Connections this thread opened
+        before stop checkpointing on their own too. `close` (from any thread) stops it."""
+        if self._checkpointer is not None:
+            return
+        self._autocheckpoint = 0
+        for name in ("conn", "wconn"):
+            conn = getattr(self._local, name, None)
+            if conn is not None:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = _Checkpointer(self, every, restart_pages)
+        self._checkpointer.start()
+
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         for name in ("conn", "wconn"):
             conn = getattr(self._local, name, None)
             if conn is not None:
@@ -272,3 +302,38 @@ def _commit(conn: sqlite3.Connection, d: Decision, expected_marker: tuple | None
             claim.request_id, d.policy, d.person_key, d.event_id, claim.request_hash, claim.response,
             d.decided_at, claim.since)).rowcount != 1:
         raise DuplicateRequest(claim.request_id)
+
+
+class _Checkpointer(threading.Thread):
+    """SQLiteStore.checkpoint_in_background's thread, with a connection of its own."""
+
+    def __init__(self, store: SQLiteStore, every: float, restart_pages: int):
+        super().__init__(name="tactful-checkpoint", daemon=True)
+        self.store, self.every, self.restart_pages = store, every, restart_pages
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        # PASSIVE never waits; RESTART waits up to this long for the write lock and for readers
+        # of older frames (SQLite's busy handler), holding back the writers that come meanwhile
+        conn = self.store._connect(RESTART_WAIT_MS)
+        try:
+            while not self._stop_event.wait(self.every):
+                try:
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames >= self.restart_pages:
+                        # under steady writes a PASSIVE checkpoint never ends with the whole WAL
+                        # copied (commits go on meanwhile), so the WAL would never start over and
+                        # would grow without bound. RESTART copies the few frames written since the
+                        # PASSIVE one, holding writers back for that long (a few ms), and makes
+                        # the next commit write the WAL from its start; when it cannot have the
+                        # locks in time, SQLite says busy and the next turn tries again
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                except sqlite3.OperationalError as exc:  # busy or locked: the next turn
+                    log.debug("checkpoint skipped: %s", exc)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self is not threading.current_thread():
+            self.join()

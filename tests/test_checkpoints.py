@@ -1,0 +1,71 @@
+"""A served worker's SQLite store checkpoints its WAL in a thread of its own
+(SQLiteStore.checkpoint_in_background), not in the decide whose commit fills the WAL: that decide
+waited 30-40 ms for the checkpoint, about once a second under load (docs/benchmarks.md)."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from service.store import open_store
+
+ROW = "x" * 3000  # about a page per row
+
+
+def _write(store, rows: int, start: int = 0, pause: float = 0.0) -> None:
+    for i in range(start, start + rows):
+        with store.write() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (f"filler-{i}", ROW))
+        if pause:
+            time.sleep(pause)  # a served worker's time between its commits
+
+
+def _grows(path: str, size: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.path.getsize(path) > size:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_commits_leave_checkpoints_to_the_background_thread(tmp_path):
+    db = str(tmp_path / "t.db")
+    store = open_store(db)
+    try:
+        store.checkpoint_in_background(0.05)
+        assert store.wconn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        size = os.path.getsize(db)
+        _write(store, 300)  # far below SQLite's own threshold: only the thread copies pages over
+        assert _grows(db, size + 300 * 3000 // 2)
+    finally:
+        store.close()
+    assert not any(t.name == "tactful-checkpoint" for t in threading.enumerate())
+
+
+def test_without_the_thread_the_same_commits_are_not_checkpointed(tmp_path):
+    db = str(tmp_path / "t.db")
+    store = open_store(db)
+    try:
+        size = os.path.getsize(db)
+        _write(store, 300)
+        assert not _grows(db, size + 300 * 3000 // 2, seconds=1.0)
+    finally:
+        store.close()
+
+
+def test_the_wal_starts_over_under_steady_writes(tmp_path):
+    """PASSIVE checkpoints alone rarely catch up with a writer that commits every fraction of a
+    millisecond (without the RESTART this WAL reached 180 MB); the RESTART after a large one bounds
+    it."""
+    db = str(tmp_path / "t.db")
+    store = open_store(db)
+    try:
+        store.checkpoint_in_background(0.01, restart_pages=200)
+        largest = 0
+        for chunk in range(20):  # 6,000 commits of about 4 pages each
+            _write(store, 300, start=chunk * 300, pause=0.0002)
+            largest = max(largest, os.path.getsize(db + "-wal"))
+        assert largest < 6_000 * 4096 / 4
+    finally:
+        store.close()
