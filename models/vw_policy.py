@@ -51,6 +51,7 @@ class VWPolicy:
             self.ws = _load(model_bytes, vw_args)
         self._actions: list[pyvw.Example] | None = None
         self._prediction_type = self.ws.get_prediction_type()
+        self._blanks: list[pyvw.Example] | None = [] if learns_chosen_only(self.ws) else None
 
     @property
     def actions(self) -> list[pyvw.Example]:
@@ -80,13 +81,20 @@ class VWPolicy:
         """Learn from one logged decision: `chosen` is a position in `allowed`.
 
         Only the shared line and the chosen (labelled) arm are parsed; the other arms reuse the
-        cached action examples, as predictions do. The model learned is bit-identical to parsing
-        every line (tests/test_vw_learn_cached.py), and learning is several times faster."""
-        actions = self.actions
-        examples = [pyvw.Example(self.ws, shared, _CB)]
-        for pos, arm in enumerate(allowed):
-            examples.append(pyvw.Example(self.ws, label_action(self.arm_lines[arm], cost, probability), _CB)
-                            if pos == chosen else actions[arm])
+        cached action examples, as predictions do, or featureless stand-ins where VW learns the
+        chosen arm's example alone. The model learned is bit-identical to parsing every line
+        (tests/test_vw_learn_cached.py), and learning is several times faster."""
+        if self._blanks is None:
+            others = self.actions
+            examples = [pyvw.Example(self.ws, shared, _CB)] + [others[arm] for arm in allowed]
+        else:
+            # only the chosen arm's example is learned (see learns_chosen_only): the others need
+            # only be there, and featureless ones cost VW a fraction of the arms' own
+            while len(self._blanks) < len(allowed):
+                self._blanks.append(pyvw.Example(self.ws, "", _CB))
+            examples = [pyvw.Example(self.ws, shared, _CB)] + self._blanks[:len(allowed)]
+        examples[chosen + 1] = pyvw.Example(self.ws, label_action(self.arm_lines[allowed[chosen]], cost, probability),
+                                            _CB)
         pylibvw.vw.learn_multi(self.ws, examples)  # Workspace.learn without its per-call type checks
 
     def learn_text(self, shared: str, allowed: Sequence[int], chosen: int, cost: float, probability: float) -> None:
@@ -117,7 +125,27 @@ class VWPolicy:
 
     def close(self) -> None:
         self._actions = None
+        self._blanks = None if self._blanks is None else []
         self.ws.finish()
+
+
+# The reduction stacks whose update, for one logged decision, touches the chosen arm's example
+# alone: `--cb_type mtr` (VW's default for --cb_explore_adf) learns a regression on that example,
+# weighted by 1/probability and by the running ratio of decisions to arms seen -- which counts the
+# arms, not their features; greedy and SquareCB exploration (without --elim) pass learning straight
+# down. VW still predicts every arm before it learns, so the other arms can be featureless
+# examples and the model is the same, bit for bit (tests/test_vw_learn_cached.py). Other stacks
+# (ips, dr, bagging, cover, ...) use every arm's features and get the arms themselves.
+_CHOSEN_ONLY_STACKS = ({"gd", "scorer-identity", "csoaa_ldf-rank", "cb_adf", "shared_feature_merger", explore}
+                       for explore in ("cb_explore_adf_greedy", "cb_explore_adf_squarecb"))
+_CHOSEN_ONLY = [frozenset(stack) for stack in _CHOSEN_ONLY_STACKS]
+
+
+def learns_chosen_only(ws: vw.Workspace) -> bool:
+    """Whether learning a decision changes the model through its chosen arm's example alone."""
+    options = _options(ws)
+    return (frozenset(ws.get_enabled_learners()) in _CHOSEN_ONLY and options.get("cb_type") == ["mtr"]
+            and "elim" not in options)
 
 
 def _load(model_bytes: bytes, vw_args: str = "") -> vw.Workspace:
