@@ -30,6 +30,7 @@ from vowpalwabbit import pyvw
 from models.featurize import label_action
 
 _CB = vw.LabelType.CONTEXTUAL_BANDIT
+_ACTION_SCORES = (vw.PredictionType.ACTION_PROBS, vw.PredictionType.ACTION_SCORES)
 
 
 class VWPolicy:
@@ -66,7 +67,10 @@ class VWPolicy:
         # what Workspace.predict does for a list of parsed examples, without its per-call type
         # checks (a tenth of a prediction's cost at 50 arms)
         pylibvw.vw.predict_multi(self.ws, examples)
-        probs = examples[0].get_prediction(self._prediction_type)
+        # Example.get_prediction builds a table of every prediction type's getter on each call
+        # (2.7 us against 0.8 for the getter alone)
+        probs = (examples[0].get_action_scores() if self._prediction_type in _ACTION_SCORES
+                 else examples[0].get_prediction(self._prediction_type))
         total = sum(probs)
         if len(probs) != len(allowed) or not math.isfinite(total) or total <= 0:
             raise ValueError(f"VW returned an unusable distribution over {len(allowed)} arms")
