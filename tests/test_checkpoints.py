@@ -69,3 +69,26 @@ def test_the_wal_starts_over_under_steady_writes(tmp_path):
         assert largest < 6_000 * 4096 / 4
     finally:
         store.close()
+
+
+def test_an_erasure_waits_for_a_checkpoint_running_on_another_connection(tmp_path):
+    """SQLite answers a TRUNCATE checkpoint busy at once while another connection checkpoints
+    (a served worker's background thread does, every second): the erasure's checkpoint tries
+    again rather than failing the DELETE with a 503."""
+    import sqlite3
+    db = str(tmp_path / "t.db")
+    store = open_store(db)
+    try:
+        store.checkpoint_in_background(3600)  # no turn comes: only SQLite's threshold is off
+        _write(store, 6000)
+        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        running = threading.Thread(target=lambda: other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        running.start()
+        time.sleep(0.005)
+        assert running.is_alive()  # the other checkpoint copies about 24 MB
+        store.leave_no_trace()
+        running.join()
+        other.close()
+        assert os.path.getsize(db + "-wal") == 0
+    finally:
+        store.close()

@@ -262,7 +262,14 @@ class SQLiteStore(Store):
         (up to the store's timeout) for a moment with no writer and no reader of an older
         snapshot, and holds off writers while it copies; if it cannot complete, StoreUnavailable
         (the erasure itself is committed: asking again finishes it)."""
-        busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        # another connection's checkpoint (a served worker's background one, every second) makes
+        # SQLite answer busy at once, without waiting: try again until the store's timeout
+        deadline = time.monotonic() + self.timeout
+        while True:
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
         if busy:
             raise StoreUnavailable(f"{self.path}: the person is erased, but the checkpoint that removes the "
                                    f"erased bytes from the WAL could not complete; erase again to finish")
