@@ -9,6 +9,10 @@ Namespaces (VW keys interactions on the first letter):
            policy's `vw_args` decide whether the model may learn a table of arms of its own:
            `-q UI` crosses it with the context (each segment's own table), `--ignore I` leaves it
            out (the example policy's choice: see docs/policies.md).
+  Rest     the hold arm alone (`hold`), written only for a model that crosses it (`-q HR`; see
+           `with_rest`): contact pressure crossed with it moves the choice between holding and
+           sending, with a weight per level of pressure rather than one per content, channel and
+           timing as `-q HA` has.
 The policy's `vw_args` choose the interactions (by default `-q UA --ignore I`).
 """
 from __future__ import annotations
@@ -86,11 +90,26 @@ def shared_line(context: Mapping[str, object], history: Mapping[str, object]) ->
     return f"shared |User {user}{' ' + prefers if prefers else ''} |History {_features(hist)}"
 
 
+HOLD_LINE = "|Arm hold"
+REST = " |Rest hold"
+
+
+def with_rest(lines: Iterable[str], interactions: Iterable[str]) -> list[str]:
+    """The arm lines, the hold arm's with the Rest namespace when one of the model's interactions
+    (`-q HR` is `HR`) names it; other models' lines unchanged, so their hold arm keeps one
+    feature. A policy that crosses Rest also gives `--ignore_linear R`: alone, `Rest hold` would
+    repeat `Arm hold`."""
+    lines = list(lines)
+    if any("R" in term for term in interactions):
+        lines = [line + REST if line == HOLD_LINE else line for line in lines]
+    return lines
+
+
 def arm_line(content_id: str | None, topic: str | None = None, tags: Iterable[str] = (),
              channel: str | None = None, timing: str | None = None,
              numeric: Mapping[str, float] | None = None) -> str:
     if content_id is None:
-        return "|Arm hold"
+        return HOLD_LINE
     c, ch, t = _tok(content_id), _tok(channel), _tok(timing)
     toks = [f"content={c}", f"topic={_tok(topic)}", f"channel={ch}", f"timing={t}"]
     toks += [f"tag={_tok(tag)}" for tag in tags]

@@ -27,7 +27,7 @@ import pylibvw
 import vowpalwabbit as vw
 from vowpalwabbit import pyvw
 
-from models.featurize import label_action
+from models.featurize import label_action, with_rest
 
 _CB = vw.LabelType.CONTEXTUAL_BANDIT
 _ACTION_SCORES = (vw.PredictionType.ACTION_PROBS, vw.PredictionType.ACTION_SCORES)
@@ -43,13 +43,13 @@ class VWPolicy:
 
     def __init__(self, arm_lines: Sequence[str], vw_args: str = "", seed: int = 0,
                  model_bytes: bytes | None = None):
-        self.arm_lines = list(arm_lines)
         self.vw_args = vw_args
         self.seed = seed
         if model_bytes is None:
             self.ws = vw.Workspace(f"--cb_explore_adf {vw_args} --random_seed {seed} --quiet")
         else:
             self.ws = _load(model_bytes, vw_args)
+        self.arm_lines = with_rest(arm_lines, interactions(self.ws))
         self._actions: list[pyvw.Example] | None = None
         self._prediction_type = self.ws.get_prediction_type()
         self._blanks: list[pyvw.Example] | None = [] if learns_chosen_only(self.ws) else None
@@ -180,6 +180,12 @@ def _options(ws: vw.Workspace) -> dict[str, list[str]]:
     for key in _NOT_OPTIONS:
         out.pop(key, None)
     return {k: sorted(v) for k, v in out.items()}
+
+
+def interactions(ws: vw.Workspace) -> list[str]:
+    """The namespace interactions a workspace runs with (`-q UA` is `UA`)."""
+    options = _options(ws)
+    return options.get("quadratic", []) + options.get("cubic", []) + options.get("interactions", [])
 
 
 def stored_options(model_bytes: bytes) -> dict[str, list[str]]:

@@ -48,3 +48,40 @@ def test_ignore_I_makes_the_model_blind_to_the_arm_itself():
         shared = f"shared |User segment=s{s}"
         assert np.array_equal(a.predict(shared, [0, 1, 2, 3]), b.predict(shared, [0, 1, 2, 3]))
     assert a.to_bytes()[-1024:] == b.to_bytes()[-1024:]
+
+
+# -- Rest: the hold arm in a namespace of its own, crossed with contact pressure (-q HR) ---------
+
+REST_LINES = [arm_line(None), arm_line("spring_sale", "promotion", (), "email", "now"),
+              arm_line("win_back", "retention", (), "push", "now")]
+
+
+def test_rest_is_written_only_for_a_model_that_crosses_it():
+    crossed = VWPolicy(REST_LINES, "--squarecb -q UA -q HR --ignore_linear R")
+    assert crossed.arm_lines[0] == "|Arm hold |Rest hold" and crossed.arm_lines[1:] == REST_LINES[1:]
+    assert VWPolicy(REST_LINES, "--squarecb -q UA").arm_lines == REST_LINES
+    # a model loaded from its bytes alone (as workers load versions) knows its own interactions
+    assert VWPolicy(REST_LINES, model_bytes=crossed.to_bytes()).arm_lines == crossed.arm_lines
+
+
+def _tiring(vw_args: str, n: int = 4000, seed: int = 0) -> VWPolicy:
+    """Sending pays a rested person (no contact this week) and costs a tired one; holding is
+    worth the same to both."""
+    model = VWPolicy(REST_LINES, vw_args)
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        contacts = int(rng.choice([0, 3]))
+        chosen = int(rng.integers(3))
+        cost = 0.5 if chosen == 0 else (0.2 if contacts == 0 else 0.8)
+        model.learn(f"shared |User segment=all |History contacts_7d:{contacts}", [0, 1, 2], chosen, cost, 1 / 3)
+    return model
+
+
+def test_history_crossed_with_rest_holds_a_tired_person_and_sends_to_a_rested_one():
+    model = _tiring("--epsilon 0.05 -q UA -q HR --ignore_linear R")
+    rested, tired = (model.predict(f"shared |User segment=all |History contacts_7d:{c}", [0, 1, 2]) for c in (0, 3))
+    assert tired[0] > 0.9 and rested[0] < 0.1, (tired, rested)
+    # without the cross, history moves every arm's score alike: the choice cannot depend on it
+    blind = _tiring("--epsilon 0.05 -q UA")
+    rested, tired = (blind.predict(f"shared |User segment=all |History contacts_7d:{c}", [0, 1, 2]) for c in (0, 3))
+    assert np.argmax(rested) == np.argmax(tired), (tired, rested)
