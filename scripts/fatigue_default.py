@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """What crossing contact history with the arms (`-q HA`) does to the example policy (docs/policies.md).
 
-Two measurements, each of the example policy's `vw_args` as shipped ("not crossed") against the
-same with `-q HA` ("crossed"):
+Two measurements, each of the example policy's `vw_args` without a history cross ("not crossed"),
+with `-q HA` ("crossed") and with `-q HR --ignore_linear R` ("hold crossed"):
 
   tiring world   `tiring_log` (service/simulation/known_truth.py): the real engine and learner on
                  40 people who tire (a send pays only to a person with no contact in 7 days);
@@ -42,32 +42,44 @@ from service.simulation.world import build_world  # noqa: E402
 EXAMPLE = ROOT / "examples" / "policies" / "lifecycle.toml"
 
 
+CROSSES = {"crossed": "-q HA", "hold crossed": "-q HR --ignore_linear R"}
+
+
 def variants(tmp: str) -> dict[str, tuple[str, Path]]:
-    """(vw_args, policy file) of the example with `-q HA` and as shipped."""
+    """(vw_args, policy file) of the example as shipped ("not crossed"), with `-q HA` ("crossed":
+    history x every part of every arm) and with `-q HR --ignore_linear R` ("hold crossed": history
+    x the hold arm alone, models/featurize.py). An option the shipped args already carry is taken
+    out of it first, so that each variant is the shipped settings plus or minus its cross."""
     text = EXAMPLE.read_text()
-    blind = load_policy(EXAMPLE).spec.learner.vw_args
-    crossed = blind.replace("-q UA", "-q UA -q HA")
-    assert "-q HA" not in blind and crossed != blind, blind
-    path = Path(tmp) / "lifecycle-crossed.toml"
-    path.write_text(text.replace(blind, crossed))
-    return {"crossed": (crossed, path), "not crossed": (blind, EXAMPLE)}
+    shipped = load_policy(EXAMPLE).spec.learner.vw_args
+    blind = " ".join(shipped.replace("-q HR --ignore_linear R", "").replace("-q HA", "").split())
+    out = {}
+    for name, cross in CROSSES.items():
+        args = blind.replace("-q UA", f"-q UA {cross}")
+        path = Path(tmp) / f"lifecycle-{name.replace(' ', '-')}.toml"
+        path.write_text(text.replace(shipped, args))
+        out[name] = (args, path)
+    path = Path(tmp) / "lifecycle-not-crossed.toml"
+    path.write_text(text.replace(shipped, blind))
+    return out | {"not crossed": (blind, path)}
 
 
 def tiring(seeds: list[int], tmp: str) -> None:
     print("| seed | learner | held: tired | held: rested | mean shaped reward |\n| --- | --- | ---: | ---: | ---: |")
     for seed in seeds:
         for name, (args, _) in variants(tmp).items():
-            r = tiring_log(Path(tmp) / f"tiring-{seed}-{len(args)}.db", args, seed)
+            r = tiring_log(Path(tmp) / f"tiring-{seed}-{name.replace(' ', '-')}.db", args, seed)
             print(f"| {seed} | {name} | {r['hold_tired']:.2f} | {r['hold_rested']:.2f} | {r['reward']:+.3f} |", flush=True)
 
 
-def scenario(path: str, decisions: int, seeds: list[int], tmp: str) -> None:
+def scenario(path: str, decisions: int, seeds: list[int], tmp: str, only: list[str] | None = None) -> None:
     print(f"\n`{Path(path).stem}`, {decisions} decisions, the example policy file\n")
     print("| seed | learner | tired people held (2nd half) | mean expected shaped reward | gap closed |\n"
           "| --- | --- | ---: | ---: | ---: |")
     for seed in seeds:
         runs = {}
-        for name, (_, file) in [("uniform", ("", EXAMPLE)), *variants(tmp).items()]:
+        chosen = {k: v for k, v in variants(tmp).items() if not only or k in only}
+        for name, (_, file) in [("uniform", ("", EXAMPLE)), *chosen.items()]:
             w = build_world(path, file, decisions, seed)
             r = run_maker(w, "uniform" if name == "uniform" else "tactful", monotonic=time.monotonic, progress=False)
             second = np.arange(len(r.arm)) >= len(r.arm) // 2
@@ -84,12 +96,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--scenario", default=None, help="also run this scenario file (tactful simulate's)")
     ap.add_argument("--decisions", type=int, default=5000)
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated learners to run with --scenario (default: all; uniform always runs)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         if args.scenario:
-            scenario(args.scenario, args.decisions, seeds, tmp)
+            scenario(args.scenario, args.decisions, seeds, tmp,
+                     args.variants.split(",") if args.variants else None)
         else:
             tiring(seeds, tmp)
     print(f"\n{time.time() - t0:.0f} s")
