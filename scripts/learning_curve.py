@@ -142,6 +142,20 @@ def run_all(out: Path, scenarios, seeds, points, progress: bool) -> int:
     policies = {sc: study_policy(sc, out) for sc in scenarios}
     prints = {sc: fingerprint(sc, policies[sc]) for sc in scenarios}
     todo = pending(results, scenarios, seeds, points, prints)
+    if not todo:
+        return 0
+    lock = out / "results.lock"  # two processes keeping the same file would lose each other's runs
+    try:
+        lock.open("x").write(str(os.getpid()))
+    except FileExistsError:
+        raise SystemExit(f"{lock} exists: another run keeps its results there (remove it if none does)")
+    try:
+        return _run(path, results, todo, policies, prints, progress)
+    finally:
+        lock.unlink()
+
+
+def _run(path: Path, results: dict, todo: list, policies: dict, prints: dict, progress: bool) -> int:
     made = 0
     bar = tqdm(total=sum(len(t[3]) for t in todo), disable=not progress, unit="run")
     for sc, seed, n, makers in todo:
@@ -186,8 +200,11 @@ def interval(values) -> tuple[float, float, float]:
 def points_table(results: dict, scenarios, seeds, points) -> list[dict]:
     """One row per (scenario, N, maker) with all its seeds done: share of the oracle's shaped
     reward (realized, per seed against the oracle run of the same world), unsubscribes and clicks
-    per 1,000 decisions, each as mean and 95% interval over seeds; and, for Tactful, its share
-    minus per-segment Thompson sampling's, seed by seed (the same worlds)."""
+    per 1,000 decisions, the share of decisions held, and the share of the gap between uniform
+    choice and the oracle closed, (R - uniform) / (oracle - uniform), each as mean and 95% interval
+    over seeds; and, for Tactful, its gap closed minus per-segment Thompson sampling's, seed by seed
+    (the same worlds): the difference of their rewards over a denominator that stays positive,
+    where the share of the oracle divides by a sum that can be near 0 (hold-mostly)."""
     runs = results["runs"]
     rows = []
     for sc in scenarios:
@@ -196,16 +213,19 @@ def points_table(results: dict, scenarios, seeds, points) -> list[dict]:
             done = [s for s in seeds if all(got(m, s) for m in MAKERS)]
             if len(done) != len(seeds):
                 continue
-            share = {m: [got(m, s)["totals"]["shaped_reward"] / got("oracle", s)["totals"]["shaped_reward"]
-                         for s in done] for m in MAKERS}
+            reward = {m: np.array([got(m, s)["totals"]["shaped_reward"] for s in done]) for m in MAKERS}
+            share = {m: reward[m] / reward["oracle"] for m in MAKERS}
+            span = reward["oracle"] - reward["uniform"]  # > 0 wherever choosing matters
+            gap = {m: (reward[m] - reward["uniform"]) / span for m in MAKERS}
             for m in MAKERS:
                 per_k = lambda k: [1000 * got(m, s)["totals"][k] / n for s in done]  # noqa: E731,B023
                 row = {"scenario": sc, "n": n, "maker": m, "seeds": len(done),
-                       "share": interval(share[m]), "unsubscribes": interval(per_k("unsubscribes")),
-                       "clicks": interval(per_k("clicks")),
+                       "share": interval(share[m]), "gap": interval(gap[m]),
+                       "unsubscribes": interval(per_k("unsubscribes")),
+                       "clicks": interval(per_k("clicks")), "holds": interval([h / 10 for h in per_k("holds")]),
                        "violations": sum(got(m, s)["violations"] for s in done)}
                 if m == "tactful":
-                    row["minus_thompson"] = interval(np.array(share["tactful"]) - np.array(share["thompson"]))
+                    row["minus_thompson"] = interval(gap["tactful"] - gap["thompson"])
                 rows.append(row)
     return rows
 
@@ -233,31 +253,32 @@ def fmt(iv: tuple[float, float, float], pct: bool = False) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| scenario | N | decision maker | share of oracle | unsubscribes /1k | clicks /1k | Tactful - Thompson |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    print("| scenario | N | decision maker | share of oracle | gap closed | unsubscribes /1k | clicks /1k | "
+          "Tactful - Thompson (gap) |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         diff = fmt(r["minus_thompson"], pct=True) if "minus_thompson" in r else ""
-        print(f"| {r['scenario']} | {r['n']:,} | {r['maker']} | {fmt(r['share'], pct=True)} | "
+        print(f"| {r['scenario']} | {r['n']:,} | {r['maker']} | {fmt(r['share'], pct=True)} | {fmt(r['gap'], pct=True)} | "
               f"{fmt(r['unsubscribes'])} | {fmt(r['clicks'])} | {diff} |")
 
 
 # -- docs/quality.md ---------------------------------------------------------------------------
 
-LABELS = {"share": "shaped reward, share of the oracle (%)", "unsubscribes": "unsubscribes per 1,000 decisions",
-          "clicks": "clicks per 1,000 decisions"}
+LABELS = {"share": "shaped reward, share of the oracle (%)", "gap": "gap closed, uniform 0% to oracle 100%",
+          "unsubscribes": "unsubscribes per 1,000 decisions", "clicks": "clicks per 1,000 decisions"}
 
 
 def plot(rows: list[dict], scenario: str, path: Path) -> None:
     import matplotlib  # noqa: PLC0415 (a script: only --docs needs it)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     for ax, what in zip(axes, LABELS):
         for j, m in enumerate(MAKERS):
             pts = [r for r in rows if r["scenario"] == scenario and r["maker"] == m]
             if not pts:
                 continue
-            scale = 100 if what == "share" else 1
+            scale = 100 if what in ("share", "gap") else 1
             x = np.array([r["n"] for r in pts]) * (1 + 0.03 * (j - 2))  # side by side, not on top
             mean = np.array([scale * r[what][0] for r in pts])
             err = np.array([[scale * (r[what][0] - r[what][1]) for r in pts], [scale * (r[what][2] - r[what][0]) for r in pts]])
@@ -296,7 +317,12 @@ def section(results: dict, rows: list[dict], scenarios, seeds, points, command: 
              f"{len(seeds)} seeds per point (seeds {', '.join(map(str, seeds))}); each figure is the mean over seeds "
              "with its 95% interval (Student t) in brackets. Shaped reward is the scenario policy's own, realized, as "
              "a share of the oracle run's in the same world (same people, moments and draws); unsubscribes and "
-             "clicks are per 1,000 decisions, so that sizes compare. `Tactful - Thompson` is Tactful's share minus "
+             "clicks are per 1,000 decisions, so that sizes compare; holds are the share of decisions that sent nothing. "
+             "*Gap closed* is (R - uniform's) / (oracle's - uniform's), seed by seed: 0% is uniform choice, 100% the "
+             "oracle. Where the oracle itself earns little (`hold-mostly`: it holds most asks, and a seed's realized sum "
+             "can be near or below 0) the share of the oracle is a ratio to a noisy number near 0 and its "
+             "interval says nothing; read the gap closed there. Negative shares (`fatigue-heavy`, `many-similar`) "
+             "mean a loss: sends whose fatigue and unsubscribes cost more than they earned. `Tactful - Thompson` is Tactful's gap closed minus "
              "per-segment Thompson sampling's, seed by seed.", "",
              f"Tactful runs the **example policy's learner settings** (`examples/policies/lifecycle.toml` "
              f"`[learner]`: `{example_learner()['vw_args']}`), not the scenario policies' tuned ones: for "
@@ -321,18 +347,24 @@ def section(results: dict, rows: list[dict], scenarios, seeds, points, command: 
              f"Machine: {results.get('machine', machine())}, shared with other work; {len(results['runs'])} runs, "
              f"{seconds / 60:.0f} minutes in all. Command: `{command}`.", "",
              "### Does the example policy at least match per-segment Thompson sampling?", "",
-             "| scenario | decisions | Tactful | Thompson | Tactful - Thompson | |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+             "Judged on the share of the gap between uniform choice and the oracle that each closes (the same "
+             "ordering as their shaped rewards, over a denominator that stays positive), seed by seed; the "
+             "verdict is *better* when the 95% interval of the difference is above 0.", "",
+             "| scenario | decisions | Tactful: share of oracle | Thompson: share of oracle | Tactful: gap closed | "
+             "Thompson: gap closed | Tactful - Thompson (gap) | |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         if r["maker"] == "tactful" and r["n"] >= 5000:
             th = next(x for x in rows if x["scenario"] == r["scenario"] and x["n"] == r["n"] and x["maker"] == "thompson")
             lines.append(f"| `{r['scenario']}` | {r['n']:,} | {fmt(r['share'], True)} | {fmt(th['share'], True)} | "
+                         f"{fmt(r['gap'], True)} | {fmt(th['gap'], True)} | "
                          f"{fmt(r['minus_thompson'], True)} | {verdict(r['minus_thompson'])} |")
     for sc in scenarios:
         lines += ["", f"### `{sc}`", "",
-                  "| decisions | decision maker | share of oracle | unsubscribes /1k | clicks /1k |",
-                  "| ---: | --- | ---: | ---: | ---: |"]
-        lines += [f"| {r['n']:,} | {r['maker']} | {fmt(r['share'], True)} | {fmt(r['unsubscribes'])} | "
-                  f"{fmt(r['clicks'])} |" for r in rows if r["scenario"] == sc]
+                  "| decisions | decision maker | share of oracle | gap closed | unsubscribes /1k | clicks /1k | holds (%) |",
+                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {r['n']:,} | {r['maker']} | {fmt(r['share'], True)} | {fmt(r['gap'], True)} | {fmt(r['unsubscribes'])} | "
+                  f"{fmt(r['clicks'])} | {fmt(r['holds'])} |" for r in rows if r["scenario"] == sc]
         lines += ["", f"![{sc}](quality/curve-{sc}.png)"]
     return lines + [""]
 
@@ -366,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", action="store_true", help="write the section of docs/quality.md and its plots")
     ap.add_argument("--small", action="store_true", help=f"a tiny version for CI: {SMALL}")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--no-run", action="store_true", help="run nothing: read --out's results (and write --docs)")
     ap.add_argument("--check-checkpoints", action="store_true",
                     help="show that a short run is not a checkpoint of a longer one, and stop")
     args = ap.parse_args(argv)
@@ -383,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown scenarios: {', '.join(unknown)}")
     out = Path(args.out or (ROOT / "out" / "learning-curve-small" if args.small else ROOT / "docs" / "quality" / "learning-curve"))
     t0 = time.monotonic()
-    made = run_all(out, scenarios, seeds, points, progress=not args.quiet)
+    made = 0 if args.no_run else run_all(out, scenarios, seeds, points, progress=not args.quiet)
     results = load_results(out / "results.json")
     rows = points_table(results, scenarios, seeds, points)
     (out / "points.json").write_text(json.dumps(rows, indent=1))

@@ -108,7 +108,7 @@ def test_learning_curve_small_end_to_end(tmp_path):
     assert {(r["scenario"], r["n"], r["maker"]) for r in rows} == \
            {(s, n, m) for s in small["scenarios"] for n in small["points"] for m in lc.MAKERS}
     for r in rows:
-        for what in ("share", "unsubscribes", "clicks"):
+        for what in ("share", "gap", "unsubscribes", "clicks", "holds"):
             mean, lo, hi = r[what]
             assert lo <= mean <= hi, (r, what)
         if r["maker"] == "oracle":
@@ -124,8 +124,15 @@ def test_learning_curve_small_end_to_end(tmp_path):
     stale = next(iter(data["runs"]))
     data["runs"][stale]["fingerprint"] = "changed"
     (tmp_path / "results.json").write_text(json.dumps(data))
+    (tmp_path / "results.lock").write_text("12345")  # another process keeps its results there
+    locked = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert locked.returncode != 0 and "results.lock exists" in locked.stderr
+    assert json.loads((tmp_path / "results.json").read_text())["runs"][stale]["fingerprint"] == "changed"
+    (tmp_path / "results.lock").unlink()
     third = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert "\n1 runs made" in third.stdout, third.stdout
+    assert "\n1 runs made" in third.stdout and not (tmp_path / "results.lock").exists(), third.stdout
+    rendered = subprocess.run(cmd + ["--no-run"], capture_output=True, text=True, timeout=300)
+    assert "\n0 runs made" in rendered.stdout and "| tenure-driven | 400 | oracle | 100.0%" in rendered.stdout
 
     # the document's section renders from these results, with a plot per scenario
     results = lc.load_results(tmp_path / "results.json")
