@@ -339,8 +339,10 @@ def section(results: dict, rows: list[dict], scenarios, seeds, points, command: 
              f"{ck['days_spanned_by_first_small_decisions'][1]} days of {ck['people'][1]} people "
              "(`scripts/learning_curve.py --check-checkpoints`).", "",
              f"Points run so far: {', '.join(f'{n:,}' for n in done) or 'none'} decisions. "
-             + (f"**Still to run: {', '.join(f'{n:,}' for n in left)}** (from `docs/quality.md`'s timings, about "
-                "half an hour per 200,000-decision run of Tactful: days of one core in all), with "
+             + (f"**Still to run: {', '.join(f'{n:,}' for n in left)}**"
+                + (" (estimated from the 1,585 s that the five 200,000-decision runs of `standard` took for this page: "
+                   "some 18 hours of one core for the three on six scenarios and five seeds)"
+                   if left == [20000, 50000, 200000] else "") + ", with "
                 "`nice .venv/bin/python scripts/learning_curve.py --docs`, which keeps every finished run in "
                 "`docs/quality/learning-curve/results.json` and runs only what is missing." if left else ""),
              "",
