@@ -38,9 +38,12 @@ from service.store import UNDELIVERED, Store
 from service.times import to_rfc3339
 
 EXPLORATION = ("--squarecb --gamma_scale 300 --epsilon 0.05", "--epsilon 0.1")
-# the arms' parts x context; the same with each segment's own table of arms (the `Id` namespace,
-# docs/policies.md); the parts x recent contact pressure too
-INTERACTIONS = ("-q UA --ignore I", "-q UA -q UI", "-q UA -q HA --ignore I")
+# the arms' parts x context, recent contact pressure x the hold arm (the example's: docs/policies.md);
+# the same with each segment's own table of arms (the `Id` namespace); the parts x contact pressure.
+# Every candidate can learn to hold a tired person: one that could not would not be promoted in
+# the example's place on a log whose slices happen to show little fatigue
+INTERACTIONS = ("-q UA -q HR --ignore_linear R --ignore I", "-q UA -q UI -q HR --ignore_linear R",
+                "-q UA -q HA --ignore I")
 # the step and clipping docs/policies.md found reliable (`--clip_p 0.5 -l 0.1 -b 22`: no wrong
 # favourite in 24 runs, against 18 of 64 with `--clip_p 0.1` and VW's default step)
 LEARNING_RATES = (0.1,)
