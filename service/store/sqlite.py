@@ -32,7 +32,11 @@ log = logging.getLogger("tactful.store")
 # same few B-tree pages, and a checkpoint copies each page once however often it changed, so rarer
 # checkpoints copy (and fsync) far less.
 AUTOCHECKPOINT_PAGES = 8000
-RESTART_WAIT_MS = 250
+RESTART_TRIES = 200  # about 0.2 s of 1 ms pauses
+# A served worker's checkpoints start the WAL over only once it holds this many pages (256 MB): a
+# RESTART syncs the WAL and the database file while it holds writers back, 20-30 ms on this
+# machine's disk whatever it copies, so it should come seldom (every few seconds at full load)
+RESTART_PAGES = 64000
 
 # ... only if the person's state still matches the marker it was decided on (person_state)
 INSERT_DECISION_IF_UNCHANGED = (
@@ -105,7 +109,7 @@ class SQLiteStore(Store):
     def db(self) -> sqlite_utils.Database:
         return sqlite_utils.Database(self.wconn)  # for schema changes, inside `write`
 
-    def checkpoint_in_background(self, every: float, restart_pages: int = AUTOCHECKPOINT_PAGES) -> None:
+    def checkpoint_in_background(self, every: float, restart_pages: int = RESTART_PAGES) -> None:
         """Checkpoint the WAL in a thread of this store's own, every `every` seconds, instead of in
         whichever commit crosses `AUTOCHECKPOINT_PAGES`: that commit's caller (a decide, in a
         served worker) would wait for the whole checkpoint, 30-40 ms for 32 MB of WAL, about once
@@ -320,25 +324,32 @@ class _Checkpointer(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        # PASSIVE never waits; RESTART waits up to this long for the write lock and for readers
-        # of older frames (SQLite's busy handler), holding back the writers that come meanwhile
-        conn = self.store._connect(RESTART_WAIT_MS)
+        conn = self.store._connect(0)  # no busy handler: no checkpoint here ever waits in SQLite
         try:
             while not self._stop_event.wait(self.every):
                 try:
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames >= self.restart_pages:
-                        # under steady writes a PASSIVE checkpoint never ends with the whole WAL
-                        # copied (commits go on meanwhile), so the WAL would never start over and
-                        # would grow without bound. RESTART copies the few frames written since the
-                        # PASSIVE one, holding writers back for that long (a few ms), and makes
-                        # the next commit write the WAL from its start; when it cannot have the
-                        # locks in time, SQLite says busy and the next turn tries again
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                        self._restart(conn)
                 except sqlite3.OperationalError as exc:  # busy or locked: the next turn
                     log.debug("checkpoint skipped: %s", exc)
         finally:
             conn.close()
+
+    def _restart(self, conn: sqlite3.Connection) -> None:
+        """Make the next commit write the WAL from its start. Under steady writes a PASSIVE
+        checkpoint never ends with the whole WAL copied (commits go on meanwhile), so the WAL
+        would never start over and would grow without bound (400 MB for 8,000 decides). A RESTART
+        takes the write lock, copies the frames written since the PASSIVE one, syncs the WAL and
+        the database file, and starts the WAL over if no reader still uses it: writers wait
+        20-30 ms for it on this machine (the syncs, whatever it copies), hence RESTART_PAGES.
+        Without a busy handler a try that finds a writer or a reader says busy at once, and the
+        next, 1 ms later, tries again; SQLite's own handler would sleep 1, 2, 5, 10... ms with
+        the write lock held."""
+        for _ in range(RESTART_TRIES):
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            if not busy or self._stop_event.wait(0.001):
+                return
 
     def stop(self) -> None:
         self._stop_event.set()
