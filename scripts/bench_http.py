@@ -173,6 +173,11 @@ def tactful_side(args, workdir: Path, env: dict, pair: int, loadgen: str) -> dic
         # wrk's `delay()` does not pace, so fewer connections (closed loop) are tried, 1 up, until
         # one reaches half the rate just measured
         target = out["decide"]["rps"] / 2
+        # unmeasured single decides first: when the batch run stops, up to --batch-connections
+        # batches it sent are still being decided (each some 0.4 s of a worker), and a closed
+        # loop started at once measures that backlog draining, not the service at half load
+        # (p99 137-278 ms when measured so, 4-5 ms after a warm-up)
+        wrk(port, lua(workdir, f"hw{pair}", DECIDE), args.warmup, 1)
         for connections in range(1, args.connections + 1):
             half = measured(proc, port, lua(workdir, f"h{pair}-{connections}", DECIDE), args,
                             connections=connections)
