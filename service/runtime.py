@@ -21,7 +21,7 @@ from service.decision.engine import DecisionEngine
 from service.decision.modelcache import ModelCache, VersionCache
 from service.learning.breaker import CircuitBreaker
 from service.learning.guard import RevertGuard
-from service.learning.learner import OnlineLearner
+from service.learning.learner import REQUEST_TICK, TICK, OnlineLearner
 from service.learning.registry import VersionRegistry
 from service.learning.shadow import ShadowScorer
 from service.policy import Policy
@@ -55,20 +55,25 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
 
 
 def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 100_000,
-                  wall_clock: Callable[[], float] = time.time, follow_reloads: bool = False,
+                  pace: Callable[[], float] | None = None, follow_reloads: bool = False,
                   also: Sequence[Callable[[Policy, float], None]] = ()) -> OnlineLearner:
     """The online learner, with the revert guard judging a newly activated version before each
     step, and the circuit breaker (service/learning/breaker.py) judging the policy's rates before
     each step and on each tick of its loop (when its `check_every` has passed); `also`: checks
     run on each tick too (the contents review, which `tactful learn` adds:
-    service/learning/retire.py). `wall_clock` paces how often each policy is learned (real
-    seconds, whatever `clock` says); the lease goes by the store's own clock. With
-    `follow_reloads`, it learns each policy as its file was last reloaded
-    (service/policy/reload.py), as `tactful learn` does."""
+    service/learning/retire.py). `pace` says the time by which each policy is learned at most once
+    per its `learn_every_seconds`: by default real seconds, except under a clock that takes the
+    requests' timestamps (`--clock request`), whose time it is: a replay that passes two weeks in
+    a minute is learned at the rhythm its policy sets in those two weeks, whatever the speed of
+    the machine (its loop then looks for work every REQUEST_TICK real seconds). The lease goes by
+    the store's own clock. With `follow_reloads`, it learns each policy as its file was last
+    reloaded (service/policy/reload.py), as `tactful learn` does."""
     guard = RevertGuard(VersionRegistry(store))
     breaker = CircuitBreaker(store)
     policies = dict(policies)
     follow = (PolicyReloads(store, policies, lambda p: policies.__setitem__(p.name, p)).follow if follow_reloads
               else lambda: None)
-    return OnlineLearner(store, policies, clock, wall_clock, batch, before_step=[guard.before_step, breaker.before_step],
-                         every_tick=[breaker.before_step, *also], follow=follow)
+    by_requests = clock.accepts_timestamps
+    return OnlineLearner(store, policies, clock, pace or (clock.now if by_requests else time.time), batch,
+                         before_step=[guard.before_step, breaker.before_step], every_tick=[breaker.before_step, *also],
+                         follow=follow, tick=REQUEST_TICK if by_requests else TICK)

@@ -311,22 +311,30 @@ def test_the_learner_publishes_at_most_once_per_interval_unless_a_version_is_ful
 
     learner.before_step = (flaky,) + learner.before_step
     stop = threading.Event()
-    runner = threading.Thread(target=learner.run, args=(stop, 3600.0, 0.3))  # tick 0.1 s
+    runner = threading.Thread(target=learner.run, args=(stop, 3 * DAY, 0.3))  # tick 0.1 s
     runner.start()
     try:
-        deadline = time.time() + 30
-        while store.learner_cursor("lifecycle") < store.decision_count() and time.time() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: store.learner_cursor("lifecycle") == store.decision_count())
         assert [v["n_learned"] for v in store.versions("lifecycle")] == [0, 10, 10, 5]
         drive(engine, clock, 5, step=60.0)  # five more decisions close
         clock.advance(2 * DAY)
-        time.sleep(1.0)  # ten ticks: the interval (an hour) has not passed
+        time.sleep(1.0)  # ten ticks: the interval (3 days of the clock's time) has not passed
         assert len(store.versions("lifecycle")) == 4
+        clock.advance(DAY)  # now it has: paced by the clock that takes timestamps, not by real time
+        wait_until(lambda: store.learner_cursor("lifecycle") == store.decision_count())
+        assert [v["n_learned"] for v in store.versions("lifecycle")] == [0, 10, 10, 5, 5]
     finally:
         stop.set()
         runner.join(10)
     assert failures and not runner.is_alive()
     assert store.query("SELECT count(*) FROM leases")[0][0] == 0  # released on the way out
+
+
+def wait_until(condition, seconds: float = 30.0) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "not within the time allowed"
+        time.sleep(0.05)
 
 
 def test_decisions_the_model_cannot_learn_publish_no_version(tmp_path):

@@ -48,6 +48,7 @@ log = logging.getLogger("tactful.learner")
 LEASE = "learner"
 LEASE_TTL = 10.0  # seconds a leader's lease outlives its last renewal
 TICK = 2.0        # seconds between renewals (and looks for work)
+REQUEST_TICK = 0.25  # the same under a request clock, whose time may pass a day in seconds
 CHUNK = 20000     # decisions read at a time
 
 
@@ -56,14 +57,15 @@ class OnlineLearner:
     version. Build it with `service.runtime.build_learner`, which passes the revert guard as a
     `before_step` check."""
 
-    def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, wall_clock: Callable[[], float],
+    def __init__(self, store: Store, policies: Mapping[str, Policy], clock: Clock, pace: Callable[[], float],
                  batch: int = 100_000, before_step: Sequence[Callable[[Policy, float], None]] = (),
                  every_tick: Sequence[Callable[[Policy, float], None]] = (),
-                 follow: Callable[[], None] = lambda: None):
+                 follow: Callable[[], None] = lambda: None, tick: float = TICK):
         self.store = store
         self.policies = policies
         self.clock = clock
-        self.wall_clock = wall_clock  # real seconds, pacing the rounds (`clock` may be a replay's virtual time)
+        self.pace = pace  # the time that paces the rounds (service.runtime.build_learner)
+        self.tick = tick  # real seconds between looks for work (`run`)
         self.batch = batch
         self.before_step = tuple(before_step)  # checks run before each step (the revert guard)
         self.every_tick = tuple(every_tick)  # checks run on every tick of `run` (the circuit breaker)
@@ -186,13 +188,14 @@ class OnlineLearner:
         within `lease_ttl` plus a tick of the leader dying. The lease is renewed every tick by a
         thread of its own, also while a long step runs.
 
-        A policy is learned at most once per its `learn_every_seconds` (or `interval`) of real
-        time, into one version of up to `batch` decisions; only when more than that closed
-        meanwhile does the next version follow at the next tick. A step that fails (the store
+        A policy is learned at most once per its `learn_every_seconds` (or `interval`) of the
+        time `pace` tells (real time, or the requests' under `--clock request`), into one version
+        of up to `batch` decisions; only when more than that closed meanwhile does the next
+        version follow at the next tick. A step that fails (the store
         unreachable) is logged and tried again at the next tick: exactly-once does not depend on
         it, since a version, its decisions' rewards and the cursor are one transaction."""
         every = {name: interval or p.spec.learner.learn_every_seconds for name, p in self.policies.items()}
-        tick = min(TICK, lease_ttl / 3, *every.values())
+        tick = min(self.tick, lease_ttl / 3, *every.values())
         lease = _Lease(self.store, lease_holder(os.getpid()), lease_ttl, tick, stop)
         last: dict[str, float] = {}
         backlog: dict[str, bool] = {}
@@ -204,7 +207,7 @@ class OnlineLearner:
                         break
                     for check in self.every_tick:
                         check(self.policies[name], self.clock.now())
-                    now = self.wall_clock()
+                    now = self.pace()
                     if not backlog.get(name) and now - last.get(name, -1e18) < every[name]:
                         continue
                     try:
