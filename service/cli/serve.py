@@ -12,6 +12,7 @@ says the network is private. Once the store holds a key, every request but /heal
 /openapi.json needs one, whatever the address or the flag (service/api/auth.py)."""
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import os
@@ -316,7 +317,7 @@ def web(host: str, port: int, workers: int, insecure_no_auth: bool, metrics_publ
         store.close()
     config = {"DB": db, "POLICIES": policies, "CLOCK": clock, "SECRET": os.environ.get("TACTFUL_SECRET"),
               "METRICS_PUBLIC": metrics_public, "REPORTS": os.environ.get("TACTFUL_REPORTS", "out"),
-              "CHECKPOINT_SECONDS": 1.0}
+              "CHECKPOINT_SECONDS": 1.0, "FREEZE_HEAP": True}
 
     class Server(BaseApplication):
         def load_config(self):
@@ -335,7 +336,8 @@ def web(host: str, port: int, workers: int, insecure_no_auth: bool, metrics_publ
             while True:
                 try:
                     app = create_app(config)
-                    logging.getLogger("tactful").info("worker %d ready", os.getpid())
+                    logging.getLogger("tactful").info("worker %d ready (%d objects kept out of the garbage "
+                                                      "collector's way)", os.getpid(), gc.get_freeze_count())
                     return app
                 except StoreUnavailable as exc:
                     logging.getLogger("tactful").warning("waiting for the store: %s", exc)
