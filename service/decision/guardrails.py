@@ -74,8 +74,8 @@ class RuleTables:
     whether any content has a validity window; per channel, the caps that count its contacts
     (window, max, whether every channel counts, the removal reason); and the slots' send times
     already resolved (`resolve_send_at`'s memo); the policy's own quiet-hours rule as
-    `out_of_quiet` reads it (none: empty) and the set of all its channels, which a person's quiet
-    hours cover."""
+    `out_of_quiet` reads it (none: empty), the set of all its channels, which a person's quiet
+    hours cover, and per channel the policy's quiet rules that apply to it."""
 
     hold: list[int]
     by_slot: dict[Slot, list[tuple]]
@@ -84,6 +84,7 @@ class RuleTables:
     send_times: dict = field(default_factory=dict)
     quiet: tuple = ()
     every_channel: frozenset = frozenset()
+    quiet_by_channel: dict[str, tuple] = field(default_factory=dict)
 
     @classmethod
     def of(cls, policy: Policy) -> "RuleTables":
@@ -103,7 +104,8 @@ class RuleTables:
         q = policy.spec.guardrails.quiet_hours
         quiet = ((q.start, q.end, q.action, frozenset(q.channels or policy.spec.channels), "the policy's"),) if q else ()
         return cls(hold, by_slot, dated, _caps(policy, policy.spec.channels), quiet=quiet,
-                   every_channel=frozenset(policy.spec.channels))
+                   every_channel=frozenset(policy.spec.channels),
+                   quiet_by_channel={ch: tuple(r for r in quiet if ch in r[3]) for ch in policy.spec.channels})
 
 
 def _caps(policy: Policy, channels) -> dict[str, list[tuple[float, int, bool, Reason]]]:
@@ -234,29 +236,30 @@ def _send_times(policy: Policy, prefs: dict, now: float, tz: ZoneInfo, rules: Ru
     channel: quiet hours may not apply to every channel); the slots removed for quiet hours; the
     moves made."""
     spec = policy.spec
-    g = spec.guardrails
     memo = rules.send_times
-    raw_send_at = {t.name: resolve_send_at(t, now, tz, memo) for t in spec.timing}
-    quiet_rules = list(rules.quiet)  # the policy's rule, built once per policy
+    raw = [(t.name, resolve_send_at(t, now, tz, memo)) for t in spec.timing]
+    applying = rules.quiet_by_channel  # channel -> the quiet rules that apply to it (the policy's)
     if prefs.get("quiet_hours"):
         q = prefs["quiet_hours"]
-        quiet_rules.append((q["start"], q["end"], g.quiet_hours.action if g.quiet_hours else "move",
-                            rules.every_channel, "the person's"))
+        g = spec.guardrails
+        own = (q["start"], q["end"], g.quiet_hours.action if g.quiet_hours else "move", rules.every_channel,
+               "the person's")
+        applying = {ch: applied + (own,) for ch, applied in applying.items()}
     send_at: dict[Slot, float] = {}
     quiet_removed: dict[Slot, Reason] = {}
     moved: dict[Slot, tuple[float, float]] = {}
     # channels under the same quiet rules share their slots' times, computed once
-    by_rules: dict[tuple[int, ...], dict[str, tuple[float, Reason | None]]] = {}
+    by_rules: dict[tuple, list[tuple[float, Reason | None]]] = {}
     for ch in spec.channels:
-        applies = tuple(i for i, r in enumerate(quiet_rules) if ch in r[3])
-        if applies not in by_rules:
-            applied = tuple(quiet_rules[i] for i in applies)
-            by_rules[applies] = {name: out_of_quiet(t0, tz, applied) for name, t0 in raw_send_at.items()}
-        for name, (t, removal) in by_rules[applies].items():
+        applied = applying[ch]
+        times = by_rules.get(applied)
+        if times is None:
+            times = by_rules[applied] = [out_of_quiet(t0, tz, applied) if applied else (t0, None) for _, t0 in raw]
+        for (name, t0), (t, removal) in zip(raw, times):
             if removal is not None:
                 quiet_removed[(ch, name)] = removal
-            elif t != raw_send_at[name]:
-                moved[(ch, name)] = (raw_send_at[name], t)
+            elif t != t0:
+                moved[(ch, name)] = (t0, t)
             send_at[(ch, name)] = t
     return send_at, quiet_removed, moved
 
