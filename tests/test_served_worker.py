@@ -1,14 +1,17 @@
-"""A served worker keeps what it loaded to serve out of the garbage collector's way (the app's
-FREEZE_HEAP, which `tactful serve` sets): a full collection, which walked some 150,000 objects
-and stalled every queued request for 100-200 ms on the benchmark machine, then walks only what
-serving made since (docs/benchmarks.md, stop 25)."""
+"""What a worker of `tactful serve` does that an app built in a test does not: it keeps what it
+loaded to serve out of the garbage collector's way (the app's FREEZE_HEAP): a full collection,
+which walked some 150,000 objects and stalled every queued request for 100-200 ms on the
+benchmark machine, then walks only what serving made since; and it checkpoints SQLite's WAL in a
+thread of its own (CHECKPOINT_SECONDS; tests/test_checkpoints.py tests the mechanism)."""
 from __future__ import annotations
 
 import gc
+import os
 import re
 import time
 
 import pytest
+import requests
 
 from serving import start_serve
 from service.api.app import create_app
@@ -56,6 +59,27 @@ def test_each_served_worker_freezes_its_heap(tmp_path):
                 break
             time.sleep(0.1)
         assert len(ready) == 2 and all(int(n) > 20_000 for n in ready), log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.e2e
+def test_served_workers_copy_the_wal_back_within_seconds(tmp_path):
+    """SQLite's own checkpoint waits for 1,000 pages of WAL; a served worker's thread copies what
+    its commits wrote back into the database file within about a second of them."""
+    db = tmp_path / "s.db"
+    proc, base = start_serve(["--db", str(db), "--workers", "2"], tmp_path / "serve.log")
+    try:
+        before = os.path.getsize(db)
+        for i in range(40):  # a few hundred pages of WAL: far below SQLite's own threshold
+            r = requests.post(f"{base}/v1/policies/lifecycle/decide", timeout=10,
+                              json={"user_id": f"wal-{i}", "context": {"segment": "loyal"}})
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 10
+        while os.path.getsize(db) <= before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert os.path.getsize(db) > before, (before, os.path.getsize(db), os.path.getsize(f"{db}-wal"))
     finally:
         proc.terminate()
         proc.wait(30)
