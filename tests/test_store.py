@@ -111,6 +111,34 @@ def test_budget_is_checked_in_the_same_transaction(store):
     assert store.query("SELECT used FROM budget")[0][0] == 1
 
 
+def test_many_peoples_states_read_at_once_are_each_persons_own(store):
+    """A batch decide reads everyone's state in one statement: per person and budget day, the
+    same state and marker as reading them one by one; people with nothing stored included, and
+    for any number of people (the statement is padded to a power of two)."""
+    keys = [store.person_key(f"u{i}") for i in range(7)]
+    assert store.commit_decision(decision(keys[0], "e0", at=T - 3600), read(store, keys[0], T - 3600).marker,
+                                 ("2026-06-01", 9))
+    assert store.commit_decision(decision(keys[0], "e1", channel="sms"), read(store, keys[0]).marker)
+    store.set_consent(keys[1], {"email": True, "sms": False}, "form", T - 60)
+    store.set_consent(keys[1], {"email": False}, "form", T - 30)
+    store.set_preferences(keys[2], {"blocked_channels": ["push"]}, T)
+    with store.write() as conn:
+        conn.execute("INSERT INTO signals(person_key, kind, channel, at, event_id) VALUES (?,?,?,?,?)",
+                     (keys[3], "unsubscribe", "email", T - 100, "x"))
+    store.set_arm_state("lifecycle", "win_back", "retired", None, None, "ended", T)
+    days = ["2026-06-01", "2026-06-02", None]
+    for n in (1, 2, 3, 7):
+        many = store.people_states(keys[:n] + keys[:1], T - WEEK, "lifecycle", T - 90 * 86400, days)
+        assert set(many) == {(k, d) for k in keys[:n] for d in days}
+        for k in keys[:n]:
+            for d in days:
+                one = store.person_state(k, T - WEEK, "lifecycle", T - 90 * 86400, d)
+                assert many[(k, d)] == one, (k, d)
+    assert many[(keys[0], "2026-06-01")].budget_used == 1 and many[(keys[0], "2026-06-02")].budget_used == 0
+    assert many[(keys[1], None)].consent == {"email": False, "sms": False}
+    assert many[(keys[3], None)].signals and many[(keys[4], None)].arm_state["win_back"]["status"] == "retired"
+
+
 # -- the rest of the contract: every backend answers alike ---------------------------------------
 
 def outcome(event_id: str, type_: str = "click", value: float = 1.0, outcome_id: str | None = "o1") -> Outcome:

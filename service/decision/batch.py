@@ -3,7 +3,7 @@ transaction (`Store.commit_decisions`), with the same decisions single decides w
 
     1 each request is prepared as a single decide's (a Problem in its place when it is invalid);
       a request id seen before, in the store or earlier in the batch, answers as a repeat does
-    2 each person's state is read once (with the widest look-back any of their requests needs)
+    2 every person's state is read in one statement (with the widest look-back any request needs)
     3 the requests are decided in order; each sees the contacts, the suppression count, the
       budget spent and the consistency keys of the decisions before it in the batch, so caps, the
       minimum gap, the daily budget and consistency hold within the batch exactly as they do
@@ -126,12 +126,9 @@ def _commit_together(engine: DecisionEngine, policy: Policy, asks: dict[int, Ask
     if not asks:
         return True
     lookback, signal_lookback = engine.lookbacks(policy)
-    first: dict[tuple[str, str | None], float] = {}
-    for ask in asks.values():
-        group = (ask.key, ask.day)
-        first[group] = min(first.get(group, ask.now), ask.now)
-    states = {group: engine.store.person_state(group[0], now - lookback, policy.name, now - signal_lookback, group[1])
-              for group, now in first.items()}
+    first = min(ask.now for ask in asks.values())
+    states = engine.store.people_states([ask.key for ask in asks.values()], first - lookback, policy.name,
+                                        first - signal_lookback, [ask.day for ask in asks.values()])
     overlay = _Overlay()
     checked: set[str] = set()
     batch: list[tuple[Decision, tuple | None, tuple[str, int] | None, RequestClaim | None]] = []

@@ -24,6 +24,59 @@ _PERSON_STATE = (
     " UNION ALL SELECT 4, NULL, target, valid_from, status, valid_until, reason FROM arm_state WHERE policy=:policy"
     " UNION ALL SELECT 5, used, NULL, NULL, NULL, NULL, NULL FROM budget WHERE policy=:policy AND day=:day")
 
+# The same for many people (a batch decide): each person's part tagged with their key in the
+# second column; the policy's parts once, the budget of each day asked for (its day in the
+# second column). The keys come as a VALUES list padded to a power of two (people_states).
+_PEOPLE_STATES = (
+    "WITH ks(k) AS (VALUES {keys})"
+    " SELECT 0, person_key, id, channel, at, CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS TEXT)"
+    " FROM contacts WHERE person_key IN (SELECT k FROM ks) AND at>=:since"
+    " UNION ALL SELECT 1, person_key, id, channel, granted, NULL, NULL, NULL FROM consent c"
+    " WHERE person_key IN (SELECT k FROM ks) AND"
+    " id=(SELECT max(m.id + 0) FROM consent m WHERE m.person_key=c.person_key AND m.channel=c.channel)"
+    " UNION ALL SELECT 2, person_key, rev, NULL, unengaged, preferences, NULL, NULL FROM people"
+    " WHERE person_key IN (SELECT k FROM ks)"
+    " UNION ALL SELECT 3, person_key, id, channel, at, kind, NULL, NULL FROM signals"
+    " WHERE person_key IN (SELECT k FROM ks) AND at>=:ssince"
+    " UNION ALL SELECT 4, NULL, NULL, target, valid_from, status, valid_until, reason FROM arm_state WHERE policy=:policy"
+    " UNION ALL SELECT 5, day, used, NULL, NULL, NULL, NULL, NULL FROM budget WHERE policy=:policy AND day IN ({days})")
+
+
+def _policy_part(rows: list, day: str | None) -> tuple[dict[str, dict], int]:
+    """The policy's runtime arm state and its sends on `day`, from the statement's parts 4 and 5
+    (a part 5 row of people_states ends with its day)."""
+    arm_state, budget_used = {}, 0
+    for part, a, b, c, d, e, f, *rest in rows:
+        if part == 4:    # target, valid_from, status, valid_until, reason
+            arm_state[b] = {"status": d, "valid_from": c, "valid_until": e, "reason": f}
+        elif not rest or rest[0] == day:  # the policy's sends that day
+            budget_used = a
+    return arm_state, budget_used
+
+
+def _fold(key: str, rows: list, since: float, signals_since: float, policy_part: tuple[dict, int]) -> PersonState:
+    """One person's state from the statement's parts 0-3, and its marker."""
+    contacts, last_contact = [], 0
+    consent, last_consent = {}, 0
+    prefs, unengaged, rev = {}, 0, 0
+    signals, last_signal = [], 0
+    for part, a, b, c, d, e, f in rows:
+        if part == 0:    # contact: id, channel, at
+            contacts.append((b, c))
+            last_contact = max(last_contact, a)
+        elif part == 1:  # latest consent per channel: id, channel, granted
+            consent[b] = bool(c)
+            last_consent = max(last_consent, a)
+        elif part == 2:  # the person's row: rev, unengaged, preferences
+            rev, unengaged, prefs = a, int(c), loads(d) if d else {}
+        else:            # signal: id, channel, at, kind
+            signals.append((d, b, c))
+            last_signal = max(last_signal, a)
+    contacts.sort(key=lambda x: x[1])
+    marker = (since, signals_since, last_contact, last_consent, last_signal, rev)
+    arm_state, budget_used = policy_part
+    return PersonState(key, consent, contacts, marker, prefs, unengaged, signals, arm_state, budget_used)
+
 
 class PeopleTables:
     """Queries on people; mixed into `Store`, whose `query`, `write` and `_secret` they use."""
@@ -42,31 +95,34 @@ class PeopleTables:
         One statement (its parts tagged by their first column) reads it all from one snapshot;
         on the decision path each statement costs about as much as the rows it returns."""
         signals_since = since if signals_since is None else signals_since
-        contacts, last_contact = [], 0
-        consent, last_consent = {}, 0
-        prefs, unengaged, rev = {}, 0, 0
-        signals, last_signal = [], 0
-        arm_state, budget_used = {}, 0
-        for part, a, b, c, d, e, f in self.query_before_write(_PERSON_STATE, {
-                "k": key, "since": since, "ssince": signals_since, "policy": policy, "day": budget_day}):
-            if part == 0:    # contact: id, channel, at
-                contacts.append((b, c))
-                last_contact = max(last_contact, a)
-            elif part == 1:  # latest consent per channel: id, channel, granted
-                consent[b] = bool(c)
-                last_consent = max(last_consent, a)
-            elif part == 2:  # the person's row: rev, unengaged, preferences
-                rev, unengaged, prefs = a, int(c), loads(d) if d else {}
-            elif part == 3:  # signal: id, channel, at, kind
-                signals.append((d, b, c))
-                last_signal = max(last_signal, a)
-            elif part == 4:  # the policy's runtime arm state: target, valid_from, status, valid_until, reason
-                arm_state[b] = {"status": d, "valid_from": c, "valid_until": e, "reason": f}
-            else:            # the policy's sends today
-                budget_used = a
-        contacts.sort(key=lambda x: x[1])
-        marker = (since, signals_since, last_contact, last_consent, last_signal, rev)
-        return PersonState(key, consent, contacts, marker, prefs, unengaged, signals, arm_state, budget_used)
+        rows = self.query_before_write(_PERSON_STATE, {
+            "k": key, "since": since, "ssince": signals_since, "policy": policy, "day": budget_day})
+        policy_rows = [r for r in rows if r[0] >= 4]
+        return _fold(key, [r for r in rows if r[0] < 4], since, signals_since, _policy_part(policy_rows, budget_day))
+
+    def people_states(self, keys: list[str], since: float, policy: str, signals_since: float,
+                      budget_days: list[str | None]) -> dict[tuple[str, str | None], PersonState]:
+        """`person_state` of many people at once (a batch decide's), in one statement: per (key,
+        budget day) of `keys` x `budget_days`, each read with the same look-backs (the batch's
+        widest) and each with its own marker."""
+        unique = list(dict.fromkeys(keys))
+        size = 1 << max(len(unique) - 1, 0).bit_length()  # a few statement texts, not one per size
+        unique_days = list(dict.fromkeys(budget_days))
+        padded = unique + unique[-1:] * (size - len(unique))
+        params = {f"k{i}": k for i, k in enumerate(padded)}
+        params.update({f"d{i}": d for i, d in enumerate(unique_days)})
+        params.update(since=since, ssince=signals_since, policy=policy)
+        sql = _PEOPLE_STATES.format(keys=",".join(f"(:k{i})" for i in range(size)),
+                                    days=",".join(f":d{i}" for i in range(len(unique_days))))
+        per_key: dict[str, list] = {k: [] for k in unique}
+        policy_rows = []
+        for part, tag, *values in self.query_before_write(sql, params):
+            if part >= 4:
+                policy_rows.append((part, *values, tag))
+            else:
+                per_key[tag].append((part, *values))
+        return {(k, day): _fold(k, per_key[k], since, signals_since, _policy_part(policy_rows, day))
+                for k in unique for day in unique_days}
 
     def set_consent(self, key: str, channels: dict[str, bool], source: str | None, at: float) -> None:
         with self.write(lock=f"person:{key}") as conn:
