@@ -214,6 +214,21 @@ def test_retrain_writes_an_inactive_candidate_with_its_evaluation(tmp_path):
     model.close()
 
 
+def test_retraining_on_the_same_decisions_writes_no_second_candidate(tmp_path):
+    run, policy, world, rows = _log(tmp_path, logging="engine", n=1500, seed=2)
+    store = run.engine.store
+    configs = grid(interactions=("-q UA",), bits=18)
+    first = retrain(store, policy, now=run.clock.now(), configs=configs, n_boot=50)
+    again = retrain(store, policy, now=run.clock.now(), configs=configs, n_boot=50)
+    assert first["new"] and not again["new"] and again["version"] == first["version"]
+    versions = VersionRegistry(store).versions(policy.name)
+    assert [v["version"] for v in versions if v["source"] == "retrain"] == [first["version"]]
+    assert store.evaluation_counts(policy.name)[first["version"]] == 1
+    # on other decisions (a narrower span), a new candidate
+    other = retrain(store, policy, now=run.clock.now(), configs=configs, n_boot=50, since=rows[100].decision.decided_at)
+    assert other["new"] and other["version"] != first["version"]
+
+
 def _bad_model(policy, arm: str) -> bytes:
     """A version that learned to send `arm` to everyone."""
     model = VWPolicy(arm_lines(policy), policy.spec.learner.vw_args)

@@ -84,6 +84,9 @@ def test_retrain_stores_a_candidate_evaluated_on_a_held_out_slice_that_promote_a
     assert registry.version(policy.name, r["version"])["n_learned"] == 480
     assert stored["lift"]["lo"] > 0 and r["chosen"] in {s["vw_args"] for s in r["search"]}
     assert store.active_version(policy.name) != r["version"]  # a candidate, not active
+    again = retrain_rank(store, policy, clock.now())  # the same events: the same model, not a second candidate
+    assert r["new"] and not again["new"] and again["version"] == r["version"]
+    assert [v["version"] for v in registry.versions(policy.name) if v["source"] == "retrain"] == [r["version"]]
     registry.promote(policy, r["version"], clock.now())
     assert store.active_version(policy.name) == r["version"]
     with pytest.raises(NotEnoughData, match="needs at least 50"):

@@ -160,10 +160,11 @@ def retrain_rank(store: Store, policy: Policy, now: float, since: float | None =
             "trained_to": to_rfc3339(choose[-1][0].decided_at),
             "selected_on": len(choose), "held_out": len(held_out),
             "search": search, "chosen": chosen}
-    version = registry.add_version(policy.name, model_bytes, chosen, "retrain", now, note)
+    version, new = registry.add_retrained(policy.name, model_bytes, chosen, now, note)
     result = evaluation(f"version {version}", data, pi, held_out, n_boot, seed) | {"held_out": True}
-    registry.store_evaluation(policy.name, version, result, now)
-    return {"version": version, "chosen": chosen, "search": search, "evaluation": result,
+    if new:  # an earlier retrain stored this same evaluation with its version
+        registry.store_evaluation(policy.name, version, result, now)
+    return {"version": version, "new": new, "chosen": chosen, "search": search, "evaluation": result,
             "train": len(train), "select": len(choose), "held_out": len(held_out)}
 
 

@@ -84,6 +84,15 @@ class VersionRegistry:
         """A new immutable version, not active. Its parent defaults to the version active now."""
         return self.store.add_version(policy, model, vw_args, source, at, note or {}, parent)
 
+    def add_retrained(self, policy: str, model: bytes, vw_args: str, at: float, note: dict) -> tuple[int, bool]:
+        """A retrained candidate as a new version, or, when an earlier retrain wrote exactly this
+        model with these arguments (retraining on the same decisions), that version: (version,
+        whether it is new). Retraining twice does not make two identical candidates."""
+        same = self.store.same_version(policy, model, vw_args, "retrain")
+        if same is not None:
+            return same, False
+        return self.add_version(policy, model, vw_args, "retrain", at, note), True
+
     def activate(self, policy: str, version: int, reason: str, at: float, watch: bool = True) -> dict:
         """Make `version` the one every worker serves (within their refresh, about a second),
         recording why. With `watch`, the revert guard watches its first decisions."""

@@ -139,10 +139,11 @@ def retrain(store: Store, policy: Policy, now: float, since: float | None = None
             "search": [r.__dict__ for r in results], "chosen": chosen, "n_learned": len(s.train) + len(s.select)}
     registry = VersionRegistry(store)
     try:
-        version = registry.add_version(policy.name, model.to_bytes(), chosen, "retrain", now, note)
+        version, new = registry.add_retrained(policy.name, model.to_bytes(), chosen, now, note)
     finally:
         model.close()
     evaluation = evaluate(store, policy, str(version), baselines, now=now, rows=s.held_out, n_boot=n_boot, seed=seed)
-    registry.store_evaluation(policy.name, version, evaluation.as_dict() | {"held_out": True}, now)
-    return {"version": version, "chosen": chosen, "search": results, "evaluation": evaluation,
+    if new:  # an earlier retrain stored this same evaluation with its version
+        registry.store_evaluation(policy.name, version, evaluation.as_dict() | {"held_out": True}, now)
+    return {"version": version, "new": new, "chosen": chosen, "search": results, "evaluation": evaluation,
             "train": len(s.train), "select": len(s.select), "held_out": len(s.held_out)}

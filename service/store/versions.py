@@ -159,6 +159,12 @@ class ModelTables:
                           None, json.dumps(note)))
         return version
 
+    def same_version(self, policy: str, model: bytes, vw_args: str, source: str) -> int | None:
+        """The latest version of `source` with exactly this model and these arguments, if any."""
+        rows = self.query("SELECT max(version) FROM model_versions WHERE policy=? AND source=? AND vw_args=?"
+                          " AND model=?", (policy, source, vw_args, model))
+        return rows[0][0] if rows else None
+
     def activate(self, policy: str, version: int, reason: str, at: float, watch: bool) -> int | None:
         """Make `version` active and record why, in one transaction; return the version it
         replaced. Any open guard watch of the policy is superseded; with `watch`, one opens for
