@@ -223,7 +223,9 @@ def test_retraining_on_the_same_decisions_writes_no_second_candidate(tmp_path):
     assert first["new"] and not again["new"] and again["version"] == first["version"]
     versions = VersionRegistry(store).versions(policy.name)
     assert [v["version"] for v in versions if v["source"] == "retrain"] == [first["version"]]
-    assert store.evaluation_counts(policy.name)[first["version"]] == 1
+    # its evaluation is stored again (what promote reads: the latest, the one this retrain printed)
+    assert store.evaluation_counts(policy.name)[first["version"]] == 2
+    assert VersionRegistry(store).latest_evaluation(policy.name, first["version"])["n"] == again["held_out"]
     # on other decisions (a narrower span), a new candidate
     other = retrain(store, policy, now=run.clock.now(), configs=configs, n_boot=50, since=rows[100].decision.decided_at)
     assert other["new"] and other["version"] != first["version"]
@@ -310,6 +312,9 @@ def test_retrain_shadow_and_promote_commands(tmp_path):
     assert r.output.count("-q UA") == 6 and r.output.count("-q UI") == 2 and "*" in r.output
     assert r.output.count("--clip_p 0.5 -b 22") == 6 and "--clip_p 0.1" not in r.output
     version = int(r.output.split("candidate version ")[1].split()[0])
+    again = runner.invoke(main, ["retrain", *base, "--now", str(run.clock.now()), "--bootstrap", "100"])
+    assert again.exit_code == 0 and (f"the same model as version {version} of truth, which an earlier retrain wrote: "
+                                     "no new version") in again.output, again.output
     r = runner.invoke(main, ["models", "shadow", *base, str(version)])
     assert r.exit_code == 0, r.output
     generate_log(world, policy, None, 300, seed=8, learn_every=0, engine=run.engine, clock=run.clock)

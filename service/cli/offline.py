@@ -154,7 +154,7 @@ def _rank_retrain(store, policy, r_args: dict, db, policies) -> None:
     click.echo(f"the chosen setting learned those {r['train'] + r['select']} events, evaluated on the "
                f"{r['held_out']} latest (held-out):")
     click.echo(table(r["evaluation"]))
-    click.echo(candidate_written(r, policy.name, db, policies))
+    click.echo(candidate_written(r, policy.name, db, policies, store.active_version(policy.name)))
 
 
 def _shadow(store, policy, now, since, until, seed, out: Path) -> None:
@@ -207,16 +207,18 @@ def retrain_cmd(db, policies, policy_name, since, until, now, select, holdout, n
     click.echo(f"the chosen configuration trained again on those {r['train'] + r['select']} decisions, "
                f"evaluated on the {r['held_out']} latest (held out):")
     click.echo(r["evaluation"].table())
-    click.echo(candidate_written(r, policy.name, db, policies))
+    click.echo(candidate_written(r, policy.name, db, policies, store.active_version(policy.name)))
 
 
-def candidate_written(r: dict, policy: str, db: str, policies: str) -> str:
+def candidate_written(r: dict, policy: str, db: str, policies: str, active: int | None) -> str:
     """What a retrain wrote, and how to promote it."""
     promote = f"tactful models promote --db {db} --policies {policies} --policy {policy} {r['version']}"
-    if not r["new"]:
-        return (f"the same model as candidate version {r['version']} of {policy}, which an earlier retrain on the "
-                f"same decisions wrote: nothing new written; promote it with: {promote}")
-    return f"candidate version {r['version']} of {policy} written (not active); promote with: {promote}"
+    if r["new"]:
+        return f"candidate version {r['version']} of {policy} written (not active); promote with: {promote}"
+    same = f"the same model as version {r['version']} of {policy}, which an earlier retrain wrote: no new version"
+    if r["version"] == active:
+        return f"{same}; it is the active version"
+    return f"{same}; the evaluation above is stored with it; promote with: {promote}"
 
 
 @click.command("import-obd")

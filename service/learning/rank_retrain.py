@@ -162,8 +162,7 @@ def retrain_rank(store: Store, policy: Policy, now: float, since: float | None =
             "search": search, "chosen": chosen}
     version, new = registry.add_retrained(policy.name, model_bytes, chosen, now, note)
     result = evaluation(f"version {version}", data, pi, held_out, n_boot, seed) | {"held_out": True}
-    if new:  # an earlier retrain stored this same evaluation with its version
-        registry.store_evaluation(policy.name, version, result, now)
+    registry.store_evaluation(policy.name, version, result, now)  # the latest is what promote reads
     return {"version": version, "new": new, "chosen": chosen, "search": search, "evaluation": result,
             "train": len(train), "select": len(choose), "held_out": len(held_out)}
 

@@ -86,8 +86,8 @@ class VersionRegistry:
 
     def add_retrained(self, policy: str, model: bytes, vw_args: str, at: float, note: dict) -> tuple[int, bool]:
         """A retrained candidate as a new version, or, when an earlier retrain wrote exactly this
-        model with these arguments (retraining on the same decisions), that version: (version,
-        whether it is new). Retraining twice does not make two identical candidates."""
+        model with these arguments (as retraining on an unchanged log does), that version:
+        (version, whether it is new). Retraining twice does not make two identical candidates."""
         same = self.store.same_version(policy, model, vw_args, "retrain")
         if same is not None:
             return same, False

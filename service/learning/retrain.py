@@ -143,7 +143,8 @@ def retrain(store: Store, policy: Policy, now: float, since: float | None = None
     finally:
         model.close()
     evaluation = evaluate(store, policy, str(version), baselines, now=now, rows=s.held_out, n_boot=n_boot, seed=seed)
-    if new:  # an earlier retrain stored this same evaluation with its version
-        registry.store_evaluation(policy.name, version, evaluation.as_dict() | {"held_out": True}, now)
+    # stored also for a version an earlier retrain wrote: the held-out slice or the active version
+    # may have changed since, and promote reads the latest
+    registry.store_evaluation(policy.name, version, evaluation.as_dict() | {"held_out": True}, now)
     return {"version": version, "new": new, "chosen": chosen, "search": results, "evaluation": evaluation,
             "train": len(s.train), "select": len(s.select), "held_out": len(s.held_out)}
