@@ -137,6 +137,7 @@ def test_many_peoples_states_read_at_once_are_each_persons_own(store):
     assert many[(keys[0], "2026-06-01")].budget_used == 1 and many[(keys[0], "2026-06-02")].budget_used == 0
     assert many[(keys[1], None)].consent == {"email": False, "sms": False}
     assert many[(keys[3], None)].signals and many[(keys[4], None)].arm_state["win_back"]["status"] == "retired"
+    assert store.people_states([], T - WEEK, "lifecycle", T - 90 * 86400, days) == {}
 
 
 # -- the rest of the contract: every backend answers alike ---------------------------------------

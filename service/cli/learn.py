@@ -14,7 +14,7 @@ from service.runtime import build_learner
 
 
 @click.command()
-@click.option("--interval", type=float, default=None, help="Seconds between learning rounds (policy default).")
+@click.option("--interval", type=float, default=None, help="Seconds between learning rounds (policy default; the requests' seconds under --clock request).")
 @click.option("--batch", type=click.IntRange(1), default=100_000, show_default=True,
               help="At most this many decisions per published model version.")
 @with_common

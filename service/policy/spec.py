@@ -241,7 +241,8 @@ class Learner(_Frozen):
     holdout_share: float = Field(default=0.0, ge=0, lt=1)
     holdout_policy: Literal["uniform", "fallback"] = "uniform"
     fallback_arm: str = HOLD_ARM
-    learn_every_seconds: float = Field(default=300.0, gt=0)  # at most one new version per this, real time
+    # at most one new version per this many seconds: real time, or the requests' under --clock request
+    learn_every_seconds: float = Field(default=300.0, gt=0)
     seed: int = 0
 
     @field_validator("vw_args")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Iterable
 
 from service.store.records import Decision, PersonState, dumps, loads
 
@@ -100,12 +101,14 @@ class PeopleTables:
         policy_rows = [r for r in rows if r[0] >= 4]
         return _fold(key, [r for r in rows if r[0] < 4], since, signals_since, _policy_part(policy_rows, budget_day))
 
-    def people_states(self, keys: list[str], since: float, policy: str, signals_since: float,
-                      budget_days: list[str | None]) -> dict[tuple[str, str | None], PersonState]:
-        """`person_state` of many people at once (a batch decide's), in one statement: per (key,
-        budget day) of `keys` x `budget_days`, each read with the same look-backs (the batch's
-        widest) and each with its own marker."""
+    def people_states(self, keys: Iterable[str], since: float, policy: str, signals_since: float,
+                      budget_days: Iterable[str | None]) -> dict[tuple[str, str | None], PersonState]:
+        """`person_state` of many people at once (a batch decide's), in one statement: for every
+        person of `keys` and every day of `budget_days` (each pair: the cross product), read with
+        the same look-backs (the batch's widest), each person with their own marker."""
         unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
         size = 1 << max(len(unique) - 1, 0).bit_length()  # a few statement texts, not one per size
         unique_days = list(dict.fromkeys(budget_days))
         padded = unique + unique[-1:] * (size - len(unique))
