@@ -64,10 +64,11 @@ def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
     service/learning/retire.py). `pace` says the time by which each policy is learned at most once
     per its `learn_every_seconds`: by default real seconds, except under a clock that takes the
     requests' timestamps (`--clock request`), whose time it is: a replay that passes two weeks in
-    a minute is learned at the rhythm its policy sets in those two weeks, whatever the speed of
-    the machine (its loop then looks for work every REQUEST_TICK real seconds). The lease goes by
-    the store's own clock. With `follow_reloads`, it learns each policy as its file was last
-    reloaded (service/policy/reload.py), as `tactful learn` does."""
+    a minute is learned at most once per `learn_every_seconds` of those two weeks, not once per
+    real interval however many days each one holds (its loop then looks for work every
+    REQUEST_TICK real seconds, so a fast replay may pass more than that between steps). The
+    lease goes by the store's own clock. With `follow_reloads`, it learns each policy as its file
+    was last reloaded (service/policy/reload.py), as `tactful learn` does."""
     guard = RevertGuard(VersionRegistry(store))
     breaker = CircuitBreaker(store)
     policies = dict(policies)
