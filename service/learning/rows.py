@@ -44,14 +44,25 @@ class BanditRows:
         """Learn `rows` (of `LEARNING_COLUMNS`) into `model`, appending each one's (seq, reward)
         to `learned`; how many were skipped (OnlineLearner._learn says which and why)."""
         spec, arm_index = self.spec, self.policy.arm_index
+        # most decisions have no outcome: their reward depends on whether they sent and on the
+        # fatigue count alone; and a reward's cost on the reward alone (both for this call only)
+        plain: dict[tuple[bool, int], float] = {}
+        costs: dict[float, float] = {}
         skipped = 0
         for seq, event_id, closes_at, arm, probability, channel, delivery, allowed, context, history in rows:
             hist = self._history.get(history)
             if hist is None:
                 hist = self._history_of(history)
-            counted = [(o.type, o.value) for o in outcomes[event_id] if o.counted and o.at <= closes_at]
-            reward = shaped_reward(spec, counted, is_send=channel is not None and delivery not in UNDELIVERED,
-                                   recent_contacts=hist[1])
+            is_send = channel is not None and delivery not in UNDELIVERED
+            got = outcomes[event_id]
+            if got:
+                counted = [(o.type, o.value) for o in got if o.counted and o.at <= closes_at]
+                reward = shaped_reward(spec, counted, is_send=is_send, recent_contacts=hist[1])
+            else:
+                reward = plain.get((is_send, hist[1]))
+                if reward is None:
+                    reward = plain[is_send, hist[1]] = shaped_reward(spec, (), is_send=is_send,
+                                                                     recent_contacts=hist[1])
             learned.append((seq, reward))
             if delivery in UNDELIVERED:
                 skipped += 1
@@ -66,7 +77,10 @@ class BanditRows:
             user = self._user.get(context)
             if user is None:
                 user = self._user_of(context)
-            model.learn(join_shared(user, hist[0]), arms[0], position, to_cost(spec, reward), probability)
+            cost = costs.get(reward)
+            if cost is None:
+                cost = costs[reward] = to_cost(spec, reward)
+            model.learn(join_shared(user, hist[0]), arms[0], position, cost, probability)
         return skipped
 
     def _allowed_of(self, text: str) -> tuple[list[int], dict[str, int]] | None:
