@@ -76,7 +76,11 @@ class DecisionLog:
         without a dict, a dataclass and three JSON parses per row."""
         return self._after(LEARNING_SELECT, policy, cursor, limit, closed_by)
 
-    def _after(self, columns: str, policy: str, cursor: int, limit: int, closed_by: float | None) -> list:
+    def _after(self, columns: str, policy: str, cursor: int, limit: int, closed_by: float | None,
+               query=None) -> list:
+        """The rows of `decisions_after` and `learning_rows`, read with `query` (`self.query`
+        unless the backend reads them some faster way)."""
+        query = query or self.query
         upper = None
         horizon = self.learning_horizon(policy)
         if closed_by is not None:
@@ -87,10 +91,10 @@ class DecisionLog:
         if horizon is not None:
             upper = horizon + 1 if upper is None else min(upper, horizon + 1)
         if upper is None:
-            return self.query(f"SELECT {columns} FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
-                              (policy, cursor, limit))
-        return self.query(f"SELECT {columns} FROM decisions WHERE policy=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
-                          (policy, cursor, upper, limit))
+            return query(f"SELECT {columns} FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
+                         (policy, cursor, limit))
+        return query(f"SELECT {columns} FROM decisions WHERE policy=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
+                     (policy, cursor, upper, limit))
 
     # -- outcomes ----------------------------------------------------------------------------
 
