@@ -83,11 +83,28 @@ def shared_line(context: Mapping[str, object], history: Mapping[str, object]) ->
     """The shared (person) example. Only HISTORY_FEATURES are read from `history`, so a logged
     decision's history (which also records, say, its fatigue count) featurizes exactly as it did
     when the decision was made."""
+    return join_shared(user_features(context), history_parts(history))
+
+
+def user_features(context: Mapping[str, object]) -> str:
+    """The User namespace's features of a context (the first part of `shared_line`)."""
+    return _features(context)
+
+
+def history_parts(history: Mapping[str, object]) -> tuple[str, str]:
+    """What `shared_line` writes of a history: the preferred channels (a suffix of the User
+    namespace, possibly empty) and the History namespace's features. Apart from `user_features`
+    so that a caller featurizing many decisions can keep each part by the text it came from (the
+    online learner: service/learning/rows.py)."""
     hist = {k: history[k] for k in HISTORY_FEATURES if k in history}
     prefers = " ".join(f"prefers={_tok(ch)}" for ch in history.get("preferred_channels") or ())
-    user = _features(context)
     # in User, so that the User x Arm interaction crosses a preference with the arm's channel
-    return f"shared |User {user}{' ' + prefers if prefers else ''} |History {_features(hist)}"
+    return (" " + prefers if prefers else ""), _features(hist)
+
+
+def join_shared(user: str, history: tuple[str, str]) -> str:
+    """The shared line of a context's `user_features` and a history's `history_parts`."""
+    return f"shared |User {user}{history[0]} |History {history[1]}"
 
 
 HOLD_LINE = "|Arm hold"

@@ -17,7 +17,8 @@ from service.policy import load_policy
 from service.policy.bandit import new_model
 from service.store import (AlreadyActive, Decision, NoSuchVersion, Outcome, OutcomeConflict, RequestClaim,
                            SchemaTooNew, Store, open_store)
-from service.store.decisions import decision_values
+from service.store.decisions import LEARNING_COLUMNS, decision_values
+from service.store.records import loads
 from service.store.postgres import _COMMIT, translate
 from service.store.schema import SCHEMA_VERSION
 
@@ -205,6 +206,14 @@ def test_the_learner_reads_closed_decisions_in_order(store):
         assert store.commit_decision(d, None)
     closed = store.decisions_after("lifecycle", 0, 10, closed_by=T)
     assert [d.event_id for d in closed] == ["e0", "e1"]  # stops before the first still open
+    # the learner's lean read of the same decisions: the columns it uses, JSON as the text stored
+    rows = [dict(zip(LEARNING_COLUMNS, r)) for r in store.learning_rows("lifecycle", 0, 10, closed_by=T)]
+    assert [r["event_id"] for r in rows] == ["e0", "e1"]
+    assert [r["seq"] for r in rows] == [d.seq for d in closed]
+    assert [(loads(r["allowed"]), loads(r["context"]), loads(r["history"])) for r in rows] == \
+        [(d.allowed, d.context, d.history) for d in closed]
+    assert [r[1] for r in store.learning_rows("lifecycle", rows[0]["seq"], 1, closed_by=T)] == ["e1"]
+    assert [r[1] for r in store.learning_rows("lifecycle", 0, 10)] == ["e0", "e1", "e2", "e3"]
     assert [d.event_id for d in store.final_decisions("lifecycle", 0, T, None, None, 10)] == ["e0", "e1", "e3"]
     counts = store.policy_counts("lifecycle", T)
     assert (counts["decisions"], counts["pending"], counts["learned"]) == (4, 1, 0)

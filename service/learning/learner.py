@@ -22,6 +22,14 @@ on every version it publishes from it: a model file does not carry every argumen
 with (models/vw_policy.py), and the policy's `vw_args` describe only the models the policy starts
 from. Recorded args that contradict the model's own file (versions published before this was so)
 are not used: the learner continues with the options the file carries and records those.
+
+Speed (docs/benchmarks.md, `scripts/bench_store.py --parts learner`): a bandit policy's decisions
+are read as the store's `learning_rows` (the ten columns learning uses, the JSON as text) and
+learned by service/learning/rows.py, which parses and featurizes each distinct allowed list,
+context and history once; the model and rewards are the same, byte for byte, as learning each
+decision as a Decision (tests/test_learner_rows.py). What is left per decision is mostly VW
+(parsing two examples and learning: about 30 us) and the store (reading the row, writing its
+reward: each rewrites a whole row of the decision log).
 """
 from __future__ import annotations
 
@@ -34,14 +42,15 @@ import threading
 from typing import Callable, Mapping, Sequence
 
 from models.featurize import action_line, shared_line
-from models.reward import to_cost
 from models.vw_policy import VWPolicy, options_args, resume_conflicts, stored_options
 from service.clock import Clock
 from service.policy import Policy
-from service.policy.bandit import arm_lines, decision_reward, ensure_active_version, reward_spec
+from service.learning.rows import BanditRows
+from service.policy.bandit import arm_lines, ensure_active_version
 from service.policy.personalizer import event_reward, learnable, reward_cost
 from service.metrics import LEARNED, STORE_ERRORS, VERSIONS_PUBLISHED
-from service.store import UNDELIVERED, Store, StoreUnavailable
+from service.store import Store, StoreUnavailable
+from service.store.decisions import LEARNING_COLUMNS
 
 log = logging.getLogger("tactful.learner")
 
@@ -50,6 +59,7 @@ LEASE_TTL = 10.0  # seconds a leader's lease outlives its last renewal
 TICK = 2.0        # seconds between renewals (and looks for work)
 REQUEST_TICK = 0.25  # the same under a request clock, whose time may pass a day in seconds
 CHUNK = 20000     # decisions read at a time
+_SEQ, _EVENT_ID, _CLOSES_AT = (LEARNING_COLUMNS.index(c) for c in ("seq", "event_id", "closes_at"))
 
 
 class OnlineLearner:
@@ -72,6 +82,7 @@ class OnlineLearner:
         self._models: dict[str, tuple[int, VWPolicy, str]] = {}  # policy -> (version, model, its vw_args)
         self._built_for: dict[str, Policy] = {}  # the policy each model's arm lines come from
         self.follow = follow  # called before each step: follows policy files reloaded anywhere
+        self._rows: dict[str, BanditRows] = {}  # policy -> its parsed texts (service/learning/rows.py)
 
     def _model(self, policy: Policy) -> tuple[int, VWPolicy, str]:
         active = ensure_active_version(self.store, policy, self.clock.known())
@@ -118,12 +129,11 @@ class OnlineLearner:
                 # only the decisions before the first still open are read: every few seconds the
                 # learner would otherwise re-read (and parse) every pending decision of the window
                 want = min(CHUNK, limit - len(learned))
-                candidates = self.store.decisions_after(policy.name, cursor, want, closed_by=now)
-                ready = list(itertools.takewhile(lambda d: d.closes_at <= now, candidates))
+                ready, last = self._read(policy, cursor, want, now)
                 if not ready:
                     break
                 skipped += self._learn(policy, model, ready, learned)
-                cursor = ready[-1].seq
+                cursor = last
                 if len(ready) < want:  # an open window or the end of the log
                     break
             if not learned:
@@ -153,32 +163,35 @@ class OnlineLearner:
             log.info("policy %s: learned %d decisions -> model version %d", policy.name, len(learned), version)
         return len(learned)
 
+    def _read(self, policy: Policy, cursor: int, want: int, now: float) -> tuple[list, int | None]:
+        """Up to `want` decisions after `cursor` whose window has closed by `now`, and the last one's
+        seq: a Personalizer loop's as Decisions, a bandit policy's as the store's learning rows."""
+        if policy.spec.kind == "personalizer":
+            candidates = self.store.decisions_after(policy.name, cursor, want, closed_by=now)
+            ready = list(itertools.takewhile(lambda d: d.closes_at <= now, candidates))
+            return ready, ready[-1].seq if ready else None
+        rows = self.store.learning_rows(policy.name, cursor, want, closed_by=now)
+        ready = list(itertools.takewhile(lambda r: r[_CLOSES_AT] <= now, rows))
+        return ready, ready[-1][_SEQ] if ready else None
+
     def _learn(self, policy: Policy, model: VWPolicy, ready: list, learned: list[tuple[int, float]]) -> int:
         """Learn `ready` into `model`, appending each one's (seq, reward) to `learned`; how many
         were skipped: their arms are no longer the policy's, or their message never reached the
         person (a delivery report of not_sent, bounced or failed). Such a decision says nothing
         of what its arm does to a person, so it is not learned as a contact, as an inactive event
         is not learned by Personalizer; it is marked learned with its no-contact reward, so
-        evaluation keeps it (docs/ope.md)."""
-        outcomes = self.store.outcomes_for([d.event_id for d in ready])
+        evaluation keeps it (docs/ope.md).
+
+        A bandit policy's decisions are learned from the store's rows (service/learning/rows.py),
+        with each distinct allowed list, context and history parsed and featurized once: the
+        same model, byte for byte, as learning each as a Decision."""
         if policy.spec.kind == "personalizer":
+            outcomes = self.store.outcomes_for([d.event_id for d in ready])
             return _learn_events(model, ready, outcomes, learned)
-        spec = reward_spec(policy)
-        arm_index = policy.arm_index
-        skipped = 0
-        for d in ready:
-            reward = decision_reward(policy, d, outcomes[d.event_id], spec)
-            learned.append((d.seq, reward))
-            allowed = [arm_index.get(a) for a in d.allowed]
-            if d.delivery in UNDELIVERED:
-                skipped += 1
-                continue
-            if d.arm not in arm_index or None in allowed:
-                skipped += 1  # the policy's arms changed since: nothing to map this decision to
-                continue
-            model.learn(shared_line(d.context, d.history), allowed, d.allowed.index(d.arm),
-                        to_cost(spec, reward), d.probability)
-        return skipped
+        rows = self._rows.get(policy.name)
+        if rows is None or rows.policy is not policy:
+            rows = self._rows[policy.name] = BanditRows(policy)
+        return rows.learn(model, ready, self.store.outcomes_for([r[_EVENT_ID] for r in ready]), learned)
 
     def step_all(self) -> int:
         return sum(self.step(name) for name in self.policies)

@@ -30,11 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.store import pg_schema, schema
 from service.store.base import GLOBAL, Store, pending
-from service.store.decisions import INSERT_DECISION, INSERT_OUTCOME, decision_values, outcome_values
+from service.store.decisions import (INSERT_DECISION, INSERT_OUTCOME, LEARNING_SELECT, decision_values,
+                                     outcome_values)
 from service.store.records import (Decision, DuplicateRequest, Outcome, OutcomeConflict, RequestClaim, StoreError,
                                    StoreUnavailable)
 
@@ -333,17 +335,30 @@ class PostgresStore(Store):
             conn.executemany(INSERT_OUTCOME + " ON CONFLICT DO NOTHING", [outcome_values(o) for o in outcomes])
 
     def _mark_learned(self, conn: _Conn, version: int, learned: list[tuple[int, float]]) -> int:
-        """One statement over two arrays instead of a statement per decision (8x faster)."""
+        """One statement over two arrays instead of a statement per decision (8x faster). The
+        arrays go in PostgreSQL's binary format: psycopg writes a list as text in Python, an
+        element at a time (60 ms for 25,000 decisions, against 20 ms), and a float's binary
+        value is the float itself."""
         seqs, rewards = [s for s, _ in learned], [r for _, r in learned]
         return conn._conn.execute(
-            "UPDATE decisions d SET reward = v.reward, learned_version = %s FROM unnest(%s::bigint[], %s::float8[])"
+            "UPDATE decisions d SET reward = v.reward, learned_version = %s FROM unnest(%b::bigint[], %b::float8[])"
             " AS v(seq, reward) WHERE d.seq = v.seq AND d.learned_version IS NULL", (version, seqs, rewards)).rowcount
 
+    def learning_rows(self, policy: str, cursor: int, limit: int, closed_by: float | None = None) -> list:
+        """As every store's (decisions.py), as plain tuples: a Row per decision costs a
+        microsecond of Python, and the learner unpacks them."""
+        return self._after(LEARNING_SELECT, policy, cursor, limit, closed_by, self._tuples)
+
+    def _tuples(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self.connection() as conn:
+            return conn.cursor(row_factory=tuple_row).execute(translate(sql), params).fetchall()
+
     def outcomes_for(self, event_ids: list[str]) -> dict[str, list[Outcome]]:
-        """One query over an array of event ids (the base class sends lists of 500)."""
+        """One query over an array of event ids (the base class sends lists of 500), in binary:
+        as text, psycopg quotes each id in Python (35 ms for 20,000 ids, against 14)."""
         out: dict[str, list[Outcome]] = {e: [] for e in event_ids}
         with self.connection() as conn:
-            for r in conn.execute("SELECT * FROM outcomes WHERE event_id = ANY(%s) ORDER BY id", (event_ids,)):
+            for r in conn.execute("SELECT * FROM outcomes WHERE event_id = ANY(%b) ORDER BY id", (event_ids,)):
                 out[r["event_id"]].append(Outcome.from_row(r))
         return out
 

@@ -23,9 +23,11 @@ import sqlite_utils
 
 from service.store import schema
 from service.store.base import GLOBAL, Store, pending
-from service.store.decisions import DECISION_COLUMNS, INSERT_DECISION, decision_values
+from service.store.decisions import (DECISION_COLUMNS, INSERT_DECISION, LEARNING_COLUMNS, LEARNING_SELECT,
+                                     decision_values)
 from service.store.records import Decision, DuplicateRequest, RequestClaim, StoreUnavailable
 
+_CLOSES_AT = LEARNING_COLUMNS.index("closes_at")
 log = logging.getLogger("tactful.store")
 
 # Checkpoint every 8000 WAL pages (32 MB) rather than SQLite's 1000: every decision rewrites the
@@ -180,6 +182,27 @@ class SQLiteStore(Store):
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()
+
+    def learning_rows(self, policy: str, cursor: int, limit: int, closed_by: float | None = None) -> list:
+        """As every store's (decisions.py), in one statement: SQLite makes a row only as it is
+        fetched, so reading stops at the first decision still open, where a query looking for it
+        first would walk every row once more when all are closed (2 us a decision, of a learner
+        catching up). Plain tuples: the learner unpacks them."""
+        if closed_by is None:
+            return super().learning_rows(policy, cursor, limit)
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        try:
+            cur.execute(f"SELECT {LEARNING_SELECT} FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
+                        (policy, cursor, limit))
+            rows = []
+            for row in cur:
+                if row[_CLOSES_AT] > closed_by:
+                    break
+                rows.append(row)
+            return rows
+        finally:
+            cur.close()  # ends the statement, and the read it holds open, at the first open decision
 
     def query_before_write(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         """On the write connection: its page cache still holds the pages this thread's last write
