@@ -209,7 +209,9 @@ class OnlineLearner:
         it, since a version, its decisions' rewards and the cursor are one transaction."""
         every = {name: interval or p.spec.learner.learn_every_seconds for name, p in self.policies.items()}
         tick = min(self.tick, lease_ttl / 3, *every.values())
-        lease = _Lease(self.store, lease_holder(os.getpid()), lease_ttl, tick, stop)
+        # renewed at its own pace: looking for work 4 times a second (a request clock) need not
+        # take the store's write lock as often
+        lease = _Lease(self.store, lease_holder(os.getpid()), lease_ttl, min(TICK, lease_ttl / 3), stop)
         last: dict[str, float] = {}
         backlog: dict[str, bool] = {}
         lease.start()
