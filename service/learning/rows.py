@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Sequence
 
 from models.featurize import history_parts, join_shared, user_features
-from models.reward import shaped_reward, to_cost
+from models.reward import to_cost
 from models.vw_policy import VWPolicy
 from service.policy import Policy
-from service.policy.bandit import reward_spec
+from service.policy.bandit import logged_reward, reward_spec
 from service.store import UNDELIVERED, Outcome
-from service.store.records import loads
+from service.store.records import delivered, loads
 
 CACHE_SIZE = 65536  # entries of each cache
 
@@ -53,16 +53,14 @@ class BanditRows:
             hist = self._history.get(history)
             if hist is None:
                 hist = self._history_of(history)
-            is_send = channel is not None and delivery not in UNDELIVERED
+            is_send = delivered(channel, delivery)
             got = outcomes[event_id]
             if got:
-                counted = [(o.type, o.value) for o in got if o.counted and o.at <= closes_at]
-                reward = shaped_reward(spec, counted, is_send=is_send, recent_contacts=hist[1])
+                reward = logged_reward(spec, got, closes_at, is_send, hist[1])
             else:
                 reward = plain.get((is_send, hist[1]))
                 if reward is None:
-                    reward = plain[is_send, hist[1]] = shaped_reward(spec, (), is_send=is_send,
-                                                                     recent_contacts=hist[1])
+                    reward = plain[is_send, hist[1]] = logged_reward(spec, (), closes_at, is_send, hist[1])
             learned.append((seq, reward))
             if delivery in UNDELIVERED:
                 skipped += 1

@@ -54,6 +54,12 @@ def decision_reward(policy: Policy, d: Decision, outcomes: list[Outcome], spec: 
     Personalizer loop's event is rewarded as Personalizer did (service/policy/personalizer.py)."""
     if policy.spec.kind == "personalizer":
         return event_reward(d, outcomes)
-    counted = [(o.type, o.value) for o in outcomes if o.counted and o.at <= d.closes_at]
-    return shaped_reward(spec or reward_spec(policy), counted, is_send=d.delivered,
-                         recent_contacts=int(d.history.get("fatigue_contacts", 0)))
+    return logged_reward(spec or reward_spec(policy), outcomes, d.closes_at, d.delivered,
+                         int(d.history.get("fatigue_contacts", 0)))
+
+
+def logged_reward(spec: RewardSpec, outcomes, closes_at: float, delivered: bool, fatigue: int) -> float:
+    """A logged bandit decision's final shaped reward from its parts (`decision_reward`'s, and the
+    learner's, which reads them from the store's rows: service/learning/rows.py)."""
+    counted = [(o.type, o.value) for o in outcomes if o.counted and o.at <= closes_at]
+    return shaped_reward(spec, counted, is_send=delivered, recent_contacts=fatigue)

@@ -23,6 +23,11 @@ DELIVERY_STATUSES = ("sent", "not_sent", "bounced", "failed")
 UNDELIVERED = frozenset({"not_sent", "bounced", "failed"})
 
 
+def delivered(channel: str | None, delivery: str | None) -> bool:
+    """Whether a decision on `channel` with this latest delivery report is a contact (below)."""
+    return channel is not None and delivery not in UNDELIVERED
+
+
 @dataclass
 class PersonState:
     """What the guardrails need to know about one person (and the policy's runtime arm state)."""
@@ -67,7 +72,7 @@ class Decision:
     def delivered(self) -> bool:
         """Whether it reached, as far as anyone said, the person: a send not reported as
         not_sent, bounced or failed. Only a delivered decision is a contact."""
-        return self.channel is not None and self.delivery not in UNDELIVERED
+        return delivered(self.channel, self.delivery)
 
     @classmethod
     def from_row(cls, row: dict) -> "Decision":
