@@ -19,11 +19,9 @@ from service.decision.explain import MODES
 from service.simulation.run import run_maker
 from service.simulation.truth import sigmoid
 from service.simulation.world import build_world
-from service.store import open_store
 
 SCENARIOS = REPO_ROOT / "examples" / "scenarios"
 OFFENSIVE = SCENARIOS / "offensive.toml"
-DAY = 86400.0
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -80,65 +78,38 @@ def test_the_scenario_policies_carry_the_example_policys_circuit_breaker():
         assert tomllib.loads(path.read_text()).get("safety") == example, path.name
 
 
-def _trips(db: str) -> list[dict]:
-    store = open_store(db)
-    try:
-        return [e for e in store.safety_events("lifecycle", 1000) if e["kind"] in ("trip", "reopen")]
-    finally:
-        store.close()
-
-
-@pytest.mark.slow
-def test_the_breaker_trips_on_the_offending_content_after_the_incident_and_not_before(tmp_path):
-    world = build_world(OFFENSIVE, decisions=12000, seed=2)
-    incident = world.scenario.spec.incidents[0]
-    db = str(tmp_path / "offensive.db")
-    run = run_maker(world, "tactful", monotonic=time.monotonic, db=db, progress=False)
-    assert run.violations.sum() == 0
-    trips = _trips(db)
-    assert trips, "the breaker never tripped"
-    first = min(trips, key=lambda e: e["at"])
-    assert first["target"] == f"content:{incident.content}" and first["kind"] == "trip"
-    assert world.truth.start + incident.at <= first["at"] < world.ask_t[-1]  # not before the incident
-    assert {e["target"] for e in trips} == {f"content:{incident.content}"}  # nothing else
-    # once open, the content reaches only the probe share of people: far fewer sends than before
-    contents = np.array([a.content.id if a.content else "" for a in world.policy.arms])[run.arm]
-    sent = run.send & (contents == incident.content)
-    days = (world.ask_t - world.truth.start) / DAY
-    before = sent[(days >= 7) & (days < 14)].sum() / 7
-    after = sent[world.ask_t >= first["at"]].sum() / ((world.ask_t[-1] - first["at"]) / DAY)
-    assert before > 20 and after < before / 4, (before, after)
-    # without the breaker, the same decisions up to the trip (same event ids, same draws), more sends after
-    bare = run_maker(world, "no-breaker", monotonic=time.monotonic, progress=False)
-    until = world.ask_t < first["at"]
-    assert np.array_equal(bare.arm[until], run.arm[until])
-    assert (bare.send & (np.array([a.content.id if a.content else "" for a in world.policy.arms])[bare.arm]
-                         == incident.content))[~until].sum() > sent[~until].sum()
-
-
-@pytest.mark.slow
-def test_the_breaker_never_trips_where_nothing_changes(tmp_path):
-    world = build_world(SCENARIOS / "standard.toml", decisions=12000, seed=2)
-    db = str(tmp_path / "standard.db")
-    run = run_maker(world, "tactful", monotonic=time.monotonic, db=db, progress=False)
-    assert run.violations.sum() == 0 and run.send.sum() > 5000
-    assert _trips(db) == []
-
-
 @pytest.mark.slow
 def test_breaker_study_script_small(tmp_path):
-    """scripts/breaker_study.py end to end, on small runs: its figures and its section."""
+    """scripts/breaker_study.py end to end, on small runs of the real decision code: its figures and
+    its section. In `offensive` the breaker trips after the incident, on the offending content and
+    nothing else, and from then on the content reaches only the probe share of people; the runs
+    with and without a breaker decide alike until it acts. In `standard`, where nothing changes,
+    it never trips."""
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "breaker_study.py"), "--small", "--seeds", "1",
+                           "--offensive-decisions", "12000", "--offensive-seed", "2", "--standard-decisions", "12000",
                            "--no-progress", "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((tmp_path / "breaker.json").read_text())
     a = data["offensive"]
+    runs = a["runs"]
     assert a["same_decisions_until_the_first_event"]
-    assert a["runs"]["breaker"]["trip"]["day"] >= a["incident_day"]
-    assert a["runs"]["no-breaker"]["events"] == [] and a["runs"]["no-breaker"]["trip"] is None
-    assert a["saved"]["breaker"]["unsubscribes"] == (a["runs"]["no-breaker"]["unsubscribes"]
-                                                     - a["runs"]["breaker"]["unsubscribes"])
-    assert data["standard"]["false_trips"] == 0 and len(data["standard"]["seeds"]) == 1
+    assert all(r["violations"] == 0 for r in runs.values())
+    trips = [e for e in runs["breaker"]["events"] if e["kind"] in ("trip", "reopen")]
+    assert trips, "the breaker never tripped"
+    first = min(trips, key=lambda e: e["day"])
+    assert first["kind"] == "trip" and first["target"] == f"content:{a['content']}"
+    assert {e["target"] for e in trips} == {f"content:{a['content']}"}  # nothing else
+    assert a["incident_day"] <= first["day"] < 21 and runs["breaker"]["trip"]["day"] == first["day"]
+    # the week after the trip's week: the content reaches far fewer people than the week before
+    # the incident, and fewer than without a breaker
+    week1, week3 = runs["breaker"]["content_sends_by_week"][1], runs["breaker"]["content_sends_by_week"][3]
+    assert week1 > 140 and week3 < week1 / 4, runs["breaker"]["content_sends_by_week"]
+    assert runs["no-breaker"]["content_sends_by_week"][3] > week3
+    assert runs["no-breaker"]["events"] == [] and runs["no-breaker"]["trip"] is None
+    assert a["saved"]["breaker"]["unsubscribes"] == runs["no-breaker"]["unsubscribes"] - runs["breaker"]["unsubscribes"]
+    b = data["standard"]
+    assert b["false_trips"] == 0 and len(b["seeds"]) == 1
+    assert b["seeds"][0]["violations"] == 0 and b["seeds"][0]["sends"] > 5000
     section = (tmp_path / "breaker.md").read_text()
     assert section.startswith("## Circuit breaker\n") and "0 false trips" in section
