@@ -63,21 +63,26 @@ def served(tmp_path, request):
 # the default deployment; the request clock (whose document has timestamps); PostgreSQL, which
 # refuses what SQLite stores (NUL characters in text)
 SERVED = [("system", "sqlite"), ("request", "sqlite"), ("system", "postgresql")]
+# examples per operation: 100 on the default deployment, 40 on the other two, whose differences
+# (timestamp fields, text PostgreSQL refuses) the coverage phase's boundary cases reach on every
+# operation whatever the count, and which would otherwise spend four minutes of CI repeating it
+EXAMPLES = {("system", "sqlite"): 100}
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("served", SERVED, indirect=True, ids=["-".join(s) for s in SERVED])
-def test_fuzzing_the_served_document_finds_no_server_error_and_no_mismatch(served, tmp_path):
+def test_fuzzing_the_served_document_finds_no_server_error_and_no_mismatch(served, tmp_path, request):
     base, key = served
+    examples = EXAMPLES.get(request.node.callspec.params["served"], 40)
     auth = ("-H", f"Authorization: Bearer {key}")
-    code, out = fuzz(base, tmp_path, 100, *auth)
+    code, out = fuzz(base, tmp_path, examples, *auth)
     assert code == 0, out
-    assert int(re.search(r"(\d+) generated", out).group(1)) > 1000, out
+    assert int(re.search(r"(\d+) generated", out).group(1)) > 10 * examples, out
     # The stateful phase again, on the decision's operations alone: among every operation, it
     # mostly follows the links it infers elsewhere; here it must chain a decision to its outcome
     # and its event through the document's links.
     steps = tmp_path / "stateful.ndjson"
-    code, out = fuzz(base, tmp_path, 100, *auth, "--phases", "stateful", "--include-operation-id", "decide",
+    code, out = fuzz(base, tmp_path, examples, *auth, "--phases", "stateful", "--include-operation-id", "decide",
                      "--include-operation-id", "reportOutcome", "--include-operation-id", "getEvent",
                      "--report", "ndjson", "--report-ndjson-path", str(steps))
     assert code == 0, out
