@@ -40,6 +40,10 @@ def _tok(value: object) -> str:
 
 HISTORY_FEATURES = ("contacts_7d", "recency")
 
+# what the learning-curve study (scripts/learning_curve.py) compares to know that a Tactful run it
+# kept was made with today's features: change it with anything a model's features depend on
+FEATURES_VERSION = "2: numbers also as log-2 bins"
+
 
 def history_features(contacts_7d: int, hours_since_contact: float | None,
                      preferred_channels: Iterable[str] | None = None) -> dict:
@@ -61,6 +65,13 @@ def history_features(contacts_7d: int, hours_since_contact: float | None,
     return out
 
 
+def log2_bin(value: float) -> int:
+    """The bin of a number on a log-2 scale, signed: 0 for [0, 1), 1 for [1, 3), 2 for [3, 7),
+    k for [2**k - 1, 2**(k+1) - 1). Tenure's bins are about a week, a month, a quarter, a year
+    wide as it grows: what differs between a new and an old customer, at any scale."""
+    return int(math.copysign(math.floor(math.log2(1 + abs(value))), value))
+
+
 def _features(values: Mapping[str, object]) -> str:
     parts = []
     for name, value in values.items():
@@ -71,9 +82,10 @@ def _features(values: Mapping[str, object]) -> str:
         elif isinstance(value, (int, float)):
             v = float(value)
             if math.isfinite(v):
-                # log scale keeps large counts (tenure in days) in a range SGD likes
+                # log scale keeps large counts (tenure in days) in a range SGD likes; the bin lets
+                # a model crossing it with the arms (-q UA) learn what a linear weight cannot
                 scaled = math.copysign(math.log1p(abs(v)), v)
-                parts.append(f"{_tok(name)}:{scaled:.6g}")
+                parts.append(f"{_tok(name)}:{scaled:.6g} {_tok(name)}=b{log2_bin(v)}")
         else:
             parts.append(f"{_tok(name)}={_tok(value)}")
     return " ".join(parts)

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from models.featurize import FEATURES_VERSION  # noqa: E402
 from service.simulation.metrics import run_metrics  # noqa: E402
 from service.simulation.run import run_maker  # noqa: E402
 from service.simulation.scenario import load_scenario  # noqa: E402
@@ -105,6 +106,14 @@ def fingerprint(scenario: str, policy: Path) -> str:
     return hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def maker_print(scenario_print: str, maker: str) -> str:
+    """A run's fingerprint: its scenario's, and for Tactful, whose model sees the features, the
+    features' version too (a change of featurization reruns Tactful's runs only)."""
+    if maker != "tactful":
+        return scenario_print
+    return hashlib.sha256(f"{scenario_print} {FEATURES_VERSION}".encode()).hexdigest()[:16]
+
+
 # -- running and keeping results ---------------------------------------------------------------
 
 def key(scenario: str, maker: str, seed: int, n: int) -> str:
@@ -128,7 +137,7 @@ def pending(results: dict, scenarios, seeds, points, prints: dict) -> list[tuple
         for n in points:
             for seed in seeds:
                 left = [m for m in MAKERS if results["runs"].get(key(sc, m, seed, n), {}).get("fingerprint")
-                        != prints[sc]]
+                        != maker_print(prints[sc], m)]
                 if left:
                     todo.append((sc, seed, n, left))
     return todo
@@ -166,7 +175,8 @@ def _run(path: Path, results: dict, todo: list, policies: dict, prints: dict, pr
             run = run_maker(world, maker, monotonic=time.monotonic, progress=False)
             m = run_metrics(run, None)
             results["runs"][key(sc, maker, seed, n)] = {
-                "scenario": sc, "maker": maker, "seed": seed, "n": n, "fingerprint": prints[sc],
+                "scenario": sc, "maker": maker, "seed": seed, "n": n,
+                "fingerprint": maker_print(prints[sc], maker),
                 "policy": str(policies[sc].relative_to(ROOT)) if policies[sc].is_relative_to(ROOT) else policies[sc].name,
                 "people": world.people, "seconds": round(time.monotonic() - t0, 1),
                 "violations": m["guardrail_violations"]["total"],
@@ -260,6 +270,28 @@ def print_table(rows: list[dict]) -> None:
         diff = fmt(r["minus_thompson"], pct=True) if "minus_thompson" in r else ""
         print(f"| {r['scenario']} | {r['n']:,} | {r['maker']} | {fmt(r['share'], pct=True)} | {fmt(r['gap'], pct=True)} | "
               f"{fmt(r['unsubscribes'])} | {fmt(r['clicks'])} | {diff} |")
+
+
+def before_after(before: dict, after: dict, scenarios, seeds, points) -> list[str]:
+    """Tactful's runs of two results files side by side (the same worlds: every other maker's runs
+    are the same), as markdown: its gap closed in each and their difference seed by seed, and its
+    holds and unsubscribes. What `--before` prints, for a change of Tactful's features or settings."""
+    old = {(r["scenario"], r["n"]): r for r in points_table(before, scenarios, seeds, points) if r["maker"] == "tactful"}
+    lines = ["| scenario | decisions | gap closed, before | after | after - before (paired) | holds (%), before | after "
+             "| unsubscribes /1k, before | after |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in points_table(after, scenarios, seeds, points):
+        b = old.get((r["scenario"], r["n"]))
+        if r["maker"] != "tactful" or b is None:
+            continue
+        gaps = []
+        for res in (before, after):
+            tot = lambda m, sd: res["runs"][key(r["scenario"], m, sd, r["n"])]["totals"]["shaped_reward"]  # noqa: E731,B023
+            gaps.append(np.array([(tot("tactful", sd) - tot("uniform", sd)) / (tot("oracle", sd) - tot("uniform", sd))
+                                  for sd in seeds]))
+        lines.append(f"| `{r['scenario']}` | {r['n']:,} | {fmt(b['gap'], True)} | {fmt(r['gap'], True)} | "
+                     f"{fmt(interval(gaps[1] - gaps[0]), True)} | {fmt(b['holds'])} | {fmt(r['holds'])} | "
+                     f"{fmt(b['unsubscribes'])} | {fmt(r['unsubscribes'])} |")
+    return lines
 
 
 # -- docs/quality.md ---------------------------------------------------------------------------
@@ -401,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help=f"a tiny version for CI: {SMALL}")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--no-run", action="store_true", help="run nothing: read --out's results (and write --docs)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="another results.json (an earlier commit's): print Tactful's runs in both side by side")
     ap.add_argument("--check-checkpoints", action="store_true",
                     help="show that a short run is not a checkpoint of a longer one, and stop")
     args = ap.parse_args(argv)
@@ -424,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "points.json").write_text(json.dumps(rows, indent=1))
     print_table(rows)
     print(f"\n{made} runs made in {time.monotonic() - t0:.0f} s; results in {out / 'results.json'}")
+    if args.before:
+        print("\n" + "\n".join(before_after(load_results(args.before), results, scenarios, seeds, points)))
     if args.docs:
         write_docs(results, rows, scenarios, seeds, points, args)
     return 1 if any(r["violations"] for r in rows) else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.featurize import arm_line
+from models.featurize import arm_line, history_features, log2_bin, shared_line
 from models.vw_policy import VWPolicy
 
 CONTENTS, CHANNELS = ("spring_sale", "win_back"), ("email", "push")
@@ -85,3 +85,37 @@ def test_history_crossed_with_rest_holds_a_tired_person_and_sends_to_a_rested_on
     blind = _tiring("--epsilon 0.05 -q UA")
     rested, tired = (blind.predict(f"shared |User segment=all |History contacts_7d:{c}", [0, 1, 2]) for c in (0, 3))
     assert np.argmax(rested) == np.argmax(tired), (tired, rested)
+
+
+# -- numbers: a log-scaled value and a log-2 bin -------------------------------------------------
+
+def test_a_number_is_written_as_its_log_and_its_log2_bin():
+    assert [log2_bin(v) for v in (0, 0.5, 1, 2.9, 3, 6, 7, 30, 31, 400, -3)] == [0, 0, 1, 1, 2, 2, 3, 4, 5, 8, -2]
+    line = shared_line({"tenure_days": 400, "segment": "new"}, history_features(2, None))
+    assert line == ("shared |User tenure_days:5.99396 tenure_days=b8 segment=new "
+                    "|History contacts_7d:1.09861 contacts_7d=b1 recency=never")
+
+
+AB_LINES = [arm_line("feature_tour", "product", (), "in_app", "now"),
+            arm_line("spring_sale", "promotion", (), "email", "now")]
+
+
+def _by_tenure(n: int = 4000, seed: int = 0) -> VWPolicy:
+    """The middle of tenure (one to six months) likes the product tour; the newest and the oldest
+    customers like the sale: no line in log(tenure) separates the three."""
+    model = VWPolicy(AB_LINES, "--squarecb --gamma_scale 300 -q UA -b 20")
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        tenure = float(rng.choice([5, 90, 1500])) + float(rng.integers(5))
+        chosen = int(rng.integers(2))
+        likes = 0 if 30 <= tenure < 180 else 1
+        cost = 0.2 if chosen == likes else 0.8
+        model.learn(shared_line({"tenure_days": tenure}, {}), [0, 1], chosen, cost, 0.5)
+    return model
+
+
+def test_the_bins_let_the_arms_depend_on_a_number_that_is_not_monotone():
+    model = _by_tenure()
+    for tenure, likes in ((6, 1), (92, 0), (1502, 1)):
+        pmf = model.predict(shared_line({"tenure_days": tenure}, {}), [0, 1])
+        assert pmf[likes] > 0.9, (tenure, pmf)
