@@ -66,10 +66,13 @@ def history_features(contacts_7d: int, hours_since_contact: float | None,
 
 
 def log2_bin(value: float) -> int:
-    """The bin of a number on a log-2 scale, signed: 0 for [0, 1), 1 for [1, 3), 2 for [3, 7),
-    k for [2**k - 1, 2**(k+1) - 1). Tenure's bins are about a week, a month, a quarter, a year
-    wide as it grows: what differs between a new and an old customer, at any scale."""
-    return int(math.copysign(math.floor(math.log2(1 + abs(value))), value))
+    """The bin of a finite number on a log-2 scale, signed: 0 for (-1, 1), 1 for [1, 3), 2 for
+    [3, 7), k for [2**k - 1, 2**(k+1) - 1), and -k for the same sizes below 0: floor(log2(1 +
+    |x|)), computed on integers so that no rounding moves a number across a bin's edge. Tenure's
+    bins end at a week, two weeks, a month, two months, four...: what differs between a new and
+    an old customer, at any scale."""
+    k = (int(abs(value)) + 1).bit_length() - 1
+    return -k if value < 0 else k
 
 
 def _features(values: Mapping[str, object]) -> str:

@@ -91,6 +91,8 @@ def test_history_crossed_with_rest_holds_a_tired_person_and_sends_to_a_rested_on
 
 def test_a_number_is_written_as_its_log_and_its_log2_bin():
     assert [log2_bin(v) for v in (0, 0.5, 1, 2.9, 3, 6, 7, 30, 31, 400, -3)] == [0, 0, 1, 1, 2, 2, 3, 4, 5, 8, -2]
+    # on integers: no rounding moves a number across an edge
+    assert [log2_bin(v) for v in (0.9999999999999999, -0.0, 2.0**53 - 2, 2.0**53 - 1)] == [0, 0, 52, 53]
     line = shared_line({"tenure_days": 400, "segment": "new"}, history_features(2, None))
     assert line == ("shared |User tenure_days:5.99396 tenure_days=b8 segment=new "
                     "|History contacts_7d:1.09861 contacts_7d=b1 recency=never")
