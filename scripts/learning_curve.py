@@ -409,7 +409,7 @@ def replace_section(page: str, text: str) -> str:
     if start < 0:
         return page.rstrip("\n") + "\n\n" + text
     end = page.find("\n## ", start + 1)
-    return page[:start + 1] + text + (page[end + 1:] if end >= 0 else "")
+    return page[:start + 1] + text + ("\n" + page[end + 1:] if end >= 0 else "")
 
 
 def write_docs(results: dict, rows: list[dict], scenarios, seeds, points, args) -> None:

@@ -71,7 +71,8 @@ def reload(out: Path) -> dict:
     return {"results": results, "timings": timings}
 
 
-KEPT = ("## Circuit breaker", "## Drift recovery (issue 15)", "## Learning curves (issue 15)")
+KEPT = ("## Circuit breaker", "## Drift recovery (issue 15)", "## Learning curves (issue 15)",
+        "## Numbers as log-2 bins (issue 15)")
 
 
 def kept_section(doc: str, heading: str = KEPT[0]) -> str:
@@ -138,9 +139,12 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "",
         "Every figure on this page was written by `scripts/quality.py`" + (" --small" if small else "") + ", which anyone can "
         "rerun (`.venv/bin/python scripts/quality.py --docs`; CI runs `--small` through `tests/test_simulate.py`), "
-        "except the last three sections: [Circuit breaker](#circuit-breaker), which `scripts/breaker_study.py --docs` "
-        "writes, [Drift recovery (issue 15)](#drift-recovery-issue-15), from `scripts/drift_study.py`, and "
-        "[Learning curves (issue 15)](#learning-curves-issue-15), from `scripts/learning_curve.py --docs`. "
+        "except the last four sections: [Circuit breaker](#circuit-breaker), which `scripts/breaker_study.py --docs` "
+        "writes, [Drift recovery (issue 15)](#drift-recovery-issue-15), from `scripts/drift_study.py`, "
+        "[Learning curves (issue 15)](#learning-curves-issue-15), from `scripts/learning_curve.py --docs`, and "
+        "[Numbers as log-2 bins (issue 15)](#numbers-as-log-2-bins-issue-15), written by hand from its `--before`. "
+        "The last two ran with numbers binned (models/featurize.py `FEATURES_VERSION` 2); the circuit breaker "
+        "and drift studies ran before. "
         "The simulator and the scenarios are described in [simulation.md](simulation.md). Each scenario runs "
         "every decision maker on the same population, at the same moments, with the same random draws, "
         "behind the same guardrails, through the real engine; shaped reward is the scenario policy's own "
