@@ -88,7 +88,8 @@ def _features(values: Mapping[str, object]) -> str:
                 # log scale keeps large counts (tenure in days) in a range SGD likes; the bin lets
                 # a model crossing it with the arms (-q UA) learn what a linear weight cannot
                 scaled = math.copysign(math.log1p(abs(v)), v)
-                parts.append(f"{_tok(name)}:{scaled:.6g} {_tok(name)}=b{log2_bin(v)}")
+                tok = _tok(name)
+                parts.append(f"{tok}:{scaled:.6g} {tok}=b{log2_bin(v)}")
         else:
             parts.append(f"{_tok(name)}={_tok(value)}")
     return " ".join(parts)
