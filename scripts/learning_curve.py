@@ -207,6 +207,13 @@ def interval(values) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def gap_closed(reward: dict, maker: str) -> np.ndarray:
+    """Seed by seed, the share of the gap between uniform choice and the oracle that `maker`
+    closes: (R - uniform) / (oracle - uniform), from each maker's shaped rewards over the seeds."""
+    span = reward["oracle"] - reward["uniform"]  # > 0 wherever choosing matters
+    return (reward[maker] - reward["uniform"]) / span
+
+
 def points_table(results: dict, scenarios, seeds, points) -> list[dict]:
     """One row per (scenario, N, maker) with all its seeds done: share of the oracle's shaped
     reward (realized, per seed against the oracle run of the same world), unsubscribes and clicks
@@ -225,8 +232,7 @@ def points_table(results: dict, scenarios, seeds, points) -> list[dict]:
                 continue
             reward = {m: np.array([got(m, s)["totals"]["shaped_reward"] for s in done]) for m in MAKERS}
             share = {m: reward[m] / reward["oracle"] for m in MAKERS}
-            span = reward["oracle"] - reward["uniform"]  # > 0 wherever choosing matters
-            gap = {m: (reward[m] - reward["uniform"]) / span for m in MAKERS}
+            gap = {m: gap_closed(reward, m) for m in MAKERS}
             for m in MAKERS:
                 per_k = lambda k: [1000 * got(m, s)["totals"][k] / n for s in done]  # noqa: E731,B023
                 row = {"scenario": sc, "n": n, "maker": m, "seeds": len(done),
@@ -283,11 +289,9 @@ def before_after(before: dict, after: dict, scenarios, seeds, points) -> list[st
         b = old.get((r["scenario"], r["n"]))
         if r["maker"] != "tactful" or b is None:
             continue
-        gaps = []
-        for res in (before, after):
-            tot = lambda m, sd: res["runs"][key(r["scenario"], m, sd, r["n"])]["totals"]["shaped_reward"]  # noqa: E731,B023
-            gaps.append(np.array([(tot("tactful", sd) - tot("uniform", sd)) / (tot("oracle", sd) - tot("uniform", sd))
-                                  for sd in seeds]))
+        gaps = [gap_closed({m: np.array([res["runs"][key(r["scenario"], m, sd, r["n"])]["totals"]["shaped_reward"]
+                                         for sd in seeds]) for m in ("tactful", "uniform", "oracle")}, "tactful")
+                for res in (before, after)]
         lines.append(f"| `{r['scenario']}` | {r['n']:,} | {fmt(b['gap'], True)} | {fmt(r['gap'], True)} | "
                      f"{fmt(interval(gaps[1] - gaps[0]), True)} | {fmt(b['holds'])} | {fmt(r['holds'])} | "
                      f"{fmt(b['unsubscribes'])} | {fmt(r['unsubscribes'])} |")
