@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from backends import pg_schema
 from service.cli.main import main
-from service.store import RequestClaim, open_store
+from service.store import RequestClaim, open_store, schema
+from service.store import pg_schema as store_pg_schema
 from service.store.schema import SCHEMA_VERSION
 from test_store import T, decision, outcome
 
@@ -134,3 +135,14 @@ def test_db_copy_moves_a_sqlite_store_to_postgresql_as_it_was(tmp_path):
         assert run.exit_code == 1 and "copy into an empty store" in run.output
     run = CliRunner().invoke(main, ["db", "copy", "--from", db, "--to", str(tmp_path / "x.db")])
     assert run.exit_code == 2 and "must be a PostgreSQL URL" in run.output
+
+
+def test_a_store_records_the_last_migration_it_applied(store_url):
+    """Both backends know the same versions, and a migrated store says so: a store opened again
+    finds nothing left to apply (a step beyond the recorded version would run on every open)."""
+    assert [v for v, _ in schema.MIGRATIONS] == [v for v, _ in store_pg_schema.MIGRATIONS]
+    assert SCHEMA_VERSION == schema.MIGRATIONS[-1][0]
+    store = open_store(store_url)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.migrate() == (SCHEMA_VERSION, SCHEMA_VERSION)
+    store.close()

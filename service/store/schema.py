@@ -11,8 +11,6 @@ from typing import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 8
-
 
 def _v3(db: sqlite_utils.Database) -> None:
     """`tactful prune` finds old decisions by time."""
@@ -155,3 +153,5 @@ def create(db: sqlite_utils.Database) -> None:
 
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9)]
+# what a store records once migrated: the last step's, so a new step can never be left unrecorded
+SCHEMA_VERSION = MIGRATIONS[-1][0]
