@@ -11,7 +11,7 @@ import pytest
 
 from conftest import POLICIES_DIR
 from service.api.app import create_app
-from service.learning.breaker import CircuitBreaker, judge
+from service.learning.breaker import CircuitBreaker, Window, judge
 from service.policy.spec import Safety
 from service.times import to_rfc3339
 
@@ -256,3 +256,26 @@ def test_an_open_content_breaker_does_not_trip_its_channels_or_the_policy_on_the
     assert trip["target"] == "channel:push" and trip["evidence"]["left_out"] == ["content:spring_sale"]
     assert "leaving out the sends of content 'spring_sale' (open)" in trip["reason"]
     assert sorted(r.engine.store.breakers("lifecycle")) == ["channel:push", "content:spring_sale"]
+
+
+def test_the_learners_window_counts_what_a_full_recount_counts(run):
+    """The learner's breaker keeps its window's sends between checks (`Window`): after every
+    refresh, its counts for the window and any later span equal the store's full recount, as the
+    window slides, when a probe reaches back further than it held, and with a signal reported
+    twice (two outcome ids) counted once."""
+    r = run(SAFETY)
+    window = Window()
+    store = r.engine.store
+    for i in range(240):
+        d = r.decide({"spring_sale": 0.1, "email": 0.03})
+        if i % 5 == 0 and d["action"]["channel"]:
+            for oid in ("c1", "c2"):
+                assert r.client.post(f"/v1/events/{d['event_id']}/outcomes", json={
+                    "type": "complaint", "outcome_id": oid, "timestamp": to_rfc3339(r.t + 2)}).status_code == 202
+        if i % 10 == 9:
+            floor = r.t - (150 if i % 40 == 39 else 60) * 60  # now and then a probe from longer ago
+            window.refresh(store, "lifecycle", floor)
+            for t in (floor, floor + 1800, r.t - 600, r.t + 1):
+                assert window.counts(t) == store.breaker_counts("lifecycle", t), (i, t)
+    assert sum(u for _, u, _ in window.counts(r.t - 3600).values()) > 0
+    assert sum(c for _, _, c in window.counts(r.t - 3600).values()) > 0

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from models.proportions import clopper_pearson
 from service.policy import Policy
 from service.policy.spec import Safety
@@ -119,12 +121,61 @@ def judge(counts: tuple[int, int, int], s: Safety, confidence: float | None = No
     return out
 
 
+class Window:
+    """A policy's sends in reach of its breaker's spans, kept between checks: read by time once
+    (and again only when a probe reaches further back), then only the sends logged since, by
+    seq, up to the store's committed seq so that a send still being written is never skipped.
+    Each check also reads the window's unsubscribes and complaints, which are few. The counts
+    are those of `Store.breaker_counts`, which reads the whole window every time."""
+
+    def __init__(self) -> None:
+        self.after = 0                # the highest seq read
+        self.start = float("inf")     # every send decided from here on (up to `after`) is held
+        self.times = np.empty(0)      # decided_at of each send held
+        self.arms = np.empty(0, dtype=np.int32)  # its arm, an index into `names`
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+        self.signals: list[tuple[str, float, str]] = []
+
+    def refresh(self, store: Store, policy: str, floor: float) -> None:
+        """Hold every send from `floor` on, drop older ones, and read the signals since `floor`."""
+        upto = store.committed_seq()
+        if self.start == float("inf"):
+            self._add(store.breaker_sends_between(policy, floor, None, upto))
+        else:
+            if floor < self.start:  # a probe reaches back further than what is held
+                self._add(store.breaker_sends_between(policy, floor, self.start, self.after))
+            self._add(store.breaker_sends_after(policy, self.after, upto))
+        self.after, self.start = max(self.after, upto), floor
+        keep = self.times >= floor
+        self.times, self.arms = self.times[keep], self.arms[keep]
+        self.signals = store.breaker_signals(policy, floor, self.after)
+
+    def _add(self, rows: list[tuple[int, str, float]]) -> None:
+        if rows:
+            arms = [self._index.setdefault(arm, len(self._index)) for _, arm, _ in rows]
+            self.names.extend(list(self._index)[len(self.names):])
+            self.times = np.concatenate([self.times, np.fromiter((t for _, _, t in rows), float, len(rows))])
+            self.arms = np.concatenate([self.arms, np.asarray(arms, dtype=np.int32)])
+
+    def counts(self, since: float) -> dict[str, tuple[int, int, int]]:
+        """Per arm, of the sends decided at or after `since` (not before the floor): how many,
+        how many brought an unsubscribe, how many a complaint."""
+        sends = np.bincount(self.arms[self.times >= since], minlength=len(self.names))
+        signals: dict[str, list[int]] = {}
+        for arm, at, kind in self.signals:
+            if at >= since:
+                signals.setdefault(arm, [0, 0])[kind == "complaint"] += 1
+        return {name: (int(n), *signals.get(name, (0, 0))) for name, n in zip(self.names, sends) if n}
+
+
 class CircuitBreaker:
     """Judges every watched rate of a policy and opens, reopens or closes its breakers."""
 
     def __init__(self, store: Store):
         self.store = store
         self._last: dict[str, float] = {}
+        self._windows: dict[str, Window] = {}
 
     def before_step(self, policy: Policy, now: float) -> None:
         """The learner's hook (before each step and on each tick): check when one is due; a
@@ -141,11 +192,14 @@ class CircuitBreaker:
             return []
         self._last[policy.name] = now
         states = self.store.breakers(policy.name)
+        window = self._windows.setdefault(policy.name, Window())
+        window.refresh(self.store, policy.name, min([now - s.window] + [  # what the spans and probes reach
+            st["probe_from"] for st in states.values() if st["status"] == "open" and st["probe_from"] is not None]))
         counts: dict[float, dict] = {}
 
         def since(t: float) -> dict:
             if t not in counts:
-                counts[t] = self.store.breaker_counts(policy.name, t)
+                counts[t] = window.counts(t)
             return counts[t]
 
         opened = {w for w, st in states.items() if st["status"] == "open"}

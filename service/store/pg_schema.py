@@ -9,6 +9,8 @@ learning barrier (two-int key space, so it never meets a person's key) shared, w
 takes exclusively for an instant to find the seq below which every decision is committed."""
 from __future__ import annotations
 
+from service.store.schema import SIGNALS_INDEX
+
 BARRIER = (0x7461, 1)      # (int4, int4): the learning barrier
 MIGRATE_LOCK = (0x7461, 2)  # taken while migrations run, so replicas starting together wait
 DUPLICATE_REQUEST = "TF409"  # the SQLSTATE of a request id another transaction claimed first
@@ -303,6 +305,9 @@ _V9 = [
         body text NOT NULL, at double precision, PRIMARY KEY (policy, kind, name))""",
 ]
 
+# The circuit breaker's unsubscribes and complaints by time of receipt (schema.py's _v10)
+_V10 = [SIGNALS_INDEX]
+
 # (version, statements), applied in order inside one transaction
 MIGRATIONS: list[tuple[int, list[str]]] = [
-    (2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7), (8, _V8), (9, _V9)]
+    (2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7), (8, _V8), (9, _V9), (10, _V10)]

@@ -63,6 +63,46 @@ class SafetyTables:
                           "GROUP BY d.arm", (policy, since))
         return {r[0]: (int(r[1]), int(r[2] or 0), int(r[3] or 0)) for r in rows}
 
+    # The learner's breaker keeps its window's sends between checks (service/learning/breaker.py
+    # `Window`): it reads them once by time, then only those logged since, and the few
+    # unsubscribes and complaints of the window on each check.
+
+    def committed_seq(self) -> int:
+        """The highest seq below which every decision is committed (the learning horizon where the
+        backend has one, else the last seq)."""
+        horizon = self.learning_horizon("")
+        return horizon if horizon is not None else self.query("SELECT coalesce(max(seq), 0) FROM decisions")[0][0]
+
+    def breaker_sends_between(self, policy: str, since: float, until: float | None,
+                              upto_seq: int) -> list[tuple[int, str, float]]:
+        """(seq, arm, decided_at) of the policy's sends decided in [since, until) with seq at most
+        `upto_seq`, read by time (`policy||''` and `seq+0` keep SQLite's planner off the
+        policy's seq index, which would read all of the policy's decisions)."""
+        sql = ("SELECT seq, arm, decided_at FROM decisions WHERE decided_at>=? AND policy||''=? AND seq+0<=? "
+               "AND channel IS NOT NULL")
+        params: list = [since, policy, upto_seq]
+        if until is not None:
+            sql, params = sql + " AND decided_at<?", params + [until]
+        return [(int(r[0]), r[1], float(r[2])) for r in self.query(sql, params)]
+
+    def breaker_sends_after(self, policy: str, after_seq: int, upto_seq: int) -> list[tuple[int, str, float]]:
+        """(seq, arm, decided_at) of the policy's sends with after_seq < seq <= upto_seq, read by seq."""
+        return [(int(r[0]), r[1], float(r[2])) for r in self.query(
+            "SELECT seq, arm, decided_at FROM decisions WHERE policy=? AND seq>? AND seq<=? AND channel IS NOT NULL",
+            (policy, after_seq, upto_seq))]
+
+    def breaker_signals(self, policy: str, since: float, upto_seq: int) -> list[tuple[str, float, str]]:
+        """(arm, decided_at, type) once per send decided at or after `since` (seq at most
+        `upto_seq`) and each of its signals (unsubscribe, complaint), however many outcomes
+        report it; found by the time the outcomes were received, which is never before their
+        decision. The outcomes come first (CROSS JOIN fixes SQLite's join order), through their
+        index of signals (schema.py's _v10)."""
+        return [(r[1], float(r[2]), r[3]) for r in self.query(
+            "SELECT DISTINCT d.seq, d.arm, d.decided_at, o.type FROM outcomes o CROSS JOIN decisions d "
+            "WHERE d.event_id=o.event_id AND o.type IN ('unsubscribe', 'complaint') AND o.received_at>=? "
+            "AND d.policy=? AND d.decided_at>=? AND d.seq<=? AND d.channel IS NOT NULL",
+            (since, policy, since, upto_seq))]
+
     def breakers(self, policy: str) -> dict[str, dict]:
         """The policy's breakers that ever tripped, by what they watch (`content:<id>`,
         `channel:<name>`, `policy`): status (open or closed), since when, when probing starts

@@ -11,6 +11,10 @@ from typing import Callable
 
 import sqlite_utils
 
+# the same text on both backends (pg_schema.py); a query must name `type IN` these two to use it
+SIGNALS_INDEX = ("CREATE INDEX IF NOT EXISTS outcomes_signal ON outcomes(received_at) "
+                 "WHERE type IN ('unsubscribe', 'complaint')")
+
 
 def _v3(db: sqlite_utils.Database) -> None:
     """`tactful prune` finds old decisions by time."""
@@ -75,6 +79,12 @@ def _v9(db: sqlite_utils.Database) -> None:
     and its evaluations, JSON each, by policy, kind and name."""
     db.execute("CREATE TABLE IF NOT EXISTS personalizer_documents (policy TEXT NOT NULL, kind TEXT NOT NULL,"
                " name TEXT NOT NULL, body TEXT NOT NULL, at REAL, PRIMARY KEY (policy, kind, name))")
+
+
+def _v10(db: sqlite_utils.Database) -> None:
+    """The circuit breaker finds the unsubscribes and complaints of its window by when they were
+    received (service/store/safety.py `breaker_signals`): the few outcomes that count against."""
+    db.execute(SIGNALS_INDEX)
 
 
 def create(db: sqlite_utils.Database) -> None:
@@ -152,6 +162,6 @@ def create(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
-    (2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9)]
+    (2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9), (10, _v10)]
 # what a store records once migrated: the last step's, so a new step can never be left unrecorded
 SCHEMA_VERSION = MIGRATIONS[-1][0]
