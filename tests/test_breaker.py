@@ -13,6 +13,8 @@ from conftest import POLICIES_DIR
 from service.api.app import create_app
 from service.learning.breaker import CircuitBreaker, Window, judge
 from service.policy.spec import Safety
+from service.store import open_store
+from service.store.safety import SENDS_BY_SEQ, SENDS_BY_TIME, SIGNALS
 from service.times import to_rfc3339
 
 CONTEXT = {"segment": "new_users", "country": "FR", "tenure_days": 3}
@@ -279,3 +281,21 @@ def test_the_learners_window_counts_what_a_full_recount_counts(run):
                 assert window.counts(t) == store.breaker_counts("lifecycle", t), (i, t)
     assert sum(u for _, u, _ in window.counts(r.t - 3600).values()) > 0
     assert sum(c for _, _, c in window.counts(r.t - 3600).values()) > 0
+
+
+def test_the_windows_reads_use_their_indexes_on_sqlite(tmp_path):
+    """What keeps a check's cost at its new sends and signals, not the window's size: SQLite
+    reads sends by time through decisions_decided and new ones through the policy's seq index,
+    and signals from the outcomes' partial index first (a plan that walked all of a policy's
+    decisions, or every decision of the window for its outcomes, would pass every other test)."""
+    store = open_store(str(tmp_path / "plan.db"))
+    try:
+        def plan(sql: str) -> list[str]:
+            return [r[3] for r in store.query("EXPLAIN QUERY PLAN " + sql, [1] * sql.count("?"))]
+        assert plan(SENDS_BY_TIME) == ["SEARCH decisions USING INDEX decisions_decided (decided_at>? AND decided_at<?)"]
+        assert plan(SENDS_BY_SEQ) == ["SEARCH decisions USING INDEX decisions_policy_seq (policy=? AND seq>? AND seq<?)"]
+        signals = plan(SIGNALS)
+        assert signals[0] == "SEARCH o USING INDEX outcomes_signal (received_at>?)", signals
+        assert signals[1].startswith("SEARCH d USING INDEX decisions_event (event_id=?"), signals
+    finally:
+        store.close()

@@ -141,7 +141,7 @@ class Window:
         """Hold every send from `floor` on, drop older ones, and read the signals since `floor`."""
         upto = store.committed_seq()
         if self.start == float("inf"):
-            self._add(store.breaker_sends_between(policy, floor, None, upto))
+            self._add(store.breaker_sends_between(policy, floor, float("inf"), upto))
         else:
             if floor < self.start:  # a probe reaches back further than what is held
                 self._add(store.breaker_sends_between(policy, floor, self.start, self.after))

@@ -15,6 +15,17 @@ POLICY_TARGET = "*"  # arm_state's target for the whole policy (no arm or conten
 # operator's own state of a content (retired stays retired when a breaker closes).
 BREAKER = "breaker:"
 REPORT = "contents_report"  # the safety event that stores a contents report (its evidence is the report)
+# The learner's breaker reads (service/learning/breaker.py `Window`), named so that a test can
+# check SQLite's plan: by time through decisions_decided (`policy||''` and `seq+0` keep the
+# planner off the policy's seq index, which would read every decision of the policy), the new
+# ones by seq, and the signals from the outcomes first (CROSS JOIN fixes SQLite's join order)
+# through their partial index (schema.py's _v10).
+SENDS_BY_TIME = ("SELECT seq, arm, decided_at FROM decisions WHERE decided_at>=? AND decided_at<? AND policy||''=? "
+                 "AND seq+0<=? AND channel IS NOT NULL")
+SENDS_BY_SEQ = "SELECT seq, arm, decided_at FROM decisions WHERE policy=? AND seq>? AND seq<=? AND channel IS NOT NULL"
+SIGNALS = ("SELECT DISTINCT d.seq, d.arm, d.decided_at, o.type FROM outcomes o CROSS JOIN decisions d "
+           "WHERE d.event_id=o.event_id AND o.type IN ('unsubscribe', 'complaint') AND o.received_at>=? "
+           "AND d.policy=? AND d.decided_at>=? AND d.seq<=? AND d.channel IS NOT NULL")
 _SIGNAL = "sum(CASE WHEN EXISTS (SELECT 1 FROM outcomes o WHERE o.event_id=d.event_id AND o.type='{}') THEN 1 ELSE 0 END)"
 
 
@@ -73,35 +84,22 @@ class SafetyTables:
         horizon = self.learning_horizon("")
         return horizon if horizon is not None else self.query("SELECT coalesce(max(seq), 0) FROM decisions")[0][0]
 
-    def breaker_sends_between(self, policy: str, since: float, until: float | None,
+    def breaker_sends_between(self, policy: str, since: float, until: float,
                               upto_seq: int) -> list[tuple[int, str, float]]:
         """(seq, arm, decided_at) of the policy's sends decided in [since, until) with seq at most
-        `upto_seq`, read by time (`policy||''` and `seq+0` keep SQLite's planner off the
-        policy's seq index, which would read all of the policy's decisions)."""
-        sql = ("SELECT seq, arm, decided_at FROM decisions WHERE decided_at>=? AND policy||''=? AND seq+0<=? "
-               "AND channel IS NOT NULL")
-        params: list = [since, policy, upto_seq]
-        if until is not None:
-            sql, params = sql + " AND decided_at<?", params + [until]
-        return [(int(r[0]), r[1], float(r[2])) for r in self.query(sql, params)]
+        `upto_seq`, read by time."""
+        return [(int(r[0]), r[1], float(r[2])) for r in self.query(SENDS_BY_TIME, (since, until, policy, upto_seq))]
 
     def breaker_sends_after(self, policy: str, after_seq: int, upto_seq: int) -> list[tuple[int, str, float]]:
         """(seq, arm, decided_at) of the policy's sends with after_seq < seq <= upto_seq, read by seq."""
-        return [(int(r[0]), r[1], float(r[2])) for r in self.query(
-            "SELECT seq, arm, decided_at FROM decisions WHERE policy=? AND seq>? AND seq<=? AND channel IS NOT NULL",
-            (policy, after_seq, upto_seq))]
+        return [(int(r[0]), r[1], float(r[2])) for r in self.query(SENDS_BY_SEQ, (policy, after_seq, upto_seq))]
 
     def breaker_signals(self, policy: str, since: float, upto_seq: int) -> list[tuple[str, float, str]]:
         """(arm, decided_at, type) once per send decided at or after `since` (seq at most
         `upto_seq`) and each of its signals (unsubscribe, complaint), however many outcomes
         report it; found by the time the outcomes were received, which is never before their
-        decision. The outcomes come first (CROSS JOIN fixes SQLite's join order), through their
-        index of signals (schema.py's _v10)."""
-        return [(r[1], float(r[2]), r[3]) for r in self.query(
-            "SELECT DISTINCT d.seq, d.arm, d.decided_at, o.type FROM outcomes o CROSS JOIN decisions d "
-            "WHERE d.event_id=o.event_id AND o.type IN ('unsubscribe', 'complaint') AND o.received_at>=? "
-            "AND d.policy=? AND d.decided_at>=? AND d.seq<=? AND d.channel IS NOT NULL",
-            (since, policy, since, upto_seq))]
+        decision."""
+        return [(r[1], float(r[2]), r[3]) for r in self.query(SIGNALS, (since, policy, since, upto_seq))]
 
     def breakers(self, policy: str) -> dict[str, dict]:
         """The policy's breakers that ever tripped, by what they watch (`content:<id>`,
