@@ -263,8 +263,8 @@ def test_an_open_content_breaker_does_not_trip_its_channels_or_the_policy_on_the
 def test_the_learners_window_counts_what_a_full_recount_counts(run):
     """The learner's breaker keeps its window's sends between checks (`Window`): after every
     refresh, its counts for the window and any later span equal the store's full recount, as the
-    window slides, when a probe reaches back further than it held, and with a signal reported
-    twice (two outcome ids) counted once."""
+    window slides, when a longer window reaches back further than it held, and with a signal
+    reported twice (two outcome ids) counted once; it answers nothing before what it holds."""
     r = run(SAFETY)
     window = Window()
     store = r.engine.store
@@ -275,10 +275,11 @@ def test_the_learners_window_counts_what_a_full_recount_counts(run):
                 assert r.client.post(f"/v1/events/{d['event_id']}/outcomes", json={
                     "type": "complaint", "outcome_id": oid, "timestamp": to_rfc3339(r.t + 2)}).status_code == 202
         if i % 10 == 9:
-            floor = r.t - (150 if i % 40 == 39 else 60) * 60  # now and then a probe from longer ago
-            window.refresh(store, "lifecycle", floor)
+            floor = r.t - (150 if i % 40 == 39 else 60) * 60  # now and then a longer window
+            window.refresh(store, "lifecycle", floor, r.t)
             for t in (floor, floor + 1800, r.t - 600, r.t + 1):
                 assert window.counts(t) == store.breaker_counts("lifecycle", t), (i, t)
+            assert window.counts(floor - 1) is None
     assert sum(u for _, u, _ in window.counts(r.t - 3600).values()) > 0
     assert sum(c for _, _, c in window.counts(r.t - 3600).values()) > 0
 

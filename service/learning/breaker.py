@@ -122,34 +122,41 @@ def judge(counts: tuple[int, int, int], s: Safety, confidence: float | None = No
 
 
 class Window:
-    """A policy's sends in reach of its breaker's spans, kept between checks: read by time once
-    (and again only when a probe reaches further back), then only the sends logged since, by
+    """A policy's sends of its breaker's window, kept between checks: read by time when nothing
+    held reaches back to the window's start (the first check, a longer window, a learner that
+    leads again after more than a window), else only the sends logged since the last check, by
     seq, up to the store's committed seq so that a send still being written is never skipped.
     Each check also reads the window's unsubscribes and complaints, which are few. The counts
-    are those of `Store.breaker_counts`, which reads the whole window every time."""
+    are those of `Store.breaker_counts`, which reads the whole window every time; a span that
+    starts before the window (a probe running for longer than it) is left to that.
+
+    Sends pruned from inside the window (`tactful prune` with an age under the window) still
+    count here until the learner restarts, without the signals pruned with them."""
 
     def __init__(self) -> None:
         self.after = 0                # the highest seq read
         self.start = float("inf")     # every send decided from here on (up to `after`) is held
+        self.refreshed = float("-inf")  # the clock's time of the last refresh
         self.times = np.empty(0)      # decided_at of each send held
         self.arms = np.empty(0, dtype=np.int32)  # its arm, an index into `names`
         self.names: list[str] = []
         self._index: dict[str, int] = {}
         self.signals: list[tuple[str, float, str]] = []
 
-    def refresh(self, store: Store, policy: str, floor: float) -> None:
-        """Hold every send from `floor` on, drop older ones, and read the signals since `floor`."""
+    def refresh(self, store: Store, policy: str, floor: float, now: float) -> None:
+        """Hold every send decided from `floor` on and no older one, and their signals."""
         upto = store.committed_seq()
-        if self.start == float("inf"):
-            self._add(store.breaker_sends_between(policy, floor, float("inf"), upto))
-        else:
-            if floor < self.start:  # a probe reaches back further than what is held
-                self._add(store.breaker_sends_between(policy, floor, self.start, self.after))
-            self._add(store.breaker_sends_after(policy, self.after, upto))
-        self.after, self.start = max(self.after, upto), floor
+        again = floor < self.start or self.refreshed < floor  # what is held cannot be caught up
+        rows = (store.breaker_sends_between(policy, floor, float("inf"), upto) if again
+                else store.breaker_sends_after(policy, self.after, upto))
+        signals = store.breaker_signals(policy, floor, upto)
+        # every read succeeded: only now is what is held changed (a failed check changes nothing)
+        if again:
+            self.times, self.arms = np.empty(0), np.empty(0, dtype=np.int32)
+        self._add(rows)
         keep = self.times >= floor
         self.times, self.arms = self.times[keep], self.arms[keep]
-        self.signals = store.breaker_signals(policy, floor, self.after)
+        self.after, self.start, self.refreshed, self.signals = upto, floor, now, signals
 
     def _add(self, rows: list[tuple[int, str, float]]) -> None:
         if rows:
@@ -158,9 +165,11 @@ class Window:
             self.times = np.concatenate([self.times, np.fromiter((t for _, _, t in rows), float, len(rows))])
             self.arms = np.concatenate([self.arms, np.asarray(arms, dtype=np.int32)])
 
-    def counts(self, since: float) -> dict[str, tuple[int, int, int]]:
-        """Per arm, of the sends decided at or after `since` (not before the floor): how many,
-        how many brought an unsubscribe, how many a complaint."""
+    def counts(self, since: float) -> dict[str, tuple[int, int, int]] | None:
+        """Per arm, of the sends decided at or after `since`: how many, how many brought an
+        unsubscribe, how many a complaint; None when `since` is before what is held."""
+        if since < self.start:
+            return None
         sends = np.bincount(self.arms[self.times >= since], minlength=len(self.names))
         signals: dict[str, list[int]] = {}
         for arm, at, kind in self.signals:
@@ -193,13 +202,13 @@ class CircuitBreaker:
         self._last[policy.name] = now
         states = self.store.breakers(policy.name)
         window = self._windows.setdefault(policy.name, Window())
-        window.refresh(self.store, policy.name, min([now - s.window] + [  # what the spans and probes reach
-            st["probe_from"] for st in states.values() if st["status"] == "open" and st["probe_from"] is not None]))
+        window.refresh(self.store, policy.name, now - s.window, now)
         counts: dict[float, dict] = {}
 
         def since(t: float) -> dict:
-            if t not in counts:
-                counts[t] = window.counts(t)
+            if t not in counts:  # a probe that began before the window: counted afresh
+                held = window.counts(t)
+                counts[t] = held if held is not None else self.store.breaker_counts(policy.name, t)
             return counts[t]
 
         opened = {w for w, st in states.items() if st["status"] == "open"}

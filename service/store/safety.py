@@ -19,7 +19,8 @@ REPORT = "contents_report"  # the safety event that stores a contents report (it
 # check SQLite's plan: by time through decisions_decided (`policy||''` and `seq+0` keep the
 # planner off the policy's seq index, which would read every decision of the policy), the new
 # ones by seq, and the signals from the outcomes first (CROSS JOIN fixes SQLite's join order)
-# through their partial index (schema.py's _v10).
+# through their partial index (schema.py's _v10). PostgreSQL plans the join its own way.
+RECEIVED_SLACK = 86400.0  # how much earlier than its decision's time an outcome may be stamped received
 SENDS_BY_TIME = ("SELECT seq, arm, decided_at FROM decisions WHERE decided_at>=? AND decided_at<? AND policy||''=? "
                  "AND seq+0<=? AND channel IS NOT NULL")
 SENDS_BY_SEQ = "SELECT seq, arm, decided_at FROM decisions WHERE policy=? AND seq>? AND seq<=? AND channel IS NOT NULL"
@@ -98,8 +99,8 @@ class SafetyTables:
         """(arm, decided_at, type) once per send decided at or after `since` (seq at most
         `upto_seq`) and each of its signals (unsubscribe, complaint), however many outcomes
         report it; found by the time the outcomes were received, which is never before their
-        decision."""
-        return [(r[1], float(r[2]), r[3]) for r in self.query(SIGNALS, (since, policy, since, upto_seq))]
+        decision by more than the clocks of two replicas differ (RECEIVED_SLACK)."""
+        return [(r[1], float(r[2]), r[3]) for r in self.query(SIGNALS, (since - RECEIVED_SLACK, policy, since, upto_seq))]
 
     def breakers(self, policy: str) -> dict[str, dict]:
         """The policy's breakers that ever tripped, by what they watch (`content:<id>`,
