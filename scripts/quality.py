@@ -72,7 +72,7 @@ def reload(out: Path) -> dict:
 
 
 KEPT = ("## Circuit breaker", "## Drift recovery (issue 15)", "## Learning curves (issue 15)",
-        "## Numbers as log-2 bins (issue 15)")
+        "## Numbers as log-2 bins (issue 15)", "## Learning curves: what the points say so far (issue 15)")
 
 
 def kept_section(doc: str, heading: str = KEPT[0]) -> str:
