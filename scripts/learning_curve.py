@@ -343,8 +343,11 @@ def verdict(iv: tuple[float, float, float]) -> str:
 
 
 def section(results: dict, rows: list[dict], scenarios, seeds, points, command: str) -> list[str]:
-    done = sorted({r["n"] for r in rows})
+    ran = {(r["scenario"], r["n"]) for r in rows}
+    done = sorted({n for _, n in ran if all((sc, n) in ran for sc in scenarios)})  # on every scenario
+    partly = {n: [sc for sc in scenarios if (sc, n) in ran] for n in sorted({n for _, n in ran}) if n not in done}
     left = [p for p in POINTS if p not in done]
+    so_far = "".join(f"; {n:,} for {', '.join(f'`{sc}`' for sc in scs)} only" for n, scs in partly.items())
     seconds = sum(r["seconds"] for r in results["runs"].values())
     ck = check_checkpoints()
     lines = [HEADING, "",
@@ -374,8 +377,9 @@ def section(results: dict, rows: list[dict], scenarios, seeds, points, command: 
              f"days; the first {ck['small']:,} decisions of a {ck['large']:,}-decision run span "
              f"{ck['days_spanned_by_first_small_decisions'][1]} days of {ck['people'][1]} people "
              "(`scripts/learning_curve.py --check-checkpoints`).", "",
-             f"Points run so far: {', '.join(f'{n:,}' for n in done) or 'none'} decisions. "
+             f"Points run so far: {', '.join(f'{n:,}' for n in done) or 'none'} decisions{so_far}. "
              + (f"**Still to run: {', '.join(f'{n:,}' for n in left)}**"
+                + (" (on the other scenarios)" if partly else "")
                 + (" (estimated from the 1,585 s that the five 200,000-decision runs of `standard` took for this page: "
                    "some 18 hours of one core for the three on six scenarios and five seeds)"
                    if left == [20000, 50000, 200000] else "") + ", with "
