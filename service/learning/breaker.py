@@ -138,8 +138,7 @@ class Window:
         self.start = float("inf")     # every send decided from here on (up to `after`) is held
         self.refreshed = float("-inf")  # the clock's time of the last refresh
         self.times = np.empty(0)      # decided_at of each send held
-        self.arms = np.empty(0, dtype=np.int32)  # its arm, an index into `names`
-        self.names: list[str] = []
+        self.arms = np.empty(0, dtype=np.int32)  # its arm, an index into `_index` (in its order)
         self._index: dict[str, int] = {}
         self.signals: list[tuple[str, float, str]] = []
 
@@ -161,7 +160,6 @@ class Window:
     def _add(self, rows: list[tuple[int, str, float]]) -> None:
         if rows:
             arms = [self._index.setdefault(arm, len(self._index)) for _, arm, _ in rows]
-            self.names.extend(list(self._index)[len(self.names):])
             self.times = np.concatenate([self.times, np.fromiter((t for _, _, t in rows), float, len(rows))])
             self.arms = np.concatenate([self.arms, np.asarray(arms, dtype=np.int32)])
 
@@ -170,12 +168,12 @@ class Window:
         unsubscribe, how many a complaint; None when `since` is before what is held."""
         if since < self.start:
             return None
-        sends = np.bincount(self.arms[self.times >= since], minlength=len(self.names))
+        sends = np.bincount(self.arms[self.times >= since], minlength=len(self._index))
         signals: dict[str, list[int]] = {}
         for arm, at, kind in self.signals:
             if at >= since:
                 signals.setdefault(arm, [0, 0])[kind == "complaint"] += 1
-        return {name: (int(n), *signals.get(name, (0, 0))) for name, n in zip(self.names, sends) if n}
+        return {name: (int(n), *signals.get(name, (0, 0))) for name, n in zip(self._index, sends) if n}
 
 
 class CircuitBreaker:
