@@ -426,7 +426,8 @@ def bench_http(args, workdir: Path, log_path: Path | None = None) -> dict:
     median = {k: {m: statistics.median(r[m] for r in rs) for m in ("rps", "p50_ms", "p99_ms")}
               for k, rs in runs.items()}
     # the target compares one replica of each backend with the same workers: 2, else the first shape run on both
-    shapes = [k.split("_", 1)[1] for k in keys if k.startswith("sqlite_") and f"postgresql_{k.split('_', 1)[1]}" in runs]
+    shapes = [k.removeprefix("sqlite_") for k in keys if k.startswith("sqlite_")
+              and "postgresql_" + k.removeprefix("sqlite_") in runs]
     shape = "1x2" if "1x2" in shapes else (shapes[0] if shapes else None)
     ratio, round_ratios = None, []
     if shape is not None:
