@@ -42,7 +42,7 @@ HISTORY_FEATURES = ("contacts_7d", "recency")
 
 # what the learning-curve study (scripts/learning_curve.py) compares to know that a Tactful run it
 # kept was made with today's features: change it with anything a model's features depend on
-FEATURES_VERSION = "3: numbers also as two log-2 bins, staggered by half a bin"
+FEATURES_VERSION = "2: numbers also as log-2 bins"
 
 
 def history_features(contacts_7d: int, hours_since_contact: float | None,
@@ -75,21 +75,6 @@ def log2_bin(value: float) -> int:
     return -k if value < 0 else k
 
 
-def log2_half_bin(value: float) -> int:
-    """The bin of a finite number on the same log-2 scale shifted by half a bin, signed:
-    floor(log2(1 + |x|) + 1/2), computed on integers as `log2_bin` is (floor(log2(2 n^2)) // 2
-    with n = 1 + int(|x|)). Its bins begin midway, on the log scale, between `log2_bin`'s edges:
-    at 1, 2, 5, 11, 22, 45, 90, 181, 362, 724, 1448, 2896...
-
-    The two grids tile a number twice (tile coding). A preference that changes inside one grid's
-    bin changes within a quarter of a bin of the other grid's edges, so a model crossing both with
-    the arms mixes up the people on either side of the change over a narrower range, while every
-    bin of either grid still gathers as much data as a bin of one grid alone."""
-    n = int(abs(value)) + 1
-    k = ((2 * n * n).bit_length() - 1) // 2
-    return -k if value < 0 else k
-
-
 def _features(values: Mapping[str, object]) -> str:
     parts = []
     for name, value in values.items():
@@ -100,12 +85,11 @@ def _features(values: Mapping[str, object]) -> str:
         elif isinstance(value, (int, float)):
             v = float(value)
             if math.isfinite(v):
-                # log scale keeps large counts (tenure in days) in a range SGD likes; the two
-                # staggered bins let a model crossing them with the arms (-q UA) learn what a
-                # linear weight cannot
+                # log scale keeps large counts (tenure in days) in a range SGD likes; the bin lets
+                # a model crossing it with the arms (-q UA) learn what a linear weight cannot
                 scaled = math.copysign(math.log1p(abs(v)), v)
                 tok = _tok(name)
-                parts.append(f"{tok}:{scaled:.6g} {tok}=b{log2_bin(v)} {tok}=h{log2_half_bin(v)}")
+                parts.append(f"{tok}:{scaled:.6g} {tok}=b{log2_bin(v)}")
         else:
             parts.append(f"{_tok(name)}={_tok(value)}")
     return " ".join(parts)

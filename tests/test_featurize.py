@@ -4,9 +4,8 @@ additive in content and channel; `--ignore I` makes the token invisible to the m
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, strategies as st
 
-from models.featurize import arm_line, history_features, log2_bin, log2_half_bin, shared_line
+from models.featurize import arm_line, history_features, log2_bin, shared_line
 from models.vw_policy import VWPolicy
 
 CONTENTS, CHANNELS = ("spring_sale", "win_back"), ("email", "push")
@@ -95,22 +94,8 @@ def test_a_number_is_written_as_its_log_and_its_log2_bin():
     # on integers: no rounding moves a number across an edge
     assert [log2_bin(v) for v in (0.9999999999999999, -0.0, 2.0**53 - 2, 2.0**53 - 1)] == [0, 0, 52, 53]
     line = shared_line({"tenure_days": 400, "segment": "new"}, history_features(2, None))
-    assert line == ("shared |User tenure_days:5.99396 tenure_days=b8 tenure_days=h9 segment=new "
-                    "|History contacts_7d:1.09861 contacts_7d=b1 contacts_7d=h2 recency=never")
-
-
-def test_the_second_grid_of_bins_begins_midway_between_the_first_grids_edges():
-    starts = [x for x in range(1, 3000) if log2_half_bin(x) != log2_half_bin(x - 1)]
-    assert starts == [1, 2, 5, 11, 22, 45, 90, 181, 362, 724, 1448, 2896]
-    assert [log2_half_bin(v) for v in (0.9999999999999999, -0.0, -4, 2.0**53 - 1)] == [0, 0, -2, 53]
-
-
-@given(st.integers(min_value=0, max_value=2**60))
-def test_a_half_bin_is_the_log2_of_one_plus_x_rounded(x):
-    # exactly: k = floor(log2(1 + x) + 1/2)  <=>  2^(2k - 1) <= (1 + x)^2 < 2^(2k + 1)
-    k, square = log2_half_bin(x), (1 + x) ** 2
-    assert 2 ** (2 * k - 1) <= square < 2 ** (2 * k + 1)
-    assert log2_bin(x) <= k <= log2_bin(x) + 1  # never more than half a bin from the first grid
+    assert line == ("shared |User tenure_days:5.99396 tenure_days=b8 segment=new "
+                    "|History contacts_7d:1.09861 contacts_7d=b1 recency=never")
 
 
 AB_LINES = [arm_line("feature_tour", "product", (), "in_app", "now"),
