@@ -15,12 +15,14 @@ one world: the same people, moments and random draws.
 
 Tactful runs the example policy's learner settings (examples/policies/lifecycle.toml `[learner]`):
 for a scenario whose policy has other settings, the scenario policy with its `[learner]` table
-replaced by the example's (written under --out/policies/). Only the learner changes; the baselines
-do not use it.
+replaced by the example's (written under --out/policies/). Only the learner changes: the
+baselines take the VW model's place, but the rest of `[learner]` (the holdout group) applies to
+them too.
 
 Each finished run is kept in --out/results.json as soon as it ends, so that a later session can
 extend the study (more points, more seeds) without redoing work; a kept run whose scenario, policy
-or learner settings have changed since is run again. One process, one run at a time.
+or learner settings have changed since is run again (a baseline's not when only `vw_args` changed:
+`fingerprint`). One process, one run at a time.
 """
 from __future__ import annotations
 
@@ -99,19 +101,27 @@ def study_policy(scenario: str, workdir: Path) -> Path:
     return out
 
 
-def fingerprint(scenario: str, policy: Path) -> str:
-    """Changes when what the scenario file or the policy run (and so its learner settings) say
-    changes; not with their comments."""
+def fingerprint(scenario: str, policy: Path) -> tuple[str, str]:
+    """What a run depends on, as two prints that change when what the scenario file and the policy
+    run say changes (not with their comments): everything, and everything but the policy's
+    `vw_args`, which only the VW model reads: a baseline takes the model's place, so a change of
+    the learner's arguments reruns Tactful's runs only. (The rest of `[learner]`, the holdout
+    group above all, shapes every decision maker's decisions.)"""
     said = [tomllib.loads(p.read_text()) for p in (SCENARIOS / f"{scenario}.toml", policy)]
-    return hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    whole = hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    said[1].get("learner", {}).pop("vw_args", None)
+    world = hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return whole, world
 
 
-def maker_print(scenario_print: str, maker: str) -> str:
-    """A run's fingerprint: its scenario's, and for Tactful, whose model sees the features, the
-    features' version too (a change of featurization reruns Tactful's runs only)."""
+def maker_print(scenario_prints: tuple[str, str], maker: str) -> str:
+    """A run's fingerprint: for a baseline, its scenario's without the learner's arguments; for
+    Tactful, whose model sees the features, the whole scenario's and the features' version (a
+    change of featurization reruns Tactful's runs only)."""
+    whole, world = scenario_prints
     if maker != "tactful":
-        return scenario_print
-    return hashlib.sha256(f"{scenario_print} {FEATURES_VERSION}".encode()).hexdigest()[:16]
+        return world
+    return hashlib.sha256(f"{whole} {FEATURES_VERSION}".encode()).hexdigest()[:16]
 
 
 # -- running and keeping results ---------------------------------------------------------------

@@ -47,6 +47,28 @@ def test_tactful_runs_the_example_learner_everywhere(tmp_path):
     assert lc.study_policy("hold-mostly", tmp_path).is_relative_to(REPO_ROOT / "examples")  # shipped with it
 
 
+def test_new_learner_arguments_rerun_tactful_alone_and_a_new_holdout_reruns_all(tmp_path):
+    lc = _script()
+    policy = lc.study_policy("standard", tmp_path)
+    text = policy.read_text()
+    learner = tomllib.loads(text)["learner"]
+    variants = {"same": text,
+                "vw_args": text.replace(learner["vw_args"], learner["vw_args"].replace("-l 0.1", "-l 0.2")),
+                "holdout": text.replace(f"holdout_share = {learner['holdout_share']}", "holdout_share = 0.2")}
+    prints = {}
+    for name, body in variants.items():
+        assert name == "same" or body != text, name
+        path = tmp_path / f"{name}.toml"
+        path.write_text(body)
+        prints[name] = {m: lc.maker_print(lc.fingerprint("standard", path), m) for m in lc.MAKERS}
+    assert prints["same"] == {m: lc.maker_print(lc.fingerprint("standard", policy), m) for m in lc.MAKERS}
+    for m in lc.MAKERS:
+        # a baseline takes the VW model's place: its runs stand when only the model's arguments change
+        assert (prints["vw_args"][m] != prints["same"][m]) == (m == "tactful"), m
+        # the holdout group decides for every maker
+        assert prints["holdout"][m] != prints["same"][m], m
+
+
 def test_a_short_run_is_not_a_checkpoint_of_a_longer_one():
     lc = _script()
     ck = lc.check_checkpoints(small=400, large=1000)
