@@ -3,7 +3,7 @@
 every scenario, for several seeds, at several run sizes.
 
     nice .venv/bin/python scripts/learning_curve.py --points 2000,5000 --docs     # the recorded points
-    nice .venv/bin/python scripts/learning_curve.py --points 2000,5000,20000,50000,200000 --docs
+    nice .venv/bin/python scripts/learning_curve.py --points 2000,5000,20000,50000,200000 --jobs 2 --docs
                                                                                 # the whole study (days)
     .venv/bin/python scripts/learning_curve.py --small                          # CI: well under a minute
 
@@ -22,11 +22,14 @@ them too.
 Each finished run is kept in --out/results.json as soon as it ends, so that a later session can
 extend the study (more points, more seeds) without redoing work; a kept run whose scenario, policy
 or learner settings have changed since is run again (a baseline's not when only `vw_args` changed:
-`fingerprint`). One process, one run at a time.
+`fingerprint`). One run at a time, or `--jobs N` side by side in N processes (this one keeps
+what they make).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import hashlib
 import json
 import math
@@ -153,8 +156,9 @@ def pending(results: dict, scenarios, seeds, points, prints: dict) -> list[tuple
     return todo
 
 
-def run_all(out: Path, scenarios, seeds, points, progress: bool) -> int:
-    """Run every missing point, keeping each as it ends; returns how many runs it made."""
+def run_all(out: Path, scenarios, seeds, points, progress: bool, jobs: int = 1) -> int:
+    """Run every missing point, keeping each as it ends; returns how many runs it made. With
+    `jobs` above 1, that many processes run them side by side (`_run_parallel`)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = load_results(path)
@@ -169,9 +173,26 @@ def run_all(out: Path, scenarios, seeds, points, progress: bool) -> int:
     except FileExistsError:
         raise SystemExit(f"{lock} exists: another run keeps its results there (remove it if none does)")
     try:
-        return _run(path, results, todo, policies, prints, progress)
+        run = _run if jobs <= 1 else functools.partial(_run_parallel, jobs=jobs)
+        return run(path, results, todo, policies, prints, progress)
     finally:
         lock.unlink()
+
+
+def _entry(sc: str, seed: int, n: int, maker: str, policy: Path, prints: tuple[str, str], world=None) -> dict:
+    """One run of `maker` in the world (sc, seed, n), as results.json keeps it; the world is built
+    when not given (each maker's run leaves it as it was: the makers of one world share it)."""
+    if world is None:
+        world = build_world(SCENARIOS / f"{sc}.toml", policy=policy, decisions=n, seed=seed)
+    t0 = time.monotonic()
+    run = run_maker(world, maker, monotonic=time.monotonic, progress=False)
+    m = run_metrics(run, None)
+    return {"scenario": sc, "maker": maker, "seed": seed, "n": n,
+            "fingerprint": maker_print(prints, maker),
+            "policy": str(policy.relative_to(ROOT)) if policy.is_relative_to(ROOT) else policy.name,
+            "people": world.people, "seconds": round(time.monotonic() - t0, 1),
+            "violations": m["guardrail_violations"]["total"],
+            "totals": {k: m["totals"][k] for k in KEPT_TOTALS}}
 
 
 def _run(path: Path, results: dict, todo: list, policies: dict, prints: dict, progress: bool) -> int:
@@ -181,16 +202,7 @@ def _run(path: Path, results: dict, todo: list, policies: dict, prints: dict, pr
         world = build_world(SCENARIOS / f"{sc}.toml", policy=policies[sc], decisions=n, seed=seed)
         for maker in makers:
             bar.set_description(f"{sc} n={n} seed={seed} {maker}")
-            t0 = time.monotonic()
-            run = run_maker(world, maker, monotonic=time.monotonic, progress=False)
-            m = run_metrics(run, None)
-            results["runs"][key(sc, maker, seed, n)] = {
-                "scenario": sc, "maker": maker, "seed": seed, "n": n,
-                "fingerprint": maker_print(prints[sc], maker),
-                "policy": str(policies[sc].relative_to(ROOT)) if policies[sc].is_relative_to(ROOT) else policies[sc].name,
-                "people": world.people, "seconds": round(time.monotonic() - t0, 1),
-                "violations": m["guardrail_violations"]["total"],
-                "totals": {k: m["totals"][k] for k in KEPT_TOTALS}}
+            results["runs"][key(sc, maker, seed, n)] = _entry(sc, seed, n, maker, policies[sc], prints[sc], world)
             save_results(path, results)
             made += 1
             bar.update()
@@ -200,9 +212,34 @@ def _run(path: Path, results: dict, todo: list, policies: dict, prints: dict, pr
     return made
 
 
-def machine() -> str:
+def _run_parallel(path: Path, results: dict, todo: list, policies: dict, prints: dict, progress: bool,
+                  jobs: int) -> int:
+    """The same runs in `jobs` processes, one run each at a time, the longest first (so that the
+    last to finish are short); this process keeps each as it ends. A run builds its own world,
+    the same one as its fellow makers' (built from the same seed)."""
+    tasks = sorted(((sc, seed, n, maker) for sc, seed, n, makers in todo for maker in makers),
+                   key=lambda t: -t[2])
+    made = 0
+    bar = tqdm(total=len(tasks), disable=not progress, unit="run")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        running = {pool.submit(_entry, sc, seed, n, maker, policies[sc], prints[sc]): (sc, seed, n, maker)
+                   for sc, seed, n, maker in tasks}
+        for done in concurrent.futures.as_completed(running):
+            sc, seed, n, maker = running[done]
+            results["runs"][key(sc, maker, seed, n)] = done.result()
+            save_results(path, results)
+            made += 1
+            bar.set_description(f"{sc} n={n} seed={seed} {maker}")
+            bar.update()
+    bar.close()
+    results["machine"] = machine(jobs)
+    save_results(path, results)
+    return made
+
+
+def machine(jobs: int = 1) -> str:
     return (f"{os.cpu_count()} cores ({platform.machine()}), {platform.python_implementation()} "
-            f"{platform.python_version()}, one process")
+            f"{platform.python_version()}, " + ("one process" if jobs <= 1 else f"{jobs} processes"))
 
 
 # -- reading the points ------------------------------------------------------------------------
@@ -450,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", action="store_true", help="write the section of docs/quality.md and its plots")
     ap.add_argument("--small", action="store_true", help=f"a tiny version for CI: {SMALL}")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--jobs", type=int, default=1, help="processes running runs side by side (default 1; one per "
+                                                        "core is the most that helps)")
     ap.add_argument("--no-run", action="store_true", help="run nothing: read --out's results (and write --docs)")
     ap.add_argument("--before", type=Path, default=None,
                     help="another results.json (an earlier commit's): print Tactful's runs in both side by side")
@@ -470,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown scenarios: {', '.join(unknown)}")
     out = Path(args.out or (ROOT / "out" / "learning-curve-small" if args.small else ROOT / "docs" / "quality" / "learning-curve"))
     t0 = time.monotonic()
-    made = 0 if args.no_run else run_all(out, scenarios, seeds, points, progress=not args.quiet)
+    made = 0 if args.no_run else run_all(out, scenarios, seeds, points, progress=not args.quiet,
+                                            jobs=args.jobs)
     results = load_results(out / "results.json")
     rows = points_table(results, scenarios, seeds, points)
     (out / "points.json").write_text(json.dumps(rows, indent=1))

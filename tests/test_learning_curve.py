@@ -139,6 +139,16 @@ def test_learning_curve_small_end_to_end(tmp_path):
     tactful = [r for r in rows if r["maker"] == "tactful"]
     assert any(r["share"][0] != 0 for r in tactful)
 
+    # two processes make the same runs: each builds its own world, the same one the makers of a
+    # world share in one process
+    two = subprocess.run(cmd[:-1] + [str(tmp_path / "two"), "--jobs", "2"], capture_output=True, text=True,
+                         timeout=300)
+    assert two.returncode == 0, two.stdout + two.stderr
+    parallel = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert {k: (r["fingerprint"], r["totals"]) for k, r in parallel["runs"].items()} == \
+           {k: (r["fingerprint"], r["totals"]) for k, r in runs.items()}
+    assert parallel["machine"].endswith("2 processes")
+
     # resumable: nothing is run again; a run whose settings changed is
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "\n0 runs made" in again.stdout, again.stdout
