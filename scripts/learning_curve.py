@@ -108,8 +108,9 @@ def fingerprint(scenario: str, policy: Path) -> tuple[str, str]:
     """What a run depends on, as two prints that change when what the scenario file and the policy
     run say changes (not with their comments): everything, and everything but the policy's
     `vw_args`, which only the VW model reads: a baseline takes the model's place, so a change of
-    the learner's arguments reruns Tactful's runs only. (The rest of `[learner]`, the holdout
-    group above all, shapes every decision maker's decisions.)"""
+    the learner's arguments reruns Tactful's runs only. (The rest of `[learner]` stays in: the
+    holdout group and the fallback arm shape every decision maker's decisions; the rest is kept
+    in to be safe.)"""
     said = [tomllib.loads(p.read_text()) for p in (SCENARIOS / f"{scenario}.toml", policy)]
     whole = hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
     said[1].get("learner", {}).pop("vw_args", None)
@@ -195,6 +196,15 @@ def _entry(sc: str, seed: int, n: int, maker: str, policy: Path, prints: tuple[s
             "totals": {k: m["totals"][k] for k in KEPT_TOTALS}}
 
 
+def _worker_entry(*args) -> dict:
+    """`_entry` in a worker process: an error comes back as a RuntimeError with its text (some of
+    ours take arguments that pickle cannot give back, which would break the whole pool)."""
+    try:
+        return _entry(*args)
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+
+
 def _run(path: Path, results: dict, todo: list, policies: dict, prints: dict, progress: bool) -> int:
     made = 0
     bar = tqdm(total=sum(len(t[3]) for t in todo), disable=not progress, unit="run")
@@ -219,19 +229,30 @@ def _run_parallel(path: Path, results: dict, todo: list, policies: dict, prints:
     the same one as its fellow makers' (built from the same seed)."""
     tasks = sorted(((sc, seed, n, maker) for sc, seed, n, makers in todo for maker in makers),
                    key=lambda t: -t[2])
-    made = 0
+    made, failed = 0, []
     bar = tqdm(total=len(tasks), disable=not progress, unit="run")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        running = {pool.submit(_entry, sc, seed, n, maker, policies[sc], prints[sc]): (sc, seed, n, maker)
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs)
+    try:
+        running = {pool.submit(_worker_entry, sc, seed, n, maker, policies[sc], prints[sc]): (sc, seed, n, maker)
                    for sc, seed, n, maker in tasks}
         for done in concurrent.futures.as_completed(running):
             sc, seed, n, maker = running[done]
-            results["runs"][key(sc, maker, seed, n)] = done.result()
+            try:
+                results["runs"][key(sc, maker, seed, n)] = done.result()
+            except Exception as exc:  # noqa: BLE001 -- the other runs go on and are kept
+                failed.append(f"{key(sc, maker, seed, n)}: {exc!r}")
+                bar.write(f"run {failed[-1]}")
+                continue
             save_results(path, results)
             made += 1
             bar.set_description(f"{sc} n={n} seed={seed} {maker}")
             bar.update()
-    bar.close()
+    finally:
+        # an interrupted study (Ctrl-C) does not start what it has not started
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed (the {made} others are kept):\n" + "\n".join(failed))
     results["machine"] = machine(jobs)
     save_results(path, results)
     return made

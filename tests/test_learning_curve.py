@@ -69,6 +69,22 @@ def test_new_learner_arguments_rerun_tactful_alone_and_a_new_holdout_reruns_all(
         assert prints["holdout"][m] != prints["same"][m], m
 
 
+def test_a_failed_run_in_parallel_leaves_the_others_kept(tmp_path, monkeypatch):
+    lc = _script()
+    monkeypatch.setitem(sys.modules, "learning_curve", lc)  # the worker processes find _worker_entry by name
+    policies = {"standard": lc.study_policy("standard", tmp_path), "tenure-driven": tmp_path / "missing.toml"}
+    prints = {"standard": lc.fingerprint("standard", policies["standard"]), "tenure-driven": ("x", "y")}
+    todo = [("tenure-driven", 1, 200, ["uniform"]), ("standard", 1, 200, ["uniform", "oracle"])]
+    path = tmp_path / "results.json"
+    results = {"runs": {}}
+    with pytest.raises(SystemExit, match=r"1 runs failed \(the 2 others are kept\):\n"
+                       r"tenure-driven/uniform/1/200: RuntimeError\('PolicyError: .*missing\.toml.*cannot be read"):
+        lc._run_parallel(path, results, todo, policies, prints, progress=False, jobs=2)
+    kept = json.loads(path.read_text())["runs"]
+    assert sorted(kept) == ["standard/oracle/1/200", "standard/uniform/1/200"]
+    assert kept["standard/uniform/1/200"]["totals"]["decisions"] == 200
+
+
 def test_a_short_run_is_not_a_checkpoint_of_a_longer_one():
     lc = _script()
     ck = lc.check_checkpoints(small=400, large=1000)
