@@ -157,6 +157,16 @@ def pending(results: dict, scenarios, seeds, points, prints: dict) -> list[tuple
     return todo
 
 
+def stale_runs(results: dict, out: Path, scenarios, seeds, points) -> list[str]:
+    """The kept runs of these points that were made with other settings or features than
+    today's: what a run without --no-run would make again, and what the tables must not show as
+    today's."""
+    prints = {sc: fingerprint(sc, study_policy(sc, out)) for sc in scenarios}
+    return [key(sc, m, seed, n) for sc in scenarios for n in points for seed in seeds for m in MAKERS
+            if key(sc, m, seed, n) in results["runs"]
+            and results["runs"][key(sc, m, seed, n)]["fingerprint"] != maker_print(prints[sc], m)]
+
+
 def run_all(out: Path, scenarios, seeds, points, progress: bool, jobs: int = 1) -> int:
     """Run every missing point, keeping each as it ends; returns how many runs it made. With
     `jobs` above 1, that many processes run them side by side (`_run_parallel`)."""
@@ -539,7 +549,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{made} runs made in {time.monotonic() - t0:.0f} s; results in {out / 'results.json'}")
     if args.before:
         print("\n" + "\n".join(before_after(load_results(args.before), results, scenarios, seeds, points)))
+    stale = stale_runs(results, out, scenarios, seeds, points)
+    if stale:
+        print(f"\n{len(stale)} kept runs were made with other settings or features than today's (a run "
+              f"without --no-run makes them again): {', '.join(stale[:4])}{', ...' if len(stale) > 4 else ''}")
     if args.docs:
+        if stale:
+            raise SystemExit("not writing docs/quality.md: its tables would show runs made with other settings "
+                             "than today's as today's; run them again first")
         write_docs(results, rows, scenarios, seeds, points, args)
     return 1 if any(r["violations"] for r in rows) else 0
 

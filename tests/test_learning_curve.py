@@ -69,6 +69,17 @@ def test_new_learner_arguments_rerun_tactful_alone_and_a_new_holdout_reruns_all(
         assert prints["holdout"][m] != prints["same"][m], m
 
 
+def test_runs_made_with_other_settings_are_named_stale(tmp_path):
+    lc = _script()
+    policy = lc.study_policy("standard", tmp_path)
+    prints = lc.fingerprint("standard", policy)
+    runs = {lc.key("standard", m, 1, 200): {"fingerprint": lc.maker_print(prints, m)} for m in lc.MAKERS}
+    results = {"runs": runs}
+    assert lc.stale_runs(results, tmp_path, ["standard"], [1], [200]) == []
+    runs[lc.key("standard", "tactful", 1, 200)]["fingerprint"] = "made with other vw_args"
+    assert lc.stale_runs(results, tmp_path, ["standard"], [1, 2], [200, 400]) == ["standard/tactful/1/200"]
+
+
 def test_a_failed_run_in_parallel_leaves_the_others_kept(tmp_path, monkeypatch):
     lc = _script()
     monkeypatch.setitem(sys.modules, "learning_curve", lc)  # the worker processes find _worker_entry by name
