@@ -461,7 +461,7 @@ def section(results: dict, rows: list[dict], scenarios, seeds, points, command: 
                 + (" (estimated from the 1,585 s that the five 200,000-decision runs of `standard` took for this page: "
                    "some 18 hours of one core for the three on six scenarios and five seeds)"
                    if left == [20000, 50000, 200000] else "") + ", with "
-                "`nice .venv/bin/python scripts/learning_curve.py --docs`, which keeps every finished run in "
+                "`nice .venv/bin/python scripts/learning_curve.py --jobs 2 --docs` (one process per core), which keeps every finished run in "
                 "`docs/quality/learning-curve/results.json` and runs only what is missing." if left else ""),
              "",
              f"Machine: {results.get('machine', machine())}, shared with other work; {len(results['runs'])} runs, "
