@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import functools
 import hashlib
 import json
 import math
@@ -157,14 +156,19 @@ def pending(results: dict, scenarios, seeds, points, prints: dict) -> list[tuple
     return todo
 
 
+def current_prints(scenarios, out: Path) -> tuple[dict, dict]:
+    """Each scenario's study policy (`study_policy`) and today's prints of it (`fingerprint`)."""
+    policies = {sc: study_policy(sc, out) for sc in scenarios}
+    return policies, {sc: fingerprint(sc, policies[sc]) for sc in scenarios}
+
+
 def stale_runs(results: dict, out: Path, scenarios, seeds, points) -> list[str]:
     """The kept runs of these points that were made with other settings or features than
-    today's: what a run without --no-run would make again, and what the tables must not show as
-    today's."""
-    prints = {sc: fingerprint(sc, study_policy(sc, out)) for sc in scenarios}
-    return [key(sc, m, seed, n) for sc in scenarios for n in points for seed in seeds for m in MAKERS
-            if key(sc, m, seed, n) in results["runs"]
-            and results["runs"][key(sc, m, seed, n)]["fingerprint"] != maker_print(prints[sc], m)]
+    today's: what a run without --no-run would make again (`pending`), and what the tables must
+    not show as today's."""
+    _, prints = current_prints(scenarios, out)
+    return [key(sc, m, seed, n) for sc, seed, n, left in pending(results, scenarios, seeds, points, prints)
+            for m in left if key(sc, m, seed, n) in results["runs"]]
 
 
 def run_all(out: Path, scenarios, seeds, points, progress: bool, jobs: int = 1) -> int:
@@ -173,8 +177,7 @@ def run_all(out: Path, scenarios, seeds, points, progress: bool, jobs: int = 1) 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = load_results(path)
-    policies = {sc: study_policy(sc, out) for sc in scenarios}
-    prints = {sc: fingerprint(sc, policies[sc]) for sc in scenarios}
+    policies, prints = current_prints(scenarios, out)
     todo = pending(results, scenarios, seeds, points, prints)
     if not todo:
         return 0
@@ -184,8 +187,9 @@ def run_all(out: Path, scenarios, seeds, points, progress: bool, jobs: int = 1) 
     except FileExistsError:
         raise SystemExit(f"{lock} exists: another run keeps its results there (remove it if none does)")
     try:
-        run = _run if jobs <= 1 else functools.partial(_run_parallel, jobs=jobs)
-        return run(path, results, todo, policies, prints, progress)
+        if jobs > 1:
+            return _run_parallel(path, results, todo, policies, prints, progress, jobs)
+        return _run(path, results, todo, policies, prints, progress)
     finally:
         lock.unlink()
 
