@@ -127,8 +127,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--n", type=int, default=3000, help="decisions per log")
-    ap.add_argument("--logging", nargs="+", default=["uniform", "engine", "greedy"], choices=["uniform", "engine", "greedy"],
-                    help="uniform random; the engine's learner with the example's settings; a greedier one")
+    ap.add_argument("--logging", nargs="+", default=["uniform", "engine", "greedy"], choices=["uniform", "engine", "greedy", "floor"],
+                    help="uniform random; the engine's learner with the example's settings; a greedier one; "
+                         "the engine with the example's floor (0.01) in place of 0.1")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--ridge-alpha", type=float, default=1.0, help="the reward model's ridge penalty")
     ap.add_argument("--out", default=str(ROOT / "out" / "figures"),

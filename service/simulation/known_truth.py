@@ -51,13 +51,17 @@ ENGINE_ARGS = "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --ignore I --cli
 # ... and the example's settings before 2026-11-23: weights up to 10 and VW's default step. A
 # greedier logger, which gives up on unlucky arms sooner: the hard case for the estimators.
 GREEDY_ARGS = "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --ignore I --clip_p 0.1 -b 18"
-LOGGERS = {"uniform": ENGINE_ARGS, "engine": ENGINE_ARGS, "greedy": GREEDY_ARGS}
+# ... and the example's own floor since 2026-11-30 (0.01): arms the model scores low are logged with
+# probability down to 0.01 / 17, so the estimators meet weights five to ten times larger
+FLOOR_ARGS = ENGINE_ARGS.replace("--epsilon 0.1", "--epsilon 0.01")
+LOGGERS = {"uniform": ENGINE_ARGS, "engine": ENGINE_ARGS, "greedy": GREEDY_ARGS, "floor": FLOOR_ARGS}
 
 
 def world_policy(name: str = "truth", logging: str = "uniform", vw_args: str | None = None,
                  extra: dict | None = None) -> Policy:
     """`logging`: "uniform" (a holdout of everyone: uniform random among the allowed arms), or the
-    engine's own learner, "engine" or "greedy" (LOGGERS); `vw_args` overrides the learner's."""
+    engine's own learner, "engine", "greedy" or "floor" (LOGGERS); `vw_args` overrides the
+    learner's."""
     data = {
         "name": name,
         "channels": list(CHANNELS),
