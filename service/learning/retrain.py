@@ -37,7 +37,7 @@ from service.policy import Policy
 from service.store import UNDELIVERED, Store
 from service.times import to_rfc3339
 
-EXPLORATION = ("--squarecb --gamma_scale 300 --epsilon 0.05", "--epsilon 0.1")
+EXPLORATION = ("--squarecb --gamma_scale 300 --epsilon 0.01", "--epsilon 0.1")
 # the arms' parts x context, recent contact pressure x the hold arm (the example's: docs/policies.md);
 # the same with each segment's own table of arms (the `Id` namespace); the parts x contact pressure.
 # Every candidate can learn to hold a tired person: one that could not would not be promoted in

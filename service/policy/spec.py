@@ -237,7 +237,7 @@ class Reward(_Frozen):
 
 
 class Learner(_Frozen):
-    vw_args: str = "--squarecb --gamma_scale 300 --epsilon 0.05 -q UA -q HR --ignore_linear R --ignore I --clip_p 0.5 -l 0.1 -b 22"
+    vw_args: str = "--squarecb --gamma_scale 300 --epsilon 0.01 -q UA -q HR --ignore_linear R --ignore I --clip_p 0.5 -l 0.1 -b 22"
     holdout_share: float = Field(default=0.0, ge=0, lt=1)
     holdout_policy: Literal["uniform", "fallback"] = "uniform"
     fallback_arm: str = HOLD_ARM
