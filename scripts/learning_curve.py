@@ -211,8 +211,9 @@ def _entry(sc: str, seed: int, n: int, maker: str, policy: Path, prints: tuple[s
 
 
 def _worker_entry(*args) -> dict:
-    """`_entry` in a worker process: an error comes back as a RuntimeError with its text (some of
-    ours take arguments that pickle cannot give back, which would break the whole pool)."""
+    """`_entry` in a worker process: an error comes back as a RuntimeError with its text (an
+    exception that pickle cannot rebuild, such as a library's taking several arguments, would
+    break the whole pool)."""
     try:
         return _entry(*args)
     except Exception as exc:  # noqa: BLE001

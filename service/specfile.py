@@ -17,6 +17,11 @@ class SpecError(ValueError):
         self.path, self.key, self.reason = path, key, reason
         super().__init__(f"{path}: {key or '(file)'}: {reason}")
 
+    def __reduce__(self):
+        # rebuilt from its three parts, not from the message: a worker process's error (a
+        # simulation run in a process pool) reaches the parent as itself, subclass included
+        return type(self), (self.path, self.key, self.reason)
+
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

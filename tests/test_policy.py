@@ -2,6 +2,7 @@
 the reason (PolicyError's .path, .key, .reason and its message)."""
 from __future__ import annotations
 
+import pickle
 import shutil
 from pathlib import Path
 
@@ -128,6 +129,14 @@ def test_unreadable_file(tmp_path):
 def test_unknown_top_level_key(tmp_path):
     path = write(tmp_path, replace('name = "mini"', 'name = "mini"\ncolour = "blue"'))
     policy_error(path, "colour", "unknown key")
+
+
+def test_policy_error_survives_pickling(tmp_path):
+    """A worker process's error (a simulation in a process pool) reaches the parent as itself."""
+    err = policy_error(write(tmp_path, replace('name = "mini"', 'name = "mini"\ncolour = "blue"')), "colour")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is PolicyError
+    assert (back.path, back.key, back.reason, str(back)) == (err.path, err.key, err.reason, str(err))
 
 
 def test_unknown_nested_key(tmp_path):
