@@ -228,8 +228,8 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "evaluation would then rest on arms logged with probability 0.0005 instead of 0.00125. The example "
         "policy has used 0.01 since 2026-11-30, once docs/ope.md's coverage study found DR's intervals "
         "honest on logs with that floor (98%) and the learning curves (below) found it no worse up to "
-        "50,000 decisions and better after; the scenario policies keep 0.05 until this page's runs are made "
-        "again, so that its figures stay those of the settings named here.",
+        "50,000 decisions but at one point and better after; the scenario policies keep 0.05 until this "
+        "page's runs are made again, so that its figures stay those of the settings named here.",
         f"- `fatigue-heavy`: {100 * s['fatigue_unsubscribe_ratio']:.0f}% of fatigue-blind Tactful's unsubscribe "
         f"rate with {100 * s['fatigue_click_ratio']:.0f}% of its clicks; the oracle has {100 * o_clicks:.0f}% of "
         f"the fatigue-blind clicks with {100 * o_unsub:.0f}% of its unsubscribe rate. Fatigue-blind Tactful is "
