@@ -20,7 +20,7 @@ class SpecError(ValueError):
     def __reduce__(self):
         # rebuilt from its three parts, not from the message: a worker process's error (a
         # simulation run in a process pool) reaches the parent as itself, subclass included
-        return type(self), (self.path, self.key, self.reason)
+        return type(self), (self.path, self.key, self.reason), self.__dict__
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

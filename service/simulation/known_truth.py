@@ -52,8 +52,8 @@ ENGINE_ARGS = "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --ignore I --cli
 # greedier logger, which gives up on unlucky arms sooner: the hard case for the estimators.
 GREEDY_ARGS = "--squarecb --gamma_scale 300 --epsilon 0.1 -q UA --ignore I --clip_p 0.1 -b 18"
 # ... and the example's own floor since 2026-11-30 (0.01): arms the model scores low are logged with
-# probability down to 0.01 / 17, so the estimators meet weights five to ten times larger
-FLOOR_ARGS = ENGINE_ARGS.replace("--epsilon 0.1", "--epsilon 0.01")
+# probability down to 0.01 / 17, a floor ten times lower
+FLOOR_ARGS = "--squarecb --gamma_scale 300 --epsilon 0.01 -q UA --ignore I --clip_p 0.5 -l 0.1 -b 18"
 LOGGERS = {"uniform": ENGINE_ARGS, "engine": ENGINE_ARGS, "greedy": GREEDY_ARGS, "floor": FLOOR_ARGS}
 
 
