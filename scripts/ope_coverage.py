@@ -36,7 +36,8 @@ from models.ope import (DM, DR, IPS, SNIPS, OffPolicyEvaluation, Replay, RewardM
                         SwitchDR, satterthwaite_df, weights)
 from service.offline.evaluate import bandit_data  # noqa: E402
 from service.offline.export import final_decisions  # noqa: E402
-from service.simulation.known_truth import best_arm_target, default_world, generate_log, true_value, world_policy  # noqa: E402
+from service.simulation.known_truth import (LOGGERS, best_arm_target, default_world, generate_log,  # noqa: E402
+                                            true_value, world_policy)
 
 
 def one_seed(seed: int, logging: str, n: int, tmp: str, n_boot: int, ridge_alpha: float = 1.0) -> dict:
@@ -127,7 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--n", type=int, default=3000, help="decisions per log")
-    ap.add_argument("--logging", nargs="+", default=["uniform", "engine", "greedy"], choices=["uniform", "engine", "greedy", "floor"],
+    ap.add_argument("--logging", nargs="+", default=["uniform", "engine", "greedy"], choices=list(LOGGERS),
                     help="uniform random; the engine's learner with the example's settings; a greedier one; "
                          "the engine with the example's floor (0.01) in place of 0.1")
     ap.add_argument("--n-boot", type=int, default=1000)
