@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from service.policy import HOLD_ARM, PolicyError, load_policies, load_policy
+from service.policy.spec import Learner
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples" / "policies"
@@ -281,3 +283,10 @@ def test_directory_with_several_policies(tmp_path):
     shutil.copy(EXAMPLES / "lifecycle.toml", tmp_path / "lifecycle.toml")
     write(tmp_path, MINIMAL, name="mini.toml")
     assert sorted(load_policies(tmp_path)) == ["lifecycle", "mini"]
+
+
+def test_default_learner_is_the_examples():
+    """The default `vw_args` and the example's are one choice (docs/policies.md), written twice:
+    a policy without `[learner]` learns as the example does."""
+    from_file = tomllib.loads((EXAMPLES / "lifecycle.toml").read_text())["learner"]["vw_args"]
+    assert Learner().vw_args == from_file
