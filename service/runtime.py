@@ -54,6 +54,11 @@ def build_engine(store: Store, policies: Mapping[str, Policy], clock: Clock, *,
     return DecisionEngine(store, policies, clock, models, new_id or random_ids(), [shadow])
 
 
+# how often a long-running process's SQLite store (a served worker's, the learner's) checkpoints its
+# WAL, in a thread of its own rather than in whichever commit fills it past SQLite's threshold
+# (SQLiteStore.checkpoint_in_background; PostgreSQL has nothing to do)
+CHECKPOINT_SECONDS = 1.0
+
 def build_learner(store: Store, policies: Mapping[str, Policy], clock: Clock, *, batch: int = 100_000,
                   pace: Callable[[], float] | None = None, follow_reloads: bool = False,
                   also: Sequence[Callable[[Policy, float], None]] = ()) -> OnlineLearner:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 from service.store import open_store
 
@@ -90,5 +91,33 @@ def test_an_erasure_waits_for_a_checkpoint_running_on_another_connection(tmp_pat
         running.join()
         other.close()
         assert os.path.getsize(db + "-wal") == 0
+    finally:
+        store.close()
+
+
+def test_the_learner_process_checkpoints_in_a_thread_of_its_own(tmp_path):
+    """`tactful learn` opens its store as a served worker does: a step's commit rewrites every
+    learned decision's row, and would otherwise wait for their copy into the database file. Seen
+    from outside: WAL pages that no commit of the learner's would checkpoint (too few for SQLite's
+    threshold) reach the database file while it runs."""
+    import signal
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    db = str(tmp_path / "t.db")
+    store = open_store(db)
+    try:
+        store.conn.execute("PRAGMA wal_autocheckpoint=0")  # this connection leaves them in the WAL too
+        store.wconn.execute("PRAGMA wal_autocheckpoint=0")
+        _write(store, 300)
+        size = os.path.getsize(db)
+        cmd = [sys.executable, "-m", "service.cli", "learn", "--db", db, "--policies", str(root / "examples" / "policies")]
+        proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(root)), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            assert _grows(db, size + 300 * 3000 // 2, seconds=30.0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
     finally:
         store.close()

@@ -10,7 +10,7 @@ from service.cli.serve import _load, _setup_logging, with_common
 from service.clock import make_clock
 from service.learning.learner import run_forever
 from service.learning.retire import ContentsReview
-from service.runtime import build_learner
+from service.runtime import CHECKPOINT_SECONDS, build_learner
 
 
 @click.command()
@@ -23,6 +23,9 @@ def learn(interval: float | None, batch: int, db: str, policies: str, clock: str
     _setup_logging()
     loaded = _load(policies)
     store = open_store(db, must_exist=False)
+    # a step rewrites every learned decision's row (about a WAL page each): the commit would
+    # otherwise copy them all back into the database file before the next step could start
+    store.checkpoint_in_background(CHECKPOINT_SECONDS)
     review = ContentsReview(store)
     run_forever(build_learner(store, loaded, make_clock(clock, store), batch=batch, follow_reloads=True,
                               also=[review.before_step]), interval)

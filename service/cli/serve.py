@@ -36,6 +36,7 @@ from service.policy import PolicyError, load_policies
 from service.policy.bandit import ensure_active_version
 from service.policy.reload import PolicyReloads
 from service.policy.stored import remember
+from service.runtime import CHECKPOINT_SECONDS
 from service.store import Store, StoreUnavailable
 from service.store import open_store as connect
 from service.store.postgres import safe_location
@@ -317,7 +318,7 @@ def web(host: str, port: int, workers: int, insecure_no_auth: bool, metrics_publ
         store.close()
     config = {"DB": db, "POLICIES": policies, "CLOCK": clock, "SECRET": os.environ.get("TACTFUL_SECRET"),
               "METRICS_PUBLIC": metrics_public, "REPORTS": os.environ.get("TACTFUL_REPORTS", "out"),
-              "CHECKPOINT_SECONDS": 1.0, "FREEZE_HEAP": True}
+              "CHECKPOINT_SECONDS": CHECKPOINT_SECONDS, "FREEZE_HEAP": True}
 
     class Server(BaseApplication):
         def load_config(self):
