@@ -201,3 +201,14 @@ def test_learning_curve_small_end_to_end(tmp_path):
         assert f"### `{s}`" in text
         lc.plot(rows, s, tmp_path / f"curve-{s}.png")
         assert (tmp_path / f"curve-{s}.png").stat().st_size > 10_000
+
+
+def test_a_no_run_query_leaves_the_kept_points_table_as_it_is(tmp_path):
+    """`--no-run` with a few points prints them; the points.json kept beside results.json (the
+    table docs/quality.md is made from) is rewritten only with --docs, or by a run."""
+    lc = _script()
+    kept = tmp_path / "points.json"
+    kept.write_text('[{"kept": true}]')
+    assert lc.main(["--no-run", "--out", str(tmp_path), "--scenarios", "standard", "--seeds", "1",
+                    "--points", "2000"]) == 0
+    assert kept.read_text() == '[{"kept": true}]'
