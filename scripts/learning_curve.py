@@ -56,6 +56,8 @@ from service.simulation.scenario import load_scenario  # noqa: E402
 from service.simulation.world import build_world  # noqa: E402
 
 SCENARIOS = ROOT / "examples" / "scenarios"
+# the study kept in the repository: its points.json is the table docs/quality.md shows
+KEPT = ROOT / "docs" / "quality" / "learning-curve"
 EXAMPLE = ROOT / "examples" / "policies" / "lifecycle.toml"
 ALL_SCENARIOS = ("standard", "fatigue-heavy", "drift", "many-similar", "hold-mostly", "tenure-driven")
 MAKERS = ("tactful", "thompson", "static-best", "uniform", "oracle")
@@ -543,13 +545,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in scenarios if not (SCENARIOS / f"{s}.toml").exists()]
     if unknown:
         ap.error(f"unknown scenarios: {', '.join(unknown)}")
-    out = Path(args.out or (ROOT / "out" / "learning-curve-small" if args.small else ROOT / "docs" / "quality" / "learning-curve"))
+    out = Path(args.out or (ROOT / "out" / "learning-curve-small" if args.small else KEPT))
     t0 = time.monotonic()
     made = 0 if args.no_run else run_all(out, scenarios, seeds, points, progress=not args.quiet,
                                             jobs=args.jobs)
     results = load_results(out / "results.json")
     rows = points_table(results, scenarios, seeds, points)
-    if args.docs or not args.no_run:  # a --no-run query of a few points leaves the kept table as it is
+    # the kept study's table is the page's, written with it: a query or a run of a few points
+    # leaves it as it is; another study's (--small, --out) is written beside its results
+    kept = out.resolve() == KEPT.resolve()
+    if not kept:
         (out / "points.json").write_text(json.dumps(rows, indent=1))
     print_table(rows)
     print(f"\n{made} runs made in {time.monotonic() - t0:.0f} s; results in {out / 'results.json'}")
@@ -563,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         if stale:
             raise SystemExit("not writing docs/quality.md: its tables would show runs made with other settings "
                              "than today's as today's; run them again first")
+        if kept:
+            (out / "points.json").write_text(json.dumps(rows, indent=1))
         write_docs(results, rows, scenarios, seeds, points, args)
     return 1 if any(r["violations"] for r in rows) else 0
 

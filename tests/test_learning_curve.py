@@ -204,9 +204,10 @@ def test_learning_curve_small_end_to_end(tmp_path):
 
 
 def test_a_no_run_query_leaves_the_kept_points_table_as_it_is(tmp_path):
-    """`--no-run` with a few points prints them; the points.json kept beside results.json (the
-    table docs/quality.md is made from) is rewritten only with --docs, or by a run."""
+    """`--no-run` with a few points prints them; the points.json kept beside the repository's
+    results.json (the table docs/quality.md is made from) is rewritten only with --docs."""
     lc = _script()
+    lc.KEPT = tmp_path  # the kept study's place, for this test
     kept = tmp_path / "points.json"
     kept.write_text('[{"kept": true}]')
     assert lc.main(["--no-run", "--out", str(tmp_path), "--scenarios", "standard", "--seeds", "1",
