@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shlex
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 
 from service.cli import main
 from service.learning.registry import VersionRegistry
-from service.offline.obd import bts_action_dist
+from service.offline.obd import bts_action_dist, policy_toml
 from service.offline.obd_priors import ZOZOTOWN_PRIOR
 from service.store import open_store
 
@@ -160,3 +161,13 @@ def test_retrain_trains_a_first_version_on_imported_obd_logs(tmp_path):
     r = cli("evaluate", "--db", db, "--policies", pol, "--policy", "obd-men-random", "--candidate", "1",
             "--since", since, "--bootstrap", "50", "--out", tmp_path / "ev")
     assert r.exit_code == 0 and "stored beside obd-men-random version 1" in r.output, r.output
+
+
+def test_imported_policies_learn_with_the_example_policys_settings():
+    """The settings docs/policies.md found reliable (`--clip_p 0.5 -l 0.1`, the 0.01 floor), as the
+    example policy has them, less what only its hold arm needs: these pages show an item every time."""
+    example = tomllib.loads((REPO / "examples" / "policies" / "lifecycle.toml").read_text())["learner"]["vw_args"]
+    items = [{"item_id": "0", "item_feature_0": "0.5"}, {"item_id": "1", "item_feature_0": "-0.5"}]
+    imported = tomllib.loads(policy_toml("obd-men-random", "men", "random", items, 2))["learner"]["vw_args"]
+    assert imported == example.replace(" -q HR --ignore_linear R", "")
+    assert "--clip_p 0.5" in imported and "-l 0.1" in imported and "--epsilon 0.01" in imported

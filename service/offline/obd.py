@@ -140,8 +140,8 @@ def policy_toml(name: str, campaign: str, logger: str, items: list[dict], n_affi
     lines += [f'affinity_{k} = {{ type = "number" }}' for k in range(n_affinities)]
     lines += ["", "[guardrails.consent]", 'web = "opt_out"', "", "[reward]", 'window = "1s"',
               "weights = { click = 1.0 }", "min = 0.0", "max = 1.0", "", "[learner]",
-              # the example policy's settings, those docs/policies.md found reliable, less its
-              # hold arm's cross (-q HR): these pages show an item every time
+              # the example policy's settings, those docs/policies.md found reliable, less what
+              # its hold arm needs (-q HR --ignore_linear R): these pages show an item every time
               'vw_args = "--squarecb --gamma_scale 300 --epsilon 0.01 -q UA --ignore I --clip_p 0.5 -l 0.1 -b 22"',
               'fallback_arm = "item_0:web:now"', ""]
     return "\n".join(lines)
