@@ -27,6 +27,7 @@ from service.decision.engine import DecideInput, OutcomeInput  # noqa: E402
 from service.policy import load_policies  # noqa: E402
 from service.runtime import build_engine, build_learner, numbered_ids  # noqa: E402
 from service.store import open_store# noqa: E402
+from service.store.decisions import DECISION_ROWS  # noqa: E402
 from synthetic import BEST, CHANNELS, best_arm, click_probability  # noqa: E402
 
 START = 1772438400.0  # 2026-03-02 08:00 UTC, as in the e2e test
@@ -71,7 +72,7 @@ def run(seed: int, policies_dir: Path, learn_every: int, workdir: Path, decision
         top = favourites.most_common(1)[0][0]
         if top != best_arm(segment):
             wrong[segment] = top
-    last = store.conn.execute("SELECT avg(reward) FROM decisions WHERE seq > ? AND seq <= ?",
+    last = store.conn.execute(f"SELECT avg(reward) FROM {DECISION_ROWS} WHERE seq > ? AND seq <= ?",
                               (2 * decisions // 3, decisions)).fetchone()[0]
     return {"seed": seed, "wrong": wrong, "reward_last_third": float(last)}
 

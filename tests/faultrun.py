@@ -40,6 +40,7 @@ import requests
 from serving import ROOT, start_serve
 from service.learning.learner import LEASE
 from service.store import open_store
+from service.store.decisions import DECISION_ROWS
 
 POLICY = "lifecycle"
 WINDOW = 5.0  # seconds: the reward window of the policy the runs serve
@@ -308,7 +309,7 @@ def learned_all_closed(store, closed_by: float, patience: float = 90.0) -> bool:
     """Wait until every decision whose window closes by `closed_by` is closed and learned."""
     time.sleep(max(0.0, closed_by - time.time()))
     return bool(_wait(lambda: store.query(
-        "SELECT count(*) FROM decisions WHERE learned_version IS NULL AND closes_at <= ?",
+        f"SELECT count(*) FROM {DECISION_ROWS} WHERE learned_version IS NULL AND closes_at <= ?",
         (closed_by,))[0][0] == 0, patience, pause=0.2))
 
 
@@ -333,10 +334,10 @@ def learning(store, closed_by: float) -> dict:
     the versions' counts adding up to the decisions they marked, their cursors growing."""
     closed = store.query("SELECT count(*) FROM decisions WHERE policy=? AND closes_at <= ?",
                          (POLICY, closed_by))[0][0]
-    learned = store.query("SELECT count(learned_version) FROM decisions WHERE policy=?", (POLICY,))[0][0]
+    learned = store.query(f"SELECT count(learned_version) FROM {DECISION_ROWS} WHERE policy=?", (POLICY,))[0][0]
     versions = [v for v in store.versions(POLICY) if v["source"] == "online"]
     marked = {r[0]: r[1] for r in store.query(
-        "SELECT learned_version, count(*) FROM decisions WHERE policy=? AND learned_version IS NOT NULL "
+        f"SELECT learned_version, count(*) FROM {DECISION_ROWS} WHERE policy=? AND learned_version IS NOT NULL "
         "GROUP BY learned_version", (POLICY,))}
     cursors = [v["learned_through_seq"] for v in versions]
     once = (all(marked.get(v["version"], 0) == v["n_learned"] for v in versions)

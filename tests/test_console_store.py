@@ -36,7 +36,8 @@ def logged(store):
     store.import_logged(rows, [])
     with store.write() as conn:
         for event, reward in [("e1", 1.0), ("e2", 3.0), ("e4", -1.0)]:
-            conn.execute("UPDATE decisions SET reward=? WHERE event_id=?", (reward, event))
+            conn.execute("INSERT INTO decision_rewards(seq, reward) SELECT seq, ? FROM decisions WHERE event_id=?",
+                         (reward, event))
     return store
 
 

@@ -19,6 +19,7 @@ from service.decision.engine import DecideInput, DecisionEngine, OutcomeInput
 from service.policy import load_policies
 from service.runtime import build_engine, build_learner, numbered_ids
 from service.store import Store, open_store
+from service.store.decisions import DECISION_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "examples" / "policies"
@@ -115,7 +116,7 @@ def test_restarted_learner_resumes_exactly_where_it_stopped(tmp_path):
     build_learner(store_b, engine.policies, clock, batch=1000).step("lifecycle")
 
     for store in (engine.store, store_b):
-        rows = store.query("SELECT count(*), count(learned_version) FROM decisions")[0]
+        rows = store.query(f"SELECT count(*), count(learned_version) FROM {DECISION_ROWS}")[0]
         assert rows[0] == rows[1] == 300
         assert sum(v["n_learned"] for v in store.versions("lifecycle")) == 300
     policy = engine.policies["lifecycle"]
@@ -168,13 +169,13 @@ def test_killed_learner_process_learns_every_decision_once(tmp_path):
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
-            if store.query("SELECT count(*) FROM decisions WHERE learned_version IS NULL")[0][0] == 0:
+            if store.query(f"SELECT count(*) FROM {DECISION_ROWS} WHERE learned_version IS NULL")[0][0] == 0:
                 break
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    assert store.query("SELECT count(*) FROM decisions WHERE learned_version IS NULL")[0][0] == 0
+    assert store.query(f"SELECT count(*) FROM {DECISION_ROWS} WHERE learned_version IS NULL")[0][0] == 0
     versions = [v for v in store.versions("lifecycle") if v["source"] == "online"]
     assert sum(v["n_learned"] for v in versions) == 400
     ranges = sorted((json_note(v)["first_seq"], json_note(v)["last_seq"]) for v in versions)
@@ -184,7 +185,7 @@ def test_killed_learner_process_learns_every_decision_once(tmp_path):
     # every decision is learned by the version whose range holds it
     for v in versions:
         note = json_note(v)
-        n = store.query("SELECT count(*) FROM decisions WHERE learned_version=?", (v["version"],))[0][0]
+        n = store.query("SELECT count(*) FROM decision_rewards WHERE learned_version=?", (v["version"],))[0][0]
         assert n == note["last_seq"] - note["first_seq"] + 1 == v["n_learned"]
 
 
@@ -351,5 +352,5 @@ def test_decisions_the_model_cannot_learn_publish_no_version(tmp_path):
     store = engine.store
     assert [v["version"] for v in store.versions("lifecycle")] == [1] and store.active_version("lifecycle") == 1
     assert store.learner_cursor("lifecycle") == store.decision_count()
-    assert store.query("SELECT count(*) FROM decisions WHERE reward IS NOT NULL AND learned_version IS NULL")[0][0] == 5
+    assert store.query(f"SELECT count(*) FROM {DECISION_ROWS} WHERE reward IS NOT NULL AND learned_version IS NULL")[0][0] == 5
     assert learner.step("lifecycle") == 0

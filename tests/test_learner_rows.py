@@ -17,6 +17,7 @@ from service.policy import load_policies
 from service.policy.bandit import arm_lines, decision_reward, ensure_active_version, reward_spec
 from service.runtime import build_learner
 from service.store import UNDELIVERED, Decision, Outcome, open_store
+from service.store.decisions import DECISION_ROWS
 
 from conftest import POLICIES_DIR
 
@@ -100,7 +101,7 @@ def test_learning_rows_gives_the_model_learning_decisions_gives(store_url, monke
         # in three steps: the caches carry over from one to the next
         assert [learner.step(policy.name, limit=300) for _ in range(4)] == [300, 300, 300, 0]
         expected_model, expected_rewards = _reference(store, policy, initial["model"], initial["vw_args"] or "")
-        stored = store.query("SELECT seq, reward FROM decisions ORDER BY seq")
+        stored = store.query(f"SELECT seq, reward FROM {DECISION_ROWS} ORDER BY seq")
         assert [(r[0], r[1]) for r in stored] == expected_rewards
         assert len({r for _, r in expected_rewards}) > 3
         assert store.model(policy.name, store.active_version(policy.name))["model"] == expected_model

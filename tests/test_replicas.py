@@ -19,6 +19,7 @@ import requests
 
 from backends import pg_schema
 from serving import ROOT, start_serve
+from service.store.decisions import DECISION_ROWS
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +133,7 @@ def test_the_other_replica_learns_on_exactly_once_when_the_leader_is_killed(repl
     traffic([a, b], 300)
     when += timedelta(days=2)
     traffic([a, b], 1)  # moves the clock: the 300 decisions' windows are closed
-    learned = "SELECT count(*) FROM decisions WHERE learned_version IS NOT NULL"
+    learned = f"SELECT count(*) FROM {DECISION_ROWS} WHERE learned_version IS NOT NULL"
     deadline = time.time() + 60
     while one_row(url, learned)[0] < 300:
         assert time.time() < deadline, "nothing was learned"
@@ -161,7 +162,7 @@ def test_the_other_replica_learns_on_exactly_once_when_the_leader_is_killed(repl
     print(f"learner failover took {taken:.1f}s")
     assert taken < 30
     # exactly once: every closed decision learned, by one version; the versions' counts add up
-    assert one_row(url, "SELECT count(*) FROM decisions WHERE learned_version IS NULL AND closes_at <= "
+    assert one_row(url, f"SELECT count(*) FROM {DECISION_ROWS} WHERE learned_version IS NULL AND closes_at <= "
                         "(SELECT now FROM clock WHERE id=1)")[0] == 0
     n_learned = one_row(url, "SELECT sum(n_learned) FROM model_versions WHERE source='online'")[0]
     assert n_learned == one_row(url, learned)[0] == 601

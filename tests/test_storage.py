@@ -58,6 +58,7 @@ def test_pruning_decisions_spares_open_windows_unlearned_ones_and_the_newest(sto
     assert counts == {"outcomes": 1, "deliveries": 1, "shadow_decisions": 0, "decisions": 3, "requests": 1}
     left = {r[0] for r in store.query("SELECT event_id FROM decisions")}
     assert left == {"old2", "old3", "recent", "open", "stale", "fresh"}  # old2, old3: not learned yet
+    assert store.query("SELECT count(*) FROM decision_rewards")[0][0] == 0  # old0's and old1's went with them
     assert [r[0] for r in store.query("SELECT request_id FROM requests")] == ["fresh"]
     store.close()
 
@@ -126,6 +127,8 @@ def test_db_copy_moves_a_sqlite_store_to_postgresql_as_it_was(tmp_path):
         assert copied.person_key("u1") == key  # the same secret: people keep their keys
         assert copied.decision_count() == 6 and copied.active_version("p") == 2 and copied.learner_cursor("p") == seqs[2]
         assert copied.model("p", 2)["model"] == b"v2" and [o.type for o in copied.outcomes("e0")] == ["click"]
+        learned = copied.decision("e0")
+        assert (learned.reward, learned.learned_version) == (0.5, 2) and copied.decision("e3").learned_version is None
         state = copied.person_state(key, T - 7 * DAY)
         assert state.consent == {"email": True} and state.contacts == [("email", T + 60)]
         # new rows go on after the copied ones
@@ -145,4 +148,27 @@ def test_a_store_records_the_last_migration_it_applied(store_url):
     store = open_store(store_url)
     assert store.schema_version() == SCHEMA_VERSION
     assert pending(schema.MIGRATIONS, store.schema_version(), SCHEMA_VERSION, store.location) == []
+    store.close()
+
+
+def test_version_11_moves_the_learned_rewards_out_of_the_decisions(store_url):
+    """A store of version 10 kept each learned reward in its decision's row; version 11 keeps them
+    in decision_rewards, and a decision reads the same before and after."""
+    store = open_store(store_url)
+    store.ensure_initial_version("p", b"v1", "", T)
+    seqs = [_log(store, f"e{i}", T - 3 * DAY + i) for i in range(3)]
+    with store.write() as conn:  # as a Tactful of schema version 10 left it
+        conn.execute("DROP TABLE decision_rewards")
+        conn.execute("ALTER TABLE decisions ADD COLUMN reward REAL")
+        conn.execute("ALTER TABLE decisions ADD COLUMN learned_version INTEGER")
+        conn.execute("UPDATE decisions SET reward=0.5, learned_version=1 WHERE seq=?", (seqs[0],))
+        conn.execute("UPDATE decisions SET reward=-0.25 WHERE seq=?", (seqs[1],))  # final, learned by none
+        conn.execute("UPDATE meta SET value='10' WHERE key='schema_version'")
+    assert store.migrate() == (10, SCHEMA_VERSION)
+    assert [(d.reward, d.learned_version) for d in map(store.decision, ("e0", "e1", "e2"))] == [
+        (0.5, 1), (-0.25, None), (None, None)]
+    assert not {"reward", "learned_version"} & set(dict(store.query("SELECT * FROM decisions LIMIT 1")[0]))
+    # a decision final but learned by no version is learned by the next one
+    assert store.publish_learned("p", 1, b"m", "", T, [(seqs[1], 0.75), (seqs[2], 0.0)], seqs[2], {}) == 2
+    assert (store.decision("e1").reward, store.decision("e1").learned_version) == (0.75, 2)
     store.close()

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 from typing import Iterable
 
+from service.store.decisions import DECISION_ROWS
 from service.store.records import Decision, PersonState, dumps, loads
 
 # A person's state in one statement: each part tagged by its first column (see person_state). The
@@ -154,7 +155,8 @@ class PeopleTables:
             (key, since))]
 
     def person_decisions(self, key: str, limit: int) -> list[Decision]:
-        rows = self.query("SELECT * FROM decisions WHERE person_key=? ORDER BY seq DESC LIMIT ?", (key, limit))
+        rows = self.query(f"SELECT * FROM {DECISION_ROWS} WHERE person_key=? ORDER BY seq DESC LIMIT ?",
+                          (key, limit))
         return [Decision.from_row(dict(r)) for r in rows]
 
     def consistent_arm(self, key: str, policy: str, consistency_key: str, since: float) -> tuple[str, str] | None:

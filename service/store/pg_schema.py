@@ -308,6 +308,22 @@ _V9 = [
 # The circuit breaker's unsubscribes and complaints by time of receipt (schema.py's _v10)
 _V10 = [SIGNALS_INDEX]
 
+# The learned rewards in a narrow table of their own (schema.py's _v11): an UPDATE of the decision
+# wrote a new version of its whole row and an entry in each of its five indexes
+_V11 = [
+    "CREATE TABLE IF NOT EXISTS decision_rewards (seq bigint PRIMARY KEY, reward double precision,"
+    " learned_version bigint)",
+    """DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+               AND table_name = 'decisions' AND column_name = 'learned_version') THEN
+        INSERT INTO decision_rewards(seq, reward, learned_version) SELECT seq, reward, learned_version FROM decisions
+            WHERE reward IS NOT NULL OR learned_version IS NOT NULL ON CONFLICT DO NOTHING;
+        ALTER TABLE decisions DROP COLUMN reward, DROP COLUMN learned_version;
+    END IF;
+END $$""",
+]
+
 # (version, statements), applied in order inside one transaction
 MIGRATIONS: list[tuple[int, list[str]]] = [
-    (2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7), (8, _V8), (9, _V9), (10, _V10)]
+    (2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7), (8, _V8), (9, _V9), (10, _V10),
+    (11, _V11)]

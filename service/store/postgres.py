@@ -334,15 +334,17 @@ class PostgresStore(Store):
             conn.executemany(INSERT_DECISION + " ON CONFLICT DO NOTHING", [decision_values(d) for d in decisions])
             conn.executemany(INSERT_OUTCOME + " ON CONFLICT DO NOTHING", [outcome_values(o) for o in outcomes])
 
-    def _mark_learned(self, conn: _Conn, version: int, learned: list[tuple[int, float]]) -> int:
+    def _mark_learned(self, conn: _Conn, version: int | None, learned: list[tuple[int, float]]) -> int:
         """One statement over two arrays instead of a statement per decision (8x faster). The
         arrays go in PostgreSQL's binary format: psycopg writes a list as text in Python, an
         element at a time (60 ms for 25,000 decisions, against 20 ms), and a float's binary
         value is the float itself."""
         seqs, rewards = [s for s, _ in learned], [r for _, r in learned]
         return conn._conn.execute(
-            "UPDATE decisions d SET reward = v.reward, learned_version = %s FROM unnest(%b::bigint[], %b::float8[])"
-            " AS v(seq, reward) WHERE d.seq = v.seq AND d.learned_version IS NULL", (version, seqs, rewards)).rowcount
+            "INSERT INTO decision_rewards(seq, reward, learned_version) SELECT v.seq, v.reward, %s::bigint"
+            " FROM unnest(%b::bigint[], %b::float8[]) AS v(seq, reward) JOIN decisions d ON d.seq = v.seq"
+            " ON CONFLICT (seq) DO UPDATE SET reward = excluded.reward, learned_version = excluded.learned_version"
+            " WHERE decision_rewards.learned_version IS NULL", (version, seqs, rewards)).rowcount
 
     def learning_rows(self, policy: str, cursor: int, limit: int, closed_by: float | None = None) -> list:
         """As every store's (decisions.py), as plain tuples: a Row per decision costs a

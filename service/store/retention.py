@@ -9,7 +9,8 @@ from service.store.campaign import REQUEST_TTL
 # seq keeps growing (SQLite would hand a deleted last seq out again).
 _PRUNABLE = (
     "decided_at < ? AND closes_at <= ? AND seq < (SELECT max(seq) FROM decisions)"
-    " AND (learned_version IS NOT NULL OR seq <= coalesce("
+    " AND (EXISTS (SELECT 1 FROM decision_rewards r WHERE r.seq = decisions.seq AND r.learned_version IS NOT NULL)"
+    " OR seq <= coalesce("
     "(SELECT learner_cursor FROM policy_state ps WHERE ps.policy = decisions.policy), ?))")
 
 
@@ -63,5 +64,6 @@ class RetentionTables:
                 events = [(r[1],) for r in rows]
                 for table in ("outcomes", "deliveries", "shadow_decisions"):
                     counts[table] += conn.executemany(f"DELETE FROM {table} WHERE event_id=?", events).rowcount
-                counts["decisions"] += conn.executemany("DELETE FROM decisions WHERE seq=?",
-                                                        [(r[0],) for r in rows]).rowcount
+                seqs = [(r[0],) for r in rows]
+                conn.executemany("DELETE FROM decision_rewards WHERE seq=?", seqs)
+                counts["decisions"] += conn.executemany("DELETE FROM decisions WHERE seq=?", seqs).rowcount

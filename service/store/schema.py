@@ -1,7 +1,8 @@
 """The SQLite store's schema and its versioned migrations, applied in order when a store opens
 (or by `tactful db upgrade`): every table, index and trigger, those of the model-version registry
 included (service/learning/registry.py). The PostgreSQL backend has the same versions
-(pg_schema.py). Changes are additive: a new table or index, never a changed column.
+(pg_schema.py). Changes are additive -- a new table or index, never a changed column -- with one
+exception: version 11 moves the learned reward out of `decisions` into `decision_rewards`.
 
 Version 2 is the baseline: `create` makes every table of that version and completes a file an
 earlier Tactful wrote (version 1 or none recorded), so it is safe on any older file."""
@@ -87,6 +88,25 @@ def _v10(db: sqlite_utils.Database) -> None:
     db.execute(SIGNALS_INDEX)
 
 
+def _v11(db: sqlite_utils.Database) -> None:
+    """The learned rewards in a narrow table of their own, out of `decisions`: recording the
+    reward of a learned decision rewrote its whole row (about 1.4 KB on PostgreSQL, where every
+    index gained an entry for the new row version: 36% of a learner step's time, and the
+    learner's target missed); a row of three numbers costs a tenth of that. Queries that show
+    rewards read `decisions` joined with it (`DECISION_ROWS`, decisions.py). A row's
+    `learned_version` NULL: the decision is final and its reward recorded, but no version learned
+    it (the policy's arms no longer matched it)."""
+    db.execute("CREATE TABLE IF NOT EXISTS decision_rewards (seq INTEGER PRIMARY KEY, reward REAL,"
+               " learned_version INTEGER)")
+    columns = db["decisions"].columns_dict
+    if "learned_version" in columns:
+        db.execute("INSERT OR IGNORE INTO decision_rewards(seq, reward, learned_version) SELECT seq, reward,"
+                   " learned_version FROM decisions WHERE reward IS NOT NULL OR learned_version IS NOT NULL")
+        db.execute("ALTER TABLE decisions DROP COLUMN learned_version")
+    if "reward" in columns:
+        db.execute("ALTER TABLE decisions DROP COLUMN reward")
+
+
 def create(db: sqlite_utils.Database) -> None:
     """Every table, index and trigger of version 2, inside the caller's write transaction."""
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
@@ -162,6 +182,7 @@ def create(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
-    (2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9), (10, _v10)]
+    (2, create), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8), (9, _v9), (10, _v10),
+    (11, _v11)]
 # what a store records once migrated: the last step's, so a new step can never be left unrecorded
 SCHEMA_VERSION = MIGRATIONS[-1][0]

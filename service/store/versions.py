@@ -9,6 +9,12 @@ import json
 from service.store.records import AlreadyActive, NoSuchVersion, dumps
 
 
+# one decision's reward (an upsert: a decision final but learned by no version may be learned later)
+MARK_LEARNED = ("INSERT INTO decision_rewards(seq, reward, learned_version) SELECT seq, ?, ? FROM decisions WHERE seq=?"
+                " ON CONFLICT(seq) DO UPDATE SET reward=excluded.reward, learned_version=excluded.learned_version"
+                " WHERE decision_rewards.learned_version IS NULL")
+
+
 class ModelTables:
     """Queries on model versions and the registry's tables; mixed into `Store`."""
 
@@ -85,8 +91,7 @@ class ModelTables:
             if stored_cursor >= cursor:
                 raise RuntimeError(f"learner cursor for {policy!r} would move back from {stored_cursor} to {cursor}")
             if model is None:  # the model learned nothing (no decision maps to the policy's arms now)
-                marked = conn.executemany("UPDATE decisions SET reward=? WHERE seq=? AND learned_version IS NULL",
-                                          [(reward, seq) for seq, reward in learned]).rowcount
+                marked = self._mark_learned(conn, None, learned)
                 if marked != len(learned):
                     raise RuntimeError(f"{len(learned) - marked} of the decisions up to seq {cursor} were already learned")
                 conn.execute("UPDATE policy_state SET learner_cursor=? WHERE policy=?", (cursor, policy))
@@ -107,11 +112,11 @@ class ModelTables:
                          (policy, version, parent, f"online learner: {len(learned)} decisions", at))
             return version
 
-    def _mark_learned(self, conn, version: int, learned: list[tuple[int, float]]) -> int:
-        """Record each (seq, reward) as learned by `version`, inside the caller's transaction, if
-        it was not learned before; how many decisions were marked."""
-        return conn.executemany("UPDATE decisions SET reward=?, learned_version=? WHERE seq=? AND learned_version IS NULL",
-                                [(reward, version, seq) for seq, reward in learned]).rowcount
+    def _mark_learned(self, conn, version: int | None, learned: list[tuple[int, float]]) -> int:
+        """Record each (seq, reward) as learned by `version` (None: final, learned by none),
+        inside the caller's transaction, if the decision is stored and was not learned before;
+        how many decisions were marked."""
+        return conn.executemany(MARK_LEARNED, [(reward, version, seq) for seq, reward in learned]).rowcount
 
     def versions(self, policy: str) -> list[dict]:
         return [dict(r) for r in self.query(
