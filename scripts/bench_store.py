@@ -21,8 +21,8 @@ learner   Decisions learned per second by the online learner. A decision log is 
           cursor. The store is opened as `tactful learn` opens it: on SQLite its WAL is
           checkpointed by a thread every second, not in the step's commit. Median of 3. Target:
           20,000 decisions/s on both.
-storage   Bytes per decision (the decisions, contacts and outcomes tables with their indexes,
-          divided by the decisions) and per model version (model_versions / versions), of that
+storage   Bytes per decision (the decisions, decision_rewards, contacts and outcomes tables with
+          their indexes, divided by the decisions) and per model version (model_versions / versions), of that
           simulated log: SQLite from the dbstat virtual table (pages in use, as the simulator left
           the file), PostgreSQL from pg_total_relation_size (heap, TOAST and indexes) after copying
           every table of the log into a fresh schema and VACUUM ANALYZE. (PostgreSQL compresses
@@ -100,7 +100,7 @@ HTTP_CONFIGS = {         # key -> (backend, replicas, gunicorn workers per repli
     "postgresql-async_1x2": ("postgresql-async", 1, 2, "PostgreSQL (synchronous_commit off), 1 replica x 2 workers"),
 }
 DEFAULT_HTTP = "sqlite_1x2,postgresql_1x2,postgresql_2x1"
-PER_DECISION_TABLES = ("decisions", "contacts", "outcomes")
+PER_DECISION_TABLES = ("decisions", "decision_rewards", "contacts", "outcomes")
 START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)  # the failover part's request clock
 ALL_CHANNELS = {"email": True, "push": True, "sms": True, "in_app": True}
 T0 = time.monotonic()
