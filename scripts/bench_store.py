@@ -80,7 +80,7 @@ from service.policy import load_policy  # noqa: E402
 from service.policy.bandit import ensure_active_version  # noqa: E402
 from service.runtime import CHECKPOINT_SECONDS, build_learner  # noqa: E402
 from service.store import Decision, open_store  # noqa: E402
-from service.store.decisions import DECISION_ROWS  # noqa: E402
+from service.store.decisions import DECISION_ROW, DECISION_ROWS  # noqa: E402
 from service.store.postgres import safe_location  # noqa: E402
 
 PG_URL = os.environ.get("TACTFUL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -223,7 +223,7 @@ def read_log(path: Path) -> tuple[list, list]:
     measured as the simulator left it)."""
     log = open_store(str(path), migrate=False)
     try:
-        decisions = [Decision.from_row(dict(r)) for r in log.query(f"SELECT * FROM {DECISION_ROWS} ORDER BY seq")]
+        decisions = [Decision.from_row(dict(r)) for r in log.query(f"SELECT {DECISION_ROW} FROM decisions ORDER BY seq")]
         by_event = log.outcomes_for([d.event_id for d in decisions])
     finally:
         log.close()

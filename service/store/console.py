@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from service.store.decisions import DECISION_ROWS
+from service.store.decisions import REWARD
 from service.store.records import unpack_removed
 
 # the number of the bucket a decision falls in: (decided_at - start) // width, for decided_at >= start
@@ -54,7 +54,8 @@ class ConsoleFigures:
             " sum(CASE WHEN mode <> 'holdout' AND reward IS NOT NULL THEN 1 ELSE 0 END),"
             " sum(CASE WHEN mode = 'holdout' AND reward IS NOT NULL THEN reward END),"
             " sum(CASE WHEN mode = 'holdout' AND reward IS NOT NULL THEN 1 ELSE 0 END)"
-            f" FROM {DECISION_ROWS} WHERE policy=? AND decided_at>=? AND decided_at<? GROUP BY b",
+            f" FROM (SELECT decided_at, arm, mode, {REWARD} AS reward FROM decisions"
+            " WHERE policy=? AND decided_at>=? AND decided_at<?) d GROUP BY b",
             (start, width, policy, start, end))
         out = [{"start": start + i * width, "decisions": 0, "sends": 0, "holds": 0, "explores": 0, "holdouts": 0,
                 "reward_sum": 0.0, "rewarded": 0, "holdout_reward_sum": 0.0, "holdout_rewarded": 0}
@@ -73,8 +74,9 @@ class ConsoleFigures:
         """Per arm chosen in [since, until): how often, and the sum, the sum of squares and the
         count of the shaped rewards of its final decisions (for a mean and its interval)."""
         rows = self.query(
-            f"SELECT arm, count(*), sum(reward), sum(reward * reward), count(reward) FROM {DECISION_ROWS}"
-            " WHERE policy=? AND decided_at>=? AND decided_at<? GROUP BY arm", (policy, since, until))
+            "SELECT arm, count(*), sum(reward), sum(reward * reward), count(reward)"
+            f" FROM (SELECT arm, {REWARD} AS reward FROM decisions WHERE policy=? AND decided_at>=? AND decided_at<?) d"
+            " GROUP BY arm", (policy, since, until))
         return {r[0]: {"chosen": int(r[1]), "reward_sum": _num(r[2]), "reward_squares": _num(r[3]),
                        "rewarded": int(r[4])} for r in rows}
 

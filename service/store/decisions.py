@@ -9,12 +9,19 @@ from service.store.records import Decision, Outcome, OutcomeConflict, RequestCla
 DECISION_COLUMNS = ("event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
                     " send_at, channel, allowed, probabilities, context, history, removed, consistency_key")
 INSERT_DECISION = f"INSERT INTO decisions({DECISION_COLUMNS}) VALUES ({','.join('?' * 17)})"
-# decisions with their learned reward and the version that learned it (NULL until the learner has
-# read them): what a Decision is read from; unqualified column names resolve as on `decisions`
+# A decision's learned reward and the version that learned it (NULL until the learner has read it),
+# looked up by key for each decision read (`DECISION_ROW`: what a Decision is read from). Not a
+# join: PostgreSQL plans a join of a slice of the log (seq > ?, a time window) as a scan of the
+# whole of decision_rewards, a cost that grows with the log; a lookup is an index probe per row.
+REWARD = "(SELECT reward FROM decision_rewards r WHERE r.seq = decisions.seq)"
+LEARNED_VERSION = "(SELECT learned_version FROM decision_rewards r WHERE r.seq = decisions.seq)"
+DECISION_ROW = f"decisions.*, {REWARD} AS reward, {LEARNED_VERSION} AS learned_version"
+# every decision with its reward, for counts over a whole log
 DECISION_ROWS = "decisions LEFT JOIN decision_rewards USING (seq)"
 # every column but `removed` and `probabilities`
 _LEARNED_COLUMNS = ("seq, event_id, policy, person_key, decided_at, closes_at, model_version, mode, arm, probability,"
-                    " send_at, channel, allowed, context, history, consistency_key, reward, learned_version, delivery")
+                    f" send_at, channel, allowed, context, history, consistency_key, {REWARD} AS reward,"
+                    f" {LEARNED_VERSION} AS learned_version, delivery")
 # what the online learner reads of a bandit policy's decision (`learning_rows`), in this order
 LEARNING_COLUMNS = ("seq", "event_id", "closes_at", "arm", "probability", "channel", "delivery", "allowed", "context",
                     "history")
@@ -62,7 +69,7 @@ class DecisionLog:
         raise NotImplementedError
 
     def decision(self, event_id: str) -> Decision | None:
-        rows = self.query(f"SELECT * FROM {DECISION_ROWS} WHERE event_id=?", (event_id,))
+        rows = self.query(f"SELECT {DECISION_ROW} FROM decisions WHERE event_id=?", (event_id,))
         return Decision.from_row(dict(rows[0])) if rows else None
 
     def decisions_after(self, policy: str, cursor: int, limit: int, closed_by: float | None = None) -> list[Decision]:
@@ -70,8 +77,7 @@ class DecisionLog:
         and `probabilities` (the two largest columns, which learning does not use). With
         `closed_by`, only those before the first one whose reward window is still open at that
         time (the rows after it are not read at all)."""
-        return [Decision.from_row(dict(r))
-                for r in self._after(_LEARNED_COLUMNS, policy, cursor, limit, closed_by, source=DECISION_ROWS)]
+        return [Decision.from_row(dict(r)) for r in self._after(_LEARNED_COLUMNS, policy, cursor, limit, closed_by)]
 
     def learning_rows(self, policy: str, cursor: int, limit: int, closed_by: float | None = None) -> list:
         """The same decisions as `decisions_after`, as rows of `LEARNING_COLUMNS` alone (read by
@@ -81,9 +87,9 @@ class DecisionLog:
         return self._after(LEARNING_SELECT, policy, cursor, limit, closed_by)
 
     def _after(self, columns: str, policy: str, cursor: int, limit: int, closed_by: float | None,
-               query=None, source: str = "decisions") -> list:
-        """The rows of `decisions_after` and `learning_rows`, read from `source` with `query`
-        (`self.query` unless the backend reads them some faster way)."""
+               query=None) -> list:
+        """The rows of `decisions_after` and `learning_rows`, read with `query` (`self.query`
+        unless the backend reads them some faster way)."""
         query = query or self.query
         upper = None
         horizon = self.learning_horizon(policy)
@@ -95,9 +101,9 @@ class DecisionLog:
         if horizon is not None:
             upper = horizon + 1 if upper is None else min(upper, horizon + 1)
         if upper is None:
-            return query(f"SELECT {columns} FROM {source} WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
+            return query(f"SELECT {columns} FROM decisions WHERE policy=? AND seq>? ORDER BY seq LIMIT ?",
                          (policy, cursor, limit))
-        return query(f"SELECT {columns} FROM {source} WHERE policy=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
+        return query(f"SELECT {columns} FROM decisions WHERE policy=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
                      (policy, cursor, upper, limit))
 
     # -- outcomes ----------------------------------------------------------------------------
@@ -106,7 +112,8 @@ class DecisionLog:
                         limit: int) -> list[Decision]:
         """Up to `limit` decisions of the policy after `after_seq` whose reward window has closed by
         `now` (or that were learned), decided in [since, until), oldest first."""
-        sql = (f"SELECT * FROM {DECISION_ROWS} WHERE policy=? AND seq>? AND (closes_at<=? OR learned_version IS NOT NULL)"
+        sql = (f"SELECT {DECISION_ROW} FROM decisions WHERE policy=? AND seq>?"
+               f" AND (closes_at<=? OR {LEARNED_VERSION} IS NOT NULL)"
                + (" AND decided_at>=?" if since is not None else "")
                + (" AND decided_at<?" if until is not None else "")
                + " ORDER BY seq LIMIT ?")
@@ -123,9 +130,9 @@ class DecisionLog:
                  + (" AND decided_at<?" if until is not None else ""))
         params = [policy] + [t for t in (since, until) if t is not None]
         row = self.query(
-            "SELECT count(*), sum(CASE WHEN closes_at<=? OR learned_version IS NOT NULL THEN 1 ELSE 0 END),"
-            " min(CASE WHEN closes_at>? AND learned_version IS NULL THEN closes_at END)"
-            f" FROM {DECISION_ROWS} WHERE {where}", tuple([now, now] + params))[0]
+            f"SELECT count(*), sum(CASE WHEN closes_at<=? OR {LEARNED_VERSION} IS NOT NULL THEN 1 ELSE 0 END),"
+            f" min(CASE WHEN closes_at>? AND {LEARNED_VERSION} IS NULL THEN closes_at END)"
+            f" FROM decisions WHERE {where}", tuple([now, now] + params))[0]
         return {"decisions": row[0], "final": row[1] or 0, "next_final_at": row[2]}
 
     def import_logged(self, decisions: list[Decision], outcomes: list[Outcome]) -> None:

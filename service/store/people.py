@@ -8,7 +8,7 @@ import hashlib
 import hmac
 from typing import Iterable
 
-from service.store.decisions import DECISION_ROWS
+from service.store.decisions import DECISION_ROW
 from service.store.records import Decision, PersonState, dumps, loads
 
 # A person's state in one statement: each part tagged by its first column (see person_state). The
@@ -155,7 +155,7 @@ class PeopleTables:
             (key, since))]
 
     def person_decisions(self, key: str, limit: int) -> list[Decision]:
-        rows = self.query(f"SELECT * FROM {DECISION_ROWS} WHERE person_key=? ORDER BY seq DESC LIMIT ?",
+        rows = self.query(f"SELECT {DECISION_ROW} FROM decisions WHERE person_key=? ORDER BY seq DESC LIMIT ?",
                           (key, limit))
         return [Decision.from_row(dict(r)) for r in rows]
 

@@ -3,7 +3,7 @@ docs/personalizer.md): documents by policy, kind and name (its service configura
 evaluations), a multi-slot event's slot decisions, and its log's extent."""
 from __future__ import annotations
 
-from service.store.decisions import DECISION_ROWS
+from service.store.decisions import DECISION_ROW
 from service.store.records import Decision, dumps, loads
 
 
@@ -32,7 +32,7 @@ class PersonalizerTables:
 
     def decisions_with_prefix(self, policy: str, prefix: str) -> list[Decision]:
         """The decisions of `policy` whose event id starts with `prefix` (a multi-slot event's slots)."""
-        rows = self.query(f"SELECT * FROM {DECISION_ROWS} WHERE policy=? AND substr(event_id, 1, ?)=? ORDER BY seq",
+        rows = self.query(f"SELECT {DECISION_ROW} FROM decisions WHERE policy=? AND substr(event_id, 1, ?)=? ORDER BY seq",
                           (policy, len(prefix), prefix))
         return [Decision.from_row(dict(r)) for r in rows]
 
@@ -44,6 +44,6 @@ class PersonalizerTables:
 
     def mode_decisions(self, policy: str, mode: str, limit: int = 100000) -> list[Decision]:
         """The latest `limit` decisions of a policy in one mode (the apprentice's), oldest first."""
-        rows = self.query(f"SELECT * FROM {DECISION_ROWS} WHERE policy=? AND mode=? ORDER BY seq DESC LIMIT ?",
+        rows = self.query(f"SELECT {DECISION_ROW} FROM decisions WHERE policy=? AND mode=? ORDER BY seq DESC LIMIT ?",
                           (policy, mode, limit))
         return [Decision.from_row(dict(r)) for r in reversed(rows)]
