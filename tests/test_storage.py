@@ -3,6 +3,10 @@ learning needs; `tactful db upgrade`, `tactful prune` and `tactful backup` from 
 from __future__ import annotations
 
 import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
 
 from click.testing import CliRunner
 
@@ -159,8 +163,9 @@ def test_version_11_moves_the_learned_rewards_out_of_the_decisions(store_url):
     seqs = [_log(store, f"e{i}", T - 3 * DAY + i) for i in range(3)]
     with store.write() as conn:  # as a Tactful of schema version 10 left it
         conn.execute("DROP TABLE decision_rewards")
-        conn.execute("ALTER TABLE decisions ADD COLUMN reward REAL")
-        conn.execute("ALTER TABLE decisions ADD COLUMN learned_version INTEGER")
+        real, integer = ("double precision", "bigint") if store.kind == "postgresql" else ("REAL", "INTEGER")
+        conn.execute(f"ALTER TABLE decisions ADD COLUMN reward {real}")  # the types version 10 had
+        conn.execute(f"ALTER TABLE decisions ADD COLUMN learned_version {integer}")
         conn.execute("UPDATE decisions SET reward=0.5, learned_version=1 WHERE seq=?", (seqs[0],))
         conn.execute("UPDATE decisions SET reward=-0.25 WHERE seq=?", (seqs[1],))  # final, learned by none
         conn.execute("UPDATE meta SET value='10' WHERE key='schema_version'")
@@ -172,3 +177,29 @@ def test_version_11_moves_the_learned_rewards_out_of_the_decisions(store_url):
     assert store.publish_learned("p", 1, b"m", "", T, [(seqs[1], 0.75), (seqs[2], 0.0)], seqs[2], {}) == 2
     assert (store.decision("e1").reward, store.decision("e1").learned_version) == (0.75, 2)
     store.close()
+
+
+def test_version_11_waits_for_a_learner_of_the_previous_version():
+    """During a rollout a replica of the previous version may be recording rewards in its
+    decisions' rows while a new one migrates: the migration waits for that transaction and moves
+    what it wrote, instead of copying what it saw and dropping the columns under it."""
+    with pg_schema() as url:
+        store = open_store(url)
+        store.ensure_initial_version("p", b"v1", "", T)
+        seqs = [_log(store, f"e{i}", T - 3 * DAY + i) for i in range(2)]
+        with store.write() as conn:  # as a Tactful of schema version 10 left it
+            conn.execute("DROP TABLE decision_rewards")
+            conn.execute("ALTER TABLE decisions ADD COLUMN reward double precision")
+            conn.execute("ALTER TABLE decisions ADD COLUMN learned_version bigint")
+            conn.execute("UPDATE meta SET value='10' WHERE key='schema_version'")
+        store.close()
+        with psycopg.connect(url) as old, ThreadPoolExecutor(1) as pool:  # that learner, mid-publish
+            old.execute("UPDATE decisions SET reward=0.5, learned_version=2 WHERE seq=%s", (seqs[0],))
+            migrating = pool.submit(open_store, url)  # opening a store migrates it
+            time.sleep(1.0)
+            assert not migrating.done()  # it waits for the learner's transaction
+            old.commit()
+            new = migrating.result(timeout=60)
+        assert (new.decision("e0").reward, new.decision("e0").learned_version) == (0.5, 2)
+        assert new.decision("e1").learned_version is None
+        new.close()

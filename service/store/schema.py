@@ -8,9 +8,12 @@ Version 2 is the baseline: `create` makes every table of that version and comple
 earlier Tactful wrote (version 1 or none recorded), so it is safe on any older file."""
 from __future__ import annotations
 
+import sqlite3
 from typing import Callable
 
 import sqlite_utils
+
+from service.store.records import StoreError
 
 # the same text on both backends (pg_schema.py); a query must name `type IN` these two to use it
 SIGNALS_INDEX = ("CREATE INDEX IF NOT EXISTS outcomes_signal ON outcomes(received_at) "
@@ -93,12 +96,16 @@ def _v11(db: sqlite_utils.Database) -> None:
     reward of a learned decision rewrote its whole row (about 1.4 KB on PostgreSQL, where every
     index gained an entry for the new row version: 36% of a learner step's time, and the
     learner's target missed); a row of three numbers costs a tenth of that. Queries that show
-    rewards read `decisions` joined with it (`DECISION_ROWS`, decisions.py). A row's
+    rewards look each one up by its key (`DECISION_ROW`, decisions.py). A row's
     `learned_version` NULL: the decision is final and its reward recorded, but no version learned
     it (the policy's arms no longer matched it)."""
     db.execute("CREATE TABLE IF NOT EXISTS decision_rewards (seq INTEGER PRIMARY KEY, reward REAL,"
                " learned_version INTEGER)")
     columns = db["decisions"].columns_dict
+    if {"reward", "learned_version"} & set(columns) and sqlite3.sqlite_version_info < (3, 35, 0):
+        raise StoreError(f"schema version 11 drops two columns, which needs SQLite 3.35 or newer; this Python"
+                         f" runs SQLite {sqlite3.sqlite_version}: run Tactful on a Python built with a newer"
+                         " SQLite (the Docker image's is), or on PostgreSQL")
     if "learned_version" in columns:
         db.execute("INSERT OR IGNORE INTO decision_rewards(seq, reward, learned_version) SELECT seq, reward,"
                    " learned_version FROM decisions WHERE reward IS NOT NULL OR learned_version IS NOT NULL")
