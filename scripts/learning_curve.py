@@ -462,8 +462,8 @@ def section(results: dict, rows: list[dict], scenarios, seeds, points, command: 
              f"days; the first {ck['small']:,} decisions of a {ck['large']:,}-decision run span "
              f"{ck['days_spanned_by_first_small_decisions'][1]} days of {ck['people'][1]} people "
              "(`scripts/learning_curve.py --check-checkpoints`).", "",
-             f"Points run so far: {', '.join(f'{n:,}' for n in done) or 'none'} decisions{so_far}. "
-             + (f"**Still to run: {', '.join(f'{n:,}' for n in left)}**"
+             f"Points run so far: {', '.join(f'{n:,}' for n in done) or 'none'} decisions{so_far}."
+             + (f" **Still to run: {', '.join(f'{n:,}' for n in left)}**"
                 + (" (on the other scenarios)" if partly else "")
                 + (" (estimated from the 1,585 s that the five 200,000-decision runs of `standard` took for this page: "
                    "some 18 hours of one core for the three on six scenarios and five seeds)"
