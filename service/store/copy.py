@@ -10,8 +10,8 @@ from service.store.records import StoreError
 
 # every table, and the integer key it is read in order of (None: a small table, read at once)
 TABLES: list[tuple[str, str | None]] = [
-    ("clock", None), ("decisions", "seq"), ("decision_rewards", "seq"), ("outcomes", "id"), ("contacts", "id"), ("consent", "id"),
-    ("people", None), ("signals", "id"), ("model_versions", None), ("policy_state", None),
+    ("clock", None), ("decisions", "seq"), ("decision_rewards", "seq"), ("outcomes", "id"), ("contacts", "id"),
+    ("consent", "id"), ("people", None), ("signals", "id"), ("model_versions", None), ("policy_state", None),
     ("activations", "id"), ("arm_state", None), ("budget", None), ("model_evaluations", "id"),
     ("shadow_config", None), ("shadow_decisions", None), ("guard_watches", "id"), ("api_keys", "id"),
     ("safety_events", "id"), ("policy_specs", "id"),
@@ -44,9 +44,9 @@ def copy_store(source: Store, target: Store, progress: Callable[[str, int], None
                                 [tuple(r) for r in rows])
                 counts[table] += len(rows)
                 progress(table, counts[table])
-            if order is not None and table != "decision_rewards":  # new rows go on from the copied ones
-                out.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{order}'),"
-                            f" coalesce((SELECT max({order}) FROM {table}), 0) + 1, false)")
+            if order is not None:  # new rows go on from the copied ones, where the key is generated
+                out.execute(f"SELECT setval(s, coalesce((SELECT max({order}) FROM {table}), 0) + 1, false)"
+                            f" FROM pg_get_serial_sequence('{table}', '{order}') AS s WHERE s IS NOT NULL")
     return counts  # (reopen `target` to use it: it was opened with the secret it had before)
 
 
