@@ -22,8 +22,8 @@ learner   Decisions learned per second by the online learner. A decision log is 
           checkpointed by a thread every second, not in the step's commit. Median of 3. Target:
           20,000 decisions/s on both.
 storage   Bytes per decision (the decisions, decision_rewards, contacts and outcomes tables with
-          their indexes, divided by the decisions) and per model version (model_versions / versions), of that
-          simulated log: SQLite from the dbstat virtual table (pages in use, as the simulator left
+          their indexes, divided by the decisions) and per model version (model_versions /
+          versions), of that simulated log: SQLite from the dbstat virtual table (pages in use, as the simulator left
           the file), PostgreSQL from pg_total_relation_size (heap, TOAST and indexes) after copying
           every table of the log into a fresh schema and VACUUM ANALYZE. (PostgreSQL compresses
           the long JSON columns of a decision row, allowed, probabilities and removed; SQLite not.)
@@ -223,7 +223,8 @@ def read_log(path: Path) -> tuple[list, list]:
     measured as the simulator left it)."""
     log = open_store(str(path), migrate=False)
     try:
-        decisions = [Decision.from_row(dict(r)) for r in log.query(f"SELECT {DECISION_ROW} FROM decisions ORDER BY seq")]
+        rows = log.query(f"SELECT {DECISION_ROW} FROM decisions ORDER BY seq")
+        decisions = [Decision.from_row(dict(r)) for r in rows]
         by_event = log.outcomes_for([d.event_id for d in decisions])
     finally:
         log.close()

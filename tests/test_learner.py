@@ -352,5 +352,6 @@ def test_decisions_the_model_cannot_learn_publish_no_version(tmp_path):
     store = engine.store
     assert [v["version"] for v in store.versions("lifecycle")] == [1] and store.active_version("lifecycle") == 1
     assert store.learner_cursor("lifecycle") == store.decision_count()
-    assert store.query(f"SELECT count(*) FROM {DECISION_ROWS} WHERE reward IS NOT NULL AND learned_version IS NULL")[0][0] == 5
+    final_unlearned = f"SELECT count(*) FROM {DECISION_ROWS} WHERE reward IS NOT NULL AND learned_version IS NULL"
+    assert store.query(final_unlearned)[0][0] == 5
     assert learner.step("lifecycle") == 0

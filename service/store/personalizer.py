@@ -32,8 +32,8 @@ class PersonalizerTables:
 
     def decisions_with_prefix(self, policy: str, prefix: str) -> list[Decision]:
         """The decisions of `policy` whose event id starts with `prefix` (a multi-slot event's slots)."""
-        rows = self.query(f"SELECT {DECISION_ROW} FROM decisions WHERE policy=? AND substr(event_id, 1, ?)=? ORDER BY seq",
-                          (policy, len(prefix), prefix))
+        rows = self.query(f"SELECT {DECISION_ROW} FROM decisions WHERE policy=? AND substr(event_id, 1, ?)=?"
+                          " ORDER BY seq", (policy, len(prefix), prefix))
         return [Decision.from_row(dict(r)) for r in rows]
 
     def log_extent(self, policy: str) -> dict:

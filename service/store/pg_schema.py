@@ -329,5 +329,5 @@ END $$""",
 
 # (version, statements), applied in order inside one transaction
 MIGRATIONS: list[tuple[int, list[str]]] = [
-    (2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7), (8, _V8), (9, _V9), (10, _V10),
-    (11, _V11)]
+    (2, _V2_TABLES + [_COMMIT_DECISION]), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7), (8, _V8), (9, _V9),
+    (10, _V10), (11, _V11)]
