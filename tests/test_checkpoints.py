@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from service.store import open_store
 
 ROW = "x" * 3000  # about a page per row
@@ -95,6 +97,7 @@ def test_an_erasure_waits_for_a_checkpoint_running_on_another_connection(tmp_pat
         store.close()
 
 
+@pytest.mark.slow  # a real `tactful learn` process, started and stopped
 def test_the_learner_process_checkpoints_in_a_thread_of_its_own(tmp_path):
     """`tactful learn` opens its store as a served worker does: a step's commit rewrites every
     learned decision's row, and would otherwise wait for their copy into the database file. Seen

@@ -74,6 +74,7 @@ def tactful(args: list[str], db: Path) -> subprocess.CompletedProcess:
                           timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT), TACTFUL_DB=str(db)))
 
 
+@pytest.mark.slow  # the real command, twice, in processes of its own
 def test_the_image_runs_unprivileged_checks_its_health_and_needs_a_key_to_serve(tmp_path):
     image = dockerfile()
     assert image["USER"] == ["tactful"] and "useradd" in " ".join(image["RUN"])

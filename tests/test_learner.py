@@ -280,6 +280,7 @@ def test_learner_does_not_trust_recorded_args_that_contradict_the_model(tmp_path
     assert resume_conflicts(row["model"], row["vw_args"]) == []
 
 
+@pytest.mark.slow  # a script run end to end
 def test_learning_reliability_script_runs():
     """scripts/learning_reliability.py (docs/policies.md's table) end to end, one short run."""
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "learning_reliability.py"), "--seeds", "1",

@@ -158,6 +158,7 @@ def test_switch_dr_switches_only_where_the_target_puts_little_probability():
     assert hi - lo > 2 * SwitchDR.bias_bound(data, pi, q, 50.0) == pytest.approx(2 * 0.3 * 0.6)
 
 
+@pytest.mark.slow  # imports and evaluates 20,000 logged impressions
 @pytest.mark.skipif(not OBD.is_dir(), reason="the OBD sample is not in ../shared/data/obd-men")
 def test_obd_protocol_random_logs(tmp_path):
     """Import the OBD sample; on the uniform-random logs, the random policy's own value reproduces

@@ -111,6 +111,7 @@ def test_the_readmes_requests_answer_as_shown(serve):
         assert json.loads(answer) == json.loads(expected.replace(shown["event_id"], live["event_id"]))
 
 
+@pytest.mark.slow  # the demo's simulation, warm-up week included
 def test_simulate_says_what_it_learned(tmp_path):
     r = CliRunner().invoke(main, ["simulate", str(ROOT / "examples/scenarios/see-it-learn.toml"), "--decisions",
                                   "300", "--quiet", "--out", str(tmp_path / "sim")])

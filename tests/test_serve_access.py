@@ -34,6 +34,7 @@ def test_loopback_addresses():
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.1.2.3", "192.168.1.5", "", "no-such-host.invalid"))
 
 
+@pytest.mark.slow  # the real command in a process of its own
 def test_serve_refuses_a_non_loopback_address_without_a_key(tmp_path):
     host = "0.0.0.0"
     start = time.monotonic()

@@ -130,6 +130,7 @@ def test_rules_come_from_the_policy_file():
     assert not Checker(rules).allows(PersonRecord(ZoneInfo("UTC"), {"email": True}), "email", 0.0, 0.0)
 
 
+@pytest.mark.slow  # two simulations of 1,500 decisions
 def test_the_check_catches_sends_a_rule_forbids():
     """The scenario's policy declares no quiet hours, so the engine does not keep to them: asked
     to check them, the simulator finds the sends that fall inside them, and still finds none
@@ -142,6 +143,7 @@ def test_the_check_catches_sends_a_rule_forbids():
     assert clean.violations.sum() == 0
 
 
+@pytest.mark.slow  # two simulations of 1,500 decisions
 def test_quiet_hours_hold_in_each_persons_own_zone():
     """The example policy keeps email, push and SMS out of 21:00-08:00. The simulator registers
     every person's time zone with the service (their preferences) and judges quiet hours in that
@@ -222,6 +224,7 @@ def test_simulation_against_a_real_server(serve, tmp_path):
     assert counts["outcomes"] > 0
 
 
+@pytest.mark.e2e
 def test_url_refuses_a_server_with_another_policy(serve):
     http, base = serve(clock="request")
     with pytest.raises(Exception, match="other reward window"):
