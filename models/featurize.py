@@ -42,7 +42,7 @@ HISTORY_FEATURES = ("contacts_7d", "recency")
 
 # what the learning-curve study (scripts/learning_curve.py) compares to know that a Tactful run it
 # kept was made with today's features: change it with anything a model's features depend on
-FEATURES_VERSION = "2: numbers also as log-2 bins"
+FEATURES_VERSION = "3: numbers also as half-octave bins, h-tokens"
 
 
 def history_features(contacts_7d: int, hours_since_contact: float | None,
@@ -65,13 +65,17 @@ def history_features(contacts_7d: int, hours_since_contact: float | None,
     return out
 
 
-def log2_bin(value: float) -> int:
-    """The bin of a finite number on a log-2 scale, signed: 0 for (-1, 1), 1 for [1, 3), 2 for
-    [3, 7), k for [2**k - 1, 2**(k+1) - 1), and -k for the same sizes below 0: floor(log2(1 +
-    |x|)), computed on integers so that no rounding moves a number across a bin's edge. Tenure's
-    bins end at a week, two weeks, a month, two months, four...: what differs between a new and
-    an old customer, at any scale."""
-    k = (int(abs(value)) + 1).bit_length() - 1
+def half_octave_bin(value: float) -> int:
+    """The bin of a finite number on a scale of half-octaves, signed: k = floor(2 * log2(1 + |x|)),
+    -k below 0. Bins start at 0, 1, 2, 3, 5, 7, 11, 15, 22, 31, 45, 63, 90, 127, 181, 255, 362,
+    511, 724...: for tenure in days, a few days apart in the first weeks, a month apart after
+    three months, a season apart after a year. Computed on integers (the bit length of n*n for n =
+    int(|x|) + 1), so that no rounding moves a number across a bin's edge. Half-octaves rather
+    than octaves: docs/quality.md, "One grid of half-octave bins", measured both; with octave
+    bins, a preference that changes inside a bin (at a month, half a year) was learned only
+    as the bin's average."""
+    n = int(abs(value)) + 1
+    k = (n * n).bit_length() - 1
     return -k if value < 0 else k
 
 
@@ -89,7 +93,7 @@ def _features(values: Mapping[str, object]) -> str:
                 # a model crossing it with the arms (-q UA) learn what a linear weight cannot
                 scaled = math.copysign(math.log1p(abs(v)), v)
                 tok = _tok(name)
-                parts.append(f"{tok}:{scaled:.6g} {tok}=b{log2_bin(v)}")
+                parts.append(f"{tok}:{scaled:.6g} {tok}=h{half_octave_bin(v)}")
         else:
             parts.append(f"{_tok(name)}={_tok(value)}")
     return " ".join(parts)

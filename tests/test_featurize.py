@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.featurize import arm_line, history_features, log2_bin, shared_line
+from models.featurize import arm_line, half_octave_bin, history_features, shared_line
 from models.vw_policy import VWPolicy
 
 CONTENTS, CHANNELS = ("spring_sale", "win_back"), ("email", "push")
@@ -87,15 +87,17 @@ def test_history_crossed_with_rest_holds_a_tired_person_and_sends_to_a_rested_on
     assert np.argmax(rested) == np.argmax(tired), (tired, rested)
 
 
-# -- numbers: a log-scaled value and a log-2 bin -------------------------------------------------
+# -- numbers: a log-scaled value and a half-octave bin ------------------------------------------
 
-def test_a_number_is_written_as_its_log_and_its_log2_bin():
-    assert [log2_bin(v) for v in (0, 0.5, 1, 2.9, 3, 6, 7, 30, 31, 400, -3)] == [0, 0, 1, 1, 2, 2, 3, 4, 5, 8, -2]
+def test_a_number_is_written_as_its_log_and_its_half_octave_bin():
+    # bins start at 1, 2, 3, 5, 7, 11, 15, 22, 31...: floor(2 * log2(1 + |x|)), signed
+    values = (0, 0.5, 1, 1.9, 2, 3, 4, 5, 6, 7, 10, 11, 14, 15, 21, 22, 30, 31, 400, -3)
+    assert [half_octave_bin(v) for v in values] == [0, 0, 2, 2, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 17, -4]
     # on integers: no rounding moves a number across an edge
-    assert [log2_bin(v) for v in (0.9999999999999999, -0.0, 2.0**53 - 2, 2.0**53 - 1)] == [0, 0, 52, 53]
+    assert [half_octave_bin(v) for v in (0.9999999999999999, -0.0, 2.0**53 - 2, 2.0**53 - 1)] == [0, 0, 105, 106]
     line = shared_line({"tenure_days": 400, "segment": "new"}, history_features(2, None))
-    assert line == ("shared |User tenure_days:5.99396 tenure_days=b8 segment=new "
-                    "|History contacts_7d:1.09861 contacts_7d=b1 recency=never")
+    assert line == ("shared |User tenure_days:5.99396 tenure_days=h17 segment=new "
+                    "|History contacts_7d:1.09861 contacts_7d=h3 recency=never")
 
 
 AB_LINES = [arm_line("feature_tour", "product", (), "in_app", "now"),
