@@ -433,7 +433,10 @@ def section(results: dict, rows: list[dict], scenarios, seeds, points, command: 
     partly = {n: [sc for sc in scenarios if (sc, n) in ran] for n in sorted({n for _, n in ran}) if n not in done}
     left = [p for p in POINTS if p not in done]
     so_far = "".join(f"; {n:,} for {', '.join(f'`{sc}`' for sc in scs)} only" for n, scs in partly.items())
-    seconds = sum(r["seconds"] for r in results["runs"].values())
+    # the runs this section's tables show (results.json may keep others: a check like tenure-offset)
+    shown = [r for r in results["runs"].values()
+             if r["scenario"] in scenarios and r["seed"] in seeds and r["n"] in points]
+    seconds = sum(r["seconds"] for r in shown)
     ck = check_checkpoints()
     lines = [HEADING, "",
              "Written by `scripts/learning_curve.py --docs` (command below); `tests/test_learning_curve.py` runs "
@@ -471,7 +474,7 @@ def section(results: dict, rows: list[dict], scenarios, seeds, points, command: 
                 "`nice .venv/bin/python scripts/learning_curve.py --jobs 2 --docs` (one process per core), which keeps every finished run in "
                 "`docs/quality/learning-curve/results.json` and runs only what is missing." if left else ""),
              "",
-             f"Machine: {results.get('machine', machine())}, shared with other work; {len(results['runs'])} runs, "
+             f"Machine: {results.get('machine', machine())}, shared with other work; {len(shown)} runs, "
              f"{seconds / 60:.0f} minutes in all. Command: `{command}`.", "",
              "### Does the example policy at least match per-segment Thompson sampling?", "",
              "Judged on the share of the gap between uniform choice and the oracle that each closes (the same "
