@@ -227,6 +227,13 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
     u_share = r["standard"]["runs"]["uniform"]["totals"]["shaped_reward"] / r["standard"]["runs"]["oracle"]["totals"]["shaped_reward"]
     sc = fh["tactful"]["totals"]["clicks"] / STRONGER_TWIN["clicks"]
     su = fh["tactful"]["totals"]["unsubscribes"] / STRONGER_TWIN["unsubscribes"]
+    met, met_stronger = (s["fatigue_click_ratio"] >= 0.9 and s["fatigue_unsubscribe_ratio"] <= 0.5,
+                         sc >= 0.9 and su <= 0.5)
+    twin_verdict = ("The target is not met against the twin as defined (Tactful's own learner settings). "
+                    if not met else
+                    "The target is met against the twin as defined (Tactful's own learner settings)"
+                    + (" and against that stronger one too. " if met_stronger
+                       else ", not against every fatigue-blind learner. "))
     lines += [
         "## Where Tactful stands, and what to try next",
         "",
@@ -252,12 +259,7 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         f"{STRONGER_TWIN['clicks']:,} clicks and {STRONGER_TWIN['unsubscribes']:,} unsubscribes: against that "
         f"stronger twin Tactful's figures are {100 * sc:.0f}% of the clicks ({'at least' if sc >= 0.9 else 'short of'} "
         f"90%) with {100 * su:.0f}% of the unsubscribes ({'at most' if su <= 0.5 else 'more than'} half). "
-        + ("The target is met against the twin as defined (Tactful's own learner settings)"
-           + (" and against that stronger one too. " if sc >= 0.9 and su <= 0.5
-              else ", not against every fatigue-blind learner. ")
-           if s['fatigue_click_ratio'] >= 0.9 and s['fatigue_unsubscribe_ratio'] <= 0.5
-           else "The target is not met against the twin as defined (Tactful's own learner settings). ")
-        + "What to try: a decayed contact-pressure feature in place of "
+        + twin_verdict + "What to try: a decayed contact-pressure feature in place of "
         "the coarse contacts-in-7-days and recency bucket, history x user interactions (segments tire "
         "differently).",
         f"- `drift`: before the change Tactful held {100 * (s['drift_share_before'] or 0):.0f}% of the oracle in "
