@@ -11,7 +11,9 @@ so that an erased person leaves no byte in the file or its WAL (`leave_no_trace`
 """
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -30,14 +32,19 @@ from service.store.records import Decision, DuplicateRequest, RequestClaim, Stor
 _CLOSES_AT = LEARNING_COLUMNS.index("closes_at")
 log = logging.getLogger("tactful.store")
 
+try:  # Linux's syncfs(2), for _Checkpointer._flush; None where the C library has none
+    _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+except (AttributeError, OSError, TypeError):
+    _syncfs = None
+
 # Checkpoint every 8000 WAL pages (32 MB) rather than SQLite's 1000: every decision rewrites the
 # same few B-tree pages, and a checkpoint copies each page once however often it changed, so rarer
 # checkpoints copy (and fsync) far less.
 AUTOCHECKPOINT_PAGES = 8000
 RESTART_TRIES = 200  # about 0.2 s of 1 ms pauses
 # A served worker's checkpoints start the WAL over only once it holds this many pages (256 MB): a
-# RESTART syncs the WAL and the database file while it holds writers back, 20-30 ms on this
-# machine's disk whatever it copies, so it should come seldom (every few seconds at full load)
+# RESTART syncs the WAL and the database file while it holds writers back (see
+# `_Checkpointer._restart`), so it should come seldom (every few seconds at full load)
 RESTART_PAGES = 64000
 
 # ... only if the person's state still matches the marker it was decided on (person_state)
@@ -363,16 +370,41 @@ class _Checkpointer(threading.Thread):
         """Make the next commit write the WAL from its start. Under steady writes a PASSIVE
         checkpoint never ends with the whole WAL copied (commits go on meanwhile), so the WAL
         would never start over and would grow without bound (400 MB for 8,000 decides). A RESTART
-        takes the write lock, copies the frames written since the PASSIVE one, syncs the WAL and
-        the database file, and starts the WAL over if no reader still uses it: writers wait
-        20-30 ms for it on this machine (the syncs, whatever it copies), hence RESTART_PAGES.
+        takes the write lock, copies the frames written since the last checkpoint, syncs the WAL
+        and the database file, and starts the WAL over if no reader still uses it: writers wait
+        for all of it, and a sync under load waits for whatever else the file system has to
+        write first (a 4 KB sync on this machine's disk: 0.6 ms at the median, 30-100 ms in the
+        worst 1%). So the slow parts come first, with no lock held: a PASSIVE checkpoint copies
+        and syncs the backlog, and before every try the file system's dirty data is written
+        out (`_flush`); the RESTART then copies the last few commits and syncs next to nothing.
+        Without them, a RESTART held decides back 30-120 ms, and one such stall in a 10 s run
+        was the p99 a campaign tool saw at half load (docs/benchmarks.md, stop 34).
         Without a busy handler a try that finds a writer or a reader says busy at once, and the
         next, 1 ms later, tries again; SQLite's own handler would sleep 1, 2, 5, 10... ms with
         the write lock held."""
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         for _ in range(RESTART_TRIES):
+            self._flush()
             busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             if not busy or self._stop_event.wait(0.001):
                 return
+
+    def _flush(self) -> None:
+        """Write dirty data to disk with no lock held: on Linux the whole file system of the
+        store (syncfs: the database file included, whose dirty pages the RESTART would otherwise
+        sync), elsewhere the WAL file alone. Through a descriptor of the WAL file, never of the
+        database file: SQLite keeps no POSIX lock on the WAL (its locks are on the database file
+        and the -shm file), while closing any descriptor of the database file would drop every
+        lock this process holds on it."""
+        try:
+            fd = os.open(self.store.path + "-wal", os.O_RDONLY)
+        except OSError:  # no WAL (yet): nothing to write
+            return
+        try:
+            if _syncfs is None or _syncfs(fd) != 0:
+                getattr(os, "fdatasync", os.fsync)(fd)  # macOS has no fdatasync
+        finally:
+            os.close(fd)
 
     def stop(self) -> None:
         self._stop_event.set()
