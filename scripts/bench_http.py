@@ -20,6 +20,12 @@ store with examples/policies; the two alternate which goes first. Against each, 
 For every run: requests (decisions) per second, p50/p99 latency, and the CPU per request of the
 server's whole process tree (from /proc) and of wrk (rusage of the child).
 
+The latencies are wrk's, corrected for coordinated omission: wrk adds, for every latency of at
+least twice the mean interval between one connection's requests, samples at that latency minus
+one, two... intervals. At half load with one connection a single 100 ms stall thus adds some 65
+samples, over 1% of a 10 s run: the p99 reports stalls as a client sending at a steady rate
+would meet them, not only as the requests that met them (docs/benchmarks.md, stop 34).
+
 Without wrk the script refuses to report the headline figures; `--loadgen python` then measures
 with the Python load generator of scripts/bench_decide.py (which competes for the same cores: a
 fallback, labelled as such, never the headline).
