@@ -4,6 +4,7 @@ waited 30-40 ms for the checkpoint, about once a second under load (docs/benchma
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -70,6 +71,45 @@ def test_the_wal_starts_over_under_steady_writes(tmp_path):
             _write(store, 300, start=chunk * 300, pause=0.0002)
             largest = max(largest, os.path.getsize(db + "-wal"))
         assert largest < 6_000 * 4096 / 4
+    finally:
+        store.close()
+
+
+_LOCKS = r"""
+import fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+# SQLite's SHARED range of the database file (unix VFS: PENDING_BYTE + 2, 510 bytes)
+flock = struct.pack("hhxxxxqqixxxx", fcntl.F_WRLCK, 0, 0x40000002, 510, 0)
+kind, _, _, _, pid = struct.unpack("hhxxxxqqixxxx", fcntl.fcntl(fd, fcntl.F_GETLK, flock))
+print(pid if kind == fcntl.F_RDLCK else 0)
+"""
+
+
+def _shared_lock_holder(db: str) -> int:
+    """The pid holding a read lock on the database's SHARED range, as another process sees it."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _LOCKS, db], capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's struct flock")
+def test_the_writes_before_a_restart_keep_this_process_s_locks(tmp_path):
+    """Before each RESTART the checkpoint thread writes dirty data out through a descriptor of
+    the WAL file (_Checkpointer._flush). Through one of the database file it would be as fast,
+    but closing it would drop the SHARED lock every WAL connection of this process holds there,
+    and another process closing its last connection would then take the file for its own and
+    delete the WAL in use."""
+    db = str(tmp_path / "t.db")
+    store = open_store(db)
+    try:
+        _write(store, 10)
+        assert _shared_lock_holder(db) == os.getpid()
+        store.checkpoint_in_background(0.01, restart_pages=50)
+        for chunk in range(10):  # restarts, each try after a _flush
+            _write(store, 100, start=10 + chunk * 100, pause=0.0002)
+        assert os.path.getsize(db + "-wal") < 1100 * 4096  # the WAL did start over
+        assert _shared_lock_holder(db) == os.getpid()
     finally:
         store.close()
 
