@@ -61,7 +61,8 @@ def test_without_the_thread_the_same_commits_are_not_checkpointed(tmp_path):
 def test_the_wal_starts_over_under_steady_writes(tmp_path):
     """PASSIVE checkpoints alone rarely catch up with a writer that commits every fraction of a
     millisecond (without the RESTART this WAL reached 180 MB); the RESTART after a large one bounds
-    it."""
+    it. Each restart first waits for a PASSIVE checkpoint and a flush (_Checkpointer._restart), so
+    with one due every 200 pages the WAL peaks somewhat above them (6.3 MB seen, here)."""
     db = str(tmp_path / "t.db")
     store = open_store(db)
     try:
@@ -70,7 +71,7 @@ def test_the_wal_starts_over_under_steady_writes(tmp_path):
         for chunk in range(20):  # 6,000 commits of about 4 pages each
             _write(store, 300, start=chunk * 300, pause=0.0002)
             largest = max(largest, os.path.getsize(db + "-wal"))
-        assert largest < 6_000 * 4096 / 4
+        assert largest < 6_000 * 4096 / 2  # 12 MB; without restarts 180 MB
     finally:
         store.close()
 
