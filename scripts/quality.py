@@ -294,9 +294,7 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "-- rested people, the oracle's easiest wins, a quarter of its reward -- fall inside the learner's "
         "2-day reward window, before any feedback can exist.",
         "- **Tactful's policy** is the example `lifecycle` policy with the changes in "
-        "`examples/scenarios/policies/` (each commented there): a 2-day reward window (the `next_morning` "
-        "slot can send 24 hours after the decision, so with `1d` most of its outcomes arrived too late to "
-        "count); the person's local `daypart` as context (a campaign tool knows the local time); "
+        "`examples/scenarios/policies/` (each commented there): the person's local `daypart` as context (a campaign tool knows the local time); "
         "`--gamma_scale 3000` (with costs that compressed, squarecb at 300 spread a third of its choices over "
         "arms close to the best); `-l 0.05` and `--clip_p 0.5` (below). The example's exploration floor "
         "(`--epsilon 0.01`) and 5% holdout are kept: off-policy evaluation needs them. For "

@@ -407,7 +407,7 @@ def test_get_policy(client):
     assert {(c["channel"], c["max"], c["window_seconds"]) for c in p["guardrails"]["caps"]} == {
         ("push", 1, 86400), ("email", 3, 7 * 86400), ("*", 5, 7 * 86400)}
     assert p["guardrails"]["consent"]["in_app"] == "opt_out"
-    assert p["reward_window_seconds"] == 86400
+    assert p["reward_window_seconds"] == 2 * 86400
     assert p["active_model_version"] == 1
     assert p["counts"]["decisions"] == 1 and p["counts"]["pending"] == 1
 

@@ -61,7 +61,7 @@ def test_served_population_is_learned(serve):
         log.append(d)
 
     # move time past the last reward window, then wait for the learner to catch up
-    end = START + SPAN + timedelta(days=2)
+    end = START + SPAN + timedelta(days=3)  # the example's window: 2 days
     probe = http.post(f"{base}/v1/policies/lifecycle/decide",
                       json={"user_id": "clock-mover", "timestamp": rfc3339(end), "context": {"segment": "x"}})
     assert probe.status_code == 200
@@ -87,7 +87,7 @@ def test_served_population_is_learned(serve):
         assert favourites.most_common(1)[0][0] == best_arm(segment), favourites.most_common(5)
 
     # shaped reward over the last third: at least twice what uniform random choice would earn.
-    # (Clicks and conversions are what a campaign tool reports; the reward window is one day.)
+    # (Clicks and conversions are what a campaign tool reports; the reward window is two days.)
     # Uniform random is judged on the same people at the same moments, behind the same
     # guardrails: its expected shaped reward is the mean, over each decision's allowed arms, of
     # the true click probability less the same fatigue term the service charged.

@@ -80,7 +80,7 @@ def test_outcome_after_the_window_is_stored_but_not_counted(tmp_path):
     clock = ManualClock(START)
     engine = make_engine(tmp_path / "t.db", clock)
     r = engine.decide("lifecycle", DecideInput("late", {"segment": "x"}))
-    clock.advance(2 * DAY)
+    clock.advance(engine.policies["lifecycle"].spec.reward.window + 1)
     ack = engine.record_outcome(r["event_id"], OutcomeInput("click"))
     assert ack["counted"] is False and "after" in ack["note"]
     e = engine.event(r["event_id"])

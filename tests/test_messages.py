@@ -31,7 +31,7 @@ def cli(*args: str):
 @pytest.fixture
 def served(tmp_path) -> Path:
     """A store as `tactful serve` leaves it an hour after it started: 5 decisions, none final
-    (the example policy's reward window is a day)."""
+    (the example policy's reward window is two days)."""
     db = tmp_path / "tactful.db"
     store = open_store(str(db))
     engine = build_engine(store, load_policies(POLICIES), ManualClock(time.time() - 3600), refresh_seconds=0)
@@ -52,7 +52,7 @@ def test_evaluate_without_final_decisions_says_the_data_is_missing_and_when_it_w
     assert r.exit_code == 1
     assert "Invalid value" not in r.output and "--candidate" not in r.output
     assert "policy 'lifecycle' has no final decisions in" in r.output
-    assert "reward window (1d)" in r.output and "5 are logged, 5 still inside their window" in r.output
+    assert "reward window (2d)" in r.output and "5 are logged, 5 still inside their window" in r.output
     assert "the next becomes final at" in r.output and "--now" in r.output and "See it learn" in r.output
 
 
@@ -72,14 +72,14 @@ def test_retrain_with_too_few_final_decisions_says_how_many_and_why(served):
     r = cli("retrain", *_common(served))
     assert r.exit_code == 1
     assert "has 0 final decisions in" in r.output and "retraining needs at least 50" in r.output
-    assert "reward window (1d)" in r.output and "--now" in r.output
+    assert "reward window (2d)" in r.output and "--now" in r.output
 
 
 def test_an_empty_export_says_why(served, tmp_path):
     r = CliRunner().invoke(main, ["export", *map(str, _common(served)), "--format", "csv",
                                                   "--out", str(tmp_path / "log.csv")])
     assert r.exit_code == 0 and "exported 0 final decisions" in r.stdout
-    assert "note: policy 'lifecycle' has no final decisions" in r.stderr and "reward window (1d)" in r.stderr
+    assert "note: policy 'lifecycle' has no final decisions" in r.stderr and "reward window (2d)" in r.stderr
 
 
 def test_evaluate_shadow_right_after_setting_one_says_it_is_set_but_has_not_scored(served):

@@ -26,10 +26,12 @@ def cli(*args):
 
 @pytest.fixture
 def served_with_own_policies(tmp_path) -> tuple[Path, Path]:
-    """A store an app wrote with its own policy directory: lifecycle with a 2-day window."""
+    """A store an app wrote with its own policy directory: lifecycle with a 3-day window."""
     mine = tmp_path / "my-policies"
     mine.mkdir()
-    text = (EXAMPLE / "lifecycle.toml").read_text().replace('window = "1d"                  # a decision', 'window = "2d"  # a decision')
+    text = (EXAMPLE / "lifecycle.toml").read_text()
+    assert text.count('window = "2d"                  # longer than the latest send') == 1
+    text = text.replace('window = "2d"                  # longer', 'window = "3d"  # longer')
     (mine / "lifecycle.toml").write_text(text)
     db = tmp_path / "tactful.db"
     app = create_app({"DB": str(db), "POLICIES": str(mine), "CLOCK": "system", "ACCESS_LOG": False})
@@ -47,7 +49,7 @@ def test_the_example_policy_on_a_store_written_with_another_is_refused(served_wi
     assert r.exit_code == 1, r.output
     assert "policy 'lifecycle' of examples/policies/lifecycle.toml is not the one" in r.output
     assert f"from {mine / 'lifecycle.toml'}" in r.output
-    assert "It differs in: reward.window: 172800.0 in the store, 86400.0 here. Pass" in r.output
+    assert "It differs in: reward.window: 259200.0 in the store, 172800.0 here. Pass" in r.output
     assert f"--policies {mine}" in r.output and "--ignore-policy-mismatch" in r.output
 
 

@@ -89,7 +89,7 @@ def test_a_version_activated_on_one_replica_is_served_by_the_other_within_two_se
     for i in range(60):
         consent(a, f"u{i}")
         decide((a, b)[i % 2], f"u{i}", START + timedelta(minutes=i))
-    decide(a, "clock-mover", START + timedelta(days=2))  # every window above is closed now
+    decide(a, "clock-mover", START + timedelta(days=3))  # every window above (2 days) is closed now
     deadline = time.time() + 60
     while one_row(url, "SELECT active_version FROM policy_state WHERE policy='lifecycle'")[0] < 2:
         assert time.time() < deadline, "the learner published nothing"

@@ -225,10 +225,14 @@ def test_simulation_against_a_real_server(serve, tmp_path):
 
 
 @pytest.mark.e2e
-def test_url_refuses_a_server_with_another_policy(serve):
-    http, base = serve(clock="request")
+def test_url_refuses_a_server_with_another_policy(serve, tmp_path):
+    mine = tmp_path / "policies"
+    mine.mkdir()
+    text = (POLICIES_DIR / "lifecycle.toml").read_text()
+    (mine / "lifecycle.toml").write_text(text.replace('[reward]\nwindow = "2d"', '[reward]\nwindow = "3d"', 1))
+    http, base = serve(clock="request", policies=mine)
     with pytest.raises(Exception, match="other reward window"):
-        # the scenario's policy: a 2-day window
+        # the scenario's policy: a 2-day window, the server's 3 days
         simulate(STANDARD, monotonic=time.monotonic, decisions=50, url=base, progress=False)
 
 
