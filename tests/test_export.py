@@ -45,7 +45,7 @@ name = "now"
 delay_minutes = 0
 [[timing]]
 name = "evening"
-at = "19:00"
+delay_minutes = 30
 [features]
 segment = {{ type = "string", required = true }}
 [guardrails.consent]

@@ -42,7 +42,7 @@ max = 1
 window = "1d"
 
 [reward]
-window = "1d"
+window = "2d"
 weights = { click = 1.0 }
 """
 
@@ -142,7 +142,7 @@ def test_policy_error_survives_pickling(tmp_path):
 
 
 def test_unknown_nested_key(tmp_path):
-    path = write(tmp_path, replace('window = "1d"\nweights', 'window = "1d"\nwieghts = {}\nweights'))
+    path = write(tmp_path, replace('window = "2d"\nweights', 'window = "2d"\nwieghts = {}\nweights'))
     policy_error(path, "reward.wieghts", "unknown key")
 
 
@@ -154,7 +154,7 @@ def test_bad_duration(tmp_path, window):
 
 
 def test_bad_duration_names_the_value(tmp_path):
-    path = write(tmp_path, replace('[reward]\nwindow = "1d"', '[reward]\nwindow = "7 days"'))
+    path = write(tmp_path, replace('[reward]\nwindow = "2d"', '[reward]\nwindow = "7 days"'))
     policy_error(path, "reward.window", "'7 days'", "is not a duration")
 
 
@@ -221,8 +221,31 @@ def test_empty_reward_weights(tmp_path):
 
 
 def test_missing_reward(tmp_path):
-    path = write(tmp_path, replace('[reward]\nwindow = "1d"\nweights = { click = 1.0 }\n', ""))
+    path = write(tmp_path, replace('[reward]\nwindow = "2d"\nweights = { click = 1.0 }\n', ""))
     policy_error(path, "reward", "required")
+
+
+@pytest.mark.parametrize("window", ['"1d"', '"20h"'])
+def test_a_reward_window_that_closes_before_a_send_is_refused(tmp_path, window):
+    # the evening slot can send up to a day after the decision: its outcomes would all come late
+    path = write(tmp_path, replace('[reward]\nwindow = "2d"', f"[reward]\nwindow = {window}"))
+    policy_error(path, "reward.window", "timing 'evening'", "up to 1d after the decision",
+                 "learner would be told such sends earned nothing")
+
+
+def test_a_reward_window_shorter_than_a_delay_slot_is_refused(tmp_path):
+    text = replace('at = "19:00"', "delay_minutes = 90", replace('[reward]\nwindow = "2d"', '[reward]\nwindow = "1h"'))
+    policy_error(write(tmp_path, text), "reward.window", "1h is not longer", "timing 'evening'", "up to 90m after")
+    assert load_policy(write(tmp_path, text.replace('window = "1h"', 'window = "3h"'))).spec.reward.window == 3 * 3600
+
+
+def test_the_default_reward_window_is_a_day_after_the_latest_send(tmp_path):
+    text = replace('[reward]\nwindow = "2d"\n', "[reward]\n")
+    assert load_policy(write(tmp_path, text)).spec.reward.window == 2 * 86400  # evening: up to a day later
+    now_only = replace('[[timing]]\nname = "evening"\nat = "19:00"\n', "", text)
+    assert load_policy(write(tmp_path, now_only)).spec.reward.window == 86400
+    later = replace('at = "19:00"', "delay_minutes = 180", text)
+    assert load_policy(write(tmp_path, later)).spec.reward.window == 86400 + 3 * 3600
 
 
 def test_unknown_content_in_an_exclusion(tmp_path):

@@ -81,6 +81,16 @@ class Timing(_Frozen):
     def local_time(self) -> dtime | None:
         return dtime.fromisoformat(self.at) if self.at else None
 
+    @property
+    def latest_send(self) -> float:
+        """The longest a send can follow its decision, in seconds: the delay, or for a local time
+        a day (its next occurrence; a night the clocks go back adds an hour, and quiet hours can
+        move a send later still)."""
+        return self.delay_minutes * 60.0 if self.at is None else AT_LATEST
+
+
+AT_LATEST = 86400.0  # a slot at a local time sends within a day of its decision
+
 
 class ArmRule(_Frozen):
     """Forbids every combination that matches all the dimensions it names."""
@@ -341,6 +351,22 @@ class PolicySpec(_Frozen):
     promotion: Promotion = Promotion()
     safety: Safety | None = None  # no [safety] table: no circuit breaker
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_window(cls, data):
+        """No reward window given: a day after the latest send of any timing slot (1d for slots
+        that send at once, 2d with a slot at a local time), so that every send has a day to be
+        answered. One given is checked in `_cross_checks`."""
+        if isinstance(data, dict) and isinstance(data.get("reward"), dict) and "window" not in data["reward"]:
+            latest = 0.0
+            for t in data.get("timing") or ():
+                if isinstance(t, dict) and t.get("at") is not None:
+                    latest = max(latest, AT_LATEST)
+                elif isinstance(t, dict) and type(t.get("delay_minutes")) in (int, float) and t["delay_minutes"] > 0:
+                    latest = max(latest, 60.0 * t["delay_minutes"])
+            data = {**data, "reward": {**data["reward"], "window": latest + 86400.0}}
+        return data
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
@@ -409,6 +435,14 @@ class PolicySpec(_Frozen):
                 if ch not in self.channels:
                     raise KeyedError("guardrails.quiet_hours.channels",
                                       f"unknown channel {ch!r} (channels: {', '.join(self.channels)})")
+        for t in self.timing:
+            if self.reward.window <= t.latest_send:
+                raise KeyedError("reward.window",
+                                  f"{format_duration(self.reward.window)} is not longer than the wait before timing "
+                                  f"{t.name!r} sends (up to {format_duration(t.latest_send)} after the decision): "
+                                  f"its sends' outcomes would come after the reward is final, and the learner "
+                                  f"would be told such sends earned nothing; make it that delay plus the time "
+                                  f"people take to answer (the example policy: 2d)")
         for name in self.privacy.sensitive:
             if name in self.features:
                 raise KeyedError("privacy.sensitive",

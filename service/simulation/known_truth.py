@@ -66,7 +66,9 @@ def world_policy(name: str = "truth", logging: str = "uniform", vw_args: str | N
         "name": name,
         "channels": list(CHANNELS),
         "content": [{"id": c, "topic": c, "features": {"discount": 0.1 * i}} for i, c in enumerate(CONTENTS)],
-        "timing": [{"name": "now", "delay_minutes": 0}, {"name": "evening", "at": "19:00"}],
+        # "evening" is a label here: a 30-minute delay, inside the 1h window (the world's outcomes
+        # come at the decision; a slot at 19:00 would need a window of more than a day)
+        "timing": [{"name": "now", "delay_minutes": 0}, {"name": "evening", "delay_minutes": 30}],
         "features": {"segment": {"type": "string", "required": True}},
         "guardrails": {"consent": {c: "opt_out" for c in CHANNELS}},
         "reward": {"window": "1h", "default": 0.0, "weights": {"click": 1.0, "unsubscribe": -5.0,
