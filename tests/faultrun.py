@@ -50,14 +50,15 @@ SEGMENTS = ("bargain_hunters", "loyal", "new")
 
 def fault_policies(dest: Path) -> Path:
     """The example policies, with a 5 s reward window and a learner that publishes every second.
-    Its slots at a local time (evening, next_morning) send at once: a policy whose window ends
-    before its sends go out is refused."""
+    Its sends go out at once, with no slot at a local time (evening, next_morning) and no quiet
+    hours to wait out: a policy whose window can end before its sends go out is refused."""
     shutil.copytree(ROOT / "examples" / "policies", dest)
     toml = dest / "lifecycle.toml"
     text = re.sub(r'(?m)^(\[reward\]\nwindow = )"[^"]*"', rf'\1"{WINDOW:g}s"', toml.read_text())
     text = re.sub(r"(?m)^learn_every_seconds = .*$", "learn_every_seconds = 1", text)
     text, slots = re.subn(r'(?m)^at = "[0-9:]+"', "delay_minutes = 0", text)
-    assert f'window = "{WINDOW:g}s"' in text and "learn_every_seconds = 1" in text and slots == 2
+    text, quiet = re.subn(r"(?m)^quiet_hours = \{.*\}\n", "", text)
+    assert f'window = "{WINDOW:g}s"' in text and "learn_every_seconds = 1" in text and (slots, quiet) == (2, 1)
     toml.write_text(text)
     return dest
 

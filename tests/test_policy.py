@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service.policy import HOLD_ARM, PolicyError, load_policies, load_policy
-from service.policy.spec import Learner
+from service.policy import HOLD_ARM, PolicyError, load_policies, load_policy, parse_policy
+from service.policy.spec import Content, Learner, PolicySpec, Reward, Timing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples" / "policies"
@@ -225,27 +225,73 @@ def test_missing_reward(tmp_path):
     policy_error(path, "reward", "required")
 
 
-@pytest.mark.parametrize("window", ['"1d"', '"20h"'])
+@pytest.mark.parametrize("window", ['"1d"', '"25h"'])
 def test_a_reward_window_that_closes_before_a_send_is_refused(tmp_path, window):
-    # the evening slot can send up to a day after the decision: its outcomes would all come late
+    # the evening slot can send up to a day after the decision (25 hours the night the clocks go
+    # back): its outcomes would come after the reward is final
     path = write(tmp_path, replace('[reward]\nwindow = "2d"', f"[reward]\nwindow = {window}"))
-    policy_error(path, "reward.window", "timing 'evening'", "up to 1d after the decision",
-                 "learner would be told such sends earned nothing")
+    err = policy_error(path, "reward.window", f"{window.strip(chr(34))} is not longer than the wait before timing 'evening'",
+                       "up to 25h after the decision (the night the clocks go back)",
+                       "learner would be told they earned nothing", "make the window longer than 25h")
+    assert "quiet hours" not in err.reason
+    assert load_policy(write(tmp_path, replace('[reward]\nwindow = "2d"', '[reward]\nwindow = "26h"'))).spec.reward.window == 26 * 3600
 
 
-def test_a_reward_window_shorter_than_a_delay_slot_is_refused(tmp_path):
-    text = replace('at = "19:00"', "delay_minutes = 90", replace('[reward]\nwindow = "2d"', '[reward]\nwindow = "1h"'))
-    policy_error(write(tmp_path, text), "reward.window", "1h is not longer", "timing 'evening'", "up to 90m after")
-    assert load_policy(write(tmp_path, text.replace('window = "1h"', 'window = "3h"'))).spec.reward.window == 3 * 3600
+def test_the_refusal_names_the_slot_that_waits_longest(tmp_path):
+    # two delay slots, neither at a local time: no clock change in the message
+    text = replace('at = "19:00"', "delay_minutes = 180",
+                   replace('delay_minutes = 0', "delay_minutes = 90", replace('[reward]\nwindow = "2d"', '[reward]\nwindow = "2h"')))
+    err = policy_error(write(tmp_path, text), "reward.window", "2h is not longer", "timing 'evening'",
+                       "up to 3h after the decision.", "longer than 3h")
+    assert "clocks" not in err.reason and "'now'" not in err.reason
+    assert load_policy(write(tmp_path, text.replace('window = "2h"', 'window = "4h"'))).spec.reward.window == 4 * 3600
 
 
-def test_the_default_reward_window_is_a_day_after_the_latest_send(tmp_path):
+def test_quiet_hours_that_move_sends_lengthen_the_wait(tmp_path):
+    # a send landing at 21:00 waits until 08:00: 11 hours, and 12 the night the clocks go back
+    quiet = '\n[guardrails]\nquiet_hours = { start = "21:00", end = "08:00" }\n'
+    only_now = replace('[[timing]]\nname = "evening"\nat = "19:00"\n', "")
+    text = replace('[reward]\nwindow = "2d"', '[reward]\nwindow = "6h"', only_now) + quiet
+    policy_error(write(tmp_path, text), "reward.window", "timing 'now'", "up to 12h after the decision",
+                 "(the night the clocks go back, its quiet hours included)")
+    # removing the arms instead of moving their sends waits for nothing
+    removed = text.replace('end = "08:00" }', 'end = "08:00", action = "remove" }')
+    assert load_policy(write(tmp_path, removed)).spec.reward.window == 6 * 3600
+    # a slot at a local time inside the quiet hours waits a day and then until they end
+    late = replace('at = "19:00"', 'at = "22:00"', replace('[reward]\nwindow = "2d"', '[reward]\nwindow = "30h"')) + quiet
+    policy_error(write(tmp_path, late), "reward.window", "timing 'evening'", "up to 35h after the decision")
+    assert load_policy(write(tmp_path, late.replace('window = "30h"', ''))).spec.reward.window == 34 * 3600 + 86400
+
+
+def test_the_default_reward_window_is_a_day_after_the_longest_wait(tmp_path):
     text = replace('[reward]\nwindow = "2d"\n', "[reward]\n")
     assert load_policy(write(tmp_path, text)).spec.reward.window == 2 * 86400  # evening: up to a day later
     now_only = replace('[[timing]]\nname = "evening"\nat = "19:00"\n', "", text)
     assert load_policy(write(tmp_path, now_only)).spec.reward.window == 86400
     later = replace('at = "19:00"', "delay_minutes = 180", text)
     assert load_policy(write(tmp_path, later)).spec.reward.window == 86400 + 3 * 3600
+    as_text = replace('at = "19:00"', 'delay_minutes = "180"', text)  # a number in a string, as pydantic takes it
+    assert load_policy(write(tmp_path, as_text)).spec.reward.window == 86400 + 3 * 3600
+
+
+def test_the_default_reward_window_of_a_policy_built_in_code(tmp_path):
+    spec = PolicySpec(name="coded", channels=("email",), content=[Content(id="a", topic="t")],
+                      timing=[Timing(name="evening", at="19:00")], reward=Reward(weights={"click": 1.0}))
+    assert spec.reward.window == 2 * 86400
+    given = Reward(window="3d", weights={"click": 1.0})
+    assert PolicySpec(name="coded", channels=("email",), content=[Content(id="a", topic="t")],
+                      timing=[Timing(name="evening", at="19:00")], reward=given).reward.window == 3 * 86400
+
+
+def test_a_personalizer_policy_is_not_held_to_send_slots(tmp_path):
+    # its decisions close after the Rank call's reward wait, not after reward.window
+    spec = parse_policy({"name": "p", "kind": "personalizer", "timing": [{"name": "evening", "at": "19:00"}],
+                         "reward": {"window": "1h", "weights": {"click": 1.0}}}).spec
+    assert spec.reward.window == 3600
+
+
+def test_an_infinite_delay_is_refused(tmp_path):
+    policy_error(write(tmp_path, replace("delay_minutes = 0", "delay_minutes = inf")), "timing[0].delay_minutes")
 
 
 def test_unknown_content_in_an_exclusion(tmp_path):

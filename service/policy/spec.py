@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.policy.waits import DAY, slot_waits
 from service.specfile import KeyedError, SpecError, parse_duration
 from service.times import iana_zone
 
@@ -66,7 +67,7 @@ class Timing(_Frozen):
     occurrence of that local time in the person's time zone."""
 
     name: str = Field(pattern=NAME_RE)
-    delay_minutes: float | None = Field(default=None, ge=0)
+    delay_minutes: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     at: str | None = None
 
     _valid_at = field_validator("at")(lambda cls, v: _local_time(v))
@@ -80,16 +81,6 @@ class Timing(_Frozen):
     @property
     def local_time(self) -> dtime | None:
         return dtime.fromisoformat(self.at) if self.at else None
-
-    @property
-    def latest_send(self) -> float:
-        """The longest a send can follow its decision, in seconds: the delay, or for a local time
-        a day (its next occurrence; a night the clocks go back adds an hour, and quiet hours can
-        move a send later still)."""
-        return self.delay_minutes * 60.0 if self.at is None else AT_LATEST
-
-
-AT_LATEST = 86400.0  # a slot at a local time sends within a day of its decision
 
 
 class ArmRule(_Frozen):
@@ -354,18 +345,28 @@ class PolicySpec(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _default_window(cls, data):
-        """No reward window given: a day after the latest send of any timing slot (1d for slots
-        that send at once, 2d with a slot at a local time), so that every send has a day to be
-        answered. One given is checked in `_cross_checks`."""
-        if isinstance(data, dict) and isinstance(data.get("reward"), dict) and "window" not in data["reward"]:
-            latest = 0.0
-            for t in data.get("timing") or ():
-                if isinstance(t, dict) and t.get("at") is not None:
-                    latest = max(latest, AT_LATEST)
-                elif isinstance(t, dict) and type(t.get("delay_minutes")) in (int, float) and t["delay_minutes"] > 0:
-                    latest = max(latest, 60.0 * t["delay_minutes"])
-            data = {**data, "reward": {**data["reward"], "window": latest + 86400.0}}
-        return data
+        """No reward window given: a day after the longest wait before a send (`slot_waits`, on a
+        regular day): 1d for slots that send at once, 2d with a slot at a local time, so that every
+        send has a day to be answered. One given is checked in `_cross_checks`. Slots and quiet
+        hours that do not validate are left to the errors their own validation gives."""
+        if not isinstance(data, dict):
+            return data
+        reward = data.get("reward")
+        if isinstance(reward, Reward):
+            given = "window" in reward.model_fields_set
+        elif isinstance(reward, dict):
+            given = "window" in reward
+        else:
+            return data
+        if given:
+            return data
+        timing = [t for t in (_valid(Timing, t) for t in (data.get("timing") or ())) if t is not None]
+        guardrails = data.get("guardrails")
+        quiet = guardrails.quiet_hours if isinstance(guardrails, Guardrails) else (
+            _valid(QuietHours, guardrails.get("quiet_hours")) if isinstance(guardrails, dict) else None)
+        window = max([w for w, _ in slot_waits(timing, quiet, clocks_back=False)], default=0.0) + DAY
+        reward = reward.model_copy(update={"window": window}) if isinstance(reward, Reward) else {**reward, "window": window}
+        return {**data, "reward": reward}
 
     @field_validator("timezone")
     @classmethod
@@ -435,19 +436,35 @@ class PolicySpec(_Frozen):
                 if ch not in self.channels:
                     raise KeyedError("guardrails.quiet_hours.channels",
                                       f"unknown channel {ch!r} (channels: {', '.join(self.channels)})")
-        for t in self.timing:
-            if self.reward.window <= t.latest_send:
-                raise KeyedError("reward.window",
-                                  f"{format_duration(self.reward.window)} is not longer than the wait before timing "
-                                  f"{t.name!r} sends (up to {format_duration(t.latest_send)} after the decision): "
-                                  f"its sends' outcomes would come after the reward is final, and the learner "
-                                  f"would be told such sends earned nothing; make it that delay plus the time "
-                                  f"people take to answer (the example policy: 2d)")
+        waits = slot_waits(self.timing, g.quiet_hours, clocks_back=True)
+        if self.kind == "catalog" and waits and self.reward.window <= max(waits)[0]:
+            wait, name = max(waits)
+            slot = next(t for t in self.timing if t.name == name)
+            quiet = wait > dict((n, w) for w, n in slot_waits(self.timing, None, True))[name]
+            notes = ", ".join(note for note, on in (("the night the clocks go back", slot.at is not None or quiet),
+                                                    ("its quiet hours included", quiet)) if on)
+            raise KeyedError("reward.window",
+                              f"{format_duration(self.reward.window)} is not longer than the wait before timing "
+                              f"{name!r} sends: up to {format_duration(wait)} after the decision"
+                              f"{f' ({notes})' if notes else ''}. Its sends' outcomes would come "
+                              f"after the reward is final, "
+                              f"and the learner would be told they earned nothing: make the window longer than "
+                              f"{format_duration(wait)}, by the time people take to answer (the example policy: 2d)")
         for name in self.privacy.sensitive:
             if name in self.features:
                 raise KeyedError("privacy.sensitive",
                                   f"{name!r} is declared sensitive and also a feature; a sensitive feature is never accepted")
         return self
+
+
+def _valid(model, value):
+    """`value` as `model`, or None when it is not one (its own validation reports why)."""
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value)
+    except (ValueError, TypeError):
+        return None
 
 
 def format_duration(seconds: float) -> str:
