@@ -57,7 +57,7 @@ def run(seed: int, policies_dir: Path, learn_every: int, workdir: Path, decision
                 engine.record_outcome(d["event_id"], OutcomeInput("convert", outcome_id="convert-1"))
         if n % learn_every == learn_every - 1:
             learner.step("lifecycle")
-    clock.t = START + SPAN + 2 * 86400
+    clock.t = START + SPAN + 3 * 86400  # past the example's 2-day reward window
     while learner.step("lifecycle"):
         pass
     wrong = {}

@@ -56,7 +56,7 @@ def test_learner_publishes_versions_with_shaped_rewards(tmp_path):
     engine = make_engine(tmp_path / "t.db", clock)
     events = drive(engine, clock, 120, step=1800.0)  # 60 hours
     learner = build_learner(engine.store, engine.policies, clock)
-    # decisions of the last day are still open: only the closed ones are learned, in order
+    # decisions of the last two days are still open: only the closed ones are learned, in order
     learned = learner.step("lifecycle")
     assert 0 < learned < 120
     assert engine.store.active_version("lifecycle") == 2
