@@ -247,7 +247,7 @@ def document(data: dict, s: dict, small: bool, images: str) -> str:
         "floor is the example policy's since 2026-11-30 and the scenario policies' since 2026-12-01 (0.05 "
         "before; 0.02 instead of 0.05 was worth about 6 points at 50,000 decisions in the tuning runs below), "
         "once docs/ope.md's "
-        "coverage study found DR's intervals honest on logs with it (98%) and the learning curves (below) "
+        "coverage study found DR's intervals honest on logs with it (98%; 92% in its rerun of 2026-12-01) and the learning curves (below) "
         "found it no worse up to 50,000 decisions but at one point and better after.",
         f"- `fatigue-heavy`: {100 * s['fatigue_unsubscribe_ratio']:.0f}% of fatigue-blind Tactful's unsubscribe "
         f"rate with {100 * s['fatigue_click_ratio']:.0f}% of its clicks; the oracle has {100 * o_clicks:.0f}% of "
