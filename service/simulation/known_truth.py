@@ -67,7 +67,7 @@ def world_policy(name: str = "truth", logging: str = "uniform", vw_args: str | N
         "channels": list(CHANNELS),
         "content": [{"id": c, "topic": c, "features": {"discount": 0.1 * i}} for i, c in enumerate(CONTENTS)],
         # "evening" is a label here: a 30-minute delay, inside the 1h window (the world's outcomes
-        # come at the decision; a slot at 19:00 would need a window of more than a day)
+        # come at the decision; a slot at 19:00 would need a window of more than 25 hours)
         "timing": [{"name": "now", "delay_minutes": 0}, {"name": "evening", "delay_minutes": 30}],
         "features": {"segment": {"type": "string", "required": True}},
         "guardrails": {"consent": {c: "opt_out" for c in CHANNELS}},
