@@ -7,10 +7,16 @@ settings against the `drift` scenario's recovery and `standard`'s share of the o
     nice .venv/bin/python scripts/drift_study.py --seeds 3 --no-standard \\
         --setting "pt0.25=--power_t 0.25"                              # one candidate, one seed
 
+    nice .venv/bin/python scripts/drift_study.py --no-standard \\
+        --setting "current=" --setting "reset=@reset"                  # the step-size reset (below)
+
 Each setting is a name and extra VW arguments appended to the scenario policy's own `vw_args`
 (an option given there, such as `-l`, replaces the policy's own: VW keeps the first of two; the
 empty setting is the policy as it is). For every seed the oracle runs once per scenario and every
 setting is compared with it: the settings change only Tactful's learner, not the population, the asks or the draws.
+`@reset` among a setting's arguments is not a VW option: it resets the learner's step sizes once,
+at the first feedback from after the change (`reset_at`), to measure what a change detector could
+gain at best.
 
 `drift`: days from the change (day 14) to the end of the day by which the drifted segment's
 expected shaped reward over the trailing 3 days is at least 80% of the oracle's and stays so
@@ -24,6 +30,7 @@ under `nice`: each run takes minutes, one at a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -36,6 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from models.vw_policy import VWPolicy, _load, _save  # noqa: E402
+from service.learning.learner import OnlineLearner  # noqa: E402
+from service.policy.bandit import arm_lines  # noqa: E402
 from service.simulation.metrics import DAY, day_index, drift_recovery  # noqa: E402
 from service.simulation.run import run_maker  # noqa: E402
 from service.simulation.scenario import load_scenario  # noqa: E402
@@ -93,12 +103,58 @@ def days_stays_above(shares: list, start: int, threshold: float) -> int | None:
     return None
 
 
+RESET = "@reset"  # in a setting's extra arguments: the oracle-timed reset below, not a VW option
+
+
+def weights_only(model_bytes: bytes) -> bytes:
+    """The model with its weights and without the state VW keeps to go on learning (per-weight
+    sums of squared gradients and normalization scales): learning from it starts with a new
+    model's step sizes."""
+    light = _load(model_bytes, "--predict_only_model")
+    try:
+        return _save(light)
+    finally:
+        light.finish()
+
+
+@contextlib.contextmanager
+def reset_at(t: float):
+    """An oracle-timed change detector, to measure what one could gain: at the learner's first step
+    at or after `t` (the change plus the reward window: the first feedback from after the change),
+    the model keeps its weights and loses VW's per-weight adaptive and normalization state (saved
+    with --predict_only_model), so its next steps are as large as a new model's. A real detector
+    needs evidence and would fire later: this is an upper bound."""
+    original, done = OnlineLearner.step, []
+
+    def step(self, policy_name, limit=None):
+        if not done and self.clock.now() >= t and policy_name in self._models:
+            version, model, args = self._models[policy_name]
+            fresh = VWPolicy(arm_lines(self.policies[policy_name].known()), args,
+                             model_bytes=weights_only(model.to_bytes()))
+            model.close()
+            self._models[policy_name] = (version, fresh, args)
+            done.append(self.clock.now())
+        return original(self, policy_name, limit)
+
+    OnlineLearner.step = step
+    try:
+        yield done
+    finally:
+        OnlineLearner.step = original
+
+
 def one_run(scenario: str, decisions: int, seed: int, extra: str, tmp: Path) -> tuple:
+    reset = RESET in extra.split()
+    extra = " ".join(a for a in extra.split() if a != RESET)
     policy = tmp / f"{scenario}-{abs(hash(extra))}.toml"
     policy.write_text(policy_text(scenario, extra))
     world = build_world(SCENARIOS / f"{scenario}.toml", policy=policy, decisions=decisions, seed=seed)
     t0 = time.monotonic()
-    run = run_maker(world, "tactful", monotonic=time.monotonic, progress=False)
+    drift = world.scenario.spec.drift
+    when = (world.scenario.spec.start.timestamp() + drift[0].at + world.policy.spec.reward.window
+            if reset and drift else float("inf"))
+    with reset_at(when):
+        run = run_maker(world, "tactful", monotonic=time.monotonic, progress=False)
     return run, round(time.monotonic() - t0, 1)
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,26 @@ def test_days_count_the_change_day_as_the_first():
     shares = [0.9, 0.9, -0.3, 0.5, 0.85, 0.7, 0.9, None, 0.95]
     assert ds.days_stays_above(shares, 2, 0.8) == 5   # from index 6 on
     assert ds.days_stays_above([0.9, 0.9, 0.5], 0, 0.8) is None
+
+
+def test_the_reset_keeps_the_weights_and_restarts_the_step_sizes():
+    # what the oracle-timed reset does to a model: the same predictions, then a new model's steps
+    import vowpalwabbit as vw
+
+    from models.vw_policy import _load, _save
+    ds = _script("drift_study")
+    trained = vw.Workspace("--quiet")
+    for _ in range(2000):  # the adaptive sums grow: each step gets smaller
+        trained.learn("1 |x a b")
+    saved = _save(trained)
+    kept, reset = _load(saved), _load(ds.weights_only(saved))
+    assert kept.predict("|x a b") == pytest.approx(reset.predict("|x a b")) == pytest.approx(1.0, abs=0.05)
+    for ws in (kept, reset):  # the truth changes: 0 from now on
+        ws.learn("0 |x a b")
+    moved_kept, moved_reset = 1.0 - kept.predict("|x a b"), 1.0 - reset.predict("|x a b")
+    assert moved_reset > 1.2 * moved_kept > 0, (moved_reset, moved_kept)  # 0.58 against 0.44
+    for ws in (trained, kept, reset):
+        ws.finish()
 
 
 def test_bad_setting_is_refused():
