@@ -151,9 +151,8 @@ def one_run(scenario: str, decisions: int, seed: int, extra: str, tmp: Path) -> 
     world = build_world(SCENARIOS / f"{scenario}.toml", policy=policy, decisions=decisions, seed=seed)
     t0 = time.monotonic()
     drift = world.scenario.spec.drift
-    when = (world.scenario.spec.start.timestamp() + drift[0].at + world.policy.spec.reward.window
-            if reset and drift else float("inf"))
-    with reset_at(when):
+    when = world.scenario.spec.start.timestamp() + drift[0].at + world.policy.spec.reward.window if drift else 0.0
+    with reset_at(when) if reset and drift else contextlib.nullcontext():
         run = run_maker(world, "tactful", monotonic=time.monotonic, progress=False)
     return run, round(time.monotonic() - t0, 1)
 

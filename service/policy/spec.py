@@ -364,7 +364,7 @@ class PolicySpec(_Frozen):
         guardrails = data.get("guardrails")
         quiet = guardrails.quiet_hours if isinstance(guardrails, Guardrails) else (
             _valid(QuietHours, guardrails.get("quiet_hours")) if isinstance(guardrails, dict) else None)
-        window = max([w for w, _ in slot_waits(timing, quiet, clocks_back=False)], default=0.0) + DAY
+        window = max([w for w, *_ in slot_waits(timing, quiet, clocks_back=False)], default=0.0) + DAY
         reward = reward.model_copy(update={"window": window}) if isinstance(reward, Reward) else {**reward, "window": window}
         return {**data, "reward": reward}
 
@@ -438,10 +438,9 @@ class PolicySpec(_Frozen):
                                       f"unknown channel {ch!r} (channels: {', '.join(self.channels)})")
         waits = slot_waits(self.timing, g.quiet_hours, clocks_back=True)
         if self.kind == "catalog" and waits and self.reward.window <= max(waits)[0]:
-            wait, name = max(waits)
-            slot = next(t for t in self.timing if t.name == name)
-            quiet = wait > dict((n, w) for w, n in slot_waits(self.timing, None, True))[name]
-            notes = ", ".join(note for note, on in (("the night the clocks go back", slot.at is not None or quiet),
+            wait, name, quiet = max(waits)
+            local = quiet or next(t for t in self.timing if t.name == name).at is not None
+            notes = ", ".join(note for note, on in (("the night the clocks go back", local),
                                                     ("its quiet hours included", quiet)) if on)
             raise KeyedError("reward.window",
                               f"{format_duration(self.reward.window)} is not longer than the wait before timing "

@@ -15,11 +15,11 @@ def _clock(hhmm: str) -> float:
     return int(h) * HOUR + int(m) * 60.0
 
 
-def slot_waits(timing, quiet, clocks_back: bool) -> list[tuple[float, str]]:
-    """(the longest a slot's send can follow its decision, in seconds; the slot's name), slot by
-    slot (`timing`: the policy's `Timing`s): the delay, or up to a day for a slot at a local time;
-    the policy's quiet hours (`QuietHours` or None), when they move sends, add the time to their
-    end (a send that lands at their start waits them out). `clocks_back`: with the hour a local
+def slot_waits(timing, quiet, clocks_back: bool) -> list[tuple[float, str, float]]:
+    """(the longest a slot's send can follow its decision, in seconds; the slot's name; how much
+    of that the quiet hours add), slot by slot (`timing`: the policy's `Timing`s): the delay, or
+    up to a day for a slot at a local time; the policy's quiet hours (`QuietHours` or None), when
+    they move sends, add the time to their end (a send that lands at their start waits them out). `clocks_back`: with the hour a local
     day gains the night the clocks go back. A person's own quiet hours are not known here and can
     delay a send further."""
     moving = quiet is not None and quiet.action == "move" and quiet.channels != ()
@@ -28,10 +28,10 @@ def slot_waits(timing, quiet, clocks_back: bool) -> list[tuple[float, str]]:
     waits = []
     for t in timing:
         if t.at is None:
-            wait = t.delay_minutes * 60.0 + ((end - start) % DAY + extra if moving else 0.0)
+            wait, added = t.delay_minutes * 60.0, ((end - start) % DAY + extra if moving else 0.0)
         else:
             at = _clock(t.at)
             inside = moving and (start <= at < end if start < end else at >= start or at < end)
-            wait = DAY + extra + ((end - at) % DAY if inside else 0.0)
-        waits.append((wait, t.name))
+            wait, added = DAY + extra, ((end - at) % DAY if inside else 0.0)
+        waits.append((wait + added, t.name, added))
     return waits
